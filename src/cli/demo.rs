@@ -1,0 +1,176 @@
+//! `tierls demo`: starts `tierls serve` as an editor would, on a sample workspace, and
+//! narrates the exchange. It grows as features land.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tower_lsp::lsp_types::Url;
+
+use super::output;
+use crate::lsp::client::LspClient;
+use crate::lsp::ext;
+
+/// The sample workspace bundled with the sources.
+fn bundled_workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-workspace")
+}
+
+pub fn run(workspace: Option<PathBuf>) -> ExitCode {
+    let workspace = workspace.unwrap_or_else(bundled_workspace);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            output::error(&format!("cannot start the async runtime: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(demo(&workspace)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::error(&format!("demo failed: {err:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(workspace: &Path) -> anyhow::Result<()> {
+    let workspace = workspace
+        .canonicalize()
+        .map_err(|err| anyhow::anyhow!("workspace {}: {err}", workspace.display()))?;
+    let root = Url::from_directory_path(&workspace)
+        .map_err(|()| anyhow::anyhow!("{} is not an absolute path", workspace.display()))?;
+    output::line(&format!("tierls demo on {}", workspace.display()));
+
+    let started = Instant::now();
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .env(
+            "TIERLS_LOG",
+            std::env::var("TIERLS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let (Some(stdin), Some(stdout)) = (server.stdin.take(), server.stdout.take()) else {
+        anyhow::bail!("the server's stdio was not captured");
+    };
+    let mut client = LspClient::new(stdout, stdin);
+
+    let init = client
+        .request(
+            "initialize",
+            json!({
+                "processId": std::process::id(),
+                "rootUri": root,
+                "capabilities": { "general": { "positionEncodings": ["utf-8", "utf-16"] } },
+            }),
+        )
+        .await?;
+    let result = init
+        .get("result")
+        .ok_or_else(|| anyhow::anyhow!("initialize failed: {init}"))?;
+    output::line(&format!(
+        "  started `tierls serve` ({} {}) in {} ms",
+        result["serverInfo"]["name"].as_str().unwrap_or("?"),
+        result["serverInfo"]["version"].as_str().unwrap_or("?"),
+        started.elapsed().as_millis()
+    ));
+    output::line(&format!(
+        "  position encoding: {}",
+        result["capabilities"]["positionEncoding"]
+            .as_str()
+            .unwrap_or("utf-16")
+    ));
+    let capabilities: Vec<_> = result["capabilities"]
+        .as_object()
+        .map(|caps| caps.keys().cloned().collect())
+        .unwrap_or_default();
+    output::line(&format!("  capabilities: {}", capabilities.join(", ")));
+    client.notify("initialized", json!({})).await?;
+
+    let file = workspace.join("src/shapes.rs");
+    let uri =
+        Url::from_file_path(&file).map_err(|()| anyhow::anyhow!("bad path {}", file.display()))?;
+    let text = std::fs::read_to_string(&file)?;
+    client
+        .notify(
+            "textDocument/didOpen",
+            json!({ "textDocument": { "uri": uri, "languageId": "rust", "version": 1, "text": text } }),
+        )
+        .await?;
+    output::line(&format!(
+        "  opened src/shapes.rs ({} lines)",
+        text.lines().count()
+    ));
+
+    let edit = "\n/// Added by the demo through an incremental didChange.\npub fn unit_square() -> Square {\n    Square { side: 1.0 }\n}\n";
+    let end_line = text.lines().count();
+    client
+        .notify(
+            "textDocument/didChange",
+            json!({
+                "textDocument": { "uri": uri, "version": 2 },
+                "contentChanges": [{ "range": {
+                    "start": { "line": end_line, "character": 0 },
+                    "end": { "line": end_line, "character": 0 } }, "text": edit }],
+            }),
+        )
+        .await?;
+    let view = client
+        .request(ext::VIEW_DOCUMENT, json!({ "uri": uri }))
+        .await?;
+    let server_text = view["result"]["text"].as_str().unwrap_or_default();
+    let expected = format!("{text}{edit}");
+    output::line(&format!(
+        "  inserted a function: the server's text (version {}) {} the editor's",
+        view["result"]["version"],
+        if server_text == expected {
+            "matches"
+        } else {
+            "DIFFERS FROM"
+        }
+    ));
+    if server_text != expected {
+        anyhow::bail!("the server's text differs from the editor's");
+    }
+
+    let unopened = Url::from_file_path(workspace.join("scripts/report.py"))
+        .map_err(|()| anyhow::anyhow!("bad path"))?;
+    let from_disk = client
+        .request(ext::VIEW_DOCUMENT, json!({ "uri": unopened }))
+        .await?;
+    describe_view(&from_disk, "scripts/report.py");
+
+    let shutdown = client.shutdown().await?;
+    if shutdown.get("error").is_some() {
+        anyhow::bail!("shutdown failed: {shutdown}");
+    }
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), server.wait()).await??;
+    output::line(&format!(
+        "  shutdown and exit: the server ended with {status}"
+    ));
+    if !status.success() {
+        anyhow::bail!("the server did not exit cleanly");
+    }
+    Ok(())
+}
+
+fn describe_view(view: &Value, name: &str) {
+    match view.get("result") {
+        Some(result) => output::line(&format!(
+            "  read {name} from {} ({} bytes) without opening it",
+            result["source"].as_str().unwrap_or("?"),
+            result["text"].as_str().map_or(0, str::len)
+        )),
+        None => output::line(&format!(
+            "  reading {name} failed: {}",
+            view["error"]["message"]
+        )),
+    }
+}

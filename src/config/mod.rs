@@ -1,0 +1,134 @@
+//! Typed configuration: `tierls.toml` files and editor settings, validated at the edge.
+//!
+//! Each source is read into a [`ConfigLayer`] (every key optional, unknown keys rejected);
+//! layers merge in order of precedence into a [`Config`] whose every field has a value.
+//! Precedence, lowest first: defaults, the user's `tierls.toml`, the workspace's
+//! `tierls.toml`, LSP `initializationOptions`, `workspace/didChangeConfiguration`.
+
+mod error;
+mod load;
+mod sources;
+
+pub use error::ConfigError;
+pub use load::{CONFIG_FILE_NAME, load_file, parse_settings, parse_toml, user_config_path};
+pub use sources::ConfigSources;
+
+use serde::Deserialize;
+use std::fmt;
+
+/// The resolved configuration the server runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub log: LogConfig,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The most verbose level mirrored to the editor with `window/logMessage`.
+    pub level: LogLevel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// JSON-RPC messages larger than this are refused with an error (and skipped unread).
+    pub max_message_bytes: usize,
+    /// Files read from disk larger than this are refused.
+    pub max_file_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log: LogConfig {
+                level: LogLevel::Info,
+            },
+            limits: Limits {
+                max_message_bytes: 256 * MIB as usize,
+                max_file_bytes: 64 * MIB,
+            },
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        })
+    }
+}
+
+/// One source of configuration, as written: every key optional, unknown keys rejected.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub log: LogLayer,
+    pub limits: LimitsLayer,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogLayer {
+    pub level: Option<LogLevel>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsLayer {
+    pub max_message_mb: Option<Megabytes>,
+    pub max_file_mb: Option<Megabytes>,
+}
+
+/// A size in MiB between 1 and 4096, checked while deserializing so that the error points
+/// at the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Megabytes(pub u64);
+
+impl<'de> Deserialize<'de> for Megabytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u64::deserialize(deserializer)?;
+        if (1..=4096).contains(&value) {
+            Ok(Megabytes(value))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{value} is out of range: expected a size in MiB from 1 to 4096"
+            )))
+        }
+    }
+}
+
+impl Config {
+    /// Merges layers given from lowest to highest precedence over the defaults.
+    pub fn from_layers<'a>(layers: impl IntoIterator<Item = &'a ConfigLayer>) -> Config {
+        let mut config = Config::default();
+        for layer in layers {
+            if let Some(level) = layer.log.level {
+                config.log.level = level;
+            }
+            if let Some(Megabytes(mb)) = layer.limits.max_message_mb {
+                config.limits.max_message_bytes = (mb * MIB) as usize;
+            }
+            if let Some(Megabytes(mb)) = layer.limits.max_file_mb {
+                config.limits.max_file_bytes = mb * MIB;
+            }
+        }
+        config
+    }
+}

@@ -1,0 +1,26 @@
+//! tierls' own LSP methods.
+
+use serde::{Deserialize, Serialize};
+use tower_lsp::lsp_types::Url;
+
+/// `tierls/viewDocument`: the text the server holds for a document, from the editor's copy
+/// when it is open and from disk otherwise. Editors use it to debug; tests use it to check
+/// that the server's text matches the client's.
+pub const VIEW_DOCUMENT: &str = "tierls/viewDocument";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewDocumentParams {
+    pub uri: Url,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewDocumentResult {
+    pub uri: Url,
+    /// `editor` for an open document, `disk` for a file read from the workspace.
+    pub source: String,
+    /// The editor's version of an open document.
+    pub version: Option<i32>,
+    pub text: String,
+}

@@ -1,0 +1,204 @@
+//! The LSP shell: the only module that knows `tower_lsp` and `lsp_types`.
+//!
+//! [`run`] puts a framing guard in front of tower-lsp (see `guard.rs` for why), serves one
+//! editor session, and forwards that session's logs to the editor.
+
+pub mod client;
+mod convert;
+pub mod ext;
+mod framing;
+mod guard;
+mod server;
+mod session;
+
+pub use framing::{FrameError, FrameReader, write_frame};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tower_lsp::lsp_types::MessageType;
+use tower_lsp::{Client, LspService, Server};
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::logging::{self, LogRecord};
+
+/// What a server is started with, decided by the caller (the CLI reads the environment; tests
+/// pass explicit values so that nothing of the machine leaks in).
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// The user's `tierls.toml`, if any.
+    pub user_config: Option<PathBuf>,
+}
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// `shutdown` came before the input ended or `exit` arrived: exit status 0, else 1.
+    pub clean: bool,
+}
+
+/// State shared between the framing pumps and the server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub max_message_bytes: Arc<AtomicUsize>,
+    pub shutdown_requested: AtomicBool,
+    pub log_session: u64,
+}
+
+/// Serves one editor session over `input`/`output` until `exit` or the end of input.
+pub async fn run<I, O>(input: I, output: O, options: ServerOptions) -> Outcome
+where
+    I: AsyncRead + Unpin + Send + 'static,
+    O: AsyncWrite + Unpin + Send + 'static,
+{
+    logging::init();
+    let defaults = Config::default();
+    let log = logging::register_session(defaults.log.level);
+    let shared = Arc::new(Shared {
+        max_message_bytes: Arc::new(AtomicUsize::new(defaults.limits.max_message_bytes)),
+        shutdown_requested: AtomicBool::new(false),
+        log_session: log.id,
+    });
+
+    let (to_server, server_input) = tokio::io::duplex(1 << 16);
+    let (server_output, from_server) = tokio::io::duplex(1 << 16);
+    let (rejections_tx, rejections_rx) = mpsc::unbounded_channel();
+
+    let backend_shared = shared.clone();
+    let (service, socket) = LspService::build(move |client| {
+        tokio::spawn(forward_logs(client.clone(), log.records));
+        server::Backend::new(client, backend_shared, options)
+    })
+    .custom_method(ext::VIEW_DOCUMENT, server::Backend::view_document)
+    .finish();
+
+    // Handlers never await while others wait on them, so a generous limit only keeps slow
+    // requests from holding up document notifications behind them.
+    let serve = Server::new(server_input, server_output, socket)
+        .concurrency_level(64)
+        .serve(service);
+    let pump_in = pump_input(
+        input,
+        to_server,
+        rejections_tx,
+        shared.max_message_bytes.clone(),
+    );
+    let pump_out = pump_output(from_server, rejections_rx, output);
+
+    let span =
+        tracing::info_span!(target: "tierls", logging::SESSION_SPAN, id = shared.log_session);
+    async {
+        // The input pump ends at `exit` or at end of input, which ends tower-lsp, which
+        // ends the output pump.
+        tokio::select! {
+            _ = async { tokio::join!(serve, pump_out) } => {}
+            _ = async { pump_in.await; std::future::pending::<()>().await } => {}
+        }
+    }
+    .instrument(span)
+    .await;
+
+    logging::unregister_session(shared.log_session);
+    Outcome {
+        clean: shared.shutdown_requested.load(Ordering::SeqCst),
+    }
+}
+
+/// Serves an editor on this process's stdin and stdout.
+pub async fn serve_stdio(options: ServerOptions) -> Outcome {
+    run(tokio::io::stdin(), tokio::io::stdout(), options).await
+}
+
+async fn pump_input<I: AsyncRead + Unpin>(
+    input: I,
+    mut to_server: tokio::io::DuplexStream,
+    rejections: mpsc::UnboundedSender<Value>,
+    max_message_bytes: Arc<AtomicUsize>,
+) {
+    let mut frames = FrameReader::new(input, max_message_bytes);
+    loop {
+        let frame = match frames.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(err) => {
+                tracing::error!(target: "tierls", "reading from the client failed: {err}");
+                break;
+            }
+        };
+        let body = match frame {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::warn!(target: "tierls", "dropped a malformed message: {err}");
+                let code = guard::PARSE_ERROR;
+                let reply =
+                    guard::error_response(Value::Null, code, &format!("Parse error: {err}"));
+                let _ = rejections.send(reply);
+                continue;
+            }
+        };
+        match guard::check(&body) {
+            guard::Verdict::Forward { rewritten, is_exit } => {
+                let body = rewritten.as_deref().unwrap_or(&body);
+                if write_frame(&mut to_server, body).await.is_err() || is_exit {
+                    // Closing tower-lsp's input is what ends it: it only notices `exit`
+                    // when it tries to read the next message.
+                    break;
+                }
+            }
+            guard::Verdict::Reject(reply) => {
+                let message = reply["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                tracing::warn!(target: "tierls", "dropped a malformed message: {message}");
+                let _ = rejections.send(reply);
+            }
+        }
+    }
+}
+
+/// Writes tower-lsp's frames and our rejections to the real output, whole frames only.
+async fn pump_output<O: AsyncWrite + Unpin>(
+    from_server: tokio::io::DuplexStream,
+    mut rejections: mpsc::UnboundedReceiver<Value>,
+    mut output: O,
+) {
+    let mut frames = FrameReader::new(from_server, Arc::new(AtomicUsize::new(usize::MAX)));
+    let mut rejections_open = true;
+    loop {
+        let body = tokio::select! {
+            frame = frames.next() => match frame {
+                Ok(Some(Ok(body))) => body,
+                Ok(Some(Err(err))) => {
+                    tracing::error!(target: "tierls", "tower-lsp wrote a broken frame: {err}");
+                    continue;
+                }
+                Ok(None) | Err(_) => break,
+            },
+            reply = rejections.recv(), if rejections_open => match reply {
+                Some(reply) => serde_json::to_vec(&reply).unwrap_or_default(),
+                None => { rejections_open = false; continue; }
+            },
+        };
+        if write_frame(&mut output, &body).await.is_err() {
+            break; // The client is gone; nothing is left to tell it.
+        }
+    }
+}
+
+async fn forward_logs(client: Client, mut records: mpsc::UnboundedReceiver<LogRecord>) {
+    while let Some(record) = records.recv().await {
+        let kind = match record.level {
+            tracing::Level::ERROR => MessageType::ERROR,
+            tracing::Level::WARN => MessageType::WARNING,
+            tracing::Level::INFO => MessageType::INFO,
+            _ => MessageType::LOG,
+        };
+        client.log_message(kind, record.message).await;
+    }
+}

@@ -1,0 +1,290 @@
+//! The tower-lsp handlers: convert in, call the core, convert out.
+//!
+//! Notification handlers mutate the session before their first `.await`: tower-lsp polls
+//! handlers concurrently, and a handler that awaited first could be overtaken by the next
+//! `didChange`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tower_lsp::jsonrpc::{Error, ErrorCode, Result};
+use tower_lsp::lsp_types::*;
+use tower_lsp::{Client, LanguageServer};
+
+use super::ext::{ViewDocumentParams, ViewDocumentResult};
+use super::session::Session;
+use super::{ServerOptions, Shared, convert};
+use crate::config::{self, CONFIG_FILE_NAME, ConfigError, ConfigSources};
+use crate::core::document::Document;
+use crate::disk;
+use crate::logging;
+
+pub struct Backend {
+    client: Client,
+    shared: Arc<Shared>,
+    options: ServerOptions,
+    session: Mutex<Session>,
+    /// Configuration errors found during `initialize`, shown once the client can hear them.
+    startup_errors: Mutex<Vec<ConfigError>>,
+}
+
+impl Backend {
+    pub(super) fn new(client: Client, shared: Arc<Shared>, options: ServerOptions) -> Self {
+        Backend {
+            client,
+            shared,
+            options,
+            session: Mutex::default(),
+            startup_errors: Mutex::default(),
+        }
+    }
+
+    fn session(&self) -> MutexGuard<'_, Session> {
+        // Every mutation of the session completes without panicking midway, so a poisoned
+        // lock still guards consistent data.
+        self.session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Re-resolves the configuration and applies what lives outside the session.
+    fn apply_config(&self, session: &mut Session) {
+        session.config = session.config_sources.resolve();
+        self.shared
+            .max_message_bytes
+            .store(session.config.limits.max_message_bytes, Ordering::Relaxed);
+        logging::set_session_level(self.shared.log_session, session.config.log.level);
+    }
+
+    async fn report_config_errors(&self, errors: Vec<ConfigError>) {
+        for error in errors {
+            tracing::error!("configuration ignored, keeping the last good one: {error}");
+            let message = format!("tierls: {error} (keeping the last good configuration)");
+            self.client.show_message(MessageType::ERROR, message).await;
+        }
+    }
+
+    pub async fn view_document(&self, params: ViewDocumentParams) -> Result<ViewDocumentResult> {
+        let uri = params.uri;
+        let (open, root, max_file_bytes) = {
+            let session = self.session();
+            let open = session
+                .documents
+                .get(uri.as_str())
+                .map(|document| (document.version(), document.text().to_string()));
+            (
+                open,
+                session.root.clone(),
+                session.config.limits.max_file_bytes,
+            )
+        };
+        if let Some((version, text)) = open {
+            return Ok(ViewDocumentResult {
+                uri,
+                source: "editor".into(),
+                version: Some(version),
+                text,
+            });
+        }
+        let path = uri
+            .to_file_path()
+            .map_err(|()| request_failed(format!("{uri} is not a file URI")))?;
+        let root =
+            root.ok_or_else(|| request_failed("no workspace root: the client sent none".into()))?;
+        let read =
+            tokio::task::spawn_blocking(move || disk::read_text(&root, &path, max_file_bytes))
+                .await
+                .map_err(|err| request_failed(format!("reading failed: {err}")))?;
+        let text = read.map_err(|err| request_failed(err.to_string()))?;
+        Ok(ViewDocumentResult {
+            uri,
+            source: "disk".into(),
+            version: None,
+            text,
+        })
+    }
+}
+
+#[tower_lsp::async_trait]
+impl LanguageServer for Backend {
+    async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
+        let encoding = convert::negotiate_encoding(&params.capabilities);
+        let root = workspace_root(&params);
+        let init_layer = params
+            .initialization_options
+            .filter(|options| !options.is_null())
+            .map(|options| config::parse_settings(options, "initializationOptions"));
+        {
+            let mut session = self.session();
+            session.encoding = encoding;
+            session.root = root.clone();
+            let workspace_file = root.map(|root| root.join(CONFIG_FILE_NAME));
+            session.config_sources =
+                ConfigSources::new(self.options.user_config.clone(), workspace_file);
+            let mut errors = session.config_sources.reload_files();
+            errors.extend(
+                init_layer
+                    .and_then(|layer| session.config_sources.set_initialization_options(layer)),
+            );
+            self.apply_config(&mut session);
+            *self
+                .startup_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = errors;
+        }
+        Ok(InitializeResult {
+            capabilities: capabilities(encoding),
+            server_info: Some(ServerInfo {
+                name: "tierls".into(),
+                version: Some(env!("CARGO_PKG_VERSION").into()),
+            }),
+        })
+    }
+
+    async fn initialized(&self, _: InitializedParams) {
+        // Logged here rather than in `initialize`: tower-lsp drops messages to the client
+        // until `initialize` has returned.
+        tracing::info!(encoding = %self.session().encoding, "initialized");
+        let errors = std::mem::take(
+            &mut *self
+                .startup_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        self.report_config_errors(errors).await;
+    }
+
+    async fn shutdown(&self) -> Result<()> {
+        self.shared.shutdown_requested.store(true, Ordering::SeqCst);
+        tracing::info!("shutdown requested");
+        Ok(())
+    }
+
+    async fn did_open(&self, params: DidOpenTextDocumentParams) {
+        let item = params.text_document;
+        let document = Document::new(&item.text, item.version, item.language_id);
+        let replaced = self.session().documents.open(item.uri.as_str(), document);
+        if replaced.is_some() {
+            tracing::warn!(uri = %item.uri, "didOpen for a document already open: replaced its text");
+        }
+    }
+
+    async fn did_change(&self, params: DidChangeTextDocumentParams) {
+        let uri = params.text_document.uri;
+        let changes: Vec<_> = params
+            .content_changes
+            .into_iter()
+            .map(convert::text_change)
+            .collect();
+        let result = {
+            let mut session = self.session();
+            let encoding = session.encoding;
+            session.documents.change(
+                uri.as_str(),
+                params.text_document.version,
+                &changes,
+                encoding,
+            )
+        };
+        if let Err(err) = result {
+            tracing::warn!("didChange ignored: {err}");
+        }
+    }
+
+    async fn did_save(&self, params: DidSaveTextDocumentParams) {
+        let saved = params.text_document.uri.to_file_path().ok();
+        let errors = {
+            let mut session = self.session();
+            let is_config = saved.is_some_and(|saved| {
+                session.config_sources.workspace_file() == Some(&saved)
+                    || self.options.user_config.as_ref() == Some(&saved)
+            });
+            if !is_config {
+                return;
+            }
+            let errors = session.config_sources.reload_files();
+            self.apply_config(&mut session);
+            errors
+        };
+        tracing::info!("configuration reloaded after save");
+        self.report_config_errors(errors).await;
+    }
+
+    async fn did_close(&self, params: DidCloseTextDocumentParams) {
+        let closed = self
+            .session()
+            .documents
+            .close(params.text_document.uri.as_str());
+        if let Err(err) = closed {
+            tracing::warn!("didClose ignored: {err}");
+        }
+    }
+
+    async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
+        let settings = settings_for_us(params.settings);
+        let errors = {
+            let mut session = self.session();
+            let mut errors = session.config_sources.reload_files();
+            if let Some(settings) = settings {
+                let layer = config::parse_settings(settings, "workspace/didChangeConfiguration");
+                errors.extend(session.config_sources.set_settings(layer));
+            }
+            self.apply_config(&mut session);
+            errors
+        };
+        tracing::info!("configuration reloaded");
+        self.report_config_errors(errors).await;
+    }
+}
+
+fn capabilities(encoding: crate::core::position::PositionEncoding) -> ServerCapabilities {
+    ServerCapabilities {
+        position_encoding: Some(convert::encoding_kind(encoding)),
+        text_document_sync: Some(TextDocumentSyncCapability::Options(
+            TextDocumentSyncOptions {
+                open_close: Some(true),
+                change: Some(TextDocumentSyncKind::INCREMENTAL),
+                save: Some(TextDocumentSyncSaveOptions::SaveOptions(SaveOptions {
+                    include_text: Some(false),
+                })),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+fn workspace_root(params: &InitializeParams) -> Option<PathBuf> {
+    let folder = params
+        .workspace_folders
+        .as_ref()
+        .and_then(|folders| folders.first())
+        .map(|folder| &folder.uri);
+    #[allow(deprecated)] // `rootUri` and `rootPath` are what older clients send.
+    let uri = folder.or(params.root_uri.as_ref());
+    #[allow(deprecated)]
+    let from_path = params.root_path.as_ref().map(PathBuf::from);
+    uri.and_then(|uri| uri.to_file_path().ok()).or(from_path)
+}
+
+/// Editors send either our section (`{"tierls": {...}}`, as VS Code does) or the bare table.
+fn settings_for_us(settings: Value) -> Option<Value> {
+    match settings {
+        Value::Null => None,
+        Value::Object(mut map) if map.contains_key("tierls") => {
+            map.remove("tierls").filter(|v| !v.is_null())
+        }
+        Value::Object(map) if map.is_empty() => None,
+        other => Some(other),
+    }
+}
+
+fn request_failed(message: String) -> Error {
+    Error {
+        code: ErrorCode::ServerError(-32803),
+        message: message.into(),
+        data: None,
+    }
+}

@@ -1,0 +1,206 @@
+//! Configuration: typed layers, errors that name the source, line and key, and a server that
+//! keeps its last good configuration.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tierls::config::{Config, parse_toml};
+
+use crate::support::{TestServer, transcript};
+
+/// Parses `toml` as a workspace `tierls.toml` and shows the resolved configuration or the error.
+fn check(toml: &str) -> String {
+    match parse_toml(toml, "ws/tierls.toml") {
+        Ok(layer) => format!("{:?}", Config::from_layers([&layer])),
+        Err(err) => err.to_string(),
+    }
+}
+
+#[test]
+fn valid_files() {
+    let cases = [
+        "",
+        "[log]\nlevel = \"debug\"\n",
+        "[limits]\nmax_message_mb = 8\nmax_file_mb = 2\n",
+    ];
+    let shown: Vec<String> = cases
+        .iter()
+        .map(|toml| format!("{toml:?}\n  => {}", check(toml)))
+        .collect();
+    insta::assert_snapshot!("valid_files", shown.join("\n"));
+}
+
+#[test]
+fn invalid_files_name_the_line_and_key() {
+    let cases = [
+        "[log]\nlevel = \"loud\"\n",
+        "[log]\nlevl = \"info\"\n",
+        "[limits]\nmax_file_mb = \"big\"\n",
+        "[limits]\nmax_message_mb = 0\n",
+        "[limits]\n\nmax_message_mb = 5000\n",
+        "[models]\nfast = \"x.gguf\"\n",
+        "[log\nlevel = \"info\"\n",
+        "log = 3\n",
+    ];
+    let shown: Vec<String> = cases
+        .iter()
+        .map(|toml| format!("{toml:?}\n  => {}", check(toml)))
+        .collect();
+    insta::assert_snapshot!("invalid_files", shown.join("\n"));
+}
+
+#[test]
+fn later_layers_win() {
+    let user = parse_toml(
+        "[log]\nlevel = \"debug\"\n[limits]\nmax_file_mb = 3\n",
+        "user",
+    )
+    .unwrap();
+    let workspace = parse_toml("[log]\nlevel = \"warn\"\n", "workspace").unwrap();
+    let config = Config::from_layers([&user, &workspace]);
+    assert_eq!(config.log.level, tierls::config::LogLevel::Warn);
+    assert_eq!(config.limits.max_file_bytes, 3 * 1024 * 1024);
+}
+
+#[test]
+fn invalid_utf8_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tierls.toml");
+    std::fs::write(&path, b"[log]\nlevel = \"\xff\"\n").unwrap();
+    let err = tierls::config::load_file(&path).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: the file is not valid UTF-8 (at byte 15)",
+            path.display()
+        )
+    );
+}
+
+const QUIET: Duration = Duration::from_millis(500);
+
+/// A 2 MiB message: refused exactly when the message limit is 1 MiB.
+async fn limit_is_one_mib(server: &mut TestServer) -> bool {
+    let body = json!({ "jsonrpc": "2.0", "id": "probe", "method": "tierls/noSuchMethod",
+                       "params": { "pad": "x".repeat(2 * 1024 * 1024) } });
+    server
+        .client
+        .send_raw(body.to_string().as_bytes())
+        .await
+        .unwrap();
+    let refused = loop {
+        let message = server
+            .client
+            .next_message("the probe's answer")
+            .await
+            .unwrap();
+        if message["id"] == "probe" {
+            break false; // It reached the server: not refused.
+        }
+        if message["id"].is_null() && message.get("error").is_some() {
+            break message["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("over the limit");
+        }
+    };
+    // The refusal's log line may trail the answer: take it now, not in a later snapshot.
+    server.client.drain(QUIET).await.unwrap();
+    refused
+}
+
+#[tokio::test]
+async fn invalid_workspace_file_is_reported_and_defaults_stay() {
+    let files: &[(&str, &[u8])] = &[("tierls.toml", b"[limits]\nmax_message_mb = \"one\"\n")];
+    let mut server = TestServer::start(files);
+    server.initialize().await;
+    let received = server.client.drain(QUIET).await.unwrap();
+    insta::assert_snapshot!("startup_error", transcript(&received, server.root.path()));
+    assert!(server.finish().await.clean);
+}
+
+#[tokio::test]
+async fn settings_apply_and_a_bad_update_keeps_the_last_good_configuration() {
+    let mut server = TestServer::start(&[]);
+    server.initialize().await;
+    let client = &mut server.client;
+    client
+        .notify(
+            "workspace/didChangeConfiguration",
+            json!({ "settings": { "tierls": { "limits": { "max_message_mb": 1 } } } }),
+        )
+        .await
+        .unwrap();
+    server.round_trip().await;
+    assert!(limit_is_one_mib(&mut server).await, "the new limit applies");
+
+    server
+        .client
+        .notify(
+            "workspace/didChangeConfiguration",
+            json!({ "settings": { "tierls": { "limits": { "max_message_mb": 0 } } } }),
+        )
+        .await
+        .unwrap();
+    let received = server.client.drain(QUIET).await.unwrap();
+    insta::assert_snapshot!("bad_settings", transcript(&received, server.root.path()));
+    assert!(
+        limit_is_one_mib(&mut server).await,
+        "the last good limit still applies"
+    );
+    assert!(server.finish().await.clean);
+}
+
+#[tokio::test]
+async fn saving_the_workspace_file_reloads_it() {
+    let files: &[(&str, &[u8])] = &[("tierls.toml", b"[limits]\nmax_message_mb = 1\n")];
+    let mut server = TestServer::start(files);
+    server.initialize().await;
+    assert!(
+        limit_is_one_mib(&mut server).await,
+        "the file's limit applies"
+    );
+
+    // A broken save keeps the last good file's values.
+    std::fs::write(
+        server.root.path().join("tierls.toml"),
+        "[limits]\nmax_message_mb = [1]\n",
+    )
+    .unwrap();
+    let uri = server.uri("tierls.toml");
+    server
+        .client
+        .notify(
+            "textDocument/didSave",
+            json!({ "textDocument": { "uri": uri } }),
+        )
+        .await
+        .unwrap();
+    let received = server.client.drain(QUIET).await.unwrap();
+    insta::assert_snapshot!("bad_save", transcript(&received, server.root.path()));
+    assert!(
+        limit_is_one_mib(&mut server).await,
+        "the last good limit still applies"
+    );
+
+    // A good save applies: the 2 MiB message now passes the framing guard.
+    std::fs::write(
+        server.root.path().join("tierls.toml"),
+        "[limits]\nmax_message_mb = 8\n",
+    )
+    .unwrap();
+    server
+        .client
+        .notify(
+            "textDocument/didSave",
+            json!({ "textDocument": { "uri": uri } }),
+        )
+        .await
+        .unwrap();
+    server.round_trip().await;
+    assert!(
+        !limit_is_one_mib(&mut server).await,
+        "the new file's limit applies"
+    );
+    assert!(server.finish().await.clean);
+}

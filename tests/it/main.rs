@@ -1,0 +1,8 @@
+//! One integration-test binary: every test drives the same library the CLI uses.
+
+mod cli;
+mod config;
+mod documents;
+mod positions;
+mod protocol;
+mod support;

@@ -1,0 +1,188 @@
+//! The harness: a real server in memory (tokio duplex) or the built binary over stdio,
+//! driven by the same LSP client the demo uses.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tierls::lsp::client::LspClient;
+use tierls::lsp::{self, Outcome, ServerOptions};
+use tokio::task::JoinHandle;
+use tower_lsp::lsp_types::Url;
+
+pub struct TestServer {
+    pub client: LspClient,
+    pub root: TempDir,
+    server: JoinHandle<Outcome>,
+}
+
+impl TestServer {
+    /// A server in memory over a workspace holding `files` (path, contents).
+    pub fn start(files: &[(&str, &[u8])]) -> TestServer {
+        let root = tempfile::tempdir().expect("temporary workspace");
+        for (path, contents) in files {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        let (client_end, server_end) = tokio::io::duplex(1 << 20);
+        let (server_read, server_write) = tokio::io::split(server_end);
+        let (client_read, client_write) = tokio::io::split(client_end);
+        // No user configuration: nothing of the machine running the tests leaks in.
+        let server = tokio::spawn(lsp::run(
+            server_read,
+            server_write,
+            ServerOptions { user_config: None },
+        ));
+        TestServer {
+            client: LspClient::new(client_read, client_write),
+            root,
+            server,
+        }
+    }
+
+    /// `initialize` + `initialized`, offering these position encodings; returns the result.
+    pub async fn initialize_with(&mut self, encodings: &[&str], options: Value) -> Value {
+        let params = json!({
+            "processId": null,
+            "rootUri": self.root_uri(),
+            "capabilities": { "general": { "positionEncodings": encodings } },
+            "initializationOptions": options,
+        });
+        let response = self.client.request("initialize", params).await.unwrap();
+        self.client.notify("initialized", json!({})).await.unwrap();
+        response["result"].clone()
+    }
+
+    pub async fn initialize(&mut self) -> Value {
+        self.initialize_with(&["utf-16"], Value::Null).await
+    }
+
+    pub fn root_uri(&self) -> Url {
+        Url::from_directory_path(self.root.path().canonicalize().unwrap()).unwrap()
+    }
+
+    pub fn uri(&self, path: &str) -> Url {
+        Url::from_file_path(self.root.path().canonicalize().unwrap().join(path)).unwrap()
+    }
+
+    pub async fn open(&mut self, path: &str, text: &str) {
+        let uri = self.uri(path);
+        self.client
+            .notify(
+                "textDocument/didOpen",
+                json!({ "textDocument": { "uri": uri, "languageId": "rust", "version": 1, "text": text } }),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn change(&mut self, path: &str, version: i32, changes: Value) {
+        let uri = self.uri(path);
+        self.client
+            .notify(
+                "textDocument/didChange",
+                json!({ "textDocument": { "uri": uri, "version": version }, "contentChanges": changes }),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The server's view of a document: `{source, version, text}` or the error.
+    pub async fn view(&mut self, path: &str) -> Value {
+        let uri = self.uri(path);
+        self.client
+            .request("tierls/viewDocument", json!({ "uri": uri }))
+            .await
+            .unwrap()
+    }
+
+    pub async fn text_of(&mut self, path: &str) -> String {
+        let view = self.view(path).await;
+        view["result"]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no text: {view}"))
+            .to_owned()
+    }
+
+    /// A request answered only after every message sent before it has been handled.
+    pub async fn round_trip(&mut self) {
+        let response = self
+            .client
+            .request("tierls/noSuchMethod", json!({}))
+            .await
+            .unwrap();
+        assert_eq!(response["error"]["code"], -32601, "{response}");
+    }
+
+    /// `shutdown` + `exit`, then waits for the server to end.
+    pub async fn finish(mut self) -> Outcome {
+        let response = self.client.shutdown().await.unwrap();
+        assert!(
+            response.get("error").is_none() && response.get("result") == Some(&Value::Null),
+            "shutdown: {response}"
+        );
+        self.wait().await
+    }
+
+    /// `exit` without `shutdown`, then waits for the server to end.
+    pub async fn exit(mut self) -> Outcome {
+        self.client.notify("exit", Value::Null).await.unwrap();
+        self.wait().await
+    }
+
+    async fn wait(self) -> Outcome {
+        tokio::time::timeout(std::time::Duration::from_secs(10), self.server)
+            .await
+            .expect("the server ends after exit")
+            .unwrap()
+    }
+}
+
+/// One line per message, readable in a snapshot: what the client saw. Responses come
+/// first, then `showMessage`s, then `logMessage`s, each in arrival order: the three travel
+/// separately, so their interleaving is not deterministic.
+pub fn transcript(messages: &[Value], root: &Path) -> String {
+    let root = root.canonicalize().unwrap().display().to_string();
+    let mut messages: Vec<&Value> = messages.iter().collect();
+    messages.sort_by_key(|message| match message["method"].as_str() {
+        None => 0,
+        Some("window/showMessage") => 1,
+        Some(_) => 2,
+    });
+    messages
+        .into_iter()
+        .map(|message| describe(message).replace(&root, "$ROOT"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn describe(message: &Value) -> String {
+    if let Some(method) = message["method"].as_str() {
+        let params = &message["params"];
+        return match method {
+            "window/logMessage" | "window/showMessage" => {
+                let kind = match params["type"].as_i64() {
+                    Some(1) => "error",
+                    Some(2) => "warning",
+                    Some(3) => "info",
+                    _ => "log",
+                };
+                format!(
+                    "{method} [{kind}] {}",
+                    params["message"].as_str().unwrap_or_default()
+                )
+            }
+            _ => format!("{method} {params}"),
+        };
+    }
+    if let Some(error) = message.get("error") {
+        return format!(
+            "response id={} error {}: {}",
+            message["id"],
+            error["code"],
+            error["message"].as_str().unwrap_or_default()
+        );
+    }
+    format!("response id={} result {}", message["id"], message["result"])
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing tierls needs on a Debian machine with Rust, when it is
+# missing: the Debian packages llama.cpp's build uses, and the test model (cached, sha256-checked).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake libclang-dev)
+# pip may come with the Python on PATH rather than from Debian.
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+missing=()
+for package in "${packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    sudo=""
+    [[ "$(id -u)" != 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust first (rustup.rs)" >&2; exit 1; }
+
+model="$(tests/fetch-test-model.sh)"
+echo "setup: test model at $model" >&2
