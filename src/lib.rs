@@ -10,3 +10,4 @@ pub mod core;
 pub mod disk;
 pub mod logging;
 pub mod lsp;
+pub mod models;

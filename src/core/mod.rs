@@ -5,5 +5,6 @@
 //! same code.
 
 pub mod document;
+pub mod generation;
 pub mod position;
 pub mod store;

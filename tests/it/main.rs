@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod documents;
+mod models;
 mod positions;
 mod protocol;
 mod support;

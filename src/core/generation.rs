@@ -1,0 +1,136 @@
+//! What a model is asked and what it answers: the same for every backend.
+
+use std::time::Duration;
+
+/// The text a model continues.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// Plain text to continue.
+    Text(String),
+    /// Fill in the middle: the backend uses the model's FIM tokens when it has them and
+    /// falls back to continuing `prefix` alone when it has none.
+    Fim { prefix: String, suffix: String },
+}
+
+/// A constraint on the shape of the output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grammar {
+    /// A GBNF grammar whose start rule is `root`.
+    Gbnf(String),
+    /// A JSON schema, turned into a grammar by llama.cpp.
+    JsonSchema(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub max_tokens: u32,
+    /// Generation stops before the first occurrence of any of these; it is not in the text.
+    pub stop: Vec<String>,
+    pub time_limit: Option<Duration>,
+    pub grammar: Option<Grammar>,
+}
+
+impl GenerateRequest {
+    pub fn text(prompt: impl Into<String>, max_tokens: u32) -> Self {
+        GenerateRequest {
+            prompt: Prompt::Text(prompt.into()),
+            max_tokens,
+            stop: Vec::new(),
+            time_limit: None,
+            grammar: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    EndOfGeneration,
+    StopSequence,
+    MaxTokens,
+    TimeLimit,
+    Cancelled,
+}
+
+/// Token counts and timings of one generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u32,
+    /// Prompt tokens actually evaluated: the rest came from the reused KV cache.
+    pub evaluated_tokens: u32,
+    pub generated_tokens: u32,
+    /// Whether the prompt used the model's fill-in-the-middle tokens.
+    pub used_fim: bool,
+    pub prompt_time: Duration,
+    pub generation_time: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    pub text: String,
+    pub stop_reason: StopReason,
+    pub usage: Usage,
+}
+
+/// Finds stop sequences in streamed text, holding back only what could still become one.
+#[derive(Debug)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    /// Text produced but not yet released, because it may be the start of a stop sequence.
+    pending: String,
+}
+
+/// What one piece of streamed text amounts to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// Text that is safe to show; generation goes on.
+    Continue(String),
+    /// A stop sequence was found: this text precedes it, and generation ends.
+    Stopped(String),
+}
+
+impl StopMatcher {
+    pub fn new(stops: &[String]) -> Self {
+        StopMatcher {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            pending: String::new(),
+        }
+    }
+
+    pub fn push(&mut self, piece: &str) -> StopOutcome {
+        self.pending.push_str(piece);
+        let first_stop = self
+            .stops
+            .iter()
+            .filter_map(|stop| self.pending.find(stop.as_str()))
+            .min();
+        if let Some(at) = first_stop {
+            let before = self.pending[..at].to_owned();
+            self.pending.clear();
+            return StopOutcome::Stopped(before);
+        }
+        // Hold back the longest tail that is a proper prefix of some stop sequence.
+        let held = self
+            .stops
+            .iter()
+            .flat_map(|stop| {
+                (1..stop.len())
+                    .rev()
+                    .filter(|&n| stop.is_char_boundary(n))
+                    .find(|&n| self.pending.ends_with(&stop[..n]))
+            })
+            .max()
+            .unwrap_or(0);
+        let release = self.pending.len() - held;
+        let released = self.pending[..release].to_owned();
+        self.pending.drain(..release);
+        StopOutcome::Continue(released)
+    }
+
+    /// What is still held back when generation ends for another reason.
+    pub fn finish(self) -> String {
+        self.pending
+    }
+}

@@ -1,0 +1,477 @@
+//! The embedded backend: llama.cpp through llama-cpp-2, one thread and one context per slot.
+//!
+//! Each slot remembers the tokens in its KV cache; a request evaluates only what follows the
+//! longest common prefix with them, which is what makes a follow-up keystroke cheap.
+
+use std::io::Read;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{Cancel, GenerationEvent, Model, ModelError, ModelInfo};
+use crate::core::generation::{
+    GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome, StopReason, Usage,
+};
+
+/// How to load and run a model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Context length per slot, in tokens.
+    pub n_ctx: u32,
+    /// Layers offloaded to the GPU (0 on a CPU-only build).
+    pub n_gpu_layers: u32,
+    /// Independent KV caches, each with its own worker thread.
+    pub slots: usize,
+    /// CPU threads per decode.
+    pub threads: i32,
+    /// Prompt tokens evaluated per decode call.
+    pub n_batch: u32,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) as i32;
+        EmbeddedOptions {
+            n_ctx: 4096,
+            n_gpu_layers: 0,
+            slots: 1,
+            threads,
+            n_batch: 512,
+        }
+    }
+}
+
+/// llama.cpp's backend may be initialised once per process: every model shares it.
+fn backend() -> &'static LlamaBackend {
+    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| {
+        llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+        LlamaBackend::init().expect("llama.cpp's backend initialises once per process")
+    })
+}
+
+struct Job {
+    request: GenerateRequest,
+    cancel: Cancel,
+    events: UnboundedSender<GenerationEvent>,
+}
+
+pub struct EmbeddedModel {
+    info: ModelInfo,
+    slots: Vec<std_mpsc::Sender<Job>>,
+}
+
+impl EmbeddedModel {
+    /// Loads a GGUF file and starts one worker per slot. Blocks: call it off the runtime.
+    pub fn load(path: &Path, options: &EmbeddedOptions) -> Result<Self, ModelError> {
+        check_gguf(path)?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
+        let model = LlamaModel::load_from_file(backend(), path, &params).map_err(|_| {
+            ModelError::LoadFailed {
+                path: path.to_owned(),
+            }
+        })?;
+        let n_ctx_train = model.n_ctx_train();
+        if options.n_ctx > n_ctx_train {
+            return Err(ModelError::ContextTooLong {
+                requested: options.n_ctx,
+                trained: n_ctx_train,
+            });
+        }
+        let vocab = model.vocab();
+        let has_fim = [vocab.fim_pre(), vocab.fim_suf(), vocab.fim_mid()]
+            .iter()
+            .all(|token| token.0 >= 0);
+        let info = ModelInfo {
+            path: path.to_owned(),
+            n_ctx: options.n_ctx,
+            n_ctx_train,
+            has_fim,
+            slots: options.slots.max(1),
+        };
+        let model = Arc::new(model);
+        let mut slots = Vec::new();
+        for slot in 0..info.slots {
+            let (jobs_tx, jobs_rx) = std_mpsc::channel();
+            let (ready_tx, ready_rx) = std_mpsc::channel();
+            let (model, options, info) = (model.clone(), options.clone(), info.clone());
+            std::thread::Builder::new()
+                .name(format!("tierls-llama-slot-{slot}"))
+                .spawn(move || run_slot(&model, &options, &info, jobs_rx, ready_tx))
+                .map_err(|_| ModelError::WorkerGone)?;
+            ready_rx.recv().map_err(|_| ModelError::WorkerGone)??;
+            slots.push(jobs_tx);
+        }
+        Ok(EmbeddedModel { info, slots })
+    }
+}
+
+impl Model for EmbeddedModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn submit(
+        &self,
+        slot: usize,
+        request: GenerateRequest,
+        cancel: Cancel,
+        events: UnboundedSender<GenerationEvent>,
+    ) {
+        let job = Job {
+            request,
+            cancel,
+            events,
+        };
+        if let Err(std_mpsc::SendError(job)) = self.slots[slot % self.slots.len()].send(job) {
+            let _ = job
+                .events
+                .send(GenerationEvent::Done(Err(ModelError::WorkerGone)));
+        }
+    }
+}
+
+/// Refuses what llama.cpp would fail on less clearly: a missing file, or one without the
+/// GGUF magic. (llama-cpp-2 also asserts existence in debug builds.)
+fn check_gguf(path: &Path) -> Result<(), ModelError> {
+    let mut file = std::fs::File::open(path).map_err(|err| match err.kind() {
+        std::io::ErrorKind::NotFound => ModelError::NotFound {
+            path: path.to_owned(),
+        },
+        _ => ModelError::NotGguf {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        },
+    })?;
+    let mut magic = [0u8; 4];
+    let not_gguf = |reason: &str| ModelError::NotGguf {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    file.read_exact(&mut magic)
+        .map_err(|_| not_gguf("shorter than a GGUF header"))?;
+    if &magic != b"GGUF" {
+        return Err(not_gguf("it does not start with the GGUF magic"));
+    }
+    Ok(())
+}
+
+/// One slot's thread: owns a context (which borrows the model) and its cache bookkeeping.
+fn run_slot(
+    model: &LlamaModel,
+    options: &EmbeddedOptions,
+    info: &ModelInfo,
+    jobs: std_mpsc::Receiver<Job>,
+    ready: std_mpsc::Sender<Result<(), ModelError>>,
+) {
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(options.n_ctx))
+        .with_n_batch(options.n_batch)
+        .with_n_threads(options.threads)
+        .with_n_threads_batch(options.threads)
+        // A full-size sliding-window cache keeps prefix reuse possible on SWA models (Gemma 3).
+        .with_swa_full(true);
+    let mut context = match model.new_context(backend(), params) {
+        Ok(context) => context,
+        Err(_) => {
+            let _ = ready.send(Err(ModelError::ContextFailed {
+                path: info.path.clone(),
+                n_ctx: options.n_ctx,
+            }));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut slot = Slot {
+        model,
+        context: &mut context,
+        cached: Vec::new(),
+        n_batch: options.n_batch as usize,
+        info,
+    };
+    while let Ok(job) = jobs.recv() {
+        let events = job.events.clone();
+        let result = slot.generate(job);
+        let _ = events.send(GenerationEvent::Done(result));
+    }
+}
+
+struct Slot<'m, 'c> {
+    model: &'m LlamaModel,
+    context: &'c mut LlamaContext<'m>,
+    /// The tokens whose keys and values are in the cache, in position order.
+    cached: Vec<LlamaToken>,
+    n_batch: usize,
+    info: &'c ModelInfo,
+}
+
+impl Slot<'_, '_> {
+    fn generate(&mut self, job: Job) -> Result<Generation, ModelError> {
+        let Job {
+            request,
+            cancel,
+            events,
+        } = job;
+        let started = Instant::now();
+        let deadline = request.time_limit.map(|limit| started + limit);
+        let (tokens, used_fim) = self.tokenize(&request.prompt);
+        if tokens.len() as u32 + 1 > self.info.n_ctx {
+            return Err(ModelError::PromptTooLong {
+                prompt_tokens: tokens.len() as u32,
+                n_ctx: self.info.n_ctx,
+            });
+        }
+        let mut grammar = match &request.grammar {
+            None => None,
+            Some(grammar) => Some(self.grammar_sampler(grammar)?),
+        };
+        let mut usage = Usage {
+            prompt_tokens: tokens.len() as u32,
+            used_fim,
+            ..Usage::default()
+        };
+
+        let evaluated = self.evaluate_prompt(&tokens, &cancel)?;
+        usage.evaluated_tokens = evaluated;
+        usage.prompt_time = started.elapsed();
+        if cancel.is_cancelled() {
+            return Ok(Generation {
+                text: String::new(),
+                stop_reason: StopReason::Cancelled,
+                usage,
+            });
+        }
+
+        let generating = Instant::now();
+        let mut free = LlamaSampler::greedy();
+        let mut matcher = StopMatcher::new(&request.stop);
+        let mut text = String::new();
+        let mut undecoded_bytes = Vec::new();
+        let vocab = self.model.vocab();
+        let mut logits_index = -1; // The last token of the previous decode.
+        let stop_reason = loop {
+            if cancel.is_cancelled() {
+                break StopReason::Cancelled;
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                break StopReason::TimeLimit;
+            }
+            if usage.generated_tokens >= request.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if self.cached.len() as u32 >= self.info.n_ctx {
+                break StopReason::MaxTokens;
+            }
+            let token = self.sample(&mut free, grammar.as_mut(), logits_index);
+            if vocab.is_eog(token) {
+                break StopReason::EndOfGeneration;
+            }
+            usage.generated_tokens += 1;
+            undecoded_bytes.extend(vocab.token_to_piece(token, false, None));
+            let piece = take_valid_utf8(&mut undecoded_bytes);
+            match matcher.push(&piece) {
+                StopOutcome::Continue(released) => {
+                    if !released.is_empty() {
+                        text.push_str(&released);
+                        let _ = events.send(GenerationEvent::Piece(released));
+                    }
+                }
+                StopOutcome::Stopped(released) => {
+                    text.push_str(&released);
+                    let _ = events.send(GenerationEvent::Piece(released));
+                    break StopReason::StopSequence;
+                }
+            }
+            self.decode(&[token])?;
+            logits_index = 0;
+        };
+        if stop_reason != StopReason::StopSequence {
+            let rest = matcher.finish();
+            if !rest.is_empty() {
+                text.push_str(&rest);
+                let _ = events.send(GenerationEvent::Piece(rest));
+            }
+        }
+        usage.generation_time = generating.elapsed();
+        Ok(Generation {
+            text,
+            stop_reason,
+            usage,
+        })
+    }
+
+    fn tokenize(&self, prompt: &Prompt) -> (Vec<LlamaToken>, bool) {
+        let vocab = self.model.vocab();
+        match prompt {
+            Prompt::Text(text) => (vocab.tokenize(text.as_bytes(), true, false), false),
+            Prompt::Fim { prefix, .. } if !self.info.has_fim => {
+                (vocab.tokenize(prefix.as_bytes(), true, false), false)
+            }
+            Prompt::Fim { prefix, suffix } => {
+                let mut tokens = Vec::new();
+                if vocab.should_add_bos() {
+                    tokens.push(vocab.bos());
+                }
+                tokens.push(vocab.fim_pre());
+                tokens.extend(vocab.tokenize(prefix.as_bytes(), false, false));
+                tokens.push(vocab.fim_suf());
+                tokens.extend(vocab.tokenize(suffix.as_bytes(), false, false));
+                tokens.push(vocab.fim_mid());
+                (tokens, true)
+            }
+        }
+    }
+
+    fn grammar_sampler(&self, grammar: &Grammar) -> Result<LlamaSampler, ModelError> {
+        let gbnf = match grammar {
+            Grammar::Gbnf(gbnf) => gbnf.clone(),
+            Grammar::JsonSchema(schema) => {
+                // llama.cpp only says "failed" for a schema that is not JSON: say where.
+                serde_json::from_str::<serde_json::Value>(schema).map_err(|err| {
+                    ModelError::BadGrammar(format!("the JSON schema is not JSON: {err}"))
+                })?;
+                llama_cpp_2::json_schema_to_grammar(schema).map_err(|err| {
+                    ModelError::BadGrammar(format!(
+                        "llama.cpp cannot turn the JSON schema into a grammar ({err})"
+                    ))
+                })?
+            }
+        };
+        LlamaSampler::grammar(self.model, &gbnf, "root").map_err(|_| {
+            ModelError::BadGrammar(
+                "llama.cpp rejected the GBNF grammar (its log on stderr names the spot)".into(),
+            )
+        })
+    }
+
+    /// Brings the cache to `tokens`, evaluating only what follows the common prefix; returns
+    /// how many tokens were evaluated.
+    fn evaluate_prompt(
+        &mut self,
+        tokens: &[LlamaToken],
+        cancel: &Cancel,
+    ) -> Result<u32, ModelError> {
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // The last prompt token is always evaluated: its logits choose the first new token.
+        let keep = common.min(tokens.len() - 1);
+        if keep < self.cached.len() {
+            let removed = self.context.kv_cache_seq_rm(0, Some(keep as u32), None);
+            if removed.is_err() {
+                self.context.clear_kv_cache();
+                self.cached.clear();
+            } else {
+                self.cached.truncate(keep);
+            }
+        }
+        let start = self.cached.len();
+        for chunk in tokens[start..].chunks(self.n_batch) {
+            if cancel.is_cancelled() {
+                break;
+            }
+            self.decode(chunk)?;
+        }
+        Ok((tokens.len() - start) as u32)
+    }
+
+    /// Decodes `tokens` at the end of the cache, asking for logits of the last one only.
+    fn decode(&mut self, tokens: &[LlamaToken]) -> Result<(), ModelError> {
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
+        let start = self.cached.len();
+        for (offset, &token) in tokens.iter().enumerate() {
+            let is_last = offset + 1 == tokens.len();
+            batch
+                .add(token, (start + offset) as i32, &[0], is_last)
+                .map_err(|err| ModelError::Decode(err.to_string()))?;
+        }
+        self.context
+            .decode(&mut batch)
+            .map_err(|err| ModelError::Decode(err.to_string()))?;
+        self.cached.extend_from_slice(tokens);
+        Ok(())
+    }
+
+    /// Greedy sampling. With a grammar, the free choice is checked against the grammar alone
+    /// and the whole vocabulary is masked only when it is rejected: most tokens pass, and
+    /// masking 262k candidates every token is what makes naive grammar sampling slow.
+    fn sample(
+        &mut self,
+        free: &mut LlamaSampler,
+        grammar: Option<&mut LlamaSampler>,
+        logits_index: i32,
+    ) -> LlamaToken {
+        let token = free.sample(self.context, logits_index);
+        let Some(grammar) = grammar else { return token };
+        let logit = self.context.get_logits_ith(logits_index)[token.0 as usize];
+        let mut single =
+            LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, logit, 0.0)], false);
+        single.apply_sampler(grammar);
+        let token = if single.data[0].logit().is_finite() {
+            token
+        } else {
+            let mut all = self.context.token_data_array_ith(logits_index);
+            all.apply_sampler(grammar);
+            all.sample_token_greedy()
+        };
+        grammar.accept(token);
+        token
+    }
+}
+
+/// Takes the longest valid UTF-8 prefix out of `bytes`, leaving an incomplete trailing
+/// character for the next token; invalid bytes become U+FFFD rather than vanishing.
+fn take_valid_utf8(bytes: &mut Vec<u8>) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            let text = text.to_owned();
+            bytes.clear();
+            text
+        }
+        Err(err) if err.error_len().is_none() => {
+            let valid = err.valid_up_to();
+            let text = String::from_utf8_lossy(&bytes[..valid]).into_owned();
+            bytes.drain(..valid);
+            text
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            bytes.clear();
+            text
+        }
+    }
+}
+
+/// The default test and demo model's location: `tests/fetch-test-model.sh` puts it there.
+pub fn test_model_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("TIERLS_TEST_MODEL") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("TIERLS_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| dirs::home_dir().map(|home| home.join(".cache")))
+                .unwrap_or_else(|| PathBuf::from(".cache"));
+            base.join("tierls/models")
+        });
+    cache.join("gemma-3-270m-q4_k_m.gguf")
+}
