@@ -19,15 +19,8 @@ fn bundled_workspace() -> PathBuf {
 
 pub fn run(workspace: Option<PathBuf>) -> ExitCode {
     let workspace = workspace.unwrap_or_else(bundled_workspace);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            output::error(&format!("cannot start the async runtime: {err}"));
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(demo(&workspace)) {
         Ok(()) => ExitCode::SUCCESS,

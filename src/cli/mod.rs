@@ -1,5 +1,6 @@
 //! The command line: arguments in, one subcommand out. `serve` is the language server.
 
+mod bench;
 mod demo;
 mod output;
 
@@ -44,10 +45,13 @@ enum Command {
     },
     /// Show the configured models, their memory needs and where they fit.
     Models,
-    /// Run a benchmark and print its figures.
+    /// Run a benchmark and print its figures (`models`: the embedded llama.cpp backend).
     Bench {
         /// Which benchmark.
         name: String,
+        /// The GGUF model to measure (default: the test model).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
 }
 
@@ -59,7 +63,7 @@ pub fn main() -> ExitCode {
         Command::Plan { .. } => not_yet("plan", "the plan issue"),
         Command::Index { .. } => not_yet("index", "the index issue"),
         Command::Models => not_yet("models", "the models issue"),
-        Command::Bench { .. } => not_yet("bench", "the issues that add benchmarks"),
+        Command::Bench { name, model } => bench::run(&name, model),
     }
 }
 
@@ -67,15 +71,8 @@ fn serve() -> ExitCode {
     let options = ServerOptions {
         user_config: config::user_config_path(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            output::error(&format!("cannot start the async runtime: {err}"));
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     let outcome = runtime.block_on(lsp::serve_stdio(options));
     // Reading stdin may still block a runtime thread after `exit`: do not wait for it.
@@ -86,6 +83,15 @@ fn serve() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Builds a tokio runtime, saying why when it cannot.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|err| output::error(&format!("cannot start the async runtime: {err}")))
+        .ok()
 }
 
 /// Subcommands whose feature has not landed yet say so instead of pretending.

@@ -42,7 +42,6 @@ fn subcommands_not_built_yet_say_so() {
         &["plan", "rename x"][..],
         &["index", "."],
         &["models"],
-        &["bench", "completion"],
     ] {
         let (status, stdout, stderr) = run(args);
         assert_eq!(status, 2, "{args:?}");
@@ -160,4 +159,19 @@ fn demo_runs_on_the_sample_workspace() {
         stdout.contains("the server ended with exit status: 0"),
         "{stdout}"
     );
+}
+
+#[test]
+fn bench_models_prints_its_figures_side_by_side() {
+    let (status, stdout, stderr) = run(&["bench", "models"]);
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    for figure in ["load:", "cold:", "warm:", "prefix reuse:", "grammar:"] {
+        assert!(
+            stdout.lines().any(|line| line.starts_with(figure)),
+            "no {figure} in\n{stdout}"
+        );
+    }
+    let (status, _, stderr) = run(&["bench", "nonsense"]);
+    assert_eq!(status, 2);
+    assert!(stderr.contains("unknown benchmark `nonsense`"), "{stderr}");
 }

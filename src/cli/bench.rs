@@ -1,0 +1,140 @@
+//! `tierls bench models`: the embedded backend's figures on one model, side by side.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use super::output;
+use crate::core::generation::{GenerateRequest, Generation, Grammar};
+use crate::models::embedded::{EmbeddedModel, EmbeddedOptions, test_model_path};
+use crate::models::{Cancel, GenerationEvent, Model};
+
+pub fn run(name: &str, model: Option<PathBuf>) -> ExitCode {
+    if name != "models" {
+        output::error(&format!("unknown benchmark `{name}`: available: models"));
+        return ExitCode::from(2);
+    }
+    let path = model.unwrap_or_else(test_model_path);
+    let Some(runtime) = super::runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(bench_models(path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::error(&format!("benchmark failed: {err}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One timed generation: the result and when its first piece arrived.
+async fn timed(
+    model: &dyn Model,
+    slot: usize,
+    request: GenerateRequest,
+) -> anyhow::Result<(Generation, Duration)> {
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    model.submit(slot, request, Cancel::new(), sender);
+    let mut first_piece = None;
+    while let Some(event) = events.recv().await {
+        match event {
+            GenerationEvent::Piece(_) => {
+                first_piece.get_or_insert_with(|| started.elapsed());
+            }
+            GenerationEvent::Done(result) => {
+                let generation = result?;
+                return Ok((generation, first_piece.unwrap_or_else(|| started.elapsed())));
+            }
+        }
+    }
+    anyhow::bail!("the model's worker stopped")
+}
+
+fn per_second(tokens: u32, time: Duration) -> f64 {
+    tokens as f64 / time.as_secs_f64().max(1e-9)
+}
+
+async fn bench_models(path: PathBuf) -> anyhow::Result<()> {
+    output::line(&format!("model: {}", path.display()));
+    let options = EmbeddedOptions {
+        n_ctx: 4096,
+        slots: 2,
+        ..EmbeddedOptions::default()
+    };
+    output::line(&format!(
+        "threads: {}, context: {} tokens",
+        options.threads, options.n_ctx
+    ));
+
+    let loading = Instant::now();
+    let loaded =
+        tokio::task::spawn_blocking(move || EmbeddedModel::load(&path, &options)).await??;
+    let model: &dyn Model = &loaded;
+    output::line(&format!(
+        "load: {:.0} ms",
+        loading.elapsed().as_secs_f64() * 1000.0
+    ));
+
+    // A prompt of about 1,000 tokens of code.
+    let unit = "fn add(a: i32, b: i32) -> i32 {\n    let sum = a + b;\n    sum\n}\n";
+    let prompt = unit.repeat(28);
+
+    let (cold, cold_first) = timed(model, 0, GenerateRequest::text(prompt.clone(), 64)).await?;
+    output::line(&format!(
+        "cold:  prompt {} tokens evaluated {} in {:.0} ms ({:.0} tokens/s); first token {:.0} ms; generation {} tokens at {:.1} tokens/s",
+        cold.usage.prompt_tokens,
+        cold.usage.evaluated_tokens,
+        ms(cold.usage.prompt_time),
+        per_second(cold.usage.evaluated_tokens, cold.usage.prompt_time),
+        ms(cold_first),
+        cold.usage.generated_tokens,
+        per_second(cold.usage.generated_tokens, cold.usage.generation_time),
+    ));
+
+    let follow_up = format!("{prompt}fn mul(a: i32, b: i32) -> i32 {{\n    let product = a * b;\n");
+    let (warm, warm_first) = timed(model, 0, GenerateRequest::text(follow_up, 64)).await?;
+    output::line(&format!(
+        "warm:  prompt {} tokens evaluated {} in {:.0} ms; first token {:.0} ms",
+        warm.usage.prompt_tokens,
+        warm.usage.evaluated_tokens,
+        ms(warm.usage.prompt_time),
+        ms(warm_first),
+    ));
+    output::line(&format!(
+        "prefix reuse: first token {:.0} ms warm vs {:.0} ms cold = {:.3}x ({:.1}x faster)",
+        ms(warm_first),
+        ms(cold_first),
+        warm_first.as_secs_f64() / cold_first.as_secs_f64(),
+        cold_first.as_secs_f64() / warm_first.as_secs_f64(),
+    ));
+
+    // Grammar-constrained against free decoding, same prompt, on a second slot.
+    let question = "Steps to rename the function add to sum in a Rust crate:\n";
+    let free_request = GenerateRequest::text(question, 96);
+    let (free, _) = timed(model, 1, free_request).await?;
+    let schema = r#"{"type":"object","properties":{"steps":{"type":"array","maxItems":6,"items":{"type":"string","maxLength":60}}},"required":["steps"]}"#;
+    let grammar_request = GenerateRequest {
+        grammar: Some(Grammar::JsonSchema(schema.into())),
+        ..GenerateRequest::text(question, 96)
+    };
+    let (constrained, _) = timed(model, 1, grammar_request).await?;
+    let free_speed = per_second(free.usage.generated_tokens, free.usage.generation_time);
+    let grammar_speed = per_second(
+        constrained.usage.generated_tokens,
+        constrained.usage.generation_time,
+    );
+    output::line(&format!(
+        "grammar: {:.1} tokens/s constrained ({} tokens) vs {:.1} tokens/s free ({} tokens) = {:.2}x",
+        grammar_speed,
+        constrained.usage.generated_tokens,
+        free_speed,
+        free.usage.generated_tokens,
+        grammar_speed / free_speed,
+    ));
+    Ok(())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
