@@ -47,10 +47,14 @@ pub fn init() {
         let to_sessions = SessionLayer.with_filter(filter::filter_fn(|metadata| {
             metadata.target().starts_with("tierls")
         }));
+        let buffers = LlamaBufferLayer.with_filter(filter::filter_fn(|metadata| {
+            metadata.target().starts_with("llama")
+        }));
         // A second `init` (tests that embed several servers) must not panic.
         let _ = tracing_subscriber::registry()
             .with(stderr)
             .with(to_sessions)
+            .with(buffers)
             .try_init();
     });
 }
@@ -106,6 +110,42 @@ fn level_allows(configured: LogLevel, level: Level) -> bool {
         Level::TRACE => LogLevel::Trace,
     };
     wanted <= configured
+}
+
+/// Bytes llama.cpp reported allocating for its buffers (weights, KV cache, compute, output)
+/// in this process: the reference the memory estimate is checked against.
+pub fn llama_cpp_allocated_bytes() -> u64 {
+    LLAMA_BUFFER_BYTES.load(Ordering::Relaxed)
+}
+
+static LLAMA_BUFFER_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Adds up llama.cpp's `... buffer size = 12.00 MiB` log lines.
+struct LlamaBufferLayer;
+
+impl<S: Subscriber> Layer<S> for LlamaBufferLayer {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut message = MessageVisitor::default();
+        event.record(&mut message);
+        if let Some(bytes) = parse_buffer_size(&message.message) {
+            LLAMA_BUFFER_BYTES.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `CPU KV buffer size =    60.00 MiB` → bytes.
+pub fn parse_buffer_size(line: &str) -> Option<u64> {
+    let (_, after) = line.split_once("buffer size =")?;
+    let mut words = after.split_whitespace();
+    let value: f64 = words.next()?.parse().ok()?;
+    let scale = match words.next()? {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((value * scale) as u64)
 }
 
 struct SessionTag(u64);

@@ -5,8 +5,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::output;
+use crate::config::TierConfig;
+use crate::core::budget::human_bytes;
 use crate::core::generation::{GenerateRequest, Generation, Grammar};
+use crate::logging;
 use crate::models::embedded::{EmbeddedModel, EmbeddedOptions, test_model_path};
+use crate::models::fit::plan_load;
+use crate::models::machine;
 use crate::models::{Cancel, GenerationEvent, Model};
 
 pub fn run(name: &str, model: Option<PathBuf>) -> ExitCode {
@@ -67,6 +72,14 @@ async fn bench_models(path: PathBuf) -> anyhow::Result<()> {
         options.threads, options.n_ctx
     ));
 
+    let tier = TierConfig {
+        context: options.n_ctx,
+        slots: options.slots as u32,
+        ..TierConfig::default()
+    };
+    let estimate = plan_load(&path, &tier, &machine::detect())?.estimate;
+
+    let allocated_before = logging::llama_cpp_allocated_bytes();
     let loading = Instant::now();
     let loaded =
         tokio::task::spawn_blocking(move || EmbeddedModel::load(&path, &options)).await??;
@@ -74,6 +87,16 @@ async fn bench_models(path: PathBuf) -> anyhow::Result<()> {
     output::line(&format!(
         "load: {:.0} ms",
         loading.elapsed().as_secs_f64() * 1000.0
+    ));
+    let allocated = logging::llama_cpp_allocated_bytes() - allocated_before;
+    output::line(&format!(
+        "memory: estimate {} (weights {}, KV cache {}, compute {}) vs llama.cpp's own buffers {} = {:+.1}%",
+        human_bytes(estimate.total()),
+        human_bytes(estimate.weights),
+        human_bytes(estimate.kv_cache),
+        human_bytes(estimate.compute),
+        human_bytes(allocated),
+        (estimate.total() as f64 / allocated.max(1) as f64 - 1.0) * 100.0,
     ));
 
     // A prompt of about 1,000 tokens of code.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod models;
 mod output;
 
 use std::path::PathBuf;
@@ -43,8 +44,15 @@ enum Command {
         /// The workspace root.
         path: PathBuf,
     },
-    /// Show the configured models, their memory needs and where they fit.
-    Models,
+    /// Show each tier's model, its memory needs and where it fits on this machine.
+    Models {
+        /// The workspace whose `tierls.toml` names the models (default: the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a benchmark and print its figures (`models`: the embedded llama.cpp backend).
     Bench {
         /// Which benchmark.
@@ -57,12 +65,13 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    crate::logging::init();
     match args.command {
         Command::Serve => serve(),
         Command::Demo { workspace } => demo::run(workspace),
         Command::Plan { .. } => not_yet("plan", "the plan issue"),
         Command::Index { .. } => not_yet("index", "the index issue"),
-        Command::Models => not_yet("models", "the models issue"),
+        Command::Models { workspace, json } => models::run(workspace, json),
         Command::Bench { name, model } => bench::run(&name, model),
     }
 }

@@ -8,10 +8,12 @@
 mod error;
 mod load;
 mod sources;
+mod tiers;
 
 pub use error::ConfigError;
 pub use load::{CONFIG_FILE_NAME, load_file, parse_settings, parse_toml, user_config_path};
 pub use sources::ConfigSources;
+pub use tiers::{GpuLayers, ModelSource, Tier, TierConfig, TierLayer, Tiers, TiersLayer};
 
 use serde::Deserialize;
 use std::fmt;
@@ -21,6 +23,7 @@ use std::fmt;
 pub struct Config {
     pub log: LogConfig,
     pub limits: Limits,
+    pub tiers: Tiers,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +50,7 @@ impl Default for Config {
                 max_message_bytes: 256 * MIB as usize,
                 max_file_bytes: 64 * MIB,
             },
+            tiers: Tiers::default(),
         }
     }
 }
@@ -81,6 +85,7 @@ impl fmt::Display for LogLevel {
 pub struct ConfigLayer {
     pub log: LogLayer,
     pub limits: LimitsLayer,
+    pub tiers: TiersLayer,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -127,6 +132,13 @@ impl Config {
             }
             if let Some(Megabytes(mb)) = layer.limits.max_file_mb {
                 config.limits.max_file_bytes = mb * MIB;
+            }
+            for (tier, layer) in [
+                (&mut config.tiers.fast, &layer.tiers.fast),
+                (&mut config.tiers.executor, &layer.tiers.executor),
+                (&mut config.tiers.planner, &layer.tiers.planner),
+            ] {
+                tier.merge(layer);
             }
         }
         config

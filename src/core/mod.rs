@@ -4,6 +4,7 @@
 //! every input arrives as plain data, so the LSP shell, the CLI and the tests drive the
 //! same code.
 
+pub mod budget;
 pub mod document;
 pub mod generation;
 pub mod position;

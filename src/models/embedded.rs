@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -23,6 +23,7 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{Cancel, GenerationEvent, Model, ModelError, ModelInfo};
+use crate::core::budget::CacheType;
 use crate::core::generation::{
     GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome, StopReason, Usage,
 };
@@ -40,6 +41,8 @@ pub struct EmbeddedOptions {
     pub threads: i32,
     /// Prompt tokens evaluated per decode call.
     pub n_batch: u32,
+    /// The element type of the KV cache.
+    pub cache_type: CacheType,
 }
 
 impl Default for EmbeddedOptions {
@@ -51,8 +54,14 @@ impl Default for EmbeddedOptions {
             slots: 1,
             threads,
             n_batch: 512,
+            cache_type: CacheType::F16,
         }
     }
+}
+
+/// Initialises llama.cpp once for this process (device queries need it too).
+pub fn init_backend() {
+    backend();
 }
 
 /// llama.cpp's backend may be initialised once per process: every model shares it.
@@ -147,7 +156,7 @@ impl Model for EmbeddedModel {
 
 /// Refuses what llama.cpp would fail on less clearly: a missing file, or one without the
 /// GGUF magic. (llama-cpp-2 also asserts existence in debug builds.)
-fn check_gguf(path: &Path) -> Result<(), ModelError> {
+pub(super) fn check_gguf(path: &Path) -> Result<(), ModelError> {
     let mut file = std::fs::File::open(path).map_err(|err| match err.kind() {
         std::io::ErrorKind::NotFound => ModelError::NotFound {
             path: path.to_owned(),
@@ -170,6 +179,14 @@ fn check_gguf(path: &Path) -> Result<(), ModelError> {
     Ok(())
 }
 
+fn kv_cache_type(cache_type: CacheType) -> KvCacheType {
+    match cache_type {
+        CacheType::F16 => KvCacheType::F16,
+        CacheType::Q8_0 => KvCacheType::Q8_0,
+        CacheType::Q4_0 => KvCacheType::Q4_0,
+    }
+}
+
 /// One slot's thread: owns a context (which borrows the model) and its cache bookkeeping.
 fn run_slot(
     model: &LlamaModel,
@@ -184,7 +201,9 @@ fn run_slot(
         .with_n_threads(options.threads)
         .with_n_threads_batch(options.threads)
         // A full-size sliding-window cache keeps prefix reuse possible on SWA models (Gemma 3).
-        .with_swa_full(true);
+        .with_swa_full(true)
+        .with_type_k(kv_cache_type(options.cache_type))
+        .with_type_v(kv_cache_type(options.cache_type));
     let mut context = match model.new_context(backend(), params) {
         Ok(context) => context,
         Err(_) => {

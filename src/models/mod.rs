@@ -4,6 +4,9 @@
 //! so async callers never block the runtime and a cancel flag is seen between tokens.
 
 pub mod embedded;
+pub mod fit;
+pub mod gguf;
+pub mod machine;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,6 +65,15 @@ pub enum ModelError {
     Decode(String),
     #[error("the model's worker stopped")]
     WorkerGone,
+    #[error("model {path}: does not fit: it needs {needed}, {available} available; {hint}")]
+    DoesNotFit {
+        path: PathBuf,
+        needed: String,
+        available: String,
+        hint: String,
+    },
+    #[error("model loading was cancelled")]
+    LoadCancelled,
 }
 
 /// What callers know about a loaded model.

@@ -38,7 +38,7 @@ fn version_names_the_crate_version() {
 
 #[test]
 fn subcommands_not_built_yet_say_so() {
-    for args in [&["plan", "rename x"][..], &["index", "."], &["models"]] {
+    for args in [&["plan", "rename x"][..], &["index", "."]] {
         let (status, stdout, stderr) = run(args);
         assert_eq!(status, 2, "{args:?}");
         assert!(stdout.is_empty());
@@ -170,4 +170,85 @@ fn bench_models_prints_its_figures_side_by_side() {
     let (status, _, stderr) = run(&["bench", "nonsense"]);
     assert_eq!(status, 2);
     assert!(stderr.contains("unknown benchmark `nonsense`"), "{stderr}");
+}
+
+/// `tierls models` on a workspace whose `tierls.toml` is `toml` (`$MODEL` is the test model).
+fn check_models(toml: &str, extra: &[&str]) -> (i32, String, String) {
+    let workspace = tempfile::tempdir().unwrap();
+    let model = tierls::models::embedded::test_model_path()
+        .display()
+        .to_string();
+    std::fs::write(
+        workspace.path().join("tierls.toml"),
+        toml.replace("$MODEL", &model),
+    )
+    .unwrap();
+    let dir = workspace.path().display().to_string();
+    let mut args = vec!["models", "--workspace", &dir];
+    args.extend_from_slice(extra);
+    let output = std::process::Command::new(TIERLS)
+        .args(&args)
+        .env("TIERLS_CONFIG_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    let clean = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .replace(&model, "$MODEL")
+            .replace(&dir, "$WORKSPACE")
+    };
+    (
+        output.status.code().unwrap_or(-1),
+        clean(&output.stdout),
+        clean(&output.stderr),
+    )
+}
+
+#[test]
+fn models_shows_each_tier_and_where_it_fits() {
+    let toml = "[tiers.fast]\nmodel = \"$MODEL\"\ncontext = 8192\nslots = 2\n\n[tiers.executor]\nmodel = \"missing.gguf\"\n\n[tiers.planner]\nmodel = \"http://worker.local:8080\"\n";
+    let (status, stdout, stderr) = check_models(toml, &[]);
+    assert_eq!(status, 0, "{stderr}");
+    let (machine, tiers) = stdout.split_once('\n').unwrap();
+    assert!(machine.starts_with("machine: RAM "), "{machine}");
+    // The placement depends on this machine's memory; everything else is the model's.
+    let tiers: Vec<&str> = tiers
+        .lines()
+        .filter(|line| !line.contains("placement:"))
+        .collect();
+    insta::assert_snapshot!("models_text", tiers.join("\n"));
+
+    let (status, stdout, _) = check_models(toml, &["--json"]);
+    assert_eq!(status, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["tiers"][0]["status"], "ok");
+    assert_eq!(report["tiers"][0]["layers"], 18);
+    assert_eq!(report["tiers"][0]["bytes"]["weights"], 246_587_904);
+    assert_eq!(report["tiers"][1]["status"], "error");
+    assert_eq!(report["tiers"][2]["status"], "remote");
+    assert!(report["machine"]["ram_total"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn models_without_configuration_shows_the_test_model() {
+    let (status, stdout, _) = check_models("", &[]);
+    assert_eq!(status, 0);
+    assert!(
+        stdout.contains("no tier names a model: the fast tier shows the test model"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("gemma3 268M parameters, Q4_K_M"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn models_with_a_broken_configuration_names_the_key() {
+    let (status, stdout, stderr) = check_models("[tiers.fast]\ncontext = \"long\"\n", &[]);
+    assert_eq!(status, 2);
+    assert!(stdout.is_empty());
+    assert_eq!(
+        stderr.trim(),
+        "tierls: $WORKSPACE/tierls.toml:2:11: key `tiers.fast.context`: invalid type: string \"long\", expected u32"
+    );
 }

@@ -22,6 +22,8 @@ fn valid_files() {
         "",
         "[log]\nlevel = \"debug\"\n",
         "[limits]\nmax_message_mb = 8\nmax_file_mb = 2\n",
+        "[tiers.fast]\nmodel = \"models/coder-1.5b.gguf\"\ncontext = 8192\nslots = 2\ngpu_layers = \"auto\"\n",
+        "[tiers.executor]\nmodel = \"http://worker.local:8080\"\n[tiers.planner]\nmodel = \"hf://Qwen/Qwen2.5-72B-GGUF/q4_k_m.gguf\"\ngpu_layers = 40\ncache_type = \"q8_0\"\n",
     ];
     let shown: Vec<String> = cases
         .iter()
@@ -41,6 +43,13 @@ fn invalid_files_name_the_line_and_key() {
         "[models]\nfast = \"x.gguf\"\n",
         "[log\nlevel = \"info\"\n",
         "log = 3\n",
+        "[tiers.fast]\nmodel = \"hf://just-a-name\"\n",
+        "[tiers.fast]\ngpu_layers = \"all\"\n",
+        "[tiers.fast]\ncontext = 100\n",
+        "[tiers.planner]\nslots = 0\n",
+        "[tiers.executor]\ncache_type = \"q2\"\n",
+        "[tiers.fast]\nmodle = \"x.gguf\"\n",
+        "[tiers.huge]\nmodel = \"x.gguf\"\n",
     ];
     let shown: Vec<String> = cases
         .iter()

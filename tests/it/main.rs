@@ -1,5 +1,6 @@
 //! One integration-test binary: every test drives the same library the CLI uses.
 
+mod budget;
 mod cli;
 mod config;
 mod documents;

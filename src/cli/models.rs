@@ -1,0 +1,223 @@
+//! `tierls models`: each tier's model, its memory needs, and where it fits on this machine.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+
+use super::output;
+use crate::config::{self, CONFIG_FILE_NAME, ConfigSources, ModelSource, Tier, TierConfig};
+use crate::core::budget::{Machine, human_bytes};
+use crate::models::embedded::test_model_path;
+use crate::models::fit::{LoadPlan, plan_load};
+use crate::models::machine;
+
+pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
+    let workspace = workspace.unwrap_or_else(|| PathBuf::from("."));
+    let mut sources = ConfigSources::new(
+        config::user_config_path(),
+        Some(workspace.join(CONFIG_FILE_NAME)),
+    );
+    let errors = sources.reload_files();
+    if !errors.is_empty() {
+        for error in errors {
+            output::error(&error.to_string());
+        }
+        return ExitCode::from(2);
+    }
+    let mut tiers = sources.resolve().tiers;
+    let configured = Tier::ALL
+        .iter()
+        .any(|&tier| tiers.get(tier).model.is_some());
+    if !configured {
+        // With nothing configured, the fast tier runs the test model, as the demo does.
+        tiers.fast.model = Some(ModelSource::File(test_model_path()));
+    }
+    let machine = machine::detect();
+    let rows: Vec<Row> = Tier::ALL
+        .iter()
+        .map(|&tier| Row::new(tier, tiers.get(tier), &workspace, &machine))
+        .collect();
+    if as_json {
+        let report = json!({
+            "machine": machine_json(&machine),
+            "tiers": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+        });
+        output::line(&serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        output::line(&describe_machine(&machine));
+        if !configured {
+            output::line("no tier names a model: the fast tier shows the test model");
+        }
+        for row in &rows {
+            output::line(&row.to_text());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+struct Row {
+    tier: Tier,
+    source: Option<ModelSource>,
+    tier_config: TierConfig,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    NotConfigured,
+    Remote,
+    Unsupported(String),
+    Planned(Box<LoadPlan>),
+    Failed(String),
+}
+
+impl Row {
+    fn new(tier: Tier, tier_config: &TierConfig, workspace: &Path, machine: &Machine) -> Row {
+        let outcome = match &tier_config.model {
+            None => Outcome::NotConfigured,
+            Some(ModelSource::Remote(_)) => Outcome::Remote,
+            Some(ModelSource::HuggingFace { .. }) => Outcome::Unsupported(
+                "hf:// downloads are not available yet: download the file and name its path".into(),
+            ),
+            Some(ModelSource::File(path)) => {
+                let path = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    workspace.join(path)
+                };
+                match plan_load(&path, tier_config, machine) {
+                    Ok(plan) => Outcome::Planned(Box::new(plan)),
+                    Err(err) => Outcome::Failed(err.to_string()),
+                }
+            }
+        };
+        Row {
+            tier,
+            source: tier_config.model.clone(),
+            tier_config: tier_config.clone(),
+            outcome,
+        }
+    }
+
+    fn to_text(&self) -> String {
+        let model = self
+            .source
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |source| source.to_string());
+        let head = format!("{:<9} {model}", self.tier);
+        match &self.outcome {
+            Outcome::NotConfigured => format!("{:<9} (not configured)", self.tier),
+            Outcome::Remote => {
+                format!("{head}\n          remote worker node: checked by the router, not here")
+            }
+            Outcome::Unsupported(why) | Outcome::Failed(why) => {
+                format!("{head}\n          error: {why}")
+            }
+            Outcome::Planned(plan) => {
+                let shape = &plan.header.shape;
+                let estimate = &plan.estimate;
+                let mut text = format!(
+                    "{head}\n          {} {:.0}M parameters, {}, {} layers, context {} × {} slot(s), {:?} cache\n          \
+                     weights {} + KV cache {} + compute {} = {}\n          placement: {} (gpu_layers {})",
+                    plan.header.architecture,
+                    shape.parameters as f64 / 1e6,
+                    plan.header.quantization(),
+                    shape.n_layer,
+                    self.tier_config.context,
+                    self.tier_config.slots,
+                    self.tier_config.cache_type,
+                    human_bytes(estimate.weights),
+                    human_bytes(estimate.kv_cache),
+                    human_bytes(estimate.compute),
+                    human_bytes(estimate.total()),
+                    plan.placement,
+                    plan.options.n_gpu_layers,
+                );
+                if let Some(quantization) = plan.better_fit {
+                    text.push_str(&format!(
+                        "\n          a {quantization} quantization would fit better"
+                    ));
+                }
+                text
+            }
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut row = json!({
+            "tier": self.tier.to_string(),
+            "model": self.source.as_ref().map(|source| source.to_string()),
+            "context": self.tier_config.context,
+            "slots": self.tier_config.slots,
+        });
+        let status = match &self.outcome {
+            Outcome::NotConfigured => json!({ "status": "not configured" }),
+            Outcome::Remote => json!({ "status": "remote" }),
+            Outcome::Unsupported(why) | Outcome::Failed(why) => {
+                json!({ "status": "error", "error": why })
+            }
+            Outcome::Planned(plan) => json!({
+                "status": "ok",
+                "architecture": plan.header.architecture,
+                "parameters": plan.header.shape.parameters,
+                "tensor_type": plan.header.quantization(),
+                "layers": plan.header.shape.n_layer,
+                "context_trained": plan.header.shape.n_ctx_train,
+                "has_fim_tokens": plan.header.has_fim_tokens,
+                "has_chat_template": plan.header.has_chat_template,
+                "bytes": {
+                    "weights": plan.estimate.weights,
+                    "kv_cache": plan.estimate.kv_cache,
+                    "compute": plan.estimate.compute,
+                    "total": plan.estimate.total(),
+                },
+                "placement": plan.placement.to_string(),
+                "gpu_layers": plan.options.n_gpu_layers,
+                "better_fit": plan.better_fit,
+            }),
+        };
+        if let (Some(row), Value::Object(status)) = (row.as_object_mut(), status) {
+            row.extend(status);
+        }
+        row
+    }
+}
+
+fn describe_machine(machine: &Machine) -> String {
+    let gpus = if machine.gpus.is_empty() {
+        "none found".to_owned()
+    } else {
+        machine
+            .gpus
+            .iter()
+            .map(|gpu| {
+                format!(
+                    "{} ({} free of {})",
+                    gpu.name,
+                    human_bytes(gpu.free),
+                    human_bytes(gpu.total)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let offload = if machine.gpu_offload {
+        "yes"
+    } else {
+        "no: this build has no GPU back end (build with --features cuda, vulkan or metal)"
+    };
+    format!(
+        "machine: RAM {} ({} available); GPUs: {gpus}; GPU offload: {offload}",
+        human_bytes(machine.ram_total),
+        human_bytes(machine.ram_available)
+    )
+}
+
+fn machine_json(machine: &Machine) -> Value {
+    json!({
+        "ram_total": machine.ram_total,
+        "ram_available": machine.ram_available,
+        "gpu_offload": machine.gpu_offload,
+        "gpus": machine.gpus.iter().map(|gpu| json!({ "name": gpu.name, "total": gpu.total, "free": gpu.free })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,203 @@
+//! `[tiers.fast]`, `[tiers.executor]`, `[tiers.planner]`: which model serves each tier and how.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::core::budget::CacheType;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    Fast,
+    Executor,
+    Planner,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Fast, Tier::Executor, Tier::Planner];
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Tier::Fast => "fast",
+            Tier::Executor => "executor",
+            Tier::Planner => "planner",
+        })
+    }
+}
+
+/// Where a tier's model comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A GGUF file run in this process.
+    File(PathBuf),
+    /// An inference server speaking the OpenAI-compatible API (a worker node).
+    Remote(String),
+    /// A file on Hugging Face: `hf://owner/repo/file.gguf`.
+    HuggingFace { repo: String, file: String },
+}
+
+impl<'de> Deserialize<'de> for ModelSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Some(rest) = text.strip_prefix("hf://") {
+            let parts: Vec<&str> = rest.split('/').collect();
+            return match parts.as_slice() {
+                [owner, repo, file @ ..]
+                    if !owner.is_empty()
+                        && !repo.is_empty()
+                        && !file.is_empty()
+                        && file.last().is_some_and(|f| f.ends_with(".gguf")) =>
+                {
+                    Ok(ModelSource::HuggingFace {
+                        repo: format!("{owner}/{repo}"),
+                        file: file.join("/"),
+                    })
+                }
+                _ => Err(serde::de::Error::custom(format!(
+                    "`{text}`: expected hf://owner/repo/file.gguf"
+                ))),
+            };
+        }
+        if text.starts_with("http://") || text.starts_with("https://") {
+            return Ok(ModelSource::Remote(text));
+        }
+        if text.trim().is_empty() {
+            return Err(serde::de::Error::custom("an empty model path"));
+        }
+        Ok(ModelSource::File(PathBuf::from(text)))
+    }
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModelSource::File(path) => write!(f, "{}", path.display()),
+            ModelSource::Remote(url) => f.write_str(url),
+            ModelSource::HuggingFace { repo, file } => write!(f, "hf://{repo}/{file}"),
+        }
+    }
+}
+
+/// How many layers go to the GPU: chosen from the memory budget, or fixed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GpuLayers {
+    #[default]
+    Auto,
+    Count(u32),
+}
+
+impl<'de> Deserialize<'de> for GpuLayers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Count(u32),
+            Word(String),
+        }
+        match Written::deserialize(deserializer) {
+            Ok(Written::Count(count)) => Ok(GpuLayers::Count(count)),
+            Ok(Written::Word(word)) if word == "auto" => Ok(GpuLayers::Auto),
+            _ => Err(serde::de::Error::custom(
+                "expected \"auto\" or a number of layers",
+            )),
+        }
+    }
+}
+
+/// A number checked against a range while deserializing, so that the error names the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounded<const MIN: u32, const MAX: u32>(pub u32);
+
+impl<'de, const MIN: u32, const MAX: u32> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u32::deserialize(deserializer)?;
+        if (MIN..=MAX).contains(&value) {
+            Ok(Bounded(value))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{value} is out of range: expected {MIN} to {MAX}"
+            )))
+        }
+    }
+}
+
+/// One tier as written in one source.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierLayer {
+    pub model: Option<ModelSource>,
+    pub context: Option<Bounded<256, 1_048_576>>,
+    pub slots: Option<Bounded<1, 64>>,
+    pub gpu_layers: Option<GpuLayers>,
+    pub cache_type: Option<CacheType>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TiersLayer {
+    pub fast: TierLayer,
+    pub executor: TierLayer,
+    pub planner: TierLayer,
+}
+
+/// A tier's resolved settings; `model` is `None` until some source names one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierConfig {
+    pub model: Option<ModelSource>,
+    pub context: u32,
+    pub slots: u32,
+    pub gpu_layers: GpuLayers,
+    pub cache_type: CacheType,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        TierConfig {
+            model: None,
+            context: 4096,
+            slots: 1,
+            gpu_layers: GpuLayers::Auto,
+            cache_type: CacheType::F16,
+        }
+    }
+}
+
+impl TierConfig {
+    pub(super) fn merge(&mut self, layer: &TierLayer) {
+        if let Some(model) = &layer.model {
+            self.model = Some(model.clone());
+        }
+        if let Some(Bounded(context)) = layer.context {
+            self.context = context;
+        }
+        if let Some(Bounded(slots)) = layer.slots {
+            self.slots = slots;
+        }
+        if let Some(gpu_layers) = layer.gpu_layers {
+            self.gpu_layers = gpu_layers;
+        }
+        if let Some(cache_type) = layer.cache_type {
+            self.cache_type = cache_type;
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tiers {
+    pub fast: TierConfig,
+    pub executor: TierConfig,
+    pub planner: TierConfig,
+}
+
+impl Tiers {
+    pub fn get(&self, tier: Tier) -> &TierConfig {
+        match tier {
+            Tier::Fast => &self.fast,
+            Tier::Executor => &self.executor,
+            Tier::Planner => &self.planner,
+        }
+    }
+}
