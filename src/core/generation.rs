@@ -10,6 +10,24 @@ pub enum Prompt {
     /// Fill in the middle: the backend uses the model's FIM tokens when it has them and
     /// falls back to continuing `prefix` alone when it has none.
     Fim { prefix: String, suffix: String },
+    /// A conversation, rendered with the model's own chat template.
+    Chat(Vec<ChatMessage>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: &str) -> Self {
+        ChatMessage {
+            role: role.to_owned(),
+            content: content.to_owned(),
+        }
+    }
 }
 
 /// A constraint on the shape of the output.

@@ -14,8 +14,8 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token::data::LlamaTokenData;
@@ -25,7 +25,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::{Cancel, GenerationEvent, Model, ModelError, ModelInfo};
 use crate::core::budget::CacheType;
 use crate::core::generation::{
-    GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome, StopReason, Usage,
+    ChatMessage, GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome,
+    StopReason, Usage,
 };
 
 /// How to load and run a model.
@@ -81,17 +82,38 @@ struct Job {
 
 pub struct EmbeddedModel {
     info: ModelInfo,
+    model: Arc<LlamaModel>,
     slots: Vec<std_mpsc::Sender<Job>>,
 }
 
 impl EmbeddedModel {
     /// Loads a GGUF file and starts one worker per slot. Blocks: call it off the runtime.
     pub fn load(path: &Path, options: &EmbeddedOptions) -> Result<Self, ModelError> {
+        Self::load_with(path, options, &Cancel::new(), |_| {})
+    }
+
+    /// [`load`](Self::load) that reports progress (0.0 to 1.0) and stops when `cancel` is
+    /// raised, freeing what was loaded.
+    pub fn load_with(
+        path: &Path,
+        options: &EmbeddedOptions,
+        cancel: &Cancel,
+        mut progress: impl FnMut(f32) + 'static,
+    ) -> Result<Self, ModelError> {
         check_gguf(path)?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
+        let watched = cancel.clone();
+        let params = LlamaModelParams::default()
+            .with_n_gpu_layers(options.n_gpu_layers)
+            .with_progress_callback(move |fraction| {
+                progress(fraction);
+                !watched.is_cancelled()
+            });
         let model = LlamaModel::load_from_file(backend(), path, &params).map_err(|_| {
-            ModelError::LoadFailed {
-                path: path.to_owned(),
+            let path = path.to_owned();
+            if cancel.is_cancelled() {
+                ModelError::LoadCancelled { path }
+            } else {
+                ModelError::LoadFailed { path }
             }
         })?;
         let n_ctx_train = model.n_ctx_train();
@@ -125,7 +147,17 @@ impl EmbeddedModel {
             ready_rx.recv().map_err(|_| ModelError::WorkerGone)??;
             slots.push(jobs_tx);
         }
-        Ok(EmbeddedModel { info, slots })
+        Ok(EmbeddedModel { info, model, slots })
+    }
+
+    /// Renders a conversation with the model's own chat template, or with `template` (a
+    /// template text, or the name of one built into llama.cpp, such as `gemma`).
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        template: Option<&str>,
+    ) -> Result<String, ModelError> {
+        render_chat(&self.model, &self.info.path, messages, template)
     }
 }
 
@@ -152,6 +184,31 @@ impl Model for EmbeddedModel {
                 .send(GenerationEvent::Done(Err(ModelError::WorkerGone)));
         }
     }
+}
+
+fn render_chat(
+    model: &LlamaModel,
+    path: &Path,
+    messages: &[ChatMessage],
+    template: Option<&str>,
+) -> Result<String, ModelError> {
+    let template = match template {
+        Some(template) => LlamaChatTemplate::new(template)
+            .map_err(|err| ModelError::ChatTemplate(err.to_string()))?,
+        None => model
+            .chat_template(None)
+            .map_err(|_| ModelError::NoChatTemplate {
+                path: path.to_owned(),
+            })?,
+    };
+    let messages = messages
+        .iter()
+        .map(|message| LlamaChatMessage::new(message.role.clone(), message.content.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| ModelError::ChatTemplate(err.to_string()))?;
+    model
+        .apply_chat_template(&template, &messages, true)
+        .map_err(|err| ModelError::ChatTemplate(err.to_string()))
 }
 
 /// Refuses what llama.cpp would fail on less clearly: a missing file, or one without the
@@ -247,7 +304,7 @@ impl Slot<'_, '_> {
         } = job;
         let started = Instant::now();
         let deadline = request.time_limit.map(|limit| started + limit);
-        let (tokens, used_fim) = self.tokenize(&request.prompt);
+        let (tokens, used_fim) = self.tokenize(&request.prompt)?;
         if tokens.len() as u32 + 1 > self.info.n_ctx {
             return Err(ModelError::PromptTooLong {
                 prompt_tokens: tokens.len() as u32,
@@ -333,10 +390,19 @@ impl Slot<'_, '_> {
         })
     }
 
-    fn tokenize(&self, prompt: &Prompt) -> (Vec<LlamaToken>, bool) {
+    fn tokenize(&self, prompt: &Prompt) -> Result<(Vec<LlamaToken>, bool), ModelError> {
         let vocab = self.model.vocab();
-        match prompt {
+        Ok(match prompt {
             Prompt::Text(text) => (vocab.tokenize(text.as_bytes(), true, false), false),
+            Prompt::Chat(messages) => {
+                let text = render_chat(self.model, &self.info.path, messages, None)?;
+                // Templates write their own BOS and turn markers: parse them as special
+                // tokens, and add no second BOS.
+                let bos = String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None))
+                    .into_owned();
+                let add_bos = bos.is_empty() || !text.starts_with(&bos);
+                (vocab.tokenize(text.as_bytes(), add_bos, true), false)
+            }
             Prompt::Fim { prefix, .. } if !self.info.has_fim => {
                 (vocab.tokenize(prefix.as_bytes(), true, false), false)
             }
@@ -352,7 +418,7 @@ impl Slot<'_, '_> {
                 tokens.push(vocab.fim_mid());
                 (tokens, true)
             }
-        }
+        })
     }
 
     fn grammar_sampler(&self, grammar: &Grammar) -> Result<LlamaSampler, ModelError> {

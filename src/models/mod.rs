@@ -72,8 +72,12 @@ pub enum ModelError {
         available: String,
         hint: String,
     },
-    #[error("model loading was cancelled")]
-    LoadCancelled,
+    #[error("model {path}: loading was cancelled")]
+    LoadCancelled { path: PathBuf },
+    #[error("model {path}: it has no chat template, and chat prompts need one")]
+    NoChatTemplate { path: PathBuf },
+    #[error("the chat template could not render the conversation: {0}")]
+    ChatTemplate(String),
 }
 
 /// What callers know about a loaded model.

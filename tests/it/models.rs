@@ -338,3 +338,54 @@ async fn bad_models_and_requests_are_clear_errors() {
     assert!(after.usage.generated_tokens >= 1);
     insta::assert_snapshot!("bad_models", shown.join("\n"));
 }
+
+#[test]
+fn loading_reports_progress_and_can_be_cancelled() {
+    let fractions = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = fractions.clone();
+    let model = EmbeddedModel::load_with(
+        &test_model_path(),
+        &options(512),
+        &Cancel::new(),
+        move |fraction| seen.lock().unwrap().push(fraction),
+    );
+    assert!(model.is_ok());
+    let fractions = fractions.lock().unwrap();
+    assert!(
+        fractions.len() > 1 && fractions.last() == Some(&1.0),
+        "{fractions:?}"
+    );
+
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let err = EmbeddedModel::load_with(&test_model_path(), &options(512), &cancel, |_| {})
+        .err()
+        .unwrap();
+    assert!(matches!(err, ModelError::LoadCancelled { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("gemma-3-270m-q4_k_m.gguf: loading was cancelled"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn chat_prompts_use_the_models_template_or_say_it_has_none() {
+    let model = shared_model();
+    let messages = vec![
+        tierls::core::generation::ChatMessage::new("system", "You answer in one word."),
+        tierls::core::generation::ChatMessage::new("user", "Name a colour."),
+    ];
+    // The test model is a base model: no template of its own.
+    let request = GenerateRequest {
+        prompt: Prompt::Chat(messages.clone()),
+        ..GenerateRequest::text("", 4)
+    };
+    let err = generate(&*model, 0, request, Cancel::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ModelError::NoChatTemplate { .. }), "{err}");
+    // llama.cpp's built-in Gemma template renders the same conversation.
+    let rendered = model.render_chat(&messages, Some("gemma")).unwrap();
+    insta::assert_snapshot!("gemma_chat", rendered);
+}
