@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod fit;
 pub mod gguf;
 pub mod machine;
+pub mod tiers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::config::Tier;
 use crate::core::generation::{GenerateRequest, Generation};
 
 /// What a running generation reports, in order: pieces of text, then exactly one `Done`.
@@ -72,6 +74,16 @@ pub enum ModelError {
         available: String,
         hint: String,
     },
+    #[error("no model is configured for the {tier} tier (set `tiers.{tier}.model`)")]
+    TierNotConfigured { tier: Tier },
+    #[error(
+        "the {tier} tier is paused while the planner uses this machine's memory; it comes back when the plan is done"
+    )]
+    TierPaused { tier: Tier },
+    #[error("the {tier} tier is loading its model")]
+    TierLoading { tier: Tier },
+    #[error("the {tier} tier's model is not loaded")]
+    TierNotLoaded { tier: Tier },
     #[error("model {path}: loading was cancelled")]
     LoadCancelled { path: PathBuf },
     #[error("model {path}: it has no chat template, and chat prompts need one")]

@@ -8,3 +8,4 @@ mod models;
 mod positions;
 mod protocol;
 mod support;
+mod tiers;

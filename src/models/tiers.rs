@@ -1,0 +1,225 @@
+//! The embedded models of this machine, one per tier, and the flow rule: while the planner
+//! runs, the tiers whose memory it needs step aside and come back afterwards.
+//!
+//! Nothing here waits on another tier: a request for a tier that is paused or loading gets
+//! that status at once, so the editor can say so instead of hanging.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::ModelError;
+use super::embedded::EmbeddedModel;
+use super::fit::{LoadPlan, plan_load};
+use crate::config::{Tier, TierConfig};
+use crate::core::budget::{Machine, human_bytes, usable_memory};
+
+#[derive(Clone)]
+enum State {
+    Unloaded,
+    Loading,
+    Ready(Arc<EmbeddedModel>),
+    /// Unloaded to make room for the planner; reloaded when it is done.
+    Paused,
+    Failed(ModelError),
+}
+
+struct Entry {
+    path: PathBuf,
+    plan: LoadPlan,
+    state: State,
+}
+
+/// What a tier is doing, for status displays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TierStatus {
+    NotConfigured,
+    Unloaded,
+    Loading,
+    Ready,
+    Paused,
+    Failed(String),
+}
+
+pub struct TierSet {
+    machine: Machine,
+    entries: Mutex<BTreeMap<Tier, Entry>>,
+}
+
+impl TierSet {
+    pub fn new(machine: Machine) -> Arc<Self> {
+        Arc::new(TierSet {
+            machine,
+            entries: Mutex::default(),
+        })
+    }
+
+    /// Plans how `tier` runs `path` (reading only its header); a model that cannot fit this
+    /// machine is refused here, before anything loads.
+    pub fn configure(
+        &self,
+        tier: Tier,
+        path: PathBuf,
+        config: &TierConfig,
+    ) -> Result<(), ModelError> {
+        let plan = plan_load(&path, config, &self.machine)?;
+        self.lock().insert(
+            tier,
+            Entry {
+                path,
+                plan,
+                state: State::Unloaded,
+            },
+        );
+        Ok(())
+    }
+
+    /// Loads `tier`'s model. Blocks: call it off the async runtime.
+    pub fn load(&self, tier: Tier) -> Result<(), ModelError> {
+        let (path, options) = {
+            let mut entries = self.lock();
+            let entry = entries
+                .get_mut(&tier)
+                .ok_or(ModelError::TierNotConfigured { tier })?;
+            if matches!(entry.state, State::Ready(_)) {
+                return Ok(());
+            }
+            entry.state = State::Loading;
+            (entry.path.clone(), entry.plan.options.clone())
+        };
+        let loaded = EmbeddedModel::load(&path, &options);
+        let mut entries = self.lock();
+        let entry = entries
+            .get_mut(&tier)
+            .ok_or(ModelError::TierNotConfigured { tier })?;
+        match loaded {
+            Ok(model) => {
+                entry.state = State::Ready(Arc::new(model));
+                Ok(())
+            }
+            Err(err) => {
+                entry.state = State::Failed(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// The model serving `tier` now, or at once the reason there is none.
+    pub fn get(&self, tier: Tier) -> Result<Arc<EmbeddedModel>, ModelError> {
+        let entries = self.lock();
+        let entry = entries
+            .get(&tier)
+            .ok_or(ModelError::TierNotConfigured { tier })?;
+        match &entry.state {
+            State::Ready(model) => Ok(model.clone()),
+            State::Paused => Err(ModelError::TierPaused { tier }),
+            State::Loading => Err(ModelError::TierLoading { tier }),
+            State::Unloaded => Err(ModelError::TierNotLoaded { tier }),
+            State::Failed(err) => Err(err.clone()),
+        }
+    }
+
+    pub fn status(&self, tier: Tier) -> TierStatus {
+        match self.lock().get(&tier).map(|entry| &entry.state) {
+            None => TierStatus::NotConfigured,
+            Some(State::Unloaded) => TierStatus::Unloaded,
+            Some(State::Loading) => TierStatus::Loading,
+            Some(State::Ready(_)) => TierStatus::Ready,
+            Some(State::Paused) => TierStatus::Paused,
+            Some(State::Failed(err)) => TierStatus::Failed(err.to_string()),
+        }
+    }
+
+    /// Starts a planning flow: loads the planner, first pausing (unloading) the other tiers
+    /// when the machine cannot hold them all. Blocks while loading. The returned guard gives
+    /// the planner; dropping it unloads the planner and brings the paused tiers back.
+    pub fn enter_flow(self: &Arc<Self>) -> Result<Flow, ModelError> {
+        let paused = {
+            let mut entries = self.lock();
+            let planner = entries
+                .get(&Tier::Planner)
+                .ok_or(ModelError::TierNotConfigured {
+                    tier: Tier::Planner,
+                })?;
+            let needed = planner.plan.estimate.total();
+            let held: u64 = entries
+                .iter()
+                .filter(|(tier, entry)| {
+                    **tier != Tier::Planner && matches!(entry.state, State::Ready(_))
+                })
+                .map(|(_, entry)| entry.plan.estimate.total())
+                .sum();
+            let budget = usable_memory(&self.machine);
+            let mut paused = Vec::new();
+            if needed + held > budget {
+                tracing::info!(
+                    needed = %human_bytes(needed),
+                    held = %human_bytes(held),
+                    budget = %human_bytes(budget),
+                    "the planner needs the memory of the other tiers: pausing them while it runs"
+                );
+                for (tier, entry) in entries.iter_mut() {
+                    if *tier != Tier::Planner && matches!(entry.state, State::Ready(_)) {
+                        // Dropping the last handle frees the model; a generation still
+                        // running on it keeps it alive until it ends.
+                        entry.state = State::Paused;
+                        paused.push(*tier);
+                    }
+                }
+            }
+            paused
+        };
+        let flow = Flow {
+            tiers: self.clone(),
+            paused,
+        };
+        self.load(Tier::Planner)?;
+        Ok(flow)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Tier, Entry>> {
+        // Every critical section only swaps states: a poisoned lock holds consistent data.
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running planning flow; see [`TierSet::enter_flow`].
+pub struct Flow {
+    tiers: Arc<TierSet>,
+    paused: Vec<Tier>,
+}
+
+impl Flow {
+    pub fn planner(&self) -> Result<Arc<EmbeddedModel>, ModelError> {
+        self.tiers.get(Tier::Planner)
+    }
+
+    /// The tiers this flow paused.
+    pub fn paused(&self) -> &[Tier] {
+        &self.paused
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        if let Some(entry) = self.tiers.lock().get_mut(&Tier::Planner) {
+            entry.state = State::Unloaded;
+        }
+        if self.paused.is_empty() {
+            return;
+        }
+        // Reloading takes a while: do it on a thread of its own, so that dropping the flow
+        // never blocks an async caller. Requests meanwhile see `Paused`, then `Loading`.
+        let tiers = self.tiers.clone();
+        let paused = std::mem::take(&mut self.paused);
+        std::thread::spawn(move || {
+            for tier in paused {
+                if let Err(err) = tiers.load(tier) {
+                    tracing::error!(%tier, "could not bring the tier back after the planner: {err}");
+                }
+            }
+        });
+    }
+}
