@@ -9,8 +9,13 @@ use serde_json::{Value, json};
 use tower_lsp::lsp_types::Url;
 
 use super::output;
+use crate::config::{Tier, TierConfig};
+use crate::core::generation::{GenerateRequest, Prompt};
 use crate::lsp::client::LspClient;
 use crate::lsp::ext;
+use crate::models::embedded::test_model_path;
+use crate::models::tiers::TierSet;
+use crate::models::{Cancel, GenerationEvent, Model, machine};
 
 /// The sample workspace bundled with the sources.
 fn bundled_workspace() -> PathBuf {
@@ -151,7 +156,65 @@ async fn demo(workspace: &Path) -> anyhow::Result<()> {
     if !status.success() {
         anyhow::bail!("the server did not exit cleanly");
     }
-    Ok(())
+    fast_tier(&text).await
+}
+
+/// The fast tier with the default model (the test model): how it is placed on this machine,
+/// then a continuation of the file the editor opened, streamed as it is generated.
+async fn fast_tier(text: &str) -> anyhow::Result<()> {
+    let tier = TierConfig {
+        context: 2048,
+        ..TierConfig::default()
+    };
+    let tiers = TierSet::new(machine::detect());
+    let path = test_model_path();
+    tiers.configure(Tier::Fast, path.clone(), &tier)?;
+    output::line(&format!("fast tier: {}", path.display()));
+    let loading = Instant::now();
+    let loader = tiers.clone();
+    tokio::task::spawn_blocking(move || loader.load(Tier::Fast)).await??;
+    output::line(&format!("  loaded in {} ms", loading.elapsed().as_millis()));
+    let model = tiers.get(Tier::Fast)?;
+
+    // The test model has no FIM tokens: it continues the text up to the cursor.
+    let cursor = text.find("pub fn total_area").unwrap_or(text.len());
+    let request = GenerateRequest {
+        prompt: Prompt::Fim {
+            prefix: text[..cursor].to_owned(),
+            suffix: text[cursor..].to_owned(),
+        },
+        stop: vec!["\n\n".into()],
+        ..GenerateRequest::text("", 48)
+    };
+    output::line("  completion at `pub fn total_area` in src/shapes.rs:");
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    model.submit(0, request, Cancel::new(), sender);
+    let mut shown = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            GenerationEvent::Piece(piece) => shown.push_str(&piece),
+            GenerationEvent::Done(result) => {
+                let generation = result?;
+                for line in shown.lines() {
+                    output::line(&format!("    | {line}"));
+                }
+                output::line(&format!(
+                    "  {} prompt tokens ({} evaluated), {} generated, stopped by {:?}; FIM tokens: {}",
+                    generation.usage.prompt_tokens,
+                    generation.usage.evaluated_tokens,
+                    generation.usage.generated_tokens,
+                    generation.stop_reason,
+                    if generation.usage.used_fim {
+                        "used"
+                    } else {
+                        "none in this model, prefix prompt"
+                    },
+                ));
+                return Ok(());
+            }
+        }
+    }
+    anyhow::bail!("the model's worker stopped")
 }
 
 fn describe_view(view: &Value, name: &str) {

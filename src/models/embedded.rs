@@ -505,20 +505,57 @@ impl Slot<'_, '_> {
     ) -> LlamaToken {
         let token = free.sample(self.context, logits_index);
         let Some(grammar) = grammar else { return token };
-        let logit = self.context.get_logits_ith(logits_index)[token.0 as usize];
-        let mut single =
-            LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, logit, 0.0)], false);
-        single.apply_sampler(grammar);
-        let token = if single.data[0].logit().is_finite() {
-            token
-        } else {
+        let logits = self.context.get_logits_ith(logits_index);
+        // The greedy choice under a grammar is the best-scoring token it allows: try the
+        // best few one by one, and mask the whole vocabulary only when none of them passes.
+        // End-of-generation tokens come last: a finished grammar allows nothing else.
+        let vocab = self.model.vocab();
+        let ends = [vocab.eos(), vocab.eot()]
+            .into_iter()
+            .filter(|end| end.0 >= 0);
+        let allowed = std::iter::once(token)
+            .chain(
+                best_tokens(logits, GRAMMAR_CANDIDATES)
+                    .into_iter()
+                    .filter(|&candidate| candidate != token),
+            )
+            .chain(ends)
+            .find(|&candidate| {
+                let logit = logits[candidate.0 as usize];
+                let mut single = LlamaTokenDataArray::new(
+                    vec![LlamaTokenData::new(candidate, logit, 0.0)],
+                    false,
+                );
+                single.apply_sampler(grammar);
+                single.data[0].logit().is_finite()
+            });
+        let token = allowed.unwrap_or_else(|| {
             let mut all = self.context.token_data_array_ith(logits_index);
             all.apply_sampler(grammar);
             all.sample_token_greedy()
-        };
+        });
         grammar.accept(token);
         token
     }
+}
+
+/// Candidates checked one by one against a grammar before masking the whole vocabulary.
+const GRAMMAR_CANDIDATES: usize = 32;
+
+/// The `k` highest-scoring tokens, best first, in one pass over the logits.
+fn best_tokens(logits: &[f32], k: usize) -> Vec<LlamaToken> {
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+    for (id, &logit) in logits.iter().enumerate() {
+        if best.len() == k && best.last().is_some_and(|&(worst, _)| logit <= worst) {
+            continue;
+        }
+        let at = best.partition_point(|&(other, _)| other >= logit);
+        best.insert(at, (logit, id));
+        best.truncate(k);
+    }
+    best.into_iter()
+        .map(|(_, id)| LlamaToken(id as i32))
+        .collect()
 }
 
 /// Takes the longest valid UTF-8 prefix out of `bytes`, leaving an incomplete trailing

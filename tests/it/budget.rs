@@ -298,3 +298,21 @@ fn gpu_layers_follow_the_budget_unless_fixed() {
         5
     );
 }
+
+#[test]
+fn machine_probes_parse_what_the_system_prints() {
+    use tierls::models::machine::{parse_meminfo, parse_nvidia_line};
+    let meminfo =
+        "MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20480000 kB\n";
+    assert_eq!(
+        parse_meminfo(meminfo),
+        (24_576_000 * 1024, 20_480_000 * 1024)
+    );
+    assert_eq!(parse_meminfo("garbage"), (0, 0));
+    let gpu = parse_nvidia_line("NVIDIA GeForce RTX 4090, 24564, 23000").unwrap();
+    assert_eq!(
+        (gpu.name.as_str(), gpu.total, gpu.free),
+        ("NVIDIA GeForce RTX 4090", 24564 << 20, 23000 << 20)
+    );
+    assert_eq!(parse_nvidia_line("No devices were found"), None);
+}

@@ -155,6 +155,10 @@ fn demo_runs_on_the_sample_workspace() {
         stdout.contains("the server ended with exit status: 0"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("fast tier: ") && stdout.contains("generated, stopped by"),
+        "{stdout}"
+    );
 }
 
 #[test]
