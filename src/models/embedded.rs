@@ -333,7 +333,6 @@ impl Slot<'_, '_> {
         }
 
         let generating = Instant::now();
-        let mut free = LlamaSampler::greedy();
         let mut matcher = StopMatcher::new(&request.stop);
         let mut text = String::new();
         let mut undecoded_bytes = Vec::new();
@@ -352,7 +351,7 @@ impl Slot<'_, '_> {
             if self.cached.len() as u32 >= self.info.n_ctx {
                 break StopReason::MaxTokens;
             }
-            let token = self.sample(&mut free, grammar.as_mut(), logits_index);
+            let token = self.sample(grammar.as_mut(), logits_index);
             if vocab.is_eog(token) {
                 break StopReason::EndOfGeneration;
             }
@@ -497,15 +496,12 @@ impl Slot<'_, '_> {
     /// Greedy sampling. With a grammar, the free choice is checked against the grammar alone
     /// and the whole vocabulary is masked only when it is rejected: most tokens pass, and
     /// masking 262k candidates every token is what makes naive grammar sampling slow.
-    fn sample(
-        &mut self,
-        free: &mut LlamaSampler,
-        grammar: Option<&mut LlamaSampler>,
-        logits_index: i32,
-    ) -> LlamaToken {
-        let token = free.sample(self.context, logits_index);
-        let Some(grammar) = grammar else { return token };
+    fn sample(&mut self, grammar: Option<&mut LlamaSampler>, logits_index: i32) -> LlamaToken {
+        // Greedy is an argmax over the logits: cheaper than building llama.cpp's candidate
+        // array of the whole vocabulary for every token.
         let logits = self.context.get_logits_ith(logits_index);
+        let token = argmax(logits);
+        let Some(grammar) = grammar else { return token };
         // The greedy choice under a grammar is the best-scoring token it allows: try the
         // best few one by one, and mask the whole vocabulary only when none of them passes.
         // End-of-generation tokens come last: a finished grammar allows nothing else.
@@ -537,6 +533,16 @@ impl Slot<'_, '_> {
         grammar.accept(token);
         token
     }
+}
+
+fn argmax(logits: &[f32]) -> LlamaToken {
+    let best = logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (id, &logit)| {
+            if logit > best.1 { (id, logit) } else { best }
+        });
+    LlamaToken(best.0 as i32)
 }
 
 /// Candidates checked one by one against a grammar before masking the whole vocabulary.
