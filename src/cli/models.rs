@@ -49,8 +49,13 @@ pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
         if !configured {
             output::line("no tier names a model: the fast tier shows the test model");
         }
-        for row in &rows {
-            output::line(&row.to_text());
+        let mut table = vec![COLUMNS.map(String::from).to_vec()];
+        table.extend(rows.iter().map(Row::cells));
+        for line in render_table(&table) {
+            output::line(&line);
+        }
+        for note in rows.iter().flat_map(Row::notes) {
+            output::line(&note);
         }
     }
     ExitCode::SUCCESS
@@ -99,48 +104,69 @@ impl Row {
         }
     }
 
-    fn to_text(&self) -> String {
-        let model = self
-            .source
-            .as_ref()
-            .map_or_else(|| "-".to_owned(), |source| source.to_string());
-        let head = format!("{:<9} {model}", self.tier);
+    /// The row's cells, in the order of [`COLUMNS`].
+    fn cells(&self) -> Vec<String> {
+        let model = match &self.source {
+            None => "-".to_owned(),
+            Some(ModelSource::File(path)) => path.file_name().map_or_else(
+                || path.display().to_string(),
+                |name| name.to_string_lossy().into_owned(),
+            ),
+            Some(source) => source.to_string(),
+        };
+        let context = format!("{}×{}", self.tier_config.context, self.tier_config.slots);
+        let mut cells = vec![self.tier.to_string(), model];
         match &self.outcome {
-            Outcome::NotConfigured => format!("{:<9} (not configured)", self.tier),
-            Outcome::Remote => {
-                format!("{head}\n          remote worker node: checked by the router, not here")
-            }
-            Outcome::Unsupported(why) | Outcome::Failed(why) => {
-                format!("{head}\n          error: {why}")
-            }
             Outcome::Planned(plan) => {
-                let shape = &plan.header.shape;
-                let estimate = &plan.estimate;
-                let mut text = format!(
-                    "{head}\n          {} {:.0}M parameters, {}, {} layers, context {} × {} slot(s), {:?} cache\n          \
-                     weights {} + KV cache {} + compute {} = {}\n          placement: {} (gpu_layers {})",
-                    plan.header.architecture,
-                    shape.parameters as f64 / 1e6,
+                let (shape, estimate) = (&plan.header.shape, &plan.estimate);
+                cells.extend([
+                    plan.header.architecture.clone(),
+                    format!("{:.0}M", shape.parameters as f64 / 1e6),
                     plan.header.quantization(),
-                    shape.n_layer,
-                    self.tier_config.context,
-                    self.tier_config.slots,
-                    self.tier_config.cache_type,
+                    context,
                     human_bytes(estimate.weights),
                     human_bytes(estimate.kv_cache),
                     human_bytes(estimate.compute),
                     human_bytes(estimate.total()),
-                    plan.placement,
-                    plan.options.n_gpu_layers,
-                );
-                if let Some(quantization) = plan.better_fit {
-                    text.push_str(&format!(
-                        "\n          a {quantization} quantization would fit better"
-                    ));
-                }
-                text
+                    format!(
+                        "{} (gpu_layers {})",
+                        plan.placement, plan.options.n_gpu_layers
+                    ),
+                ]);
+            }
+            other => {
+                let status = match other {
+                    Outcome::NotConfigured => "not configured".to_owned(),
+                    Outcome::Remote => {
+                        "remote worker node: checked by the router, not here".to_owned()
+                    }
+                    Outcome::Unsupported(why) | Outcome::Failed(why) => format!("error: {why}"),
+                    Outcome::Planned(_) => unreachable!("handled above"),
+                };
+                cells.extend(["-", "-", "-"].map(String::from));
+                cells.push(context);
+                cells.extend(["-", "-", "-", "-"].map(String::from));
+                cells.push(status);
             }
         }
+        cells
+    }
+
+    /// What does not fit in a cell: the full model path and a better quantization.
+    fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(ModelSource::File(path)) = &self.source {
+            notes.push(format!("{}: {}", self.tier, path.display()));
+        }
+        if let Outcome::Planned(plan) = &self.outcome
+            && let Some(quantization) = plan.better_fit
+        {
+            notes.push(format!(
+                "{}: a {quantization} quantization would fit better",
+                self.tier
+            ));
+        }
+        notes
     }
 
     fn to_json(&self) -> Value {
@@ -181,6 +207,50 @@ impl Row {
         }
         row
     }
+}
+
+const COLUMNS: [&str; 11] = [
+    "tier",
+    "model",
+    "arch",
+    "params",
+    "quant",
+    "context",
+    "weights",
+    "KV cache",
+    "compute",
+    "total",
+    "placement",
+];
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+fn render_table(rows: &[Vec<String>]) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|row| row.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| {
+                    if c + 1 == row.len() {
+                        cell.clone()
+                    } else {
+                        format!("{cell:<width$}", width = widths[c])
+                    }
+                })
+                .collect();
+            cells.join("  ")
+        })
+        .collect()
 }
 
 fn describe_machine(machine: &Machine) -> String {
