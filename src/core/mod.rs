@@ -7,5 +7,6 @@
 pub mod budget;
 pub mod document;
 pub mod generation;
+pub mod index;
 pub mod position;
 pub mod store;

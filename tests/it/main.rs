@@ -7,5 +7,6 @@ mod documents;
 mod models;
 mod positions;
 mod protocol;
+mod queries;
 mod support;
 mod tiers;

@@ -1,0 +1,220 @@
+//! From a syntax tree to definitions and references, with the language's tags query.
+//!
+//! Broken code is normal input: tree-sitter recovers, and whatever the query still finds is
+//! kept.
+
+use std::ops::Range;
+
+use tree_sitter::{Node, Parser, QueryCursor, StreamingIterator, Tree};
+
+use super::language::Language;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SymbolKind {
+    Function,
+    Method,
+    Class,
+    Struct,
+    Enum,
+    Interface,
+    Trait,
+    Impl,
+    Module,
+    Constant,
+    Type,
+    Macro,
+}
+
+impl SymbolKind {
+    fn from_capture(suffix: &str) -> Option<SymbolKind> {
+        Some(match suffix {
+            "function" => SymbolKind::Function,
+            "method" => SymbolKind::Method,
+            "class" => SymbolKind::Class,
+            "struct" => SymbolKind::Struct,
+            "enum" => SymbolKind::Enum,
+            "interface" => SymbolKind::Interface,
+            "trait" => SymbolKind::Trait,
+            "impl" => SymbolKind::Impl,
+            "module" => SymbolKind::Module,
+            "constant" => SymbolKind::Constant,
+            "type" => SymbolKind::Type,
+            "macro" => SymbolKind::Macro,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SymbolKind::Function => "function",
+            SymbolKind::Method => "method",
+            SymbolKind::Class => "class",
+            SymbolKind::Struct => "struct",
+            SymbolKind::Enum => "enum",
+            SymbolKind::Interface => "interface",
+            SymbolKind::Trait => "trait",
+            SymbolKind::Impl => "impl",
+            SymbolKind::Module => "module",
+            SymbolKind::Constant => "constant",
+            SymbolKind::Type => "type",
+            SymbolKind::Macro => "macro",
+        }
+    }
+
+    /// Kinds whose nested functions are methods.
+    fn holds_methods(self) -> bool {
+        matches!(self, SymbolKind::Class | SymbolKind::Struct | SymbolKind::Interface | SymbolKind::Trait | SymbolKind::Impl)
+    }
+}
+
+/// One definition in a file. Ranges are byte ranges of the file's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Symbol {
+    pub name: String,
+    pub kind: SymbolKind,
+    /// The qualified path within the file: `Shape::area`, `Circle.area`.
+    pub path: String,
+    pub name_range: Range<usize>,
+    /// The whole definition.
+    pub range: Range<usize>,
+    /// The definition's body, when it has one.
+    pub body: Option<Range<usize>>,
+    /// The definition without its body, on one line.
+    pub signature: String,
+    /// The index of the enclosing symbol in the same file.
+    pub parent: Option<usize>,
+}
+
+/// A use of a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    pub name: String,
+    pub range: Range<usize>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileSymbols {
+    pub symbols: Vec<Symbol>,
+    pub references: Vec<Reference>,
+    /// Whether the tree has syntax errors (what was found is still kept).
+    pub has_errors: bool,
+}
+
+/// Parses `text`, reusing `old` (already edited to match) when given.
+pub fn parse(language: Language, text: &str, old: Option<&Tree>) -> Option<Tree> {
+    let mut parser = Parser::new();
+    parser.set_language(&language.grammar()).ok()?;
+    parser.parse(text, old)
+}
+
+/// The definitions and references of a parsed file.
+pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
+    let Ok(query) = language.query() else {
+        return FileSymbols { has_errors: tree.root_node().has_error(), ..FileSymbols::default() };
+    };
+    let names = query.capture_names();
+    let mut definitions: Vec<(usize, Symbol, Option<String>)> = Vec::new();
+    let mut references = Vec::new();
+    let mut cursor = QueryCursor::new();
+    let mut matches = cursor.matches(query, tree.root_node(), text.as_bytes());
+    while let Some(found) = matches.next() {
+        let mut name_node = None;
+        let mut definition = None;
+        let mut reference = false;
+        let mut container = None;
+        for capture in found.captures() {
+            let capture_name = names[capture.index as usize];
+            if capture_name == "name" {
+                name_node = Some(capture.node);
+            } else if capture_name == "container" {
+                container = Some(node_text(capture.node, text).to_owned());
+            } else if let Some(kind) = capture_name.strip_prefix("definition.") {
+                definition = SymbolKind::from_capture(kind).map(|kind| (kind, capture.node));
+            } else if capture_name.starts_with("reference.") {
+                reference = true;
+            }
+        }
+        let Some(name_node) = name_node else { continue };
+        let name = node_text(name_node, text).to_owned();
+        if name.is_empty() {
+            continue;
+        }
+        if let Some((kind, node)) = definition {
+            let body = node.child_by_field_name("body").map(|body| body.byte_range());
+            let symbol = Symbol {
+                signature: signature(text, node.byte_range(), body.clone()),
+                path: name.clone(),
+                name,
+                kind,
+                name_range: name_node.byte_range(),
+                range: node.byte_range(),
+                body,
+                parent: None,
+            };
+            definitions.push((found.pattern_index, symbol, container));
+        } else if reference {
+            references.push(Reference { name, range: name_node.byte_range() });
+        }
+    }
+
+    // Where two patterns define the same name, the earlier pattern (the more specific, or
+    // the language's own rather than an inherited one) wins.
+    definitions.sort_by(|a, b| (a.1.name_range.start, a.0).cmp(&(b.1.name_range.start, b.0)));
+    definitions.dedup_by(|later, earlier| later.1.name_range == earlier.1.name_range);
+    // Outer definitions first, so that nesting can be read off a stack.
+    definitions.sort_by(|a, b| (a.1.range.start, std::cmp::Reverse(a.1.range.end)).cmp(&(b.1.range.start, std::cmp::Reverse(b.1.range.end))));
+
+    let separator = language.separator();
+    let mut symbols: Vec<Symbol> = Vec::with_capacity(definitions.len());
+    let mut open: Vec<usize> = Vec::new();
+    for (_, mut symbol, container) in definitions {
+        while open.last().is_some_and(|&top| symbols[top].range.end < symbol.range.end || symbols[top].range.end <= symbol.range.start) {
+            open.pop();
+        }
+        let parent = open.last().copied();
+        symbol.parent = parent;
+        if let Some(parent) = parent {
+            let parent = &symbols[parent];
+            if symbol.kind == SymbolKind::Function && parent.kind.holds_methods() {
+                symbol.kind = SymbolKind::Method;
+            }
+            symbol.path = format!("{}{separator}{}", parent.path, symbol.name);
+        } else if let Some(container) = container {
+            symbol.path = format!("{container}{separator}{}", symbol.name);
+        }
+        open.push(symbols.len());
+        symbols.push(symbol);
+    }
+
+    // A definition's own name is not a use of it.
+    let mut definition_names: Vec<Range<usize>> = symbols.iter().map(|symbol| symbol.name_range.clone()).collect();
+    definition_names.sort_by_key(|range| range.start);
+    references.retain(|reference| definition_names.binary_search_by_key(&reference.range.start, |range| range.start).is_err());
+    references.sort_by_key(|reference| reference.range.start);
+    references.dedup_by(|a, b| a.range == b.range);
+
+    FileSymbols { symbols, references, has_errors: tree.root_node().has_error() }
+}
+
+fn node_text<'t>(node: Node<'_>, text: &'t str) -> &'t str {
+    text.get(node.byte_range()).unwrap_or_default()
+}
+
+/// The definition up to its body, whitespace collapsed: `fn area(&self) -> f64`.
+fn signature(text: &str, range: Range<usize>, body: Option<Range<usize>>) -> String {
+    let end = match &body {
+        Some(body) if body.start > range.start => body.start,
+        _ => text[range.clone()].find('\n').map_or(range.end, |newline| range.start + newline),
+    };
+    let mut signature = String::new();
+    for word in text.get(range.start..end).unwrap_or_default().split_whitespace() {
+        if !signature.is_empty() {
+            signature.push(' ');
+        }
+        signature.push_str(word);
+    }
+    if signature.chars().count() > 200 {
+        signature = signature.chars().take(199).collect::<String>() + "…";
+    }
+    signature
+}

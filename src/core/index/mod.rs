@@ -1,0 +1,4 @@
+//! The codebase index: tree-sitter parsing, definitions and references, the repo map.
+
+pub mod extract;
+pub mod language;

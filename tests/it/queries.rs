@@ -1,0 +1,207 @@
+//! Every language's tags query compiles against its grammar and finds what it should.
+
+use tierls::core::index::extract::{extract, parse};
+use tierls::core::index::language::Language;
+
+#[test]
+fn every_query_compiles_against_its_grammar() {
+    for language in Language::ALL {
+        let query = language.query().unwrap_or_else(|err| panic!("{err}"));
+        let names = query.capture_names();
+        assert!(names.contains(&"name"), "{}: no @name capture", language.name());
+        for name in names {
+            let known = *name == "name" || *name == "container" || name.starts_with("definition.") || name.starts_with("reference.");
+            assert!(known, "{}: unknown capture @{name}", language.name());
+        }
+    }
+}
+
+/// One line per definition (kind, qualified path, line, signature), then the references.
+fn check(language: Language, source: &str) -> String {
+    let tree = parse(language, source, None).unwrap();
+    let found = extract(language, &tree, source);
+    let line_of = |offset: usize| source[..offset].matches('\n').count() + 1;
+    let mut lines: Vec<String> = found
+        .symbols
+        .iter()
+        .map(|symbol| {
+            let body = symbol.body.as_ref().map_or(String::new(), |body| format!(" body {}-{}", line_of(body.start), line_of(body.end)));
+            format!("{:<9} {:<24} line {}{body}  `{}`", symbol.kind.name(), symbol.path, line_of(symbol.range.start), symbol.signature)
+        })
+        .collect();
+    let mut references: Vec<&str> = found.references.iter().map(|reference| reference.name.as_str()).collect();
+    references.sort_unstable();
+    references.dedup();
+    lines.push(format!("references: {}", references.join(" ")));
+    if found.has_errors {
+        lines.push("(syntax errors)".into());
+    }
+    lines.join("\n")
+}
+
+#[test]
+fn rust() {
+    let source = r#"
+mod geometry {
+    pub trait Shape { fn area(&self) -> f64; }
+    pub struct Circle { radius: f64 }
+    impl Shape for Circle {
+        fn area(&self) -> f64 { std::f64::consts::PI * square(self.radius) }
+    }
+    impl<T> Wrapper<T> { pub fn new(value: T) -> Self { Wrapper { value } } }
+}
+const LIMIT: usize = 3;
+fn square(x: f64) -> f64 { x * x }
+macro_rules! twice { ($e:expr) => { $e; $e }; }
+enum Kind { A, B }
+type Alias = Vec<Kind>;
+"#;
+    insta::assert_snapshot!("rust", check(Language::Rust, source));
+}
+
+#[test]
+fn python() {
+    let source = r#"
+import os
+
+LIMIT = 3
+
+class Shape:
+    def area(self):
+        raise NotImplementedError
+
+class Circle(Shape):
+    def __init__(self, radius):
+        self.radius = radius
+
+    def area(self):
+        return square(self.radius) * 3.14
+
+def square(x):
+    return x * x
+"#;
+    insta::assert_snapshot!("python", check(Language::Python, source));
+}
+
+#[test]
+fn javascript() {
+    let source = r#"
+class Shape { area() { return 0; } }
+class Circle extends Shape {
+  constructor(r) { super(); this.r = r; }
+  area() { return square(this.r) * Math.PI; }
+}
+function square(x) { return x * x; }
+const cube = (x) => x * square(x);
+const circle = new Circle(2);
+"#;
+    insta::assert_snapshot!("javascript", check(Language::JavaScript, source));
+}
+
+#[test]
+fn typescript() {
+    let source = r#"
+interface Shape { area(): number; }
+type Radius = number;
+enum Kind { Round, Square }
+namespace Geometry { export function unit(): number { return 1; } }
+class Circle implements Shape {
+  constructor(private r: Radius) {}
+  area(): number { return square(this.r) * Math.PI; }
+}
+function square(x: number): number { return x * x; }
+"#;
+    insta::assert_snapshot!("typescript", check(Language::TypeScript, source));
+}
+
+#[test]
+fn tsx() {
+    let source = r#"
+interface Props { label: string }
+function Button(props: Props) { return <button>{props.label}</button>; }
+export const App = () => <Button label="ok" />;
+"#;
+    insta::assert_snapshot!("tsx", check(Language::Tsx, source));
+}
+
+#[test]
+fn go() {
+    let source = r#"
+package shapes
+
+const Limit = 3
+
+type Shape interface { Area() float64 }
+type Circle struct { Radius float64 }
+type Meters float64
+
+func (c *Circle) Area() float64 { return square(c.Radius) * 3.14 }
+func square(x float64) float64 { return x * x }
+"#;
+    insta::assert_snapshot!("go", check(Language::Go, source));
+}
+
+#[test]
+fn c() {
+    let source = r#"
+#define LIMIT 3
+#define SQUARE(x) ((x) * (x))
+struct circle { double radius; };
+typedef struct circle circle_t;
+enum kind { ROUND, SQUARE_KIND };
+double area(const circle_t *c);
+double area(const circle_t *c) { return SQUARE(c->radius) * 3.14; }
+static char *name(void) { return "circle"; }
+"#;
+    insta::assert_snapshot!("c", check(Language::C, source));
+}
+
+#[test]
+fn cpp() {
+    let source = r#"
+namespace geometry {
+class Circle {
+ public:
+  double area() const { return square(radius) * 3.14; }
+  double perimeter() const;
+ private:
+  double radius;
+};
+double square(double x) { return x * x; }
+}
+double geometry::Circle::perimeter() const { return 2 * 3.14 * radius; }
+"#;
+    insta::assert_snapshot!("cpp", check(Language::Cpp, source));
+}
+
+#[test]
+fn java() {
+    let source = r#"
+package shapes;
+
+interface Shape { double area(); }
+enum Kind { ROUND, SQUARE }
+record Point(double x, double y) {}
+public class Circle implements Shape {
+    private final double radius;
+    public Circle(double radius) { this.radius = radius; }
+    public double area() { return Util.square(radius) * Math.PI; }
+}
+"#;
+    insta::assert_snapshot!("java", check(Language::Java, source));
+}
+
+#[test]
+fn syntax_errors_everywhere_keep_what_is_found() {
+    let source = "fn good() -> u32 { 1 }\nfn broken( { let = ; }\nstruct Fine { x: u32 }\nimpl {{{ \nfn also_good() {}\n";
+    insta::assert_snapshot!("broken_rust", check(Language::Rust, source));
+}
+
+#[test]
+fn languages_from_paths_and_lsp_ids() {
+    let paths = ["a.rs", "b.PY", "c.tsx", "d.ts", "e.jsx", "f.go", "g.h", "h.hpp", "i.java", "j.txt", "Makefile", "k."];
+    let found: Vec<String> = paths.iter().map(|path| format!("{path}={}", Language::from_path(path).map_or("-", Language::name))).collect();
+    assert_eq!(found.join(" "), "a.rs=rust b.PY=python c.tsx=tsx d.ts=typescript e.jsx=javascript f.go=go g.h=c h.hpp=cpp i.java=java j.txt=- Makefile=- k.=-");
+    assert_eq!(Language::from_lsp_id("typescriptreact"), Some(Language::Tsx));
+    assert_eq!(Language::from_lsp_id("plaintext"), None);
+}
