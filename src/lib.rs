@@ -11,3 +11,4 @@ pub mod disk;
 pub mod logging;
 pub mod lsp;
 pub mod models;
+pub mod scan;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod index;
 mod models;
 mod output;
 
@@ -39,10 +40,19 @@ enum Command {
         /// What to change, in plain words.
         instruction: String,
     },
-    /// Index a workspace with tree-sitter and print statistics.
+    /// Index a workspace with tree-sitter and print statistics, or its repo map.
     Index {
         /// The workspace root.
         path: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Print the repo map focused on these files (relative to PATH) instead.
+        #[arg(long = "map", value_name = "FILE")]
+        map: Vec<String>,
+        /// The repo map's budget, in tokens.
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
     },
     /// Show each tier's model, its memory needs and where it fits on this machine.
     Models {
@@ -70,7 +80,12 @@ pub fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Demo { workspace } => demo::run(workspace),
         Command::Plan { .. } => not_yet("plan", "the plan issue"),
-        Command::Index { .. } => not_yet("index", "the index issue"),
+        Command::Index {
+            path,
+            json,
+            map,
+            tokens,
+        } => index::run(path, json, map, tokens),
         Command::Models { workspace, json } => models::run(workspace, json),
         Command::Bench { name, model } => bench::run(&name, model),
     }

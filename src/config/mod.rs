@@ -24,6 +24,15 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: Limits,
     pub tiers: Tiers,
+    pub index: IndexConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// Whether the server scans the workspace at start.
+    pub enabled: bool,
+    /// Files larger than this are not indexed (nor parsed when open).
+    pub max_file_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +60,10 @@ impl Default for Config {
                 max_file_bytes: 64 * MIB,
             },
             tiers: Tiers::default(),
+            index: IndexConfig {
+                enabled: true,
+                max_file_bytes: 1024 * 1024,
+            },
         }
     }
 }
@@ -86,6 +99,31 @@ pub struct ConfigLayer {
     pub log: LogLayer,
     pub limits: LimitsLayer,
     pub tiers: TiersLayer,
+    pub index: IndexLayer,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexLayer {
+    pub enabled: Option<bool>,
+    pub max_file_kb: Option<Kilobytes>,
+}
+
+/// A size in KiB between 1 and 1048576 (1 GiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kilobytes(pub u64);
+
+impl<'de> Deserialize<'de> for Kilobytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u64::deserialize(deserializer)?;
+        if (1..=1_048_576).contains(&value) {
+            Ok(Kilobytes(value))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{value} is out of range: expected a size in KiB from 1 to 1048576"
+            )))
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -132,6 +170,12 @@ impl Config {
             }
             if let Some(Megabytes(mb)) = layer.limits.max_file_mb {
                 config.limits.max_file_bytes = mb * MIB;
+            }
+            if let Some(enabled) = layer.index.enabled {
+                config.index.enabled = enabled;
+            }
+            if let Some(Kilobytes(kb)) = layer.index.max_file_kb {
+                config.index.max_file_bytes = kb * 1024;
             }
             for (tier, layer) in [
                 (&mut config.tiers.fast, &layer.tiers.fast),

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::document::{ChangeError, Document, TextChange};
+use super::document::{ByteEdit, ChangeError, Document, TextChange};
 use super::position::PositionEncoding;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +34,7 @@ impl DocumentStore {
         version: i32,
         changes: &[TextChange],
         encoding: PositionEncoding,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ByteEdit>, StoreError> {
         let document = self
             .documents
             .get_mut(uri)

@@ -8,8 +8,10 @@ mod convert;
 pub mod ext;
 mod framing;
 mod guard;
+mod indexing;
 mod server;
 mod session;
+mod symbols;
 
 pub use framing::{FrameError, FrameReader, write_frame};
 

@@ -15,7 +15,7 @@ use tower_lsp::{Client, LanguageServer};
 
 use super::ext::{ViewDocumentParams, ViewDocumentResult};
 use super::session::Session;
-use super::{ServerOptions, Shared, convert};
+use super::{ServerOptions, Shared, convert, indexing, symbols};
 use crate::config::{self, CONFIG_FILE_NAME, ConfigError, ConfigSources};
 use crate::core::document::Document;
 use crate::disk;
@@ -25,7 +25,7 @@ pub struct Backend {
     client: Client,
     shared: Arc<Shared>,
     options: ServerOptions,
-    session: Mutex<Session>,
+    session: Arc<Mutex<Session>>,
     /// Configuration errors found during `initialize`, shown once the client can hear them.
     startup_errors: Mutex<Vec<ConfigError>>,
 }
@@ -36,7 +36,7 @@ impl Backend {
             client,
             shared,
             options,
-            session: Mutex::default(),
+            session: Arc::default(),
             startup_errors: Mutex::default(),
         }
     }
@@ -63,6 +63,27 @@ impl Backend {
             tracing::error!("configuration ignored, keeping the last good one: {error}");
             let message = format!("tierls: {error} (keeping the last good configuration)");
             self.client.show_message(MessageType::ERROR, message).await;
+        }
+    }
+
+    /// Asks the client to tell us about source files that change on disk, when it can.
+    async fn watch_source_files(&self) {
+        if !self.session().watch_files {
+            return;
+        }
+        let options = DidChangeWatchedFilesRegistrationOptions {
+            watchers: vec![FileSystemWatcher {
+                glob_pattern: GlobPattern::String("**/*".into()),
+                kind: None,
+            }],
+        };
+        let registration = Registration {
+            id: "tierls/watch-source-files".into(),
+            method: "workspace/didChangeWatchedFiles".into(),
+            register_options: serde_json::to_value(options).ok(),
+        };
+        if let Err(err) = self.client.register_capability(vec![registration]).await {
+            tracing::warn!("the client refused to watch files: {err}");
         }
     }
 
@@ -119,6 +140,19 @@ impl LanguageServer for Backend {
         {
             let mut session = self.session();
             session.encoding = encoding;
+            session.work_done_progress = params
+                .capabilities
+                .window
+                .as_ref()
+                .and_then(|window| window.work_done_progress)
+                .unwrap_or(false);
+            session.watch_files = params
+                .capabilities
+                .workspace
+                .as_ref()
+                .and_then(|workspace| workspace.did_change_watched_files.as_ref())
+                .and_then(|watched| watched.dynamic_registration)
+                .unwrap_or(false);
             session.root = root.clone();
             let workspace_file = root.map(|root| root.join(CONFIG_FILE_NAME));
             session.config_sources =
@@ -154,6 +188,9 @@ impl LanguageServer for Backend {
                 .unwrap_or_else(|p| p.into_inner()),
         );
         self.report_config_errors(errors).await;
+        let progress = self.session().work_done_progress;
+        indexing::start(self.session.clone(), self.client.clone(), progress);
+        self.watch_source_files().await;
     }
 
     async fn shutdown(&self) -> Result<()> {
@@ -164,8 +201,13 @@ impl LanguageServer for Backend {
 
     async fn did_open(&self, params: DidOpenTextDocumentParams) {
         let item = params.text_document;
-        let document = Document::new(&item.text, item.version, item.language_id);
-        let replaced = self.session().documents.open(item.uri.as_str(), document);
+        let document = Document::new(&item.text, item.version, item.language_id.clone());
+        let replaced = {
+            let mut session = self.session();
+            let replaced = session.documents.open(item.uri.as_str(), document);
+            session.index_open_document(&item.uri, &item.language_id);
+            replaced
+        };
         if replaced.is_some() {
             tracing::warn!(uri = %item.uri, "didOpen for a document already open: replaced its text");
         }
@@ -181,12 +223,16 @@ impl LanguageServer for Backend {
         let result = {
             let mut session = self.session();
             let encoding = session.encoding;
-            session.documents.change(
+            let result = session.documents.change(
                 uri.as_str(),
                 params.text_document.version,
                 &changes,
                 encoding,
-            )
+            );
+            if let Ok(edits) = &result {
+                session.reindex_changed_document(&uri, edits);
+            }
+            result
         };
         if let Err(err) = result {
             tracing::warn!("didChange ignored: {err}");
@@ -213,13 +259,96 @@ impl LanguageServer for Backend {
     }
 
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
-        let closed = self
-            .session()
-            .documents
-            .close(params.text_document.uri.as_str());
+        let closed = {
+            let mut session = self.session();
+            let uri = params.text_document.uri;
+            let closed = session.documents.close(uri.as_str());
+            let key = session.index_key(&uri);
+            if session.live.remove(&key).is_some() {
+                // The editor's copy is gone: the index goes back to what is on disk.
+                session.reindex_from_disk(&key);
+            }
+            closed
+        };
         if let Err(err) = closed {
             tracing::warn!("didClose ignored: {err}");
         }
+    }
+
+    async fn did_change_watched_files(&self, params: DidChangeWatchedFilesParams) {
+        let mut session = self.session();
+        for change in params.changes {
+            let key = session.index_key(&change.uri);
+            if change.typ == FileChangeType::DELETED {
+                if !session.live.contains_key(&key) {
+                    session.index.remove(&key);
+                }
+            } else {
+                session.reindex_from_disk(&key);
+            }
+        }
+    }
+
+    async fn did_create_files(&self, params: CreateFilesParams) {
+        let mut session = self.session();
+        for file in params.files {
+            if let Ok(uri) = Url::parse(&file.uri) {
+                let key = session.index_key(&uri);
+                session.reindex_from_disk(&key);
+            }
+        }
+    }
+
+    async fn did_delete_files(&self, params: DeleteFilesParams) {
+        let mut session = self.session();
+        for file in params.files {
+            if let Ok(uri) = Url::parse(&file.uri) {
+                let key = session.index_key(&uri);
+                session.forget_path(&key);
+            }
+        }
+    }
+
+    async fn did_rename_files(&self, params: RenameFilesParams) {
+        let mut session = self.session();
+        for file in params.files {
+            if let (Ok(old), Ok(new)) = (Url::parse(&file.old_uri), Url::parse(&file.new_uri)) {
+                let (old, new) = (session.index_key(&old), session.index_key(&new));
+                session.rename_path(&old, &new);
+            }
+        }
+    }
+
+    async fn document_symbol(
+        &self,
+        params: DocumentSymbolParams,
+    ) -> Result<Option<DocumentSymbolResponse>> {
+        let session = self.session();
+        Ok(
+            symbols::document_symbols(&session, &params.text_document.uri)
+                .map(DocumentSymbolResponse::Nested),
+        )
+    }
+
+    async fn symbol(
+        &self,
+        params: WorkspaceSymbolParams,
+    ) -> Result<Option<Vec<SymbolInformation>>> {
+        let session = self.session();
+        Ok(Some(symbols::workspace_symbols(&session, &params.query)))
+    }
+
+    async fn goto_definition(
+        &self,
+        params: GotoDefinitionParams,
+    ) -> Result<Option<GotoDefinitionResponse>> {
+        let position = params.text_document_position_params;
+        let session = self.session();
+        Ok(
+            symbols::definitions(&session, &position.text_document.uri, position.position)
+                .filter(|locations| !locations.is_empty())
+                .map(GotoDefinitionResponse::Array),
+        )
     }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
@@ -252,7 +381,32 @@ fn capabilities(encoding: crate::core::position::PositionEncoding) -> ServerCapa
                 ..Default::default()
             },
         )),
+        document_symbol_provider: Some(OneOf::Left(true)),
+        workspace_symbol_provider: Some(OneOf::Left(true)),
+        definition_provider: Some(OneOf::Left(true)),
+        workspace: Some(WorkspaceServerCapabilities {
+            workspace_folders: None,
+            file_operations: Some(WorkspaceFileOperationsServerCapabilities {
+                did_rename: Some(all_files_filter()),
+                did_create: Some(all_files_filter()),
+                did_delete: Some(all_files_filter()),
+                ..Default::default()
+            }),
+        }),
         ..Default::default()
+    }
+}
+
+fn all_files_filter() -> FileOperationRegistrationOptions {
+    FileOperationRegistrationOptions {
+        filters: vec![FileOperationFilter {
+            scheme: Some("file".into()),
+            pattern: FileOperationPattern {
+                glob: "**/*".into(),
+                matches: None,
+                options: None,
+            },
+        }],
     }
 }
 

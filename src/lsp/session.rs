@@ -1,16 +1,172 @@
 //! The state of one editor session. Handlers lock it briefly and never across an `.await`.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tower_lsp::lsp_types::Url;
 
 use crate::config::{Config, ConfigSources};
+use crate::core::index::extract::{extract, parse};
+use crate::core::index::language::Language;
+use crate::core::index::live::LiveFile;
+use crate::core::index::table::Index;
 use crate::core::position::PositionEncoding;
 use crate::core::store::DocumentStore;
+use crate::scan;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Session {
     pub documents: DocumentStore,
     pub encoding: PositionEncoding,
     pub root: Option<PathBuf>,
     pub config_sources: ConfigSources,
     pub config: Config,
+    pub index: Index,
+    /// The syntax trees of open documents, by index key: the editor's copy wins over disk.
+    pub live: HashMap<String, LiveFile>,
+    /// The client shows `$/progress`.
+    pub work_done_progress: bool,
+    /// The client can watch files for us (`workspace/didChangeWatchedFiles`).
+    pub watch_files: bool,
+}
+
+impl Session {
+    /// How the index names a document: its path relative to the workspace root, or its URI
+    /// when it lies outside.
+    pub fn index_key(&self, uri: &Url) -> String {
+        if let (Ok(path), Some(root)) = (uri.to_file_path(), &self.root)
+            && let Ok(relative) = path.strip_prefix(root)
+        {
+            return relative
+                .components()
+                .map(|part| part.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+        }
+        uri.to_string()
+    }
+
+    /// The URI of an index key.
+    pub fn uri_of(&self, key: &str) -> Option<Url> {
+        if key.contains("://") {
+            return Url::parse(key).ok();
+        }
+        Url::from_file_path(self.root.as_ref()?.join(key)).ok()
+    }
+
+    pub fn path_of(&self, key: &str) -> Option<PathBuf> {
+        self.uri_of(key)?.to_file_path().ok()
+    }
+
+    /// Parses an open document and indexes the editor's copy.
+    pub fn index_open_document(&mut self, uri: &Url, language_id: &str) {
+        let key = self.index_key(uri);
+        let language =
+            Language::from_lsp_id(language_id).or_else(|| Language::from_path(uri.path()));
+        let Some(document) = self.documents.get(uri.as_str()) else {
+            return;
+        };
+        let too_large = document.text().len_bytes() as u64 > self.config.index.max_file_bytes;
+        let (Some(language), false) = (language, too_large) else {
+            self.live.remove(&key);
+            return;
+        };
+        if let Some((live, symbols)) = LiveFile::open(language, document.text()) {
+            let bytes = document.text().len_bytes();
+            self.index.upsert(&key, language, symbols, bytes);
+            self.live.insert(key, live);
+        }
+    }
+
+    /// Brings an open document's tree and symbols up to date after `edits`.
+    pub fn reindex_changed_document(
+        &mut self,
+        uri: &Url,
+        edits: &[crate::core::document::ByteEdit],
+    ) {
+        let key = self.index_key(uri);
+        let Some(document) = self.documents.get(uri.as_str()) else {
+            return;
+        };
+        let bytes = document.text().len_bytes();
+        if bytes as u64 > self.config.index.max_file_bytes {
+            self.live.remove(&key);
+            return;
+        }
+        if let Some(live) = self.live.get_mut(&key) {
+            let symbols = live.update(document.text(), edits);
+            let language = live.language;
+            self.index.upsert(&key, language, symbols, bytes);
+        }
+    }
+
+    /// A deleted file or directory: forget everything indexed under it (open documents keep
+    /// their editor copy).
+    pub fn forget_path(&mut self, key: &str) {
+        let prefix = format!("{key}/");
+        let doomed: Vec<String> = self
+            .index
+            .files()
+            .map(|(_, entry)| entry.path.clone())
+            .filter(|path| {
+                (path == key || path.starts_with(&prefix)) && !self.live.contains_key(path)
+            })
+            .collect();
+        for path in doomed {
+            self.index.remove(&path);
+        }
+    }
+
+    /// A renamed file or directory: move what was indexed under it.
+    pub fn rename_path(&mut self, from: &str, to: &str) {
+        let prefix = format!("{from}/");
+        let moved: Vec<String> = self
+            .index
+            .files()
+            .map(|(_, entry)| entry.path.clone())
+            .filter(|path| path == from || path.starts_with(&prefix))
+            .collect();
+        for path in moved {
+            let target = format!("{to}{}", &path[from.len()..]);
+            self.index.rename(&path, &target);
+            if let Some(live) = self.live.remove(&path) {
+                self.live.insert(target, live);
+            }
+        }
+        if self.index.file(to).is_none() {
+            self.reindex_from_disk(to);
+        }
+    }
+
+    /// After a close, or a change on disk: index the file as it is on disk (or forget it).
+    pub fn reindex_from_disk(&mut self, key: &str) {
+        if self.live.contains_key(key) {
+            return; // The editor's copy wins.
+        }
+        let Some(path) = self.path_of(key) else {
+            return;
+        };
+        match index_disk_file(&path, key, self.config.index.max_file_bytes) {
+            Some((language, symbols, bytes)) => {
+                self.index.upsert(key, language, symbols, bytes);
+            }
+            None => {
+                self.index.remove(key);
+            }
+        }
+    }
+}
+
+fn index_disk_file(
+    path: &Path,
+    key: &str,
+    max_bytes: u64,
+) -> Option<(Language, crate::core::index::extract::FileSymbols, usize)> {
+    let language = Language::from_path(key)?;
+    let text = scan::read_source(path, max_bytes).ok()?;
+    if scan::is_generated(key, &text) {
+        return None;
+    }
+    let tree = parse(language, &text, None)?;
+    Some((language, extract(language, &tree, &text), text.len()))
 }

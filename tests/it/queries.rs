@@ -8,9 +8,16 @@ fn every_query_compiles_against_its_grammar() {
     for language in Language::ALL {
         let query = language.query().unwrap_or_else(|err| panic!("{err}"));
         let names = query.capture_names();
-        assert!(names.contains(&"name"), "{}: no @name capture", language.name());
+        assert!(
+            names.contains(&"name"),
+            "{}: no @name capture",
+            language.name()
+        );
         for name in names {
-            let known = *name == "name" || *name == "container" || name.starts_with("definition.") || name.starts_with("reference.");
+            let known = *name == "name"
+                || *name == "container"
+                || name.starts_with("definition.")
+                || name.starts_with("reference.");
             assert!(known, "{}: unknown capture @{name}", language.name());
         }
     }
@@ -25,11 +32,23 @@ fn check(language: Language, source: &str) -> String {
         .symbols
         .iter()
         .map(|symbol| {
-            let body = symbol.body.as_ref().map_or(String::new(), |body| format!(" body {}-{}", line_of(body.start), line_of(body.end)));
-            format!("{:<9} {:<24} line {}{body}  `{}`", symbol.kind.name(), symbol.path, line_of(symbol.range.start), symbol.signature)
+            let body = symbol.body.as_ref().map_or(String::new(), |body| {
+                format!(" body {}-{}", line_of(body.start), line_of(body.end))
+            });
+            format!(
+                "{:<9} {:<24} line {}{body}  `{}`",
+                symbol.kind.name(),
+                symbol.path,
+                line_of(symbol.range.start),
+                symbol.signature
+            )
         })
         .collect();
-    let mut references: Vec<&str> = found.references.iter().map(|reference| reference.name.as_str()).collect();
+    let mut references: Vec<&str> = found
+        .references
+        .iter()
+        .map(|reference| reference.name.as_str())
+        .collect();
     references.sort_unstable();
     references.dedup();
     lines.push(format!("references: {}", references.join(" ")));
@@ -199,9 +218,26 @@ fn syntax_errors_everywhere_keep_what_is_found() {
 
 #[test]
 fn languages_from_paths_and_lsp_ids() {
-    let paths = ["a.rs", "b.PY", "c.tsx", "d.ts", "e.jsx", "f.go", "g.h", "h.hpp", "i.java", "j.txt", "Makefile", "k."];
-    let found: Vec<String> = paths.iter().map(|path| format!("{path}={}", Language::from_path(path).map_or("-", Language::name))).collect();
-    assert_eq!(found.join(" "), "a.rs=rust b.PY=python c.tsx=tsx d.ts=typescript e.jsx=javascript f.go=go g.h=c h.hpp=cpp i.java=java j.txt=- Makefile=- k.=-");
-    assert_eq!(Language::from_lsp_id("typescriptreact"), Some(Language::Tsx));
+    let paths = [
+        "a.rs", "b.PY", "c.tsx", "d.ts", "e.jsx", "f.go", "g.h", "h.hpp", "i.java", "j.txt",
+        "Makefile", "k.",
+    ];
+    let found: Vec<String> = paths
+        .iter()
+        .map(|path| {
+            format!(
+                "{path}={}",
+                Language::from_path(path).map_or("-", Language::name)
+            )
+        })
+        .collect();
+    assert_eq!(
+        found.join(" "),
+        "a.rs=rust b.PY=python c.tsx=tsx d.ts=typescript e.jsx=javascript f.go=go g.h=c h.hpp=cpp i.java=java j.txt=- Makefile=- k.=-"
+    );
+    assert_eq!(
+        Language::from_lsp_id("typescriptreact"),
+        Some(Language::Tsx)
+    );
     assert_eq!(Language::from_lsp_id("plaintext"), None);
 }

@@ -42,7 +42,15 @@ impl TestServer {
     }
 
     /// `initialize` + `initialized`, offering these position encodings; returns the result.
-    pub async fn initialize_with(&mut self, encodings: &[&str], options: Value) -> Value {
+    /// Indexing is off unless `options` turns it on: its log lines would interleave with
+    /// what a test is about.
+    pub async fn initialize_with(&mut self, encodings: &[&str], mut options: Value) -> Value {
+        if options.is_null() {
+            options = json!({});
+        }
+        if options.get("index").is_none() {
+            options["index"] = json!({ "enabled": false });
+        }
         let params = json!({
             "processId": null,
             "rootUri": self.root_uri(),

@@ -63,7 +63,14 @@ impl SymbolKind {
 
     /// Kinds whose nested functions are methods.
     fn holds_methods(self) -> bool {
-        matches!(self, SymbolKind::Class | SymbolKind::Struct | SymbolKind::Interface | SymbolKind::Trait | SymbolKind::Impl)
+        matches!(
+            self,
+            SymbolKind::Class
+                | SymbolKind::Struct
+                | SymbolKind::Interface
+                | SymbolKind::Trait
+                | SymbolKind::Impl
+        )
     }
 }
 
@@ -110,7 +117,10 @@ pub fn parse(language: Language, text: &str, old: Option<&Tree>) -> Option<Tree>
 /// The definitions and references of a parsed file.
 pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
     let Ok(query) = language.query() else {
-        return FileSymbols { has_errors: tree.root_node().has_error(), ..FileSymbols::default() };
+        return FileSymbols {
+            has_errors: tree.root_node().has_error(),
+            ..FileSymbols::default()
+        };
     };
     let names = query.capture_names();
     let mut definitions: Vec<(usize, Symbol, Option<String>)> = Vec::new();
@@ -140,7 +150,9 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
             continue;
         }
         if let Some((kind, node)) = definition {
-            let body = node.child_by_field_name("body").map(|body| body.byte_range());
+            let body = node
+                .child_by_field_name("body")
+                .map(|body| body.byte_range());
             let symbol = Symbol {
                 signature: signature(text, node.byte_range(), body.clone()),
                 path: name.clone(),
@@ -153,7 +165,10 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
             };
             definitions.push((found.pattern_index, symbol, container));
         } else if reference {
-            references.push(Reference { name, range: name_node.byte_range() });
+            references.push(Reference {
+                name,
+                range: name_node.byte_range(),
+            });
         }
     }
 
@@ -162,13 +177,19 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
     definitions.sort_by(|a, b| (a.1.name_range.start, a.0).cmp(&(b.1.name_range.start, b.0)));
     definitions.dedup_by(|later, earlier| later.1.name_range == earlier.1.name_range);
     // Outer definitions first, so that nesting can be read off a stack.
-    definitions.sort_by(|a, b| (a.1.range.start, std::cmp::Reverse(a.1.range.end)).cmp(&(b.1.range.start, std::cmp::Reverse(b.1.range.end))));
+    definitions.sort_by(|a, b| {
+        (a.1.range.start, std::cmp::Reverse(a.1.range.end))
+            .cmp(&(b.1.range.start, std::cmp::Reverse(b.1.range.end)))
+    });
 
     let separator = language.separator();
     let mut symbols: Vec<Symbol> = Vec::with_capacity(definitions.len());
     let mut open: Vec<usize> = Vec::new();
     for (_, mut symbol, container) in definitions {
-        while open.last().is_some_and(|&top| symbols[top].range.end < symbol.range.end || symbols[top].range.end <= symbol.range.start) {
+        while open.last().is_some_and(|&top| {
+            symbols[top].range.end < symbol.range.end
+                || symbols[top].range.end <= symbol.range.start
+        }) {
             open.pop();
         }
         let parent = open.last().copied();
@@ -187,13 +208,24 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
     }
 
     // A definition's own name is not a use of it.
-    let mut definition_names: Vec<Range<usize>> = symbols.iter().map(|symbol| symbol.name_range.clone()).collect();
+    let mut definition_names: Vec<Range<usize>> = symbols
+        .iter()
+        .map(|symbol| symbol.name_range.clone())
+        .collect();
     definition_names.sort_by_key(|range| range.start);
-    references.retain(|reference| definition_names.binary_search_by_key(&reference.range.start, |range| range.start).is_err());
+    references.retain(|reference| {
+        definition_names
+            .binary_search_by_key(&reference.range.start, |range| range.start)
+            .is_err()
+    });
     references.sort_by_key(|reference| reference.range.start);
     references.dedup_by(|a, b| a.range == b.range);
 
-    FileSymbols { symbols, references, has_errors: tree.root_node().has_error() }
+    FileSymbols {
+        symbols,
+        references,
+        has_errors: tree.root_node().has_error(),
+    }
 }
 
 fn node_text<'t>(node: Node<'_>, text: &'t str) -> &'t str {
@@ -204,10 +236,16 @@ fn node_text<'t>(node: Node<'_>, text: &'t str) -> &'t str {
 fn signature(text: &str, range: Range<usize>, body: Option<Range<usize>>) -> String {
     let end = match &body {
         Some(body) if body.start > range.start => body.start,
-        _ => text[range.clone()].find('\n').map_or(range.end, |newline| range.start + newline),
+        _ => text[range.clone()]
+            .find('\n')
+            .map_or(range.end, |newline| range.start + newline),
     };
     let mut signature = String::new();
-    for word in text.get(range.start..end).unwrap_or_default().split_whitespace() {
+    for word in text
+        .get(range.start..end)
+        .unwrap_or_default()
+        .split_whitespace()
+    {
         if !signature.is_empty() {
             signature.push(' ');
         }

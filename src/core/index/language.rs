@@ -92,7 +92,9 @@ static SPECS: [Spec; 9] = [
     },
     Spec {
         name: "cpp",
-        extensions: &["cc", "cpp", "cxx", "c++", "hh", "hpp", "hxx", "h++", "ipp", "tpp"],
+        extensions: &[
+            "cc", "cpp", "cxx", "c++", "hh", "hpp", "hxx", "h++", "ipp", "tpp",
+        ],
         lsp_ids: &["cpp", "cuda-cpp"],
         grammar: tree_sitter_cpp::LANGUAGE,
         query: include_str!("../../../queries/cpp/tags.scm"),
@@ -126,7 +128,9 @@ impl Language {
     }
 
     pub fn from_name(name: &str) -> Option<Language> {
-        Language::ALL.into_iter().find(|language| language.name() == name)
+        Language::ALL
+            .into_iter()
+            .find(|language| language.name() == name)
     }
 
     /// By file extension (case-insensitive).
@@ -134,11 +138,15 @@ impl Language {
         let file_name = path.rsplit(['/', '\\']).next()?;
         let (_, extension) = file_name.rsplit_once('.')?;
         let extension = extension.to_ascii_lowercase();
-        Language::ALL.into_iter().find(|language| spec(*language).extensions.contains(&extension.as_str()))
+        Language::ALL
+            .into_iter()
+            .find(|language| spec(*language).extensions.contains(&extension.as_str()))
     }
 
     pub fn from_lsp_id(id: &str) -> Option<Language> {
-        Language::ALL.into_iter().find(|language| spec(*language).lsp_ids.contains(&id))
+        Language::ALL
+            .into_iter()
+            .find(|language| spec(*language).lsp_ids.contains(&id))
     }
 
     pub fn grammar(self) -> tree_sitter::Language {
@@ -156,7 +164,10 @@ impl Language {
         let mut source = own.to_owned();
         for line in own.lines().take_while(|line| line.starts_with(';')) {
             if let Some(parents) = line.strip_prefix("; inherits:") {
-                for parent in parents.split(',').filter_map(|name| Language::from_name(name.trim())) {
+                for parent in parents
+                    .split(',')
+                    .filter_map(|name| Language::from_name(name.trim()))
+                {
                     source.push('\n');
                     source.push_str(&parent.query_source());
                 }

@@ -2,3 +2,6 @@
 
 pub mod extract;
 pub mod language;
+pub mod live;
+pub mod repo_map;
+pub mod table;

@@ -1,0 +1,331 @@
+//! The symbol table of a workspace: every file's definitions and references, by path and by
+//! name.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use super::extract::{FileSymbols, Symbol};
+use super::language::Language;
+
+/// A file's number in this index; stable until the file is removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId(pub u32);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NameId(pub u32);
+
+/// Names stored once: a large tree repeats the same few hundred thousand names millions of
+/// times in its references.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: HashMap<Box<str>, NameId>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, name: &str) -> NameId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = NameId(self.names.len() as u32);
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    fn get(&self, name: &str) -> Option<NameId> {
+        self.ids.get(name).copied()
+    }
+
+    fn name(&self, id: NameId) -> &str {
+        &self.names[id.0 as usize]
+    }
+}
+
+/// A compact reference: the name and its byte range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StoredReference {
+    name: NameId,
+    start: u32,
+    end: u32,
+}
+
+#[derive(Debug)]
+pub struct FileEntry {
+    pub path: String,
+    pub language: Language,
+    pub symbols: Vec<Symbol>,
+    references: Vec<StoredReference>,
+    pub bytes: usize,
+    pub has_errors: bool,
+}
+
+/// A definition found in the index.
+#[derive(Clone, Copy, Debug)]
+pub struct Found<'i> {
+    pub file: FileId,
+    pub path: &'i str,
+    pub language: Language,
+    pub symbol: &'i Symbol,
+    pub index: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    pub files: usize,
+    pub bytes: usize,
+    pub definitions: usize,
+    pub references: usize,
+    pub files_with_errors: usize,
+    /// Files per language, by name.
+    pub languages: Vec<(&'static str, usize)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    names: Interner,
+    files: Vec<Option<FileEntry>>,
+    free: Vec<FileId>,
+    by_path: HashMap<String, FileId>,
+    definitions: HashMap<NameId, Vec<(FileId, u32)>>,
+}
+
+impl Index {
+    /// Adds or replaces a file's symbols.
+    pub fn upsert(
+        &mut self,
+        path: &str,
+        language: Language,
+        found: FileSymbols,
+        bytes: usize,
+    ) -> FileId {
+        self.remove(path);
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.files.push(None);
+            FileId(self.files.len() as u32 - 1)
+        });
+        let references = found
+            .references
+            .iter()
+            .map(|reference| StoredReference {
+                name: self.names.intern(&reference.name),
+                start: reference.range.start as u32,
+                end: reference.range.end as u32,
+            })
+            .collect();
+        for (index, symbol) in found.symbols.iter().enumerate() {
+            let name = self.names.intern(&symbol.name);
+            self.definitions
+                .entry(name)
+                .or_default()
+                .push((id, index as u32));
+        }
+        self.files[id.0 as usize] = Some(FileEntry {
+            path: path.to_owned(),
+            language,
+            symbols: found.symbols,
+            references,
+            bytes,
+            has_errors: found.has_errors,
+        });
+        self.by_path.insert(path.to_owned(), id);
+        id
+    }
+
+    /// Forgets a file; `false` when it was not indexed.
+    pub fn remove(&mut self, path: &str) -> bool {
+        let Some(id) = self.by_path.remove(path) else {
+            return false;
+        };
+        if let Some(entry) = self.files[id.0 as usize].take() {
+            for symbol in &entry.symbols {
+                if let Some(name) = self.names.get(&symbol.name)
+                    && let Some(places) = self.definitions.get_mut(&name)
+                {
+                    places.retain(|(file, _)| *file != id);
+                    if places.is_empty() {
+                        self.definitions.remove(&name);
+                    }
+                }
+            }
+        }
+        self.free.push(id);
+        true
+    }
+
+    /// Moves a file's symbols to a new path, replacing what was indexed there.
+    pub fn rename(&mut self, from: &str, to: &str) -> bool {
+        if from == to || !self.by_path.contains_key(from) {
+            return false;
+        }
+        self.remove(to);
+        let Some(id) = self.by_path.remove(from) else {
+            return false;
+        };
+        if let Some(entry) = self.files[id.0 as usize].as_mut() {
+            entry.path = to.to_owned();
+        }
+        self.by_path.insert(to.to_owned(), id);
+        true
+    }
+
+    pub fn file_id(&self, path: &str) -> Option<FileId> {
+        self.by_path.get(path).copied()
+    }
+
+    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+        self.by_path.get(path).and_then(|id| self.entry(*id))
+    }
+
+    pub fn entry(&self, id: FileId) -> Option<&FileEntry> {
+        self.files.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    pub fn files(&self) -> impl Iterator<Item = (FileId, &FileEntry)> {
+        self.files
+            .iter()
+            .enumerate()
+            .filter_map(|(id, entry)| entry.as_ref().map(|entry| (FileId(id as u32), entry)))
+    }
+
+    /// Every definition named `name`.
+    pub fn definitions(&self, name: &str) -> Vec<Found<'_>> {
+        let Some(id) = self.names.get(name) else {
+            return Vec::new();
+        };
+        self.definitions
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|&(file, index)| self.found(file, index as usize))
+            .collect()
+    }
+
+    fn found(&self, file: FileId, index: usize) -> Option<Found<'_>> {
+        let entry = self.entry(file)?;
+        Some(Found {
+            file,
+            path: &entry.path,
+            language: entry.language,
+            symbol: entry.symbols.get(index)?,
+            index,
+        })
+    }
+
+    /// Every use of `name`: the file and the byte range.
+    pub fn references(&self, name: &str) -> Vec<(&str, Range<usize>)> {
+        let Some(id) = self.names.get(name) else {
+            return Vec::new();
+        };
+        self.files()
+            .flat_map(|(_, entry)| {
+                entry
+                    .references
+                    .iter()
+                    .filter(move |reference| reference.name == id)
+                    .map(move |reference| {
+                        (
+                            entry.path.as_str(),
+                            reference.start as usize..reference.end as usize,
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// The innermost definition that contains `offset`.
+    pub fn enclosing_symbol(&self, path: &str, offset: usize) -> Option<&Symbol> {
+        self.file(path)?
+            .symbols
+            .iter()
+            .filter(|symbol| symbol.range.contains(&offset))
+            .min_by_key(|symbol| symbol.range.len())
+    }
+
+    /// The name at `offset`: a reference or a definition's name.
+    pub fn name_at(&self, path: &str, offset: usize) -> Option<&str> {
+        let entry = self.file(path)?;
+        let reference = entry
+            .references
+            .iter()
+            .find(|reference| (reference.start as usize..=reference.end as usize).contains(&offset))
+            .map(|reference| self.names.name(reference.name));
+        reference.or_else(|| {
+            entry
+                .symbols
+                .iter()
+                .find(|symbol| (symbol.name_range.start..=symbol.name_range.end).contains(&offset))
+                .map(|symbol| symbol.name.as_str())
+        })
+    }
+
+    /// The names a file uses, with how often.
+    pub fn used_names(&self, file: FileId) -> HashMap<&str, u32> {
+        let mut used = HashMap::new();
+        if let Some(entry) = self.entry(file) {
+            for reference in &entry.references {
+                *used.entry(self.names.name(reference.name)).or_insert(0) += 1;
+            }
+        }
+        used
+    }
+
+    /// Definitions whose name matches `query`, best first: exact, then prefix, then
+    /// substring, then the query's letters in order (all case-insensitive).
+    pub fn search(&self, query: &str, limit: usize) -> Vec<Found<'_>> {
+        let query = query.to_lowercase();
+        let mut scored: Vec<(u8, usize, Found<'_>)> = Vec::new();
+        for (name, places) in &self.definitions {
+            let lower = self.names.name(*name).to_lowercase();
+            let score = if lower == query {
+                0
+            } else if lower.starts_with(&query) {
+                1
+            } else if lower.contains(&query) {
+                2
+            } else if is_subsequence(&query, &lower) {
+                3
+            } else {
+                continue;
+            };
+            for &(file, index) in places {
+                if let Some(found) = self.found(file, index as usize) {
+                    scored.push((score, lower.len(), found));
+                }
+            }
+        }
+        scored.sort_by(|a, b| {
+            (a.0, a.1, a.2.path, &a.2.symbol.path).cmp(&(b.0, b.1, b.2.path, &b.2.symbol.path))
+        });
+        scored
+            .into_iter()
+            .take(limit)
+            .map(|(_, _, found)| found)
+            .collect()
+    }
+
+    pub fn stats(&self) -> IndexStats {
+        let mut stats = IndexStats::default();
+        let mut languages: HashMap<&'static str, usize> = HashMap::new();
+        for (_, entry) in self.files() {
+            stats.files += 1;
+            stats.bytes += entry.bytes;
+            stats.definitions += entry.symbols.len();
+            stats.references += entry.references.len();
+            stats.files_with_errors += usize::from(entry.has_errors);
+            *languages.entry(entry.language.name()).or_default() += 1;
+        }
+        stats.languages = languages.into_iter().collect();
+        stats
+            .languages
+            .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        stats
+    }
+}
+
+fn is_subsequence(needle: &str, haystack: &str) -> bool {
+    let mut letters = haystack.chars();
+    needle
+        .chars()
+        .all(|wanted| letters.any(|letter| letter == wanted))
+}

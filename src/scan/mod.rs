@@ -1,0 +1,267 @@
+//! Scanning a workspace into the index: a gitignore-aware parallel walk (the `ignore` crate,
+//! as ripgrep uses), reading, filtering and parsing each file on the walker's threads.
+//!
+//! Nothing stops the scan: each file that cannot be indexed is counted under its reason and
+//! logged once.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ignore::{WalkBuilder, WalkState};
+
+use crate::core::index::extract::{FileSymbols, extract, parse};
+use crate::core::index::language::Language;
+use crate::core::index::table::Index;
+
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    /// Larger files are skipped.
+    pub max_file_bytes: u64,
+    /// Walker threads (0: one per core).
+    pub threads: usize,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            max_file_bytes: 1024 * 1024,
+            threads: 0,
+        }
+    }
+}
+
+/// Why a file was not indexed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Skip {
+    UnknownLanguage,
+    TooLarge,
+    Binary,
+    NotUtf8,
+    Generated,
+    /// Unreadable, deleted during the walk, or a walk error (such as a link loop).
+    Unreadable,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 6] = [
+        Skip::UnknownLanguage,
+        Skip::TooLarge,
+        Skip::Binary,
+        Skip::NotUtf8,
+        Skip::Generated,
+        Skip::Unreadable,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::UnknownLanguage => "unknown language",
+            Skip::TooLarge => "too large",
+            Skip::Binary => "binary",
+            Skip::NotUtf8 => "not UTF-8",
+            Skip::Generated => "generated",
+            Skip::Unreadable => "unreadable",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ScanStats {
+    pub indexed: usize,
+    pub skipped: Vec<(Skip, usize)>,
+    pub elapsed: Duration,
+}
+
+impl ScanStats {
+    pub fn skipped(&self, reason: Skip) -> usize {
+        self.skipped
+            .iter()
+            .find(|(skip, _)| *skip == reason)
+            .map_or(0, |(_, count)| *count)
+    }
+
+    fn count(&mut self, reason: Skip) {
+        match self.skipped.iter_mut().find(|(skip, _)| *skip == reason) {
+            Some((_, count)) => *count += 1,
+            None => self.skipped.push((reason, 1)),
+        }
+    }
+}
+
+/// One indexed file, ready to go into the index.
+pub struct ScannedFile {
+    /// Relative to the root, with `/` separators.
+    pub path: String,
+    pub language: Language,
+    pub symbols: FileSymbols,
+    pub bytes: usize,
+}
+
+enum Outcome {
+    Indexed(ScannedFile),
+    Skipped(Skip, String),
+}
+
+/// Scans `root` into `index`, calling `progress` with the number of files seen so far.
+/// `keep` says whether a scanned file may replace what the index holds (the editor's copy of
+/// an open document wins over the disk's).
+pub fn scan(
+    root: &Path,
+    options: &ScanOptions,
+    index: &mut dyn FnMut(ScannedFile),
+    progress: &mut dyn FnMut(usize, &str),
+) -> ScanStats {
+    let started = Instant::now();
+    let (sender, receiver) = mpsc::channel::<Outcome>();
+    let walker = WalkBuilder::new(root)
+        .require_git(false)
+        .follow_links(false)
+        .threads(options.threads)
+        .build_parallel();
+    let max = options.max_file_bytes;
+    let root_owned = root.to_path_buf();
+    let mut stats = ScanStats::default();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            walker.run(|| {
+                let sender = sender.clone();
+                let root = root_owned.clone();
+                Box::new(move |entry| {
+                    let outcome = match entry {
+                        Ok(entry) if entry.file_type().is_some_and(|kind| kind.is_file()) => {
+                            scan_file(&root, entry.path(), max)
+                        }
+                        Ok(_) => return WalkState::Continue,
+                        Err(err) => Outcome::Skipped(Skip::Unreadable, err.to_string()),
+                    };
+                    if sender.send(outcome).is_err() {
+                        return WalkState::Quit;
+                    }
+                    WalkState::Continue
+                })
+            });
+        });
+        let mut seen = 0;
+        for outcome in receiver {
+            seen += 1;
+            match outcome {
+                Outcome::Indexed(file) => {
+                    progress(seen, &file.path);
+                    stats.indexed += 1;
+                    index(file);
+                }
+                Outcome::Skipped(reason, what) => {
+                    if reason != Skip::UnknownLanguage {
+                        tracing::debug!("not indexed ({}): {what}", reason.name());
+                    }
+                    stats.count(reason);
+                }
+            }
+        }
+    });
+    stats.elapsed = started.elapsed();
+    stats.skipped.sort();
+    stats
+}
+
+/// Scans `root` into a new index.
+pub fn scan_into_index(
+    root: &Path,
+    options: &ScanOptions,
+    progress: &mut dyn FnMut(usize, &str),
+) -> (Index, ScanStats) {
+    let mut index = Index::default();
+    let stats = scan(
+        root,
+        options,
+        &mut |file| {
+            index.upsert(&file.path, file.language, file.symbols, file.bytes);
+        },
+        progress,
+    );
+    (index, stats)
+}
+
+fn scan_file(root: &Path, path: &Path, max_bytes: u64) -> Outcome {
+    let relative = relative_path(root, path);
+    let Some(language) = Language::from_path(&relative) else {
+        return Outcome::Skipped(Skip::UnknownLanguage, relative);
+    };
+    match read_source(path, max_bytes) {
+        Ok(text) => {
+            if is_generated(&relative, &text) {
+                return Outcome::Skipped(Skip::Generated, relative);
+            }
+            let symbols = match parse(language, &text, None) {
+                Some(tree) => extract(language, &tree, &text),
+                None => FileSymbols {
+                    has_errors: true,
+                    ..FileSymbols::default()
+                },
+            };
+            Outcome::Indexed(ScannedFile {
+                path: relative,
+                language,
+                symbols,
+                bytes: text.len(),
+            })
+        }
+        Err((reason, detail)) => Outcome::Skipped(reason, format!("{relative}: {detail}")),
+    }
+}
+
+/// Reads a source file, refusing what is not source text.
+pub fn read_source(path: &Path, max_bytes: u64) -> Result<String, (Skip, String)> {
+    let metadata = std::fs::metadata(path).map_err(|err| (Skip::Unreadable, err.to_string()))?;
+    if metadata.len() > max_bytes {
+        return Err((Skip::TooLarge, format!("{} bytes", metadata.len())));
+    }
+    let bytes = std::fs::read(path).map_err(|err| (Skip::Unreadable, err.to_string()))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err((Skip::TooLarge, format!("{} bytes", bytes.len())));
+    }
+    if bytes[..bytes.len().min(8192)].contains(&0) {
+        return Err((Skip::Binary, "a NUL byte".into()));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        (
+            Skip::NotUtf8,
+            format!("bad byte at {}", err.utf8_error().valid_up_to()),
+        )
+    })
+}
+
+/// Machine-written files say so near the top; minified bundles say so in their name.
+pub fn is_generated(path: &str, text: &str) -> bool {
+    if path.ends_with(".min.js") || path.ends_with(".bundle.js") {
+        return true;
+    }
+    let head: String = text
+        .chars()
+        .take(1024)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    [
+        "@generated",
+        "do not edit",
+        "auto-generated",
+        "autogenerated",
+        "code generated by",
+    ]
+    .iter()
+    .any(|mark| head.contains(mark))
+}
+
+fn relative_path(root: &Path, path: &Path) -> String {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    relative
+        .components()
+        .map(|part| part.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `root`/`relative`, for callers that hold workspace-relative paths.
+pub fn absolute(root: &Path, relative: &str) -> PathBuf {
+    root.join(relative)
+}
