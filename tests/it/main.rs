@@ -4,6 +4,7 @@ mod budget;
 mod cli;
 mod config;
 mod documents;
+mod index;
 mod models;
 mod positions;
 mod protocol;

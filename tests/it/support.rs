@@ -75,11 +75,15 @@ impl TestServer {
     }
 
     pub async fn open(&mut self, path: &str, text: &str) {
+        self.open_as(path, "rust", text).await;
+    }
+
+    pub async fn open_as(&mut self, path: &str, language_id: &str, text: &str) {
         let uri = self.uri(path);
         self.client
             .notify(
                 "textDocument/didOpen",
-                json!({ "textDocument": { "uri": uri, "languageId": "rust", "version": 1, "text": text } }),
+                json!({ "textDocument": { "uri": uri, "languageId": language_id, "version": 1, "text": text } }),
             )
             .await
             .unwrap();
