@@ -14,9 +14,14 @@ use crate::models::fit::plan_load;
 use crate::models::machine;
 use crate::models::{Cancel, GenerationEvent, Model};
 
-pub fn run(name: &str, model: Option<PathBuf>) -> ExitCode {
+pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCode {
+    if name == "index" {
+        return super::bench_index::run(path.unwrap_or_else(|| PathBuf::from(".")));
+    }
     if name != "models" {
-        output::error(&format!("unknown benchmark `{name}`: available: models"));
+        output::error(&format!(
+            "unknown benchmark `{name}`: available: models, index"
+        ));
         return ExitCode::from(2);
     }
     let path = model.unwrap_or_else(test_model_path);

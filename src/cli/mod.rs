@@ -1,6 +1,7 @@
 //! The command line: arguments in, one subcommand out. `serve` is the language server.
 
 mod bench;
+mod bench_index;
 mod demo;
 mod index;
 mod models;
@@ -63,13 +64,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a benchmark and print its figures (`models`: the embedded llama.cpp backend).
+    /// Run a benchmark and print its figures: `models` (the embedded llama.cpp backend) or
+    /// `index PATH` (the workspace index against ctags).
     Bench {
         /// Which benchmark.
         name: String,
         /// The GGUF model to measure (default: the test model).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// `index`: the tree to index (default: the current directory).
+        path: Option<PathBuf>,
     },
 }
 
@@ -87,7 +91,7 @@ pub fn main() -> ExitCode {
             tokens,
         } => index::run(path, json, map, tokens),
         Command::Models { workspace, json } => models::run(workspace, json),
-        Command::Bench { name, model } => bench::run(&name, model),
+        Command::Bench { name, model, path } => bench::run(&name, model, path),
     }
 }
 

@@ -323,7 +323,8 @@ impl LanguageServer for Backend {
         &self,
         params: DocumentSymbolParams,
     ) -> Result<Option<DocumentSymbolResponse>> {
-        let session = self.session();
+        let mut session = self.session();
+        session.refresh_index();
         Ok(
             symbols::document_symbols(&session, &params.text_document.uri)
                 .map(DocumentSymbolResponse::Nested),
@@ -334,7 +335,8 @@ impl LanguageServer for Backend {
         &self,
         params: WorkspaceSymbolParams,
     ) -> Result<Option<Vec<SymbolInformation>>> {
-        let session = self.session();
+        let mut session = self.session();
+        session.refresh_index();
         Ok(Some(symbols::workspace_symbols(&session, &params.query)))
     }
 
@@ -343,7 +345,8 @@ impl LanguageServer for Backend {
         params: GotoDefinitionParams,
     ) -> Result<Option<GotoDefinitionResponse>> {
         let position = params.text_document_position_params;
-        let session = self.session();
+        let mut session = self.session();
+        session.refresh_index();
         Ok(
             symbols::definitions(&session, &position.text_document.uri, position.position)
                 .filter(|locations| !locations.is_empty())

@@ -1,6 +1,6 @@
 //! The state of one editor session. Handlers lock it briefly and never across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use tower_lsp::lsp_types::Url;
@@ -24,6 +24,9 @@ pub struct Session {
     pub index: Index,
     /// The syntax trees of open documents, by index key: the editor's copy wins over disk.
     pub live: HashMap<String, LiveFile>,
+    /// Open documents reparsed since their symbols were last extracted: extraction waits
+    /// until something reads the index (it costs ~25x an incremental reparse).
+    pub dirty: HashSet<String>,
     /// The client shows `$/progress`.
     pub work_done_progress: bool,
     /// The client can watch files for us (`workspace/didChangeWatchedFiles`).
@@ -91,11 +94,29 @@ impl Session {
         let bytes = document.text().len_bytes();
         if bytes as u64 > self.config.index.max_file_bytes {
             self.live.remove(&key);
+            self.dirty.remove(&key);
             return;
         }
         if let Some(live) = self.live.get_mut(&key) {
-            let symbols = live.update(document.text(), edits);
-            let language = live.language;
+            live.reparse(document.text(), edits);
+            self.dirty.insert(key);
+        }
+    }
+
+    /// Extracts the symbols of documents edited since the index last read them. Every
+    /// handler that reads the index calls this first.
+    pub fn refresh_index(&mut self) {
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(uri) = self.uri_of(&key) else {
+                continue;
+            };
+            let (Some(live), Some(document)) =
+                (self.live.get(&key), self.documents.get(uri.as_str()))
+            else {
+                continue;
+            };
+            let symbols = live.symbols(document.text());
+            let (language, bytes) = (live.language, document.text().len_bytes());
             self.index.upsert(&key, language, symbols, bytes);
         }
     }

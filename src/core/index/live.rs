@@ -20,7 +20,7 @@ impl LiveFile {
         let mut parser = Parser::new();
         parser.set_language(&language.grammar()).ok()?;
         let tree = parse_rope(&mut parser, text, None)?;
-        let mut live = LiveFile {
+        let live = LiveFile {
             language,
             parser,
             tree,
@@ -31,6 +31,12 @@ impl LiveFile {
 
     /// Applies `edits` to the old tree, reparses incrementally and extracts again.
     pub fn update(&mut self, text: &Rope, edits: &[ByteEdit]) -> FileSymbols {
+        self.reparse(text, edits);
+        self.symbols(text)
+    }
+
+    /// Applies `edits` to the old tree and reparses incrementally, without extracting.
+    pub fn reparse(&mut self, text: &Rope, edits: &[ByteEdit]) {
         for edit in edits {
             self.tree.edit(&InputEdit {
                 start_byte: edit.start,
@@ -44,10 +50,10 @@ impl LiveFile {
         if let Some(tree) = parse_rope(&mut self.parser, text, Some(&self.tree)) {
             self.tree = tree;
         }
-        self.symbols(text)
     }
 
-    fn symbols(&mut self, text: &Rope) -> FileSymbols {
+    /// The definitions and references of the current tree.
+    pub fn symbols(&self, text: &Rope) -> FileSymbols {
         // Extraction reads names and signatures out of the text: one contiguous copy.
         extract(self.language, &self.tree, &text.to_string())
     }
