@@ -94,15 +94,30 @@ fn ctags(files: &[PathBuf]) -> Option<(Duration, u64, usize)> {
     }
     let output_file = tempfile::NamedTempFile::new().ok()?;
     let started = Instant::now();
-    let status = std::process::Command::new("ctags")
+    let mut child = std::process::Command::new("ctags")
         .arg("-f")
         .arg(output_file.path())
         .arg("-L")
         .arg(list.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()
+        .spawn()
         .ok()?;
+    // Its peak memory, read while it runs (its high-water mark only grows).
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let status = loop {
+        if let Some(hwm) = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|status| vm_hwm(&status))
+        {
+            peak = peak.max(hwm);
+        }
+        match child.try_wait().ok()? {
+            Some(status) => break status,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
     let elapsed = started.elapsed();
     if !status.success() {
         return None;
@@ -112,17 +127,13 @@ fn ctags(files: &[PathBuf]) -> Option<(Duration, u64, usize)> {
         .split(|&b| b == b'\n')
         .filter(|line| !line.is_empty() && !line.starts_with(b"!_"))
         .count();
-    Some((elapsed, children_peak_memory(), tags))
+    Some((elapsed, peak, tags))
 }
 
-/// The largest peak resident memory of this process's finished children.
-fn children_peak_memory() -> u64 {
-    // SAFETY: `getrusage` fills the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
-        return 0;
-    }
-    usage.ru_maxrss as u64 * 1024
+/// `VmHWM` of a `/proc/PID/status`, in bytes.
+fn vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 struct Keystrokes {

@@ -46,6 +46,7 @@ pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
     if files.is_empty() {
         return String::new();
     }
+    let n = files.len();
     let position: HashMap<FileId, usize> =
         files.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let focus: HashSet<usize> = request
@@ -54,27 +55,43 @@ pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
         .filter_map(|path| index.file_id(path).map(|id| position[&id]))
         .collect();
 
-    // Edges: for each file, the weight it gives each definition it uses.
-    let mut edges: Vec<Vec<(usize, (FileId, usize), f64)>> = vec![Vec::new(); files.len()];
-    for (from, &file) in files.iter().enumerate() {
-        for (name, count) in index.used_names(file) {
-            let definitions = index.definitions(name);
-            let defining: HashSet<FileId> = definitions.iter().map(|found| found.file).collect();
-            if defining.is_empty()
-                || defining.len() > MAX_DEFINING_FILES
-                || defining.contains(&file) && defining.len() == 1
-            {
-                continue;
-            }
-            let weight = specificity(name) * (count as f64).sqrt() / definitions.len() as f64;
-            for found in definitions.iter().filter(|found| found.file != file) {
-                edges[from].push((position[&found.file], (found.file, found.index), weight));
+    // The weight each use gives to each definition of the name; summed per pair of files
+    // for the ranking, and spent per definition afterwards.
+    let uses_of = |from: usize| {
+        let file = files[from];
+        index
+            .name_uses(file)
+            .into_iter()
+            .filter_map(move |(name, count)| {
+                let defining = index.defining(name);
+                let mut defining_files: Vec<FileId> =
+                    defining.iter().map(|(file, _)| *file).collect();
+                defining_files.dedup();
+                let only_here = defining_files
+                    .iter()
+                    .all(|defining_file| *defining_file == file);
+                if defining.is_empty() || defining_files.len() > MAX_DEFINING_FILES || only_here {
+                    return None;
+                }
+                let weight =
+                    specificity(index.name(name)) * (count as f64).sqrt() / defining.len() as f64;
+                Some((name, weight))
+            })
+    };
+    let mut edges: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+    for (from, out) in edges.iter_mut().enumerate() {
+        let mut targets: HashMap<usize, f64> = HashMap::new();
+        for (name, weight) in uses_of(from) {
+            for (defining_file, _) in index.defining(name) {
+                if *defining_file != files[from] {
+                    *targets.entry(position[defining_file]).or_default() += weight;
+                }
             }
         }
+        *out = targets.into_iter().collect();
     }
 
     // PageRank personalised to the focus (uniform without one).
-    let n = files.len();
     let personal: Vec<f64> = if focus.is_empty() {
         vec![1.0 / n as f64; n]
     } else {
@@ -90,7 +107,7 @@ pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
     };
     let out_weight: Vec<f64> = edges
         .iter()
-        .map(|out| out.iter().map(|edge| edge.2).sum())
+        .map(|out| out.iter().map(|edge| edge.1).sum())
         .collect();
     let mut rank = personal.clone();
     for _ in 0..ITERATIONS {
@@ -101,7 +118,7 @@ pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
                 dangling += rank[from];
                 continue;
             }
-            for &(to, _, weight) in &edges[from] {
+            for &(to, weight) in &edges[from] {
                 next[to] += DAMPING * rank[from] * weight / out_weight[from];
             }
         }
@@ -111,14 +128,22 @@ pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
         rank = next;
     }
 
-    // A definition's score is the rank that flows to it.
+    // A definition's score is the rank that flows to it; files with no rank to give are
+    // skipped (with a focus, most of a large tree).
     let mut scores: HashMap<(FileId, usize), f64> = HashMap::new();
+    let max_rank = rank.iter().copied().fold(0.0, f64::max);
     for from in 0..n {
-        if out_weight[from] == 0.0 {
+        if out_weight[from] == 0.0 || rank[from] < max_rank * 1e-6 {
             continue;
         }
-        for &(_, definition, weight) in &edges[from] {
-            *scores.entry(definition).or_default() += rank[from] * weight / out_weight[from];
+        for (name, weight) in uses_of(from) {
+            for &(defining_file, symbol_index) in index.defining(name) {
+                if defining_file != files[from] {
+                    *scores
+                        .entry((defining_file, symbol_index as usize))
+                        .or_default() += rank[from] * weight / out_weight[from];
+                }
+            }
         }
     }
     let focus_names: HashSet<&str> = request.focus_names.iter().copied().collect();

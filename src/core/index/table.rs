@@ -259,6 +259,36 @@ impl Index {
         })
     }
 
+    /// The names a file uses, with how often, by id (cheap: no strings).
+    pub fn name_uses(&self, file: FileId) -> Vec<(NameId, u32)> {
+        let Some(entry) = self.entry(file) else {
+            return Vec::new();
+        };
+        let mut names: Vec<NameId> = entry
+            .references
+            .iter()
+            .map(|reference| reference.name)
+            .collect();
+        names.sort_unstable();
+        let mut uses: Vec<(NameId, u32)> = Vec::new();
+        for name in names {
+            match uses.last_mut() {
+                Some((last, count)) if *last == name => *count += 1,
+                _ => uses.push((name, 1)),
+            }
+        }
+        uses
+    }
+
+    /// Where `name` is defined: files and symbol indices.
+    pub fn defining(&self, name: NameId) -> &[(FileId, u32)] {
+        self.definitions.get(&name).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn name(&self, name: NameId) -> &str {
+        self.names.name(name)
+    }
+
     /// The names a file uses, with how often.
     pub fn used_names(&self, file: FileId) -> HashMap<&str, u32> {
         let mut used = HashMap::new();
