@@ -256,3 +256,53 @@ fn models_with_a_broken_configuration_names_the_key() {
         "tierls: $WORKSPACE/tierls.toml:2:11: key `tiers.fast.context`: invalid type: string \"long\", expected u32"
     );
 }
+
+#[test]
+fn index_prints_statistics_json_and_the_repo_map() {
+    let workspace = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sample-workspace"
+    );
+    let (status, stdout, stderr) = run(&["index", workspace]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stdout.starts_with("indexed 3 files ("), "{stdout}");
+    assert!(stdout.contains("languages: rust 2, python 1"), "{stdout}");
+
+    let (status, stdout, _) = run(&["index", workspace, "--json"]);
+    assert_eq!(status, 0);
+    let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(stats["files"], 3);
+    assert_eq!(stats["skipped"]["unknown language"], 1, "tierls.toml");
+
+    let (status, stdout, _) = run(&["index", workspace, "--map", "src/main.rs", "--tokens", "60"]);
+    assert_eq!(status, 0);
+    assert!(stdout.starts_with("src/shapes.rs:\n"), "{stdout}");
+
+    let (status, _, stderr) = run(&["index", workspace, "--map", "src/nope.rs"]);
+    assert_eq!(status, 2);
+    assert!(stderr.contains("src/nope.rs: not in the index"), "{stderr}");
+    let (status, _, stderr) = run(&["index", "/nonexistent/tree"]);
+    assert_eq!(status, 2);
+    assert!(
+        stderr.contains("/nonexistent/tree: not a directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_index_compares_with_ctags_side_by_side() {
+    let workspace = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sample-workspace"
+    );
+    let (status, stdout, stderr) = run(&["bench", "index", workspace]);
+    assert_eq!(status, 0, "{stderr}");
+    for figure in [
+        "tierls: 3 files",
+        "ctags",
+        "keystroke in a 5,000-line Rust file",
+        "repo map for",
+    ] {
+        assert!(stdout.contains(figure), "no {figure:?} in\n{stdout}");
+    }
+}

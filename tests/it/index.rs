@@ -353,3 +353,10 @@ async fn unknown_languages_and_huge_documents_are_not_parsed_and_cause_no_errors
     );
     assert!(server.finish().await.clean);
 }
+
+#[test]
+fn a_file_deleted_before_it_is_read_is_counted_not_fatal() {
+    let err = tierls::scan::read_source(std::path::Path::new("/nonexistent/deleted.rs"), 1024)
+        .unwrap_err();
+    assert_eq!(err.0, Skip::Unreadable);
+}
