@@ -159,11 +159,10 @@ pub fn place(shape: &ModelShape, estimate: &MemoryEstimate, machine: &Machine) -
         let per_layer = (shape.repeating_layer_bytes + estimate.kv_cache) / n_layer;
         let fixed = estimate.compute
             + (estimate.weights - shape.repeating_layer_bytes.min(estimate.weights));
-        let layers = if per_layer == 0 {
-            0
-        } else {
-            vram.saturating_sub(fixed) / per_layer
-        };
+        let layers = vram
+            .saturating_sub(fixed)
+            .checked_div(per_layer)
+            .unwrap_or(0);
         let layers = layers.min(n_layer);
         let on_cpu = (n_layer - layers) * per_layer;
         if layers > 0 && on_cpu <= ram {

@@ -92,7 +92,7 @@ impl GgufHeader {
         let n_head_kv = ctx
             .integer_or_max(&key("attention.head_count_kv"))
             .unwrap_or(n_head);
-        let head_dim = if n_head > 0 { n_embd / n_head } else { 0 };
+        let head_dim = n_embd.checked_div(n_head).unwrap_or(0);
         let layer_bytes: u64 = tensors
             .iter()
             .filter(|t| t.name.starts_with("blk."))

@@ -360,3 +360,104 @@ fn a_file_deleted_before_it_is_read_is_counted_not_fatal() {
         .unwrap_err();
     assert_eq!(err.0, Skip::Unreadable);
 }
+
+#[test]
+fn the_table_answers_enclosing_symbols_references_and_renames() {
+    use tierls::core::index::extract::{extract, parse};
+    use tierls::core::index::language::Language;
+    use tierls::core::index::table::Index;
+    let mut index = Index::default();
+    for (path, text) in [("src/shapes.rs", SHAPES), ("src/main.rs", MAIN)] {
+        let tree = parse(Language::Rust, text, None).unwrap();
+        index.upsert(
+            path,
+            Language::Rust,
+            extract(Language::Rust, &tree, text),
+            text.len(),
+        );
+    }
+    let inside_area = SHAPES.find("3.14").unwrap();
+    assert_eq!(
+        index
+            .enclosing_symbol("src/shapes.rs", inside_area)
+            .map(|s| s.path.as_str()),
+        Some("Circle::area")
+    );
+    assert_eq!(
+        index
+            .enclosing_symbol("src/shapes.rs", 0)
+            .map(|s| s.path.as_str()),
+        Some("Shape")
+    );
+    let uses: Vec<&str> = index
+        .references("total_area")
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    assert_eq!(uses, ["src/main.rs"]);
+    assert!(index.rename("src/shapes.rs", "src/geometry.rs"));
+    assert_eq!(index.definitions("total_area")[0].path, "src/geometry.rs");
+    assert!(index.remove("src/geometry.rs"));
+    assert!(index.definitions("total_area").is_empty());
+    assert!(
+        !index.remove("src/geometry.rs"),
+        "removing twice is a no-op"
+    );
+    assert_eq!(index.stats().files, 1);
+}
+
+#[tokio::test]
+async fn file_operations_from_the_editor_update_the_index() {
+    let mut server = indexed_server().await;
+    std::fs::create_dir_all(server.root.path().join("lib")).unwrap();
+    std::fs::write(
+        server.root.path().join("lib/made.py"),
+        "def made_by_editor():\n    pass\n",
+    )
+    .unwrap();
+    let made = server.uri("lib/made.py");
+    server
+        .client
+        .notify(
+            "workspace/didCreateFiles",
+            json!({ "files": [{ "uri": made }] }),
+        )
+        .await
+        .unwrap();
+    let found = server
+        .client
+        .request("workspace/symbol", json!({ "query": "made_by_editor" }))
+        .await
+        .unwrap();
+    assert_eq!(found["result"][0]["location"]["uri"], json!(made));
+
+    // Deleting a directory forgets everything under it.
+    let src = server.uri("src");
+    server
+        .client
+        .notify(
+            "workspace/didDeleteFiles",
+            json!({ "files": [{ "uri": src }] }),
+        )
+        .await
+        .unwrap();
+    for query in ["total_area", "Circle"] {
+        let found = server
+            .client
+            .request("workspace/symbol", json!({ "query": query }))
+            .await
+            .unwrap();
+        assert_eq!(found["result"], json!([]), "{query}");
+    }
+    let found = server
+        .client
+        .request("workspace/symbol", json!({ "query": "report" }))
+        .await
+        .unwrap();
+    assert_eq!(
+        found["result"].as_array().unwrap().len(),
+        1,
+        "tools/report.py stays"
+    );
+    assert!(server.finish().await.clean);
+}

@@ -174,7 +174,7 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
 
     // Where two patterns define the same name, the earlier pattern (the more specific, or
     // the language's own rather than an inherited one) wins.
-    definitions.sort_by(|a, b| (a.1.name_range.start, a.0).cmp(&(b.1.name_range.start, b.0)));
+    definitions.sort_by_key(|(pattern, symbol, _)| (symbol.name_range.start, *pattern));
     definitions.dedup_by(|later, earlier| later.1.name_range == earlier.1.name_range);
     // Outer definitions first, so that nesting can be read off a stack.
     definitions.sort_by(|a, b| {
