@@ -36,8 +36,9 @@ pub struct LogRecord {
 pub fn init() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
-        let stderr_filter = EnvFilter::try_from_env("TIERLS_LOG")
-            .unwrap_or_else(|_| EnvFilter::new("warn,tierls=info"));
+        let stderr_filter = EnvFilter::try_from_env("TIERLS_LOG").unwrap_or_else(|_| {
+            EnvFilter::new("warn,tierls=info,llama-cpp-2=error,llama_cpp_2=error")
+        });
         let stderr = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(false)
