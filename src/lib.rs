@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cli;
+pub mod completion;
 pub mod config;
 pub mod core;
 pub mod disk;

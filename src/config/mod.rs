@@ -25,6 +25,15 @@ pub struct Config {
     pub limits: Limits,
     pub tiers: Tiers,
     pub index: IndexConfig,
+    pub completion: CompletionConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompletionConfig {
+    /// Wait this long after a keystroke before asking the model (a newer keystroke cancels).
+    pub debounce_ms: u32,
+    /// Stop generating a suggestion after this long and show what there is.
+    pub budget_ms: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +73,10 @@ impl Default for Config {
                 enabled: true,
                 max_file_bytes: 1024 * 1024,
             },
+            completion: CompletionConfig {
+                debounce_ms: 30,
+                budget_ms: 1500,
+            },
         }
     }
 }
@@ -100,6 +113,14 @@ pub struct ConfigLayer {
     pub limits: LimitsLayer,
     pub tiers: TiersLayer,
     pub index: IndexLayer,
+    pub completion: CompletionLayer,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompletionLayer {
+    pub debounce_ms: Option<tiers::Bounded<0, 5000>>,
+    pub budget_ms: Option<tiers::Bounded<50, 60000>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -170,6 +191,12 @@ impl Config {
             }
             if let Some(Megabytes(mb)) = layer.limits.max_file_mb {
                 config.limits.max_file_bytes = mb * MIB;
+            }
+            if let Some(tiers::Bounded(ms)) = layer.completion.debounce_ms {
+                config.completion.debounce_ms = ms;
+            }
+            if let Some(tiers::Bounded(ms)) = layer.completion.budget_ms {
+                config.completion.budget_ms = ms;
             }
             if let Some(enabled) = layer.index.enabled {
                 config.index.enabled = enabled;

@@ -5,6 +5,7 @@
 //! same code.
 
 pub mod budget;
+pub mod completion;
 pub mod document;
 pub mod generation;
 pub mod index;

@@ -24,3 +24,26 @@ pub struct ViewDocumentResult {
     pub version: Option<i32>,
     pub text: String,
 }
+
+/// `textDocument/inlineCompletion` (LSP 3.18): lsp-types 0.94 predates it, so its types live
+/// here.
+pub const INLINE_COMPLETION: &str = "textDocument/inlineCompletion";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineCompletionParams {
+    pub text_document: tower_lsp::lsp_types::TextDocumentIdentifier,
+    pub position: tower_lsp::lsp_types::Position,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineCompletionItem {
+    pub insert_text: String,
+    pub range: Option<tower_lsp::lsp_types::Range>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InlineCompletionList {
+    pub items: Vec<InlineCompletionItem>,
+}

@@ -4,6 +4,7 @@
 //! editor session, and forwards that session's logs to the editor.
 
 pub mod client;
+mod completion;
 mod convert;
 pub mod ext;
 mod framing;
@@ -77,6 +78,7 @@ where
         server::Backend::new(client, backend_shared, options)
     })
     .custom_method(ext::VIEW_DOCUMENT, server::Backend::view_document)
+    .custom_method(ext::INLINE_COMPLETION, server::Backend::inline_completion)
     .finish();
 
     // Handlers never await while others wait on them, so a generous limit only keeps slow
@@ -187,9 +189,32 @@ async fn pump_output<O: AsyncWrite + Unpin>(
                 None => { rejections_open = false; continue; }
             },
         };
+        let body = advertise_inline_completion(body);
         if write_frame(&mut output, &body).await.is_err() {
             break; // The client is gone; nothing is left to tell it.
         }
+    }
+}
+
+/// Adds `inlineCompletionProvider` to the `initialize` result: lsp-types 0.94 has no field for
+/// this LSP 3.18 capability, so tower-lsp cannot send it.
+fn advertise_inline_completion(body: Vec<u8>) -> Vec<u8> {
+    let looks_like_it = |needle: &[u8]| body.windows(needle.len()).any(|window| window == needle);
+    if !looks_like_it(b"\"serverInfo\"") || !looks_like_it(b"\"capabilities\"") {
+        return body;
+    }
+    let Ok(mut message) = serde_json::from_slice::<Value>(&body) else {
+        return body;
+    };
+    match message
+        .pointer_mut("/result/capabilities")
+        .and_then(Value::as_object_mut)
+    {
+        Some(capabilities) => {
+            capabilities.insert("inlineCompletionProvider".into(), Value::Bool(true));
+            serde_json::to_vec(&message).unwrap_or(body)
+        }
+        None => body,
     }
 }
 

@@ -13,19 +13,31 @@ use tower_lsp::jsonrpc::{Error, ErrorCode, Result};
 use tower_lsp::lsp_types::*;
 use tower_lsp::{Client, LanguageServer};
 
-use super::ext::{ViewDocumentParams, ViewDocumentResult};
+use super::ext::{
+    InlineCompletionItem, InlineCompletionList, InlineCompletionParams, ViewDocumentParams,
+    ViewDocumentResult,
+};
 use super::session::Session;
-use super::{ServerOptions, Shared, convert, indexing, symbols};
+use super::{ServerOptions, Shared, completion, convert, indexing, symbols};
+use crate::completion::{Completed, CompletionEngine};
 use crate::config::{self, CONFIG_FILE_NAME, ConfigError, ConfigSources};
+use crate::config::{ModelSource, Tier};
 use crate::core::document::Document;
 use crate::disk;
 use crate::logging;
+use crate::models::Model;
+use crate::models::embedded::EmbeddedModel;
+use crate::models::tiers::TierSet;
+use std::sync::OnceLock;
 
 pub struct Backend {
     client: Client,
     shared: Arc<Shared>,
     options: ServerOptions,
     session: Arc<Mutex<Session>>,
+    /// The models of this machine, set up at `initialized`.
+    tiers: OnceLock<Arc<TierSet>>,
+    completion: CompletionEngine,
     /// Configuration errors found during `initialize`, shown once the client can hear them.
     startup_errors: Mutex<Vec<ConfigError>>,
 }
@@ -38,6 +50,8 @@ impl Backend {
             options,
             session: Arc::default(),
             startup_errors: Mutex::default(),
+            tiers: OnceLock::new(),
+            completion: CompletionEngine::default(),
         }
     }
 
@@ -64,6 +78,110 @@ impl Backend {
             let message = format!("tierls: {error} (keeping the last good configuration)");
             self.client.show_message(MessageType::ERROR, message).await;
         }
+    }
+
+    /// Loads the fast tier's model when the configuration names a file, off the runtime.
+    /// Completions answer empty until it is ready.
+    async fn start_fast_tier(&self) {
+        let (source, tier_config, root) = {
+            let session = self.session();
+            (
+                session.config.tiers.fast.model.clone(),
+                session.config.tiers.fast.clone(),
+                session.root.clone(),
+            )
+        };
+        let Some(ModelSource::File(path)) = source else {
+            return;
+        };
+        let path = match root {
+            Some(root) if path.is_relative() => root.join(path),
+            _ => path,
+        };
+        let tiers = TierSet::new(crate::models::machine::detect());
+        let _ = self.tiers.set(tiers.clone());
+        if let Err(err) = tiers.configure(Tier::Fast, path, &tier_config) {
+            self.client
+                .show_message(MessageType::ERROR, format!("tierls: the fast tier: {err}"))
+                .await;
+            return;
+        }
+        let loader = tiers.clone();
+        let client = self.client.clone();
+        let span = tracing::Span::current();
+        tokio::spawn(async move {
+            let loaded = tokio::task::spawn_blocking(move || loader.load(Tier::Fast)).await;
+            let _entered = span.enter();
+            match loaded {
+                Ok(Ok(())) => tracing::info!("the fast tier is ready"),
+                Ok(Err(err)) => {
+                    tracing::error!("the fast tier could not load: {err}");
+                    client
+                        .show_message(
+                            MessageType::ERROR,
+                            format!("tierls: the fast tier could not load: {err}"),
+                        )
+                        .await;
+                }
+                Err(err) => tracing::error!("loading the fast tier panicked: {err}"),
+            }
+        });
+    }
+
+    fn fast_model(&self) -> Option<Arc<EmbeddedModel>> {
+        self.tiers.get()?.get(Tier::Fast).ok()
+    }
+
+    /// Prepares a completion and runs it; `None` when there is nothing to suggest.
+    async fn suggest(
+        &self,
+        uri: &Url,
+        position: Position,
+    ) -> Option<(completion::Prepared, String)> {
+        let model = self.fast_model()?;
+        let info = model.info().clone();
+        let prepared = completion::prepare(
+            &mut self.session(),
+            uri,
+            position,
+            info.has_fim,
+            info.slots,
+            info.n_ctx,
+        )?;
+        let outcome = self
+            .completion
+            .complete(
+                model,
+                prepared.slot,
+                &prepared.key,
+                prepared.prefix.clone(),
+                prepared.plan.clone(),
+                prepared.timing,
+            )
+            .await;
+        match outcome {
+            Ok(Completed::Suggestion { text, .. }) => Some((prepared, text)),
+            Ok(Completed::Nothing) => None,
+            Err(err) => {
+                tracing::warn!("no completion: {err}");
+                None
+            }
+        }
+    }
+
+    pub async fn inline_completion(
+        &self,
+        params: InlineCompletionParams,
+    ) -> Result<InlineCompletionList> {
+        let cursor = params.position;
+        let items = match self.suggest(&params.text_document.uri, cursor).await {
+            Some((_, text)) => vec![InlineCompletionItem {
+                insert_text: text,
+                range: Some(Range::new(cursor, cursor)),
+            }],
+            None => Vec::new(),
+        };
+        Ok(InlineCompletionList { items })
     }
 
     /// Asks the client to tell us about source files that change on disk, when it can.
@@ -190,6 +308,7 @@ impl LanguageServer for Backend {
         self.report_config_errors(errors).await;
         let progress = self.session().work_done_progress;
         indexing::start(self.session.clone(), self.client.clone(), progress);
+        self.start_fast_tier().await;
         self.watch_source_files().await;
     }
 
@@ -264,6 +383,7 @@ impl LanguageServer for Backend {
             let uri = params.text_document.uri;
             let closed = session.documents.close(uri.as_str());
             let key = session.index_key(&uri);
+            self.completion.cancel(&key);
             if session.live.remove(&key).is_some() {
                 // The editor's copy is gone: the index goes back to what is on disk.
                 session.reindex_from_disk(&key);
@@ -317,6 +437,22 @@ impl LanguageServer for Backend {
                 session.rename_path(&old, &new);
             }
         }
+    }
+
+    async fn completion(&self, params: CompletionParams) -> Result<Option<CompletionResponse>> {
+        let position = params.text_document_position;
+        let items = match self
+            .suggest(&position.text_document.uri, position.position)
+            .await
+        {
+            Some((prepared, text)) => vec![completion::completion_item(&prepared, &text)],
+            None => Vec::new(),
+        };
+        // Incomplete: the editor asks again as the user types, and the cache answers fast.
+        Ok(Some(CompletionResponse::List(CompletionList {
+            is_incomplete: true,
+            items,
+        })))
     }
 
     async fn document_symbol(
@@ -384,6 +520,10 @@ fn capabilities(encoding: crate::core::position::PositionEncoding) -> ServerCapa
                 ..Default::default()
             },
         )),
+        completion_provider: Some(CompletionOptions {
+            resolve_provider: Some(false),
+            ..Default::default()
+        }),
         document_symbol_provider: Some(OneOf::Left(true)),
         workspace_symbol_provider: Some(OneOf::Left(true)),
         definition_provider: Some(OneOf::Left(true)),

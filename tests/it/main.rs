@@ -2,6 +2,7 @@
 
 mod budget;
 mod cli;
+mod completion;
 mod config;
 mod documents;
 mod index;

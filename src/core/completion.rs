@@ -1,0 +1,237 @@
+//! Completion prompts: what the fast tier sees for a cursor, and how its answer is trimmed.
+//!
+//! The prompt holds the text around the cursor under a budget plus context from the index:
+//! the definitions of the identifiers just before the cursor, found in other files. Models
+//! with FIM tokens get prefix and suffix; others continue the prefix.
+
+use ropey::Rope;
+
+use super::generation::Prompt;
+use super::index::language::Language;
+use super::index::table::Index;
+
+pub struct CompletionInput<'a> {
+    /// The document's index key (workspace-relative path).
+    pub path: &'a str,
+    pub language: Option<Language>,
+    pub text: &'a Rope,
+    /// The cursor, as a byte offset.
+    pub offset: usize,
+    pub index: &'a Index,
+    pub has_fim: bool,
+    /// The prompt's budget in bytes (about four per token).
+    pub budget_bytes: usize,
+}
+
+/// Finish the current line, or write a block when the cursor opens one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Line,
+    Block,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompletionPlan {
+    pub prompt: Prompt,
+    pub stop: Vec<String>,
+    pub max_tokens: u32,
+    pub mode: Mode,
+    /// The indentation of the cursor's line: a block ends where a line goes left of it.
+    pub indent: usize,
+    /// The rest of the cursor's line, which a suggestion must not repeat.
+    pub line_suffix: String,
+}
+
+/// At most this many definitions of nearby names go into the context.
+const CONTEXT_DEFINITIONS: usize = 8;
+/// The context takes at most this share of the budget.
+const CONTEXT_SHARE: usize = 4;
+
+pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
+    let text = input.text;
+    let offset = input.offset.min(text.len_bytes());
+    let line = text.byte_to_line(offset);
+    let line_start = text.line_to_byte(line);
+    let line_prefix = text.byte_slice(line_start..offset).to_string();
+    let line_end = line_start + text.line(line).len_bytes();
+    let line_suffix: String = text
+        .byte_slice(offset..line_end)
+        .to_string()
+        .trim_end_matches(['\n', '\r'])
+        .to_owned();
+    let indent = line_prefix.len() - line_prefix.trim_start().len();
+
+    let previous_line = (line > 0)
+        .then(|| text.line(line - 1).to_string())
+        .unwrap_or_default();
+    let opens_block =
+        previous_line.trim_end().ends_with(['{', ':', '(', '[']) && line_prefix.trim().is_empty();
+    let mode = if opens_block && line_suffix.trim().is_empty() {
+        Mode::Block
+    } else {
+        Mode::Line
+    };
+
+    let context = context_lines(input, offset);
+    let budget = input.budget_bytes.max(64);
+    let context = fit_lines(&context, budget / CONTEXT_SHARE);
+    // A heading without a single definition under it is noise.
+    let context = if context.lines().count() < 3 {
+        String::new()
+    } else {
+        context
+    };
+    let remaining = budget.saturating_sub(context.len());
+    // Three quarters of what is left before the cursor, the rest after it.
+    let suffix_budget = if input.has_fim { remaining / 4 } else { 0 };
+    let prefix_budget = remaining - suffix_budget;
+    let prefix = tail_at_line_start(&text.byte_slice(..offset).to_string(), prefix_budget);
+    let suffix = head_at_line_end(&text.byte_slice(offset..).to_string(), suffix_budget);
+
+    let prompt = if input.has_fim {
+        Prompt::Fim {
+            prefix: format!("{context}{prefix}"),
+            suffix,
+        }
+    } else {
+        Prompt::Text(format!("{context}{prefix}"))
+    };
+    let (stop, max_tokens) = match mode {
+        Mode::Line => (vec!["\n".to_owned()], 48),
+        Mode::Block => (vec!["\n\n\n".to_owned()], 160),
+    };
+    CompletionPlan {
+        prompt,
+        stop,
+        max_tokens,
+        mode,
+        indent,
+        line_suffix,
+    }
+}
+
+/// Comment lines naming the definitions of identifiers used just before the cursor,
+/// most recently used first, from other files (this file's are in the prefix already).
+fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
+    let Some(language) = input.language else {
+        return String::new();
+    };
+    let comment = match language {
+        Language::Python => "#",
+        _ => "//",
+    };
+    let window_start = offset.saturating_sub(1200);
+    let window = input.text.byte_slice(window_start..offset).to_string();
+    let mut names: Vec<&str> = Vec::new();
+    for word in window.rsplit(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        let is_identifier =
+            word.len() >= 3 && word.starts_with(|c: char| c.is_alphabetic() || c == '_');
+        if is_identifier && !names.contains(&word) {
+            names.push(word);
+        }
+    }
+    let mut lines = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        for found in input.index.definitions(name) {
+            if found.path == input.path || !seen.insert((found.path, found.symbol.range.start)) {
+                continue;
+            }
+            lines.push(format!(
+                "{comment} {}: {}",
+                found.path, found.symbol.signature
+            ));
+            if lines.len() >= CONTEXT_DEFINITIONS {
+                break;
+            }
+        }
+        if lines.len() >= CONTEXT_DEFINITIONS {
+            break;
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut context = format!("{comment} Definitions from other files:\n");
+    for line in lines {
+        context.push_str(&line);
+        context.push('\n');
+    }
+    context.push('\n');
+    context
+}
+
+/// The first lines of `text` that fit in `budget` bytes, whole lines only.
+fn fit_lines(text: &str, budget: usize) -> String {
+    let mut fitted = String::new();
+    for line in text.split_inclusive('\n') {
+        if fitted.len() + line.len() > budget {
+            break;
+        }
+        fitted.push_str(line);
+    }
+    fitted
+}
+
+/// The end of `text` within `budget` bytes, starting at a line start when it is cut.
+fn tail_at_line_start(text: &str, budget: usize) -> String {
+    if text.len() <= budget {
+        return text.to_owned();
+    }
+    let mut start = text.len() - budget;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    match text[start..].find('\n') {
+        Some(newline) if start + newline + 1 < text.len() => text[start + newline + 1..].to_owned(),
+        _ => text[start..].to_owned(),
+    }
+}
+
+/// The start of `text` within `budget` bytes, ending at a line end when it is cut.
+fn head_at_line_end(text: &str, budget: usize) -> String {
+    if text.len() <= budget {
+        return text.to_owned();
+    }
+    let mut end = budget;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    match text[..end].rfind('\n') {
+        Some(newline) => text[..=newline].to_owned(),
+        None => text[..end].to_owned(),
+    }
+}
+
+/// Trims what the model wrote into a suggestion: one line in line mode, up to the end of the
+/// block in block mode, without the text the line already has after the cursor.
+pub fn finish_suggestion(plan: &CompletionPlan, generated: &str) -> String {
+    let mut suggestion = match plan.mode {
+        Mode::Line => generated.split('\n').next().unwrap_or_default().to_owned(),
+        Mode::Block => {
+            let mut kept = Vec::new();
+            for (i, line) in generated.split('\n').enumerate() {
+                let indent = line.len() - line.trim_start().len();
+                // A line left of the cursor's indentation closes the block.
+                if i > 0 && !line.trim().is_empty() && indent < plan.indent {
+                    break;
+                }
+                kept.push(line);
+            }
+            kept.join("\n")
+        }
+    };
+    suggestion.truncate(suggestion.trim_end().len());
+    let suffix = plan.line_suffix.trim_end();
+    if !suffix.is_empty() {
+        // The model often closes what the line closes already: drop the repeat.
+        if let Some(cut) = (1..=suffix.len())
+            .rev()
+            .filter(|&n| suffix.is_char_boundary(n))
+            .find(|&n| suggestion.ends_with(&suffix[..n]))
+        {
+            suggestion.truncate(suggestion.len() - cut);
+        }
+    }
+    suggestion.trim_end().to_owned()
+}

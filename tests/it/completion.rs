@@ -1,0 +1,277 @@
+//! Completions from the fast tier: the exact prompt, the trimming, and the editor flow on the
+//! real test model.
+
+use std::time::Duration;
+
+use ropey::Rope;
+use serde_json::{Value, json};
+use tierls::core::completion::{CompletionInput, Mode, finish_suggestion, plan_completion};
+use tierls::core::generation::Prompt;
+use tierls::core::index::extract::{extract, parse};
+use tierls::core::index::language::Language;
+use tierls::core::index::table::Index;
+use tierls::models::embedded::test_model_path;
+
+use crate::support::TestServer;
+
+const SHAPES: &str = "pub struct Circle {\n    pub radius: f64,\n}\n\npub fn circle_area(circle: &Circle) -> f64 {\n    3.14 * circle.radius * circle.radius\n}\n";
+
+/// The plan for the cursor marked `$0` in `source` (a Rust file `src/main.rs` beside
+/// `src/shapes.rs`): the exact prompt the model receives, then the generation settings.
+fn check_prompt(source: &str, has_fim: bool, budget_bytes: usize) -> String {
+    let offset = source.find("$0").expect("a $0 cursor");
+    let text = source.replace("$0", "");
+    let mut index = Index::default();
+    let tree = parse(Language::Rust, SHAPES, None).unwrap();
+    index.upsert(
+        "src/shapes.rs",
+        Language::Rust,
+        extract(Language::Rust, &tree, SHAPES),
+        SHAPES.len(),
+    );
+    let rope = Rope::from_str(&text);
+    let input = CompletionInput {
+        path: "src/main.rs",
+        language: Some(Language::Rust),
+        text: &rope,
+        offset,
+        index: &index,
+        has_fim,
+        budget_bytes,
+    };
+    let plan = plan_completion(&input);
+    let prompt = match &plan.prompt {
+        Prompt::Text(text) => format!("<text>\n{text}</text>"),
+        Prompt::Fim { prefix, suffix } => {
+            format!("<prefix>\n{prefix}</prefix>\n<suffix>\n{suffix}</suffix>")
+        }
+        Prompt::Chat(_) => unreachable!("completions never chat"),
+    };
+    format!(
+        "{prompt}\nmode {:?}, stop {:?}, max tokens {}, indent {}, rest of line {:?}",
+        plan.mode, plan.stop, plan.max_tokens, plan.indent, plan.line_suffix
+    )
+}
+
+const MAIN: &str = "mod shapes;\nuse shapes::{Circle, circle_area};\n\nfn main() {\n    let circle = Circle { radius: 2.0 };\n    let area = circle_area($0);\n    println!(\"{area}\");\n}\n";
+
+#[test]
+fn the_prompt_without_fim_tokens() {
+    insta::assert_snapshot!("prompt_prefix_only", check_prompt(MAIN, false, 6000));
+}
+
+#[test]
+fn the_prompt_with_fim_tokens() {
+    insta::assert_snapshot!("prompt_fim", check_prompt(MAIN, true, 6000));
+}
+
+#[test]
+fn a_small_budget_keeps_the_nearest_lines() {
+    insta::assert_snapshot!("prompt_small_budget", check_prompt(MAIN, true, 160));
+}
+
+#[test]
+fn a_cursor_that_opens_a_block_asks_for_a_block() {
+    let source = "fn double(x: u32) -> u32 {\n    $0\n}\n";
+    let shown = check_prompt(source, false, 6000);
+    assert!(
+        shown.ends_with(
+            "mode Block, stop [\"\\n\\n\\n\"], max tokens 160, indent 4, rest of line \"\""
+        ),
+        "{shown}"
+    );
+}
+
+#[test]
+fn suggestions_are_trimmed_to_the_line_or_block_and_do_not_repeat_the_suffix() {
+    let line = |source: &str, generated: &str| {
+        let offset = source.find("$0").unwrap();
+        let text = Rope::from_str(&source.replace("$0", ""));
+        let index = Index::default();
+        let input = CompletionInput {
+            path: "a.rs",
+            language: Some(Language::Rust),
+            text: &text,
+            offset,
+            index: &index,
+            has_fim: false,
+            budget_bytes: 1000,
+        };
+        let plan = plan_completion(&input);
+        (plan.mode, finish_suggestion(&plan, generated))
+    };
+    assert_eq!(
+        line("let x = f($0);\n", "a, b);\nlet y = 2;"),
+        (Mode::Line, "a, b".to_owned())
+    );
+    assert_eq!(
+        line("let x = f($0)\n", "a, b)   "),
+        (Mode::Line, "a, b".to_owned())
+    );
+    let block = "fn f() {\n    $0\n}\n";
+    assert_eq!(
+        line(block, "let a = 1;\n    a + 1\n}\nfn g() {}"),
+        (Mode::Block, "let a = 1;\n    a + 1".to_owned())
+    );
+}
+
+/// A server whose fast tier runs the test model, ready to complete.
+async fn server_with_model(files: &[(&str, &[u8])], tier: Value) -> TestServer {
+    let mut server = TestServer::start(files);
+    let options = json!({ "tiers": { "fast": tier }, "completion": { "debounce_ms": 0, "budget_ms": 20000 } });
+    server.initialize_with(&["utf-16"], options).await;
+    loop {
+        let log = server.client.wait_for("window/logMessage").await.unwrap();
+        let message = log["params"]["message"].as_str().unwrap_or_default();
+        assert!(!message.contains("could not load"), "{message}");
+        if message.contains("the fast tier is ready") {
+            return server;
+        }
+    }
+}
+
+fn model_tier() -> Value {
+    json!({ "model": test_model_path(), "context": 2048 })
+}
+
+async fn inline(server: &mut TestServer, path: &str, line: u32, character: u32) -> Value {
+    let uri = server.uri(path);
+    let response = server
+        .client
+        .request("textDocument/inlineCompletion", json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": character }, "context": { "triggerKind": 2 } }))
+        .await
+        .unwrap();
+    assert!(response.get("error").is_none(), "{response}");
+    response["result"]["items"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_completion_with_the_test_model_and_the_cache_while_typing() {
+    let mut server = server_with_model(&[("src/lib.rs", b"")], model_tier()).await;
+    let text = "// Adds two numbers.\npub fn add(a: i32, b: i32) -> i32 {\n    a + \n}\n";
+    server.open("src/lib.rs", text).await;
+    let items = inline(&mut server, "src/lib.rs", 2, 8).await;
+    let suggestion = items[0]["insertText"]
+        .as_str()
+        .expect("a suggestion")
+        .to_owned();
+    assert!(
+        !suggestion.is_empty() && !suggestion.contains('\n'),
+        "{suggestion:?}"
+    );
+    assert_eq!(
+        items[0]["range"]["start"],
+        json!({ "line": 2, "character": 8 })
+    );
+
+    // Typing the suggestion's first character: the rest comes from the cache.
+    let first = suggestion.chars().next().unwrap();
+    if suggestion.chars().count() > 1 && first != '\n' {
+        server.change("src/lib.rs", 2, json!([{ "range": { "start": { "line": 2, "character": 8 }, "end": { "line": 2, "character": 8 } }, "text": first.to_string() }])).await;
+        let character = 8 + first.len_utf16() as u32;
+        let items = inline(&mut server, "src/lib.rs", 2, character).await;
+        assert_eq!(
+            items[0]["insertText"].as_str().unwrap(),
+            &suggestion[first.len_utf8()..]
+        );
+    }
+
+    // Completion items for editors without ghost text.
+    let uri = server.uri("src/lib.rs");
+    let list = server
+        .client
+        .request(
+            "textDocument/completion",
+            json!({ "textDocument": { "uri": uri }, "position": { "line": 2, "character": 8 } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(list["result"]["isIncomplete"], true);
+    assert!(list["result"]["items"].as_array().unwrap().len() <= 1);
+    assert!(server.finish().await.clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_positions_and_documents_give_empty_answers() {
+    let mut server = server_with_model(
+        &[("src/lib.rs", b"")],
+        json!({ "model": test_model_path(), "context": 256 }),
+    )
+    .await;
+    server.open("src/lib.rs", "fn main() {}\n").await;
+    assert_eq!(
+        inline(&mut server, "src/lib.rs", 40, 0).await,
+        json!([]),
+        "a position past the end"
+    );
+    assert_eq!(
+        inline(&mut server, "src/never-opened.rs", 0, 0).await,
+        json!([]),
+        "a document never opened"
+    );
+    let huge = "let x = 1;\n".repeat(500_000); // 5 MB
+    server.open("src/huge.rs", &huge).await;
+    assert_eq!(
+        inline(&mut server, "src/huge.rs", 10, 0).await,
+        json!([]),
+        "a 5 MB document"
+    );
+    // A context of 256 tokens: the prompt is cut to fit, the request still answers.
+    let long = "fn f() -> u32 { 1 }\n".repeat(400);
+    server.open("src/long.rs", &long).await;
+    let items = inline(&mut server, "src/long.rs", 400, 0).await;
+    assert!(items.as_array().unwrap().len() <= 1);
+    // An empty document and an unknown language still answer.
+    server.open("src/empty.rs", "").await;
+    assert!(
+        inline(&mut server, "src/empty.rs", 0, 0)
+            .await
+            .as_array()
+            .unwrap()
+            .len()
+            <= 1
+    );
+    server
+        .open_as("notes.txt", "plaintext", "Dear diary, today")
+        .await;
+    assert!(
+        inline(&mut server, "notes.txt", 0, 17)
+            .await
+            .as_array()
+            .unwrap()
+            .len()
+            <= 1
+    );
+    assert!(server.finish().await.clean);
+}
+
+#[tokio::test]
+async fn without_a_model_completions_are_empty_and_a_broken_model_is_reported() {
+    // No fast tier configured.
+    let mut server = TestServer::start(&[]);
+    server.initialize().await;
+    server.open("a.rs", "fn main() {\n").await;
+    assert_eq!(inline(&mut server, "a.rs", 1, 0).await, json!([]));
+    assert!(server.finish().await.clean);
+
+    // A model file that is not a model: an error message, and completions stay empty.
+    let mut server = TestServer::start(&[("broken.gguf", b"not a model")]);
+    server
+        .initialize_with(
+            &["utf-16"],
+            json!({ "tiers": { "fast": { "model": "broken.gguf" } } }),
+        )
+        .await;
+    let shown = server.client.wait_for("window/showMessage").await.unwrap();
+    assert!(
+        shown["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("broken.gguf: not a GGUF file"),
+        "{shown}"
+    );
+    server.open("a.rs", "fn main() {\n").await;
+    assert_eq!(inline(&mut server, "a.rs", 1, 0).await, json!([]));
+    let _ = server.client.drain(Duration::from_millis(100)).await;
+    assert!(server.finish().await.clean);
+}
