@@ -34,6 +34,8 @@ pub struct CompletionConfig {
     pub debounce_ms: u32,
     /// Stop generating a suggestion after this long and show what there is.
     pub budget_ms: u32,
+    /// A hover waits this long for the fast tier's explanation, then shows the facts alone.
+    pub hover_budget_ms: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +78,7 @@ impl Default for Config {
             completion: CompletionConfig {
                 debounce_ms: 30,
                 budget_ms: 1500,
+                hover_budget_ms: 800,
             },
         }
     }
@@ -121,6 +124,7 @@ pub struct ConfigLayer {
 pub struct CompletionLayer {
     pub debounce_ms: Option<tiers::Bounded<0, 5000>>,
     pub budget_ms: Option<tiers::Bounded<50, 60000>>,
+    pub hover_budget_ms: Option<tiers::Bounded<0, 60000>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -197,6 +201,9 @@ impl Config {
             }
             if let Some(tiers::Bounded(ms)) = layer.completion.budget_ms {
                 config.completion.budget_ms = ms;
+            }
+            if let Some(tiers::Bounded(ms)) = layer.completion.hover_budget_ms {
+                config.completion.hover_budget_ms = ms;
             }
             if let Some(enabled) = layer.index.enabled {
                 config.index.enabled = enabled;

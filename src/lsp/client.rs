@@ -144,6 +144,11 @@ impl LspClient {
         }
     }
 
+    /// Puts messages back, to be found by later waits.
+    pub fn keep_all(&mut self, messages: Vec<Value>) {
+        self.notifications.splice(0..0, messages);
+    }
+
     /// Everything kept so far, oldest first.
     pub fn take_notifications(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.notifications)

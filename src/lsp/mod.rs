@@ -9,6 +9,7 @@ mod convert;
 pub mod ext;
 mod framing;
 mod guard;
+mod hover;
 mod indexing;
 mod server;
 mod session;

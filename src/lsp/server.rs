@@ -18,7 +18,7 @@ use super::ext::{
     ViewDocumentResult,
 };
 use super::session::Session;
-use super::{ServerOptions, Shared, completion, convert, indexing, symbols};
+use super::{ServerOptions, Shared, completion, convert, hover, indexing, symbols};
 use crate::completion::{Completed, CompletionEngine};
 use crate::config::{self, CONFIG_FILE_NAME, ConfigError, ConfigSources};
 use crate::config::{ModelSource, Tier};
@@ -28,6 +28,7 @@ use crate::logging;
 use crate::models::Model;
 use crate::models::embedded::EmbeddedModel;
 use crate::models::tiers::TierSet;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 pub struct Backend {
@@ -38,6 +39,8 @@ pub struct Backend {
     /// The models of this machine, set up at `initialized`.
     tiers: OnceLock<Arc<TierSet>>,
     completion: CompletionEngine,
+    /// Explanations by the hash of the definition they explain.
+    explanations: Mutex<HashMap<u64, String>>,
     /// Configuration errors found during `initialize`, shown once the client can hear them.
     startup_errors: Mutex<Vec<ConfigError>>,
 }
@@ -52,6 +55,7 @@ impl Backend {
             startup_errors: Mutex::default(),
             tiers: OnceLock::new(),
             completion: CompletionEngine::default(),
+            explanations: Mutex::default(),
         }
     }
 
@@ -439,6 +443,67 @@ impl LanguageServer for Backend {
         }
     }
 
+    async fn hover(&self, params: HoverParams) -> Result<Option<Hover>> {
+        let position = params.text_document_position_params;
+        let (facts, budget) = {
+            let mut session = self.session();
+            let budget = session.config.completion.hover_budget_ms;
+            (
+                hover::facts(&mut session, &position.text_document.uri, position.position),
+                budget,
+            )
+        };
+        let Some(facts) = facts else { return Ok(None) };
+        let mut markdown = facts.markdown;
+        if let Some((mut request, hash)) = facts.explain {
+            let cached = self
+                .explanations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&hash)
+                .cloned();
+            let explanation = match (cached, self.fast_model()) {
+                (Some(cached), _) => Some(cached),
+                (None, Some(model)) if budget > 0 => {
+                    request.time_limit = Some(std::time::Duration::from_millis(budget.into()));
+                    let slots = model.info().slots;
+                    match crate::models::generate(
+                        &*model,
+                        slots - 1,
+                        request,
+                        crate::models::Cancel::new(),
+                    )
+                    .await
+                    {
+                        Ok(answer)
+                            if answer.stop_reason
+                                != crate::core::generation::StopReason::TimeLimit =>
+                        {
+                            let text = answer.text.trim().to_owned();
+                            self.explanations
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(hash, text.clone());
+                            Some(text)
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(explanation) = explanation.filter(|text| !text.is_empty()) {
+                markdown.push_str(&format!("\n\n---\n*fast tier:* {explanation}"));
+            }
+        }
+        Ok(Some(Hover {
+            contents: HoverContents::Markup(MarkupContent {
+                kind: MarkupKind::Markdown,
+                value: markdown,
+            }),
+            range: None,
+        }))
+    }
+
     async fn completion(&self, params: CompletionParams) -> Result<Option<CompletionResponse>> {
         let position = params.text_document_position;
         let items = match self
@@ -520,6 +585,7 @@ fn capabilities(encoding: crate::core::position::PositionEncoding) -> ServerCapa
                 ..Default::default()
             },
         )),
+        hover_provider: Some(HoverProviderCapability::Simple(true)),
         completion_provider: Some(CompletionOptions {
             resolve_provider: Some(false),
             ..Default::default()

@@ -16,38 +16,41 @@ use crate::core::position::{PositionEncoding, position_of};
 use crate::scan;
 
 /// Texts of the files a response needs, read once each.
-struct Texts<'s> {
+pub(super) struct Texts<'s> {
     session: &'s Session,
     from_disk: HashMap<String, Option<Rope>>,
 }
 
 impl<'s> Texts<'s> {
-    fn new(session: &'s Session) -> Self {
+    pub(super) fn new(session: &'s Session) -> Self {
         Texts {
             session,
             from_disk: HashMap::new(),
         }
     }
 
-    fn range(&mut self, key: &str, bytes: &Bytes<usize>) -> Option<lsp::Range> {
+    /// The text of `key`: the editor's copy when open, else the disk's (read once).
+    pub(super) fn rope(&mut self, key: &str) -> Option<&Rope> {
+        let session = self.session;
+        if let Some(uri) = session.uri_of(key)
+            && let Some(document) = session.documents.get(uri.as_str())
+        {
+            return Some(document.text());
+        }
+        self.from_disk
+            .entry(key.to_owned())
+            .or_insert_with(|| {
+                let path = session.path_of(key)?;
+                scan::read_source(&path, session.config.limits.max_file_bytes)
+                    .ok()
+                    .map(|text| Rope::from_str(&text))
+            })
+            .as_ref()
+    }
+
+    pub(super) fn range(&mut self, key: &str, bytes: &Bytes<usize>) -> Option<lsp::Range> {
         let encoding = self.session.encoding;
-        let uri = self.session.uri_of(key)?;
-        let rope = match self.session.documents.get(uri.as_str()) {
-            Some(document) => document.text(),
-            None => {
-                let session = self.session;
-                self.from_disk
-                    .entry(key.to_owned())
-                    .or_insert_with(|| {
-                        let path = session.path_of(key)?;
-                        scan::read_source(&path, session.config.limits.max_file_bytes)
-                            .ok()
-                            .map(|text| Rope::from_str(&text))
-                    })
-                    .as_ref()?
-            }
-        };
-        to_lsp_range(rope, bytes, encoding)
+        to_lsp_range(self.rope(key)?, bytes, encoding)
     }
 }
 

@@ -275,3 +275,73 @@ async fn without_a_model_completions_are_empty_and_a_broken_model_is_reported() 
     let _ = server.client.drain(Duration::from_millis(100)).await;
     assert!(server.finish().await.clean);
 }
+
+const HOVER_SHAPES: &str = "pub struct Circle {\n    pub radius: f64,\n}\n\n/// The area of a circle.\npub fn circle_area(circle: &Circle) -> f64 {\n    3.14 * circle.radius * circle.radius\n}\n";
+const HOVER_MAIN: &str = "mod shapes;\nfn main() {\n    let area = shapes::circle_area(&shapes::Circle { radius: 1.0 });\n    let again = shapes::circle_area(&shapes::Circle { radius: 2.0 });\n}\n";
+
+/// Waits for a log line containing `needle`, keeping the others for later waits.
+async fn wait_for_log(server: &mut TestServer, needle: &str) {
+    let mut others = Vec::new();
+    loop {
+        let log = server.client.wait_for("window/logMessage").await.unwrap();
+        if log["params"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            break;
+        }
+        others.push(log);
+    }
+    server.client.keep_all(others);
+}
+
+async fn hover(server: &mut TestServer, path: &str, line: u32, character: u32) -> Value {
+    let uri = server.uri(path);
+    let response = server.client.request("textDocument/hover", json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": character } })).await.unwrap();
+    response["result"].clone()
+}
+
+#[tokio::test]
+async fn hover_shows_the_facts_from_the_index() {
+    let files: &[(&str, &[u8])] = &[
+        ("src/shapes.rs", HOVER_SHAPES.as_bytes()),
+        ("src/main.rs", HOVER_MAIN.as_bytes()),
+    ];
+    let mut server = TestServer::start(files);
+    server
+        .initialize_with(&["utf-16"], json!({ "index": { "enabled": true } }))
+        .await;
+    wait_for_log(&mut server, "indexed 2 files").await;
+    server.open("src/main.rs", HOVER_MAIN).await;
+    let shown = hover(&mut server, "src/main.rs", 2, 24).await;
+    insta::assert_snapshot!("hover_facts", shown["contents"]["value"].as_str().unwrap());
+    // Nothing under the cursor, and a position past the end: no hover, no error.
+    assert_eq!(hover(&mut server, "src/main.rs", 1, 0).await, Value::Null);
+    assert_eq!(hover(&mut server, "src/main.rs", 99, 0).await, Value::Null);
+    assert!(server.finish().await.clean);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hover_adds_the_fast_tiers_explanation_and_caches_it() {
+    let files: &[(&str, &[u8])] = &[
+        ("src/shapes.rs", HOVER_SHAPES.as_bytes()),
+        ("src/main.rs", HOVER_MAIN.as_bytes()),
+    ];
+    let mut server = TestServer::start(files);
+    let options = json!({ "index": { "enabled": true }, "tiers": { "fast": model_tier() }, "completion": { "hover_budget_ms": 20000 } });
+    server.initialize_with(&["utf-16"], options).await;
+    wait_for_log(&mut server, "the fast tier is ready").await;
+    wait_for_log(&mut server, "indexed 2 files").await;
+    server.open("src/main.rs", HOVER_MAIN).await;
+    let first = hover(&mut server, "src/main.rs", 2, 24).await;
+    let text = first["contents"]["value"].as_str().unwrap().to_owned();
+    assert!(
+        text.starts_with("```rust\npub fn circle_area(circle: &Circle) -> f64\n```"),
+        "{text}"
+    );
+    // The same definition again: the explanation comes from the cache, word for word.
+    let second = hover(&mut server, "src/main.rs", 3, 25).await;
+    assert_eq!(second, first);
+    assert!(server.finish().await.clean);
+}
