@@ -18,9 +18,12 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
     if name == "index" {
         return super::bench_index::run(path.unwrap_or_else(|| PathBuf::from(".")));
     }
+    if name == "completion" {
+        return super::bench_completion::run(path, model);
+    }
     if name != "models" {
         output::error(&format!(
-            "unknown benchmark `{name}`: available: models, index"
+            "unknown benchmark `{name}`: available: models, index, completion"
         ));
         return ExitCode::from(2);
     }

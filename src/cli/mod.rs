@@ -1,6 +1,7 @@
 //! The command line: arguments in, one subcommand out. `serve` is the language server.
 
 mod bench;
+mod bench_completion;
 mod bench_index;
 mod demo;
 mod index;
@@ -64,15 +65,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a benchmark and print its figures: `models` (the embedded llama.cpp backend) or
-    /// `index PATH` (the workspace index against ctags).
+    /// Run a benchmark and print its figures: `models` (the embedded llama.cpp backend),
+    /// `index PATH` (the workspace index against ctags) or `completion [TRACE]` (a recorded
+    /// typing session replayed through the server).
     Bench {
         /// Which benchmark.
         name: String,
         /// The GGUF model to measure (default: the test model).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// `index`: the tree to index (default: the current directory).
+        /// `index`: the tree to index (default: the current directory); `completion`: the
+        /// trace to replay (default: tests/fixtures/traces/typing-shapes.json).
         path: Option<PathBuf>,
     },
 }

@@ -22,12 +22,6 @@ pub enum Completed {
     Nothing,
 }
 
-struct Cached {
-    /// The document text before the cursor when the suggestion was made.
-    prefix: String,
-    suggestion: String,
-}
-
 /// How long to wait before asking the model, and how long it may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
@@ -35,10 +29,43 @@ pub struct Timing {
     pub budget: Duration,
 }
 
+/// What the engine did, for `tierls/completionStats` and `tierls bench completion`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineStats {
+    pub requests: u32,
+    pub cache_hits: u32,
+    /// Generations stopped because a newer request (or the editor) cancelled them.
+    pub cancelled: u32,
+    /// Tokens decoded after their cancel was raised, summed, and the most for one request.
+    pub wasted_tokens: u32,
+    pub most_wasted_tokens: u32,
+    /// One per finished generation, in order.
+    pub generations: Vec<GenerationSample>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationSample {
+    pub prompt_tokens: u32,
+    pub evaluated_tokens: u32,
+    pub generated_tokens: u32,
+    /// Time to the first generated token: prefill of the tokens not in the cache.
+    pub first_token_ms: f64,
+    pub total_ms: f64,
+}
+
+struct Cached {
+    /// The document text before the cursor when the suggestion was made.
+    prefix: String,
+    suggestion: String,
+}
+
 #[derive(Default)]
 pub struct CompletionEngine {
     inflight: Mutex<HashMap<String, Cancel>>,
     cache: Mutex<HashMap<String, Cached>>,
+    stats: Mutex<EngineStats>,
 }
 
 impl CompletionEngine {
@@ -50,6 +77,10 @@ impl CompletionEngine {
         let typed = prefix.strip_prefix(cached.prefix.as_str())?;
         let rest = cached.suggestion.strip_prefix(typed)?;
         (!rest.is_empty()).then(|| rest.to_owned())
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        lock(&self.stats).clone()
     }
 
     /// Cancels what runs for `document` (a newer request, or the document closed).
@@ -69,7 +100,9 @@ impl CompletionEngine {
         plan: CompletionPlan,
         timing: Timing,
     ) -> Result<Completed, ModelError> {
+        lock(&self.stats).requests += 1;
         if let Some(rest) = self.from_cache(document, &prefix) {
+            lock(&self.stats).cache_hits += 1;
             return Ok(Completed::Suggestion {
                 text: rest,
                 from_cache: true,
@@ -100,12 +133,13 @@ impl CompletionEngine {
             let mut inflight = lock(&self.inflight);
             if inflight
                 .get(document)
-                .is_some_and(|current| Arc::ptr_eq(&current.flag(), &cancel.flag()))
+                .is_some_and(|current| current.same_as(&cancel))
             {
                 inflight.remove(document);
             }
         }
-        if generation.stop_reason == StopReason::Cancelled {
+        self.record(&cancel, &generation.usage);
+        if generation.stop_reason == StopReason::Cancelled || cancel.is_cancelled() {
             return Ok(Completed::Nothing);
         }
         let text = finish_suggestion(&plan, &generation.text);
@@ -124,6 +158,24 @@ impl CompletionEngine {
             from_cache: false,
             usage: Some(generation.usage),
         })
+    }
+
+    fn record(&self, cancel: &Cancel, usage: &Usage) {
+        let mut stats = lock(&self.stats);
+        if cancel.is_cancelled() {
+            let wasted = cancel.decoded_after_cancel();
+            stats.cancelled += 1;
+            stats.wasted_tokens += wasted;
+            stats.most_wasted_tokens = stats.most_wasted_tokens.max(wasted);
+        } else {
+            stats.generations.push(GenerationSample {
+                prompt_tokens: usage.prompt_tokens,
+                evaluated_tokens: usage.evaluated_tokens,
+                generated_tokens: usage.generated_tokens,
+                first_token_ms: usage.prompt_time.as_secs_f64() * 1000.0,
+                total_ms: (usage.prompt_time + usage.generation_time).as_secs_f64() * 1000.0,
+            });
+        }
     }
 }
 

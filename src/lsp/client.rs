@@ -114,6 +114,28 @@ impl LspClient {
         }
     }
 
+    /// The next message if one arrives within `wait`.
+    pub async fn next_message_within(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<Value>, ClientError> {
+        match tokio::time::timeout(wait, self.incoming.recv()).await {
+            Ok(Some(message)) => Ok(Some(message)),
+            Ok(None) => Err(ClientError::Closed),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Sends a request without waiting for its answer; returns its id.
+    pub async fn send_request(&mut self, method: &str, params: Value) -> Result<i64, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let message = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        self.send_raw(&serde_json::to_vec(&message).unwrap_or_default())
+            .await?;
+        Ok(id)
+    }
+
     /// Waits for a notification (or server request) with this method, taking it.
     pub async fn wait_for(&mut self, method: &str) -> Result<Value, ClientError> {
         if let Some(index) = self

@@ -47,3 +47,7 @@ pub struct InlineCompletionItem {
 pub struct InlineCompletionList {
     pub items: Vec<InlineCompletionItem>,
 }
+
+/// `tierls/completionStats`: what the completion engine did so far (requests, cache hits,
+/// cancellations and the tokens they wasted, each generation's figures).
+pub const COMPLETION_STATS: &str = "tierls/completionStats";

@@ -80,6 +80,7 @@ where
     })
     .custom_method(ext::VIEW_DOCUMENT, server::Backend::view_document)
     .custom_method(ext::INLINE_COMPLETION, server::Backend::inline_completion)
+    .custom_method(ext::COMPLETION_STATS, server::Backend::completion_stats)
     .finish();
 
     // Handlers never await while others wait on them, so a generous limit only keeps slow

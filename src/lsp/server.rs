@@ -173,6 +173,10 @@ impl Backend {
         }
     }
 
+    pub async fn completion_stats(&self) -> Result<crate::completion::EngineStats> {
+        Ok(self.completion.stats())
+    }
+
     pub async fn inline_completion(
         &self,
         params: InlineCompletionParams,

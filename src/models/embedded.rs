@@ -372,6 +372,7 @@ impl Slot<'_, '_> {
                 }
             }
             self.decode(&[token])?;
+            cancel.note_decoded();
             logits_index = 0;
         };
         if stop_reason != StopReason::StopSequence {

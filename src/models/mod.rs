@@ -11,7 +11,7 @@ pub mod tiers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -25,9 +25,27 @@ pub enum GenerationEvent {
     Done(Result<Generation, ModelError>),
 }
 
-/// A flag the caller raises to stop a generation; the backend checks it between tokens.
-#[derive(Clone, Debug, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+/// A flag the caller raises to stop a generation; the backend checks it between tokens. It
+/// also counts the tokens decoded, so that the work done after a cancel can be measured.
+#[derive(Clone, Debug)]
+pub struct Cancel(Arc<CancelState>);
+
+#[derive(Debug)]
+struct CancelState {
+    raised: AtomicBool,
+    decoded: AtomicU32,
+    decoded_at_cancel: AtomicU32,
+}
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Cancel(Arc::new(CancelState {
+            raised: AtomicBool::new(false),
+            decoded: AtomicU32::new(0),
+            decoded_at_cancel: AtomicU32::new(0),
+        }))
+    }
+}
 
 impl Cancel {
     pub fn new() -> Self {
@@ -35,16 +53,36 @@ impl Cancel {
     }
 
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        if !self.0.raised.swap(true, Ordering::SeqCst) {
+            self.0
+                .decoded_at_cancel
+                .store(self.0.decoded.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.raised.load(Ordering::SeqCst)
     }
 
-    /// The shared flag, to tell two handles of one cancellation apart from others.
-    pub fn flag(&self) -> Arc<AtomicBool> {
-        self.0.clone()
+    /// Whether two handles are the same cancellation.
+    pub fn same_as(&self, other: &Cancel) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Called by backends after each generated token is decoded.
+    pub fn note_decoded(&self) {
+        self.0.decoded.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Tokens decoded after the cancel was raised: the work a cancel wasted.
+    pub fn decoded_after_cancel(&self) -> u32 {
+        if !self.is_cancelled() {
+            return 0;
+        }
+        self.0
+            .decoded
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.0.decoded_at_cancel.load(Ordering::SeqCst))
     }
 }
 

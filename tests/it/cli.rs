@@ -304,3 +304,21 @@ fn bench_index_compares_with_ctags_side_by_side() {
         assert!(stdout.contains(figure), "no {figure:?} in\n{stdout}");
     }
 }
+
+#[test]
+fn bench_completion_replays_the_trace_through_the_server() {
+    let (status, stdout, stderr) = run(&["bench", "completion"]);
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    for figure in [
+        "trace: 88 keystrokes",
+        "the first request (cold)",
+        "requests while typing",
+        "first token: cold",
+        "tokens decoded after a cancel",
+    ] {
+        assert!(stdout.contains(figure), "no {figure:?} in\n{stdout}");
+    }
+    let (status, _, stderr) = run(&["bench", "completion", "/nonexistent/trace.json"]);
+    assert_eq!(status, 2);
+    assert!(stderr.contains("/nonexistent/trace.json"), "{stderr}");
+}

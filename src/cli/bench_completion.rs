@@ -1,0 +1,247 @@
+//! `tierls bench completion`: replays a recorded typing session through the real server (in
+//! memory), with the fast tier on the test model, and reports what the editor would feel.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower_lsp::lsp_types::Url;
+
+use super::output;
+use crate::completion::EngineStats;
+use crate::lsp::client::LspClient;
+use crate::lsp::{self, ServerOptions};
+use crate::models::embedded::test_model_path;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Trace {
+    workspace: PathBuf,
+    file: String,
+    keystrokes: Vec<Keystroke>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Keystroke {
+    line: u32,
+    character: u32,
+    text: String,
+    delay_ms: u64,
+}
+
+fn default_trace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/traces/typing-shapes.json")
+}
+
+pub fn run(trace: Option<PathBuf>, model: Option<PathBuf>) -> ExitCode {
+    let trace_path = trace.unwrap_or_else(default_trace);
+    let trace: Trace = match std::fs::read_to_string(&trace_path)
+        .map_err(|err| err.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|err| err.to_string()))
+    {
+        Ok(trace) => trace,
+        Err(err) => {
+            output::error(&format!("{}: {err}", trace_path.display()));
+            return ExitCode::from(2);
+        }
+    };
+    let Some(runtime) = super::runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(replay(trace, model.unwrap_or_else(test_model_path))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::error(&format!("benchmark failed: {err:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn replay(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(&trace.workspace)
+        .canonicalize()?;
+    let root =
+        Url::from_directory_path(&workspace).map_err(|()| anyhow::anyhow!("bad workspace"))?;
+    let file = workspace.join(&trace.file);
+    let uri = Url::from_file_path(&file).map_err(|()| anyhow::anyhow!("bad file"))?;
+    let text = std::fs::read_to_string(&file)?;
+
+    let (client_end, server_end) = tokio::io::duplex(1 << 20);
+    let (server_read, server_write) = tokio::io::split(server_end);
+    let (client_read, client_write) = tokio::io::split(client_end);
+    let server = tokio::spawn(lsp::run(
+        server_read,
+        server_write,
+        ServerOptions { user_config: None },
+    ));
+    let mut client =
+        LspClient::new(client_read, client_write).with_timeout(Duration::from_secs(120));
+    let options = json!({ "tiers": { "fast": { "model": model, "context": 4096 } } });
+    client
+        .request(
+            "initialize",
+            json!({ "rootUri": root, "capabilities": {}, "initializationOptions": options }),
+        )
+        .await?;
+    client.notify("initialized", json!({})).await?;
+    loop {
+        let log = client.wait_for("window/logMessage").await?;
+        let message = log["params"]["message"].as_str().unwrap_or_default();
+        if message.contains("could not load") {
+            anyhow::bail!("{message}");
+        }
+        if message.contains("the fast tier is ready") {
+            break;
+        }
+    }
+    client.notify("textDocument/didOpen", json!({ "textDocument": { "uri": uri, "languageId": "rust", "version": 1, "text": text } })).await?;
+
+    output::line(&format!(
+        "trace: {} keystrokes typed into {}",
+        trace.keystrokes.len(),
+        trace.file
+    ));
+    // One request before typing starts, awaited: the cold case, with nothing cached.
+    let first = &trace.keystrokes[0];
+    let started = Instant::now();
+    client.request("textDocument/inlineCompletion", json!({ "textDocument": { "uri": uri }, "position": { "line": first.line, "character": first.character } })).await?;
+    output::line(&format!(
+        "editor: the first request (cold) answered in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
+    let mut sent: HashMap<i64, Instant> = HashMap::new();
+    let mut answered: Vec<(i64, Duration, bool)> = Vec::new();
+    for (i, key) in trace.keystrokes.iter().enumerate() {
+        let at = json!({ "line": key.line, "character": key.character });
+        client
+            .notify(
+                "textDocument/didChange",
+                json!({ "textDocument": { "uri": uri, "version": i + 2 }, "contentChanges": [{ "range": { "start": at, "end": at }, "text": key.text }] }),
+            )
+            .await?;
+        let (line, character) = if key.text == "\n" {
+            (key.line + 1, 0)
+        } else {
+            (
+                key.line,
+                key.character + key.text.encode_utf16().count() as u32,
+            )
+        };
+        let id = client.send_request("textDocument/inlineCompletion", json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": character } })).await?;
+        sent.insert(id, Instant::now());
+        collect(
+            &mut client,
+            &sent,
+            &mut answered,
+            Duration::from_millis(key.delay_ms),
+        )
+        .await?;
+    }
+    while answered.len() < sent.len() {
+        collect(
+            &mut client,
+            &sent,
+            &mut answered,
+            Duration::from_millis(500),
+        )
+        .await?;
+    }
+    let stats: EngineStats = serde_json::from_value(
+        client
+            .request("tierls/completionStats", Value::Null)
+            .await?["result"]
+            .clone(),
+    )?;
+    client.shutdown().await?;
+    let _ = server.await;
+    report(&answered, &stats);
+    Ok(())
+}
+
+/// Reads answers for up to `wait`, noting when each arrived and whether it had a suggestion.
+async fn collect(
+    client: &mut LspClient,
+    sent: &HashMap<i64, Instant>,
+    answered: &mut Vec<(i64, Duration, bool)>,
+    wait: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + wait;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Some(message) = client.next_message_within(left).await? else {
+            break;
+        };
+        if let (Some(id), None) = (message["id"].as_i64(), message.get("method"))
+            && let Some(started) = sent.get(&id)
+        {
+            let has_items = message["result"]["items"]
+                .as_array()
+                .is_some_and(|items| !items.is_empty());
+            answered.push((id, started.elapsed(), has_items));
+        }
+    }
+    Ok(())
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    values[((values.len() - 1) as f64 * p).round() as usize]
+}
+
+fn report(answered: &[(i64, Duration, bool)], stats: &EngineStats) {
+    let mut latencies: Vec<f64> = answered
+        .iter()
+        .map(|(_, latency, _)| latency.as_secs_f64() * 1000.0)
+        .collect();
+    let shown = answered.iter().filter(|(_, _, has)| *has).count();
+    output::line(&format!(
+        "editor: {} requests while typing answered, {shown} with a suggestion; latency p50 {:.0} ms, p95 {:.0} ms",
+        answered.len(),
+        percentile(&mut latencies.clone(), 0.5),
+        percentile(&mut latencies, 0.95)
+    ));
+    let Some((cold, warm)) = stats.generations.split_first() else {
+        output::line("model: no generation finished");
+        return;
+    };
+    let mut warm_first: Vec<f64> = warm.iter().map(|g| g.first_token_ms).collect();
+    let mut warm_total: Vec<f64> = warm.iter().map(|g| g.total_ms).collect();
+    let mut evaluated: Vec<f64> = warm.iter().map(|g| g.evaluated_tokens as f64).collect();
+    let prompt_mean =
+        warm.iter().map(|g| g.prompt_tokens as f64).sum::<f64>() / warm.len().max(1) as f64;
+    let warm_first_p50 = percentile(&mut warm_first.clone(), 0.5);
+    output::line(&format!(
+        "first token: cold {:.0} ms ({} prompt tokens evaluated); follow-ups p50 {:.0} ms, p95 {:.0} ms => {:.3}x cold",
+        cold.first_token_ms,
+        cold.evaluated_tokens,
+        warm_first_p50,
+        percentile(&mut warm_first, 0.95),
+        warm_first_p50 / cold.first_token_ms.max(1e-9),
+    ));
+    output::line(&format!(
+        "whole suggestion: cold {:.0} ms; follow-ups p50 {:.0} ms, p95 {:.0} ms",
+        cold.total_ms,
+        percentile(&mut warm_total.clone(), 0.5),
+        percentile(&mut warm_total, 0.95),
+    ));
+    output::line(&format!(
+        "tokens evaluated per follow-up: p50 {:.0} of {:.0} in the prompt",
+        percentile(&mut evaluated, 0.5),
+        prompt_mean
+    ));
+    output::line(&format!(
+        "requests {}, cache hits {}, cancelled {}, tokens decoded after a cancel: {} in all, at most {} for one request",
+        stats.requests,
+        stats.cache_hits,
+        stats.cancelled,
+        stats.wasted_tokens,
+        stats.most_wasted_tokens
+    ));
+}
