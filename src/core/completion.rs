@@ -21,6 +21,15 @@ pub struct CompletionInput<'a> {
     pub has_fim: bool,
     /// The prompt's budget in bytes (about four per token).
     pub budget_bytes: usize,
+    /// Lines the user edited lately, most recent first; those of other files become context.
+    pub recent_edits: &'a [RecentEdit],
+}
+
+/// A line the user edited, as it reads after the edit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentEdit {
+    pub path: String,
+    pub line: String,
 }
 
 /// Finish the current line, or write a block when the cursor opens one.
@@ -44,6 +53,8 @@ pub struct CompletionPlan {
 
 /// At most this many definitions of nearby names go into the context.
 const CONTEXT_DEFINITIONS: usize = 8;
+/// At most this many lately edited lines of other files go into the context.
+const RECENT_EDITS: usize = 4;
 /// The context takes at most this share of the budget.
 const CONTEXT_SHARE: usize = 4;
 
@@ -76,10 +87,10 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
     let budget = input.budget_bytes.max(64);
     let context = fit_lines(&context, budget / CONTEXT_SHARE);
     // A heading without a single definition under it is noise.
-    let context = if context.lines().count() < 3 {
+    let context = if context.lines().count() < 2 {
         String::new()
     } else {
-        context
+        context + "\n"
     };
     let remaining = budget.saturating_sub(context.len());
     // Three quarters of what is left before the cursor, the rest after it.
@@ -110,8 +121,9 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
     }
 }
 
-/// Comment lines naming the definitions of identifiers used just before the cursor,
-/// most recently used first, from other files (this file's are in the prefix already).
+/// Comment lines for the model: the enclosing definition when its start is far above the
+/// cursor, the definitions (in other files) of identifiers used just before the cursor, most
+/// recently used first, and lines lately edited in other files.
 fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
     let Some(language) = input.language else {
         return String::new();
@@ -120,6 +132,15 @@ fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
         Language::Python => "#",
         _ => "//",
     };
+    let mut lines = Vec::new();
+    if let Some(enclosing) = input.index.enclosing_symbol(input.path, offset)
+        && enclosing.range.start + input.budget_bytes / 2 < offset
+    {
+        lines.push(format!(
+            "{comment} Inside {}: {}",
+            input.path, enclosing.signature
+        ));
+    }
     let window_start = offset.saturating_sub(1200);
     let window = input.text.byte_slice(window_start..offset).to_string();
     let mut names: Vec<&str> = Vec::new();
@@ -130,9 +151,9 @@ fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
             names.push(word);
         }
     }
-    let mut lines = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for name in names {
+    let mut definitions = 0;
+    'names: for name in names {
         for found in input.index.definitions(name) {
             if found.path == input.path || !seen.insert((found.path, found.symbol.range.start)) {
                 continue;
@@ -141,23 +162,32 @@ fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
                 "{comment} {}: {}",
                 found.path, found.symbol.signature
             ));
-            if lines.len() >= CONTEXT_DEFINITIONS {
-                break;
+            definitions += 1;
+            if definitions >= CONTEXT_DEFINITIONS {
+                break 'names;
             }
         }
-        if lines.len() >= CONTEXT_DEFINITIONS {
-            break;
-        }
+    }
+    for edit in input
+        .recent_edits
+        .iter()
+        .filter(|edit| edit.path != input.path)
+        .take(RECENT_EDITS)
+    {
+        lines.push(format!(
+            "{comment} edited in {}: {}",
+            edit.path,
+            edit.line.trim()
+        ));
     }
     if lines.is_empty() {
         return String::new();
     }
-    let mut context = format!("{comment} Definitions from other files:\n");
+    let mut context = format!("{comment} Context from the workspace:\n");
     for line in lines {
         context.push_str(&line);
         context.push('\n');
     }
-    context.push('\n');
     context
 }
 

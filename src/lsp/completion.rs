@@ -58,6 +58,7 @@ pub fn prepare(
         Language::from_lsp_id(document.language_id()).or_else(|| Language::from_path(&key));
     // The prompt may take about half of the context; the rest is for the answer.
     let budget = PROMPT_BUDGET_BYTES.min(context_tokens as usize * 2);
+    let recent: Vec<_> = session.recent_edits.iter().cloned().collect();
     let input = CompletionInput {
         path: &key,
         language,
@@ -66,6 +67,7 @@ pub fn prepare(
         index: &session.index,
         has_fim,
         budget_bytes: budget,
+        recent_edits: &recent,
     };
     let plan = plan_completion(&input);
     let prefix = text.byte_slice(..offset).to_string();

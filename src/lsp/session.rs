@@ -27,6 +27,8 @@ pub struct Session {
     /// Open documents reparsed since their symbols were last extracted: extraction waits
     /// until something reads the index (it costs ~25x an incremental reparse).
     pub dirty: HashSet<String>,
+    /// Lines the user edited lately, most recent first (completion context).
+    pub recent_edits: std::collections::VecDeque<crate::core::completion::RecentEdit>,
     /// The client shows `$/progress`.
     pub work_done_progress: bool,
     /// The client can watch files for us (`workspace/didChangeWatchedFiles`).
@@ -99,7 +101,22 @@ impl Session {
         }
         if let Some(live) = self.live.get_mut(&key) {
             live.reparse(document.text(), edits);
-            self.dirty.insert(key);
+            self.dirty.insert(key.clone());
+        }
+        // Remember the edited lines (the last edit of a change is enough).
+        if let Some(edit) = edits.last() {
+            let row = edit
+                .new_end_point
+                .0
+                .min(document.text().len_lines().saturating_sub(1));
+            let line = document.text().line(row).to_string();
+            if !line.trim().is_empty() {
+                self.recent_edits
+                    .retain(|recent| !(recent.path == key && recent.line == line));
+                self.recent_edits
+                    .push_front(crate::core::completion::RecentEdit { path: key, line });
+                self.recent_edits.truncate(16);
+            }
         }
     }
 

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use ropey::Rope;
 use serde_json::{Value, json};
-use tierls::core::completion::{CompletionInput, Mode, finish_suggestion, plan_completion};
+use tierls::core::completion::{
+    CompletionInput, Mode, RecentEdit, finish_suggestion, plan_completion,
+};
 use tierls::core::generation::Prompt;
 use tierls::core::index::extract::{extract, parse};
 use tierls::core::index::language::Language;
@@ -30,6 +32,17 @@ fn check_prompt(source: &str, has_fim: bool, budget_bytes: usize) -> String {
         SHAPES.len(),
     );
     let rope = Rope::from_str(&text);
+    // Lately edited lines: the other file's goes into the context, this file's does not.
+    let recent = [
+        RecentEdit {
+            path: "src/shapes.rs".into(),
+            line: "pub fn circle_area(circle: &Circle) -> f64 {\n".into(),
+        },
+        RecentEdit {
+            path: "src/main.rs".into(),
+            line: "    let circle = Circle { radius: 2.0 };\n".into(),
+        },
+    ];
     let input = CompletionInput {
         path: "src/main.rs",
         language: Some(Language::Rust),
@@ -38,6 +51,7 @@ fn check_prompt(source: &str, has_fim: bool, budget_bytes: usize) -> String {
         index: &index,
         has_fim,
         budget_bytes,
+        recent_edits: &recent,
     };
     let plan = plan_completion(&input);
     let prompt = match &plan.prompt {
@@ -96,6 +110,7 @@ fn suggestions_are_trimmed_to_the_line_or_block_and_do_not_repeat_the_suffix() {
             index: &index,
             has_fim: false,
             budget_bytes: 1000,
+            recent_edits: &[],
         };
         let plan = plan_completion(&input);
         (plan.mode, finish_suggestion(&plan, generated))
@@ -343,5 +358,20 @@ async fn hover_adds_the_fast_tiers_explanation_and_caches_it() {
     // The same definition again: the explanation comes from the cache, word for word.
     let second = hover(&mut server, "src/main.rs", 3, 25).await;
     assert_eq!(second, first);
+    assert!(server.finish().await.clean);
+}
+
+#[tokio::test]
+async fn while_the_model_is_still_loading_completions_are_empty_at_once() {
+    let mut server = TestServer::start(&[]);
+    let options = json!({ "tiers": { "fast": model_tier() }, "completion": { "debounce_ms": 0 } });
+    server.initialize_with(&["utf-16"], options).await;
+    server.open("a.rs", "fn main() {\n").await;
+    // Asked right after start, while the model loads (that takes half a second or more):
+    // an empty answer, not a wait for the load.
+    assert_eq!(inline(&mut server, "a.rs", 1, 0).await, json!([]));
+    wait_for_log(&mut server, "the fast tier is ready").await;
+    let items = inline(&mut server, "a.rs", 1, 0).await;
+    assert!(items.as_array().unwrap().len() <= 1);
     assert!(server.finish().await.clean);
 }
