@@ -151,16 +151,42 @@ async fn replay(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
         )
         .await?;
     }
-    let stats: EngineStats = serde_json::from_value(
+    // One more request, awaited, somewhere new in the file: the editor's latency against the
+    // model's own decode time for it is tierls' overhead (the debounce included).
+    let generations_before = stats_of(&mut client).await?.generations.len();
+    let started = Instant::now();
+    client
+        .request(
+            "textDocument/inlineCompletion",
+            json!({ "textDocument": { "uri": uri }, "position": { "line": 12, "character": 0 } }),
+        )
+        .await?;
+    let latency = started.elapsed().as_secs_f64() * 1000.0;
+    let stats = stats_of(&mut client).await?;
+    let overhead = stats.generations.get(generations_before).map(|decode| {
+        format!(
+            "overhead: the editor waited {latency:.0} ms for a decode of {:.0} ms after the 30 ms debounce: tierls adds {:.1} ms = {:.1}% over debounce + decode",
+            decode.total_ms,
+            latency - decode.total_ms - 30.0,
+            (latency / (decode.total_ms + 30.0) - 1.0) * 100.0
+        )
+    });
+    client.shutdown().await?;
+    let _ = server.await;
+    report(&answered, &stats);
+    if let Some(overhead) = overhead {
+        output::line(&overhead);
+    }
+    Ok(())
+}
+
+async fn stats_of(client: &mut LspClient) -> anyhow::Result<EngineStats> {
+    Ok(serde_json::from_value(
         client
             .request("tierls/completionStats", Value::Null)
             .await?["result"]
             .clone(),
-    )?;
-    client.shutdown().await?;
-    let _ = server.await;
-    report(&answered, &stats);
-    Ok(())
+    )?)
 }
 
 /// Reads answers for up to `wait`, noting when each arrived and whether it had a suggestion.

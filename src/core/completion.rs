@@ -75,9 +75,16 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
     let previous_line = (line > 0)
         .then(|| text.line(line - 1).to_string())
         .unwrap_or_default();
-    let opens_block =
-        previous_line.trim_end().ends_with(['{', ':', '(', '[']) && line_prefix.trim().is_empty();
-    let mode = if opens_block && line_suffix.trim().is_empty() {
+    // A block is wanted on an empty line that opens one, or on an empty line of a body the
+    // syntax tree knows (the index's enclosing definition); otherwise the line is finished.
+    let blank_line = line_prefix.trim().is_empty() && line_suffix.trim().is_empty();
+    let opens_block = previous_line.trim_end().ends_with(['{', ':', '(', '[']);
+    let in_body = input
+        .index
+        .enclosing_symbol(input.path, offset)
+        .and_then(|symbol| symbol.body.clone())
+        .is_some_and(|body| body.start < offset && offset < body.end);
+    let mode = if blank_line && (opens_block || in_body) {
         Mode::Block
     } else {
         Mode::Line

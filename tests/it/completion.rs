@@ -375,3 +375,39 @@ async fn while_the_model_is_still_loading_completions_are_empty_at_once() {
     assert!(items.as_array().unwrap().len() <= 1);
     assert!(server.finish().await.clean);
 }
+
+#[test]
+fn a_blank_line_inside_a_body_known_to_the_index_asks_for_a_block() {
+    let source = "fn total(values: &[u32]) -> u32 {\n    let mut sum = 0;\n\n    sum\n}\n";
+    let offset = source.find("\n\n").unwrap() + 1;
+    let text = Rope::from_str(source);
+    let mut index = Index::default();
+    let tree = parse(Language::Rust, source, None).unwrap();
+    index.upsert(
+        "a.rs",
+        Language::Rust,
+        extract(Language::Rust, &tree, source),
+        source.len(),
+    );
+    let input = CompletionInput {
+        path: "a.rs",
+        language: Some(Language::Rust),
+        text: &text,
+        offset,
+        index: &index,
+        has_fim: false,
+        budget_bytes: 1000,
+        recent_edits: &[],
+    };
+    assert_eq!(plan_completion(&input).mode, Mode::Block);
+    let empty = Index::default();
+    let without_index = CompletionInput {
+        index: &empty,
+        ..input
+    };
+    assert_eq!(
+        plan_completion(&without_index).mode,
+        Mode::Line,
+        "the text alone does not open a block here"
+    );
+}
