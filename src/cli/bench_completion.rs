@@ -71,16 +71,8 @@ async fn replay(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
     let uri = Url::from_file_path(&file).map_err(|()| anyhow::anyhow!("bad file"))?;
     let text = std::fs::read_to_string(&file)?;
 
-    let (client_end, server_end) = tokio::io::duplex(1 << 20);
-    let (server_read, server_write) = tokio::io::split(server_end);
-    let (client_read, client_write) = tokio::io::split(client_end);
-    let server = tokio::spawn(lsp::run(
-        server_read,
-        server_write,
-        ServerOptions { user_config: None },
-    ));
-    let mut client =
-        LspClient::new(client_read, client_write).with_timeout(Duration::from_secs(120));
+    let (client, server) = lsp::start_in_memory(ServerOptions { user_config: None });
+    let mut client = client.with_timeout(Duration::from_secs(120));
     let options = json!({ "tiers": { "fast": { "model": model, "context": 4096 } } });
     client
         .request(

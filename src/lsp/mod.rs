@@ -115,6 +115,18 @@ where
     }
 }
 
+/// Starts a server in memory and returns a client connected to it, with the server's task:
+/// what tests and `tierls bench completion` drive.
+pub fn start_in_memory(
+    options: ServerOptions,
+) -> (client::LspClient, tokio::task::JoinHandle<Outcome>) {
+    let (client_end, server_end) = tokio::io::duplex(1 << 20);
+    let (server_read, server_write) = tokio::io::split(server_end);
+    let (client_read, client_write) = tokio::io::split(client_end);
+    let server = tokio::spawn(run(server_read, server_write, options));
+    (client::LspClient::new(client_read, client_write), server)
+}
+
 /// Serves an editor on this process's stdin and stdout.
 pub async fn serve_stdio(options: ServerOptions) -> Outcome {
     run(tokio::io::stdin(), tokio::io::stdout(), options).await

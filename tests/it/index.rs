@@ -137,6 +137,26 @@ async fn indexed_server() -> TestServer {
     server
 }
 
+async fn workspace_symbols(server: &mut TestServer, query: &str) -> Value {
+    server
+        .client
+        .request("workspace/symbol", json!({ "query": query }))
+        .await
+        .unwrap()
+}
+
+/// `workspace/didChangeWatchedFiles` for one file: 1 created, 2 changed, 3 deleted.
+async fn watched_file_changed(server: &mut TestServer, uri: &tower_lsp::lsp_types::Url, kind: u32) {
+    server
+        .client
+        .notify(
+            "workspace/didChangeWatchedFiles",
+            json!({ "changes": [{ "uri": uri, "type": kind }] }),
+        )
+        .await
+        .unwrap();
+}
+
 fn show_symbols(symbols: &Value, depth: usize, out: &mut Vec<String>) {
     for symbol in symbols.as_array().into_iter().flatten() {
         let range = &symbol["selectionRange"]["start"];
@@ -176,11 +196,7 @@ async fn document_symbols_workspace_symbols_and_definitions() {
     let mut shown = Vec::new();
     show_symbols(&symbols["result"], 0, &mut shown);
 
-    let found = server
-        .client
-        .request("workspace/symbol", json!({ "query": "area" }))
-        .await
-        .unwrap();
+    let found = workspace_symbols(&mut server, "area").await;
     for symbol in found["result"].as_array().unwrap() {
         let location = &symbol["location"];
         let path = location["uri"]
@@ -230,17 +246,9 @@ async fn edits_in_the_editor_and_changes_on_disk_keep_the_index_current() {
             .map(|s| s["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    let found = server
-        .client
-        .request("workspace/symbol", json!({ "query": "sum_of" }))
-        .await
-        .unwrap();
+    let found = workspace_symbols(&mut server, "sum_of").await;
     assert_eq!(names(&found), ["sum_of_areas"]);
-    let old = server
-        .client
-        .request("workspace/symbol", json!({ "query": "total_area" }))
-        .await
-        .unwrap();
+    let old = workspace_symbols(&mut server, "total_area").await;
     assert!(names(&old).is_empty(), "{old}");
 
     // Closing without saving: the index goes back to the disk's text.
@@ -253,11 +261,7 @@ async fn edits_in_the_editor_and_changes_on_disk_keep_the_index_current() {
         )
         .await
         .unwrap();
-    let found = server
-        .client
-        .request("workspace/symbol", json!({ "query": "total_area" }))
-        .await
-        .unwrap();
+    let found = workspace_symbols(&mut server, "total_area").await;
     assert_eq!(names(&found), ["total_area"]);
 
     // A file created on disk, then renamed, then deleted.
@@ -267,19 +271,8 @@ async fn edits_in_the_editor_and_changes_on_disk_keep_the_index_current() {
     )
     .unwrap();
     let extra = server.uri("src/extra.rs");
-    server
-        .client
-        .notify(
-            "workspace/didChangeWatchedFiles",
-            json!({ "changes": [{ "uri": extra, "type": 1 }] }),
-        )
-        .await
-        .unwrap();
-    let found = server
-        .client
-        .request("workspace/symbol", json!({ "query": "brand_new" }))
-        .await
-        .unwrap();
+    watched_file_changed(&mut server, &extra, 1).await;
+    let found = workspace_symbols(&mut server, "brand_new").await;
     assert_eq!(found["result"][0]["location"]["uri"], json!(extra));
 
     std::fs::rename(
@@ -296,27 +289,12 @@ async fn edits_in_the_editor_and_changes_on_disk_keep_the_index_current() {
         )
         .await
         .unwrap();
-    let found = server
-        .client
-        .request("workspace/symbol", json!({ "query": "brand_new" }))
-        .await
-        .unwrap();
+    let found = workspace_symbols(&mut server, "brand_new").await;
     assert_eq!(found["result"][0]["location"]["uri"], json!(moved));
 
     std::fs::remove_file(server.root.path().join("src/moved.rs")).unwrap();
-    server
-        .client
-        .notify(
-            "workspace/didChangeWatchedFiles",
-            json!({ "changes": [{ "uri": moved, "type": 3 }] }),
-        )
-        .await
-        .unwrap();
-    let found = server
-        .client
-        .request("workspace/symbol", json!({ "query": "brand_new" }))
-        .await
-        .unwrap();
+    watched_file_changed(&mut server, &moved, 3).await;
+    let found = workspace_symbols(&mut server, "brand_new").await;
     assert!(names(&found).is_empty());
     assert!(server.finish().await.clean);
 }
@@ -338,11 +316,7 @@ async fn unknown_languages_and_huge_documents_are_not_parsed_and_cause_no_errors
         .await
         .unwrap();
     assert_eq!(symbols["result"], Value::Null);
-    let found = server
-        .client
-        .request("workspace/symbol", json!({ "query": "not_code" }))
-        .await
-        .unwrap();
+    let found = workspace_symbols(&mut server, "not_code").await;
     assert_eq!(found["result"], json!([]));
     let messages = server.client.drain(QUIET).await.unwrap();
     assert!(
@@ -424,11 +398,7 @@ async fn file_operations_from_the_editor_update_the_index() {
         )
         .await
         .unwrap();
-    let found = server
-        .client
-        .request("workspace/symbol", json!({ "query": "made_by_editor" }))
-        .await
-        .unwrap();
+    let found = workspace_symbols(&mut server, "made_by_editor").await;
     assert_eq!(found["result"][0]["location"]["uri"], json!(made));
 
     // Deleting a directory forgets everything under it.
@@ -442,18 +412,10 @@ async fn file_operations_from_the_editor_update_the_index() {
         .await
         .unwrap();
     for query in ["total_area", "Circle"] {
-        let found = server
-            .client
-            .request("workspace/symbol", json!({ "query": query }))
-            .await
-            .unwrap();
+        let found = workspace_symbols(&mut server, query).await;
         assert_eq!(found["result"], json!([]), "{query}");
     }
-    let found = server
-        .client
-        .request("workspace/symbol", json!({ "query": "report" }))
-        .await
-        .unwrap();
+    let found = workspace_symbols(&mut server, "report").await;
     assert_eq!(
         found["result"].as_array().unwrap().len(),
         1,

@@ -25,17 +25,10 @@ impl TestServer {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, contents).unwrap();
         }
-        let (client_end, server_end) = tokio::io::duplex(1 << 20);
-        let (server_read, server_write) = tokio::io::split(server_end);
-        let (client_read, client_write) = tokio::io::split(client_end);
         // No user configuration: nothing of the machine running the tests leaks in.
-        let server = tokio::spawn(lsp::run(
-            server_read,
-            server_write,
-            ServerOptions { user_config: None },
-        ));
+        let (client, server) = lsp::start_in_memory(ServerOptions { user_config: None });
         TestServer {
-            client: LspClient::new(client_read, client_write),
+            client,
             root,
             server,
         }
