@@ -34,14 +34,16 @@ pub struct Prepared {
 /// Everything the engine needs for a completion at `position`, or `None` when there is
 /// nothing sensible to complete.
 pub fn prepare(
-    session: &mut Session,
+    session: &Session,
     uri: &lsp::Url,
     position: lsp::Position,
     has_fim: bool,
     slots: usize,
     context_tokens: u32,
 ) -> Option<Prepared> {
-    session.refresh_index();
+    // No `refresh_index` here: re-extracting the edited document would cost milliseconds on
+    // every keystroke, and the context only needs other files' definitions (current) and
+    // this file's enclosing definition (its last extraction is close enough).
     let key = session.index_key(uri);
     let document = session.documents.get(uri.as_str())?;
     let text = document.text().clone();

@@ -145,7 +145,7 @@ impl Backend {
         let model = self.fast_model()?;
         let info = model.info().clone();
         let prepared = completion::prepare(
-            &mut self.session(),
+            &self.session(),
             uri,
             position,
             info.has_fim,
