@@ -120,8 +120,9 @@ impl Session {
         }
     }
 
-    /// Extracts the symbols of documents edited since the index last read them. Every
-    /// handler that reads the index calls this first.
+    /// Extracts the symbols of documents edited since the index last read them. Symbol,
+    /// definition and hover handlers call this first; completions do not (see
+    /// `lsp/completion.rs`).
     pub fn refresh_index(&mut self) {
         for key in std::mem::take(&mut self.dirty) {
             let Some(uri) = self.uri_of(&key) else {
