@@ -72,9 +72,11 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
         .to_owned();
     let indent = line_prefix.len() - line_prefix.trim_start().len();
 
-    let previous_line = (line > 0)
-        .then(|| text.line(line - 1).to_string())
-        .unwrap_or_default();
+    let previous_line = if line > 0 {
+        text.line(line - 1).to_string()
+    } else {
+        String::new()
+    };
     // A block is wanted on an empty line that opens one, or on an empty line of a body the
     // syntax tree knows (the index's enclosing definition); otherwise the line is finished.
     let blank_line = line_prefix.trim().is_empty() && line_suffix.trim().is_empty();
@@ -103,8 +105,25 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
     // Three quarters of what is left before the cursor, the rest after it.
     let suffix_budget = if input.has_fim { remaining / 4 } else { 0 };
     let prefix_budget = remaining - suffix_budget;
-    let prefix = tail_at_line_start(&text.byte_slice(..offset).to_string(), prefix_budget);
-    let suffix = head_at_line_end(&text.byte_slice(offset..).to_string(), suffix_budget);
+    // Copy only the window the budget allows: a large file's text is never copied whole.
+    let prefix_start = char_floor(text, offset.saturating_sub(prefix_budget));
+    let suffix_end = char_ceil(
+        text,
+        offset.saturating_add(suffix_budget).min(text.len_bytes()),
+    );
+    let prefix = text.byte_slice(prefix_start..offset).to_string();
+    let suffix = text.byte_slice(offset..suffix_end).to_string();
+    // A window cut mid-line starts (or ends) at the nearest whole line.
+    let prefix = if prefix_start > 0 {
+        from_line_start(prefix)
+    } else {
+        prefix
+    };
+    let suffix = if suffix_end < text.len_bytes() {
+        to_line_end(suffix)
+    } else {
+        suffix
+    };
 
     let prompt = if input.has_fim {
         Prompt::Fim {
@@ -148,7 +167,7 @@ fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
             input.path, enclosing.signature
         ));
     }
-    let window_start = offset.saturating_sub(1200);
+    let window_start = char_floor(input.text, offset.saturating_sub(1200));
     let window = input.text.byte_slice(window_start..offset).to_string();
     let mut names: Vec<&str> = Vec::new();
     for word in window.rsplit(|c: char| !(c.is_alphanumeric() || c == '_')) {
@@ -198,6 +217,21 @@ fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
     context
 }
 
+/// The start of the character that holds byte `offset`.
+fn char_floor(text: &Rope, offset: usize) -> usize {
+    text.char_to_byte(text.byte_to_char(offset))
+}
+
+/// The end of the character that holds byte `offset` (or `offset`, on a boundary).
+fn char_ceil(text: &Rope, offset: usize) -> usize {
+    let floor = char_floor(text, offset);
+    if floor == offset {
+        offset
+    } else {
+        text.char_to_byte(text.byte_to_char(offset) + 1)
+    }
+}
+
 /// The first lines of `text` that fit in `budget` bytes, whole lines only.
 fn fit_lines(text: &str, budget: usize) -> String {
     let mut fitted = String::new();
@@ -210,33 +244,19 @@ fn fit_lines(text: &str, budget: usize) -> String {
     fitted
 }
 
-/// The end of `text` within `budget` bytes, starting at a line start when it is cut.
-fn tail_at_line_start(text: &str, budget: usize) -> String {
-    if text.len() <= budget {
-        return text.to_owned();
-    }
-    let mut start = text.len() - budget;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    match text[start..].find('\n') {
-        Some(newline) if start + newline + 1 < text.len() => text[start + newline + 1..].to_owned(),
-        _ => text[start..].to_owned(),
+/// `text` without its first, partial line, unless that would leave nothing.
+fn from_line_start(text: String) -> String {
+    match text.find('\n') {
+        Some(newline) if newline + 1 < text.len() => text[newline + 1..].to_owned(),
+        _ => text,
     }
 }
 
-/// The start of `text` within `budget` bytes, ending at a line end when it is cut.
-fn head_at_line_end(text: &str, budget: usize) -> String {
-    if text.len() <= budget {
-        return text.to_owned();
-    }
-    let mut end = budget;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    match text[..end].rfind('\n') {
+/// `text` up to its last line end, when it has one.
+fn to_line_end(text: String) -> String {
+    match text.rfind('\n') {
         Some(newline) => text[..=newline].to_owned(),
-        None => text[..end].to_owned(),
+        None => text,
     }
 }
 

@@ -67,7 +67,8 @@ pub fn facts(session: &mut Session, uri: &lsp::Url, position: lsp::Position) -> 
     }
     let source = texts.rope(found.path).and_then(|rope| {
         let range = found.symbol.range.clone();
-        (range.end <= rope.len_bytes()).then(|| rope.byte_slice(range).to_string())
+        // A file changed on disk since it was indexed may no longer split there.
+        rope.get_byte_slice(range).map(|slice| slice.to_string())
     });
     let explain = source.map(|source| {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -411,3 +411,18 @@ fn a_blank_line_inside_a_body_known_to_the_index_asks_for_a_block() {
         "the text alone does not open a block here"
     );
 }
+
+#[test]
+fn budgets_that_cut_through_multi_byte_characters_do_not_panic() {
+    // Whatever the parity, one of the two cuts falls inside a two-byte `é`.
+    for pad in ["", "a"] {
+        let source = format!(
+            "// {pad}{}\nfn main() {{\n    let x = 1;$0\n}}\n",
+            "é".repeat(900)
+        );
+        for budget in [100, 101, 6000] {
+            let shown = check_prompt(&source, true, budget);
+            assert!(shown.contains("let x = 1;"), "{shown}");
+        }
+    }
+}

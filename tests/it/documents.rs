@@ -206,15 +206,7 @@ async fn open_twice_and_close_unknown() {
     server.initialize().await;
     server.open("doc.rs", "first\n").await;
     server.open("doc.rs", "second\n").await;
-    let uri = server.uri("other.rs");
-    server
-        .client
-        .notify(
-            "textDocument/didClose",
-            json!({ "textDocument": { "uri": uri } }),
-        )
-        .await
-        .unwrap();
+    server.close("other.rs").await;
     let text = server.text_of("doc.rs").await;
     let received = server.client.drain(QUIET).await.unwrap();
     let snapshot = format!(
@@ -251,15 +243,7 @@ async fn a_50_mb_document_opens_edits_and_closes() {
     let server_text = view["result"]["text"].as_str().unwrap();
     assert_eq!(server_text.len(), text.len() + "// end\n".len() + 2);
     assert!(server_text.starts_with("const value") && server_text.ends_with("padding\n// end\n"));
-    let uri = server.uri("huge.rs");
-    server
-        .client
-        .notify(
-            "textDocument/didClose",
-            json!({ "textDocument": { "uri": uri } }),
-        )
-        .await
-        .unwrap();
+    server.close("huge.rs").await;
     let received = server.client.drain(QUIET).await.unwrap();
     assert!(
         received

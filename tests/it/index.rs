@@ -252,15 +252,7 @@ async fn edits_in_the_editor_and_changes_on_disk_keep_the_index_current() {
     assert!(names(&old).is_empty(), "{old}");
 
     // Closing without saving: the index goes back to the disk's text.
-    let uri = server.uri("src/shapes.rs");
-    server
-        .client
-        .notify(
-            "textDocument/didClose",
-            json!({ "textDocument": { "uri": uri } }),
-        )
-        .await
-        .unwrap();
+    server.close("src/shapes.rs").await;
     let found = workspace_symbols(&mut server, "total_area").await;
     assert_eq!(names(&found), ["total_area"]);
 

@@ -93,6 +93,17 @@ impl TestServer {
             .unwrap();
     }
 
+    pub async fn close(&mut self, path: &str) {
+        let uri = self.uri(path);
+        self.client
+            .notify(
+                "textDocument/didClose",
+                json!({ "textDocument": { "uri": uri } }),
+            )
+            .await
+            .unwrap();
+    }
+
     /// The server's view of a document: `{source, version, text}` or the error.
     pub async fn view(&mut self, path: &str) -> Value {
         let uri = self.uri(path);
