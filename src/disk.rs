@@ -79,3 +79,93 @@ pub fn read_text(root: &Path, path: &Path, max_bytes: u64) -> Result<String, Rea
         offset: err.utf8_error().valid_up_to(),
     })
 }
+
+/// Where the workspace-relative `relative` lives on disk, refusing a path that leads outside
+/// the root through a symbolic link (an existing file's, or a missing file's nearest
+/// existing folder's). `..` and absolute paths are refused before they get here.
+pub fn confine(root: &Path, relative: &str) -> Result<PathBuf, ReadError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ReadError::Io { path, source }
+    };
+    let real_root = root.canonicalize().map_err(io(root))?;
+    let joined = real_root.join(relative);
+    let mut existing = joined.as_path();
+    while std::fs::symlink_metadata(existing).is_err() {
+        existing = match existing.parent() {
+            Some(parent) => parent,
+            None => break,
+        };
+    }
+    let real = existing.canonicalize().map_err(io(existing))?;
+    if !real.starts_with(&real_root) {
+        return Err(ReadError::OutsideRoot {
+            path: joined,
+            root: real_root,
+        });
+    }
+    Ok(joined)
+}
+
+/// Whether anything, even a broken link, exists at `path`.
+pub fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Confine(#[from] ReadError),
+    #[error("{path}: changed on disk since it was read; nothing was written to it")]
+    Changed { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Writes `text` to the workspace-relative `relative`, atomically, if the file still holds
+/// `expected` (`None`: it must not exist). A temporary file in the same folder is renamed
+/// over the old one, so a reader never sees half a file.
+pub fn write_text(
+    root: &Path,
+    relative: &str,
+    expected: Option<&str>,
+    text: &str,
+    max_bytes: u64,
+) -> Result<(), WriteError> {
+    let path = confine(root, relative)?;
+    let io = |source| WriteError::Io {
+        path: path.clone(),
+        source,
+    };
+    match expected {
+        Some(expected) => {
+            let current = read_text(root, Path::new(relative), max_bytes)?;
+            if current != expected {
+                return Err(WriteError::Changed { path });
+            }
+        }
+        None if exists(&path) => return Err(WriteError::Changed { path }),
+        None => {}
+    }
+    let folder = path.parent().unwrap_or(root);
+    std::fs::create_dir_all(folder).map_err(io)?;
+    // The folder may have been created just now: check it again.
+    confine(root, relative)?;
+    let mut temporary = tempfile::NamedTempFile::new_in(folder).map_err(io)?;
+    std::io::Write::write_all(&mut temporary, text.as_bytes()).map_err(io)?;
+    if expected.is_some() {
+        if let Ok(metadata) = std::fs::metadata(&path) {
+            let _ = std::fs::set_permissions(temporary.path(), metadata.permissions());
+        }
+        temporary.persist(&path).map_err(|err| io(err.error))?;
+    } else {
+        temporary
+            .persist_noclobber(&path)
+            .map_err(|err| io(err.error))?;
+    }
+    Ok(())
+}

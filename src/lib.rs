@@ -12,4 +12,5 @@ pub mod disk;
 pub mod logging;
 pub mod lsp;
 pub mod models;
+pub mod refactor;
 pub mod scan;

@@ -10,7 +10,8 @@ pub enum Prompt {
     /// Fill in the middle: the backend uses the model's FIM tokens when it has them and
     /// falls back to continuing `prefix` alone when it has none.
     Fim { prefix: String, suffix: String },
-    /// A conversation, rendered with the model's own chat template.
+    /// A conversation, rendered with the model's own chat template. When the last message
+    /// is the assistant's, it is the start of the answer, which the model continues.
     Chat(Vec<ChatMessage>),
 }
 

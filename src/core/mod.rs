@@ -9,5 +9,6 @@ pub mod completion;
 pub mod document;
 pub mod generation;
 pub mod index;
+pub mod plan;
 pub mod position;
 pub mod store;

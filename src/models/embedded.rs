@@ -201,14 +201,22 @@ fn render_chat(
                 path: path.to_owned(),
             })?,
     };
+    // A last assistant message is the start of the answer: the template opens the
+    // assistant's turn and the model continues that text.
+    let (messages, answer_start) = match messages.split_last() {
+        Some((last, earlier)) if last.role == "assistant" => (earlier, last.content.as_str()),
+        _ => (messages, ""),
+    };
     let messages = messages
         .iter()
         .map(|message| LlamaChatMessage::new(message.role.clone(), message.content.clone()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| ModelError::ChatTemplate(err.to_string()))?;
-    model
+    let mut text = model
         .apply_chat_template(&template, &messages, true)
-        .map_err(|err| ModelError::ChatTemplate(err.to_string()))
+        .map_err(|err| ModelError::ChatTemplate(err.to_string()))?;
+    text.push_str(answer_start);
+    Ok(text)
 }
 
 /// Refuses what llama.cpp would fail on less clearly: a missing file, or one without the

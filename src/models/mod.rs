@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod fit;
 pub mod gguf;
 pub mod machine;
+pub mod scripted;
 pub mod tiers;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ mod config;
 mod documents;
 mod index;
 mod models;
+mod plans;
 mod positions;
 mod protocol;
 mod queries;

@@ -1,0 +1,146 @@
+//! The plan flow on a workspace on disk, with no editor: `tierls plan`, the tests and the
+//! benchmark drive it. Files are read at the start and, with `apply`, written only if they
+//! still hold what the plan read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::workspace::{DiskWorkspace, definitions_for};
+use super::{ExecuteOptions, Execution, PlanError, Planned, Progress, execute, make_plan};
+use crate::core::index::table::Index;
+use crate::core::plan::Plan;
+use crate::core::plan::context::{Focus, planner_input};
+use crate::core::plan::land::{Landing, land};
+use crate::core::plan::prompt::PlannerInput;
+use crate::disk::{self, WriteError};
+use crate::models::{Cancel, Model};
+
+/// Plans `instruction` on the workspace at `root`, indexed as `index`.
+pub async fn plan(
+    root: &Path,
+    index: &Index,
+    instruction: &str,
+    focus: &[Focus],
+    map_tokens: usize,
+    max_file_bytes: u64,
+    planner: &dyn Model,
+    cancel: Cancel,
+) -> Result<(PlannerInput, Planned), PlanError> {
+    let mut texts = BTreeMap::new();
+    for item in focus {
+        let text = disk::read_text(root, Path::new(item.file()), max_file_bytes)
+            .map_err(|err| PlanError::Focus(err.to_string()))?;
+        texts.insert(item.file().to_owned(), text);
+    }
+    let input =
+        planner_input(index, &texts, instruction, focus, map_tokens).map_err(PlanError::Focus)?;
+    let workspace = DiskWorkspace { index, root };
+    let planned = make_plan(planner, &input, &workspace, cancel).await?;
+    Ok((input, planned))
+}
+
+/// Each file the plan touches as it is on disk now; `None` when it does not exist (or
+/// cannot be read, which the steps on it then report).
+pub fn read_files(
+    root: &Path,
+    plan: &Plan,
+    max_file_bytes: u64,
+) -> BTreeMap<String, Option<String>> {
+    plan.files()
+        .into_iter()
+        .map(|file| {
+            let text = match disk::confine(root, file) {
+                Ok(path) if disk::exists(&path) => {
+                    match disk::read_text(root, Path::new(file), max_file_bytes) {
+                        Ok(text) => Some(text),
+                        Err(err) => {
+                            tracing::warn!("a plan step cannot read its file: {err}");
+                            None
+                        }
+                    }
+                }
+                Ok(_) => None,
+                Err(err) => {
+                    tracing::warn!("a plan step names a file outside the workspace: {err}");
+                    None
+                }
+            };
+            (file.to_owned(), text)
+        })
+        .collect()
+}
+
+/// Runs the plan's steps on the files as they are on disk, then lands them.
+pub async fn execute_plan(
+    root: &Path,
+    index: &Index,
+    plan: &Plan,
+    executor: Arc<dyn Model>,
+    options: ExecuteOptions,
+    max_file_bytes: u64,
+    cancel: Cancel,
+    progress: Arc<dyn Fn(Progress) + Send + Sync>,
+) -> (Execution, Landing) {
+    let files = read_files(root, plan, max_file_bytes);
+    let definitions = definitions_for(plan, index, &files);
+    let execution = execute(
+        plan.clone(),
+        executor,
+        files.clone(),
+        definitions,
+        options,
+        cancel,
+        progress,
+    )
+    .await;
+    let landing = if execution.cancelled {
+        Landing::default()
+    } else {
+        land(plan, &execution.edits, &files)
+    };
+    (execution, landing)
+}
+
+/// Lands the executed steps on the files as they are on disk now (a file edited meanwhile
+/// takes the steps whose symbols it still holds) and writes them: all files or none. Every
+/// file is checked before the first is written, and each write is atomic and refused if the
+/// file changed after the check.
+pub fn apply(
+    root: &Path,
+    plan: &Plan,
+    execution: &Execution,
+    max_file_bytes: u64,
+) -> Result<Landing, Vec<(String, WriteError)>> {
+    let current = read_files(root, plan, max_file_bytes);
+    let landing = land(plan, &execution.edits, &current);
+    let problems: Vec<(String, WriteError)> = landing
+        .files
+        .iter()
+        .filter_map(|file| {
+            disk::confine(root, &file.file)
+                .err()
+                .map(|err| (file.file.clone(), WriteError::from(err)))
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let mut failed = Vec::new();
+    for file in &landing.files {
+        if let Err(err) = disk::write_text(
+            root,
+            &file.file,
+            file.base.as_deref(),
+            &file.text,
+            max_file_bytes,
+        ) {
+            failed.push((file.file.clone(), err));
+        }
+    }
+    if failed.is_empty() {
+        Ok(landing)
+    } else {
+        Err(failed)
+    }
+}

@@ -1,0 +1,77 @@
+//! "Plan this refactor": the planner writes a plan, executors carry out its steps, and the
+//! result lands as one set of file changes. The LSP shell and `tierls plan` both drive this.
+//!
+//! Steps whose dependencies are done run at once, one per executor slot. Each step reads
+//! the plan's working copy of its file, asks the executor for plain code, and splices it by
+//! symbol path; a splice that adds syntax errors goes back to the executor with the errors,
+//! a bounded number of times. Nothing touches a file here: the caller lands the edits.
+
+mod execute;
+pub mod headless;
+pub mod workspace;
+
+pub use execute::{ExecuteOptions, Execution, Progress, StepOutcome, StepReport, execute};
+
+use crate::core::generation::{GenerateRequest, Grammar, Prompt, StopReason, Usage};
+use crate::core::plan::prompt::{PlannerInput, planner_prompt};
+use crate::core::plan::{PLAN_SCHEMA, Plan, RawPlan, Workspace, validate};
+use crate::models::{Cancel, Model, ModelError, generate};
+
+/// The planner's answer is at most 8 bounded steps: this many tokens always hold it.
+pub const PLAN_MAX_TOKENS: u32 = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the planner: {0}")]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Focus(String),
+    #[error("planning was cancelled")]
+    Cancelled,
+    #[error("the planner's answer is not a plan ({reason}): {answer}")]
+    NotAPlan { reason: String, answer: String },
+}
+
+/// A plan, with what producing it cost.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    pub plan: Plan,
+    /// The planner's answer as written.
+    pub answer: String,
+    pub usage: Usage,
+}
+
+/// Asks the planner for a plan and checks it against the workspace.
+pub async fn make_plan(
+    planner: &dyn Model,
+    input: &PlannerInput,
+    workspace: &(dyn Workspace + Sync),
+    cancel: Cancel,
+) -> Result<Planned, PlanError> {
+    let request = GenerateRequest {
+        prompt: Prompt::Chat(planner_prompt(input)),
+        max_tokens: PLAN_MAX_TOKENS,
+        stop: Vec::new(),
+        time_limit: None,
+        grammar: Some(Grammar::JsonSchema(PLAN_SCHEMA.to_owned())),
+    };
+    let generation = generate(planner, 0, request, cancel).await?;
+    if generation.stop_reason == StopReason::Cancelled {
+        return Err(PlanError::Cancelled);
+    }
+    let raw = parse_plan(&generation.text)?;
+    Ok(Planned {
+        plan: validate(&input.instruction, &raw, workspace),
+        answer: generation.text,
+        usage: generation.usage,
+    })
+}
+
+/// Decodes the planner's JSON. The grammar makes this succeed unless the answer was cut
+/// short (or a remote server ignored the grammar).
+pub fn parse_plan(answer: &str) -> Result<RawPlan, PlanError> {
+    serde_json::from_str(answer).map_err(|err| PlanError::NotAPlan {
+        reason: err.to_string(),
+        answer: answer.chars().take(400).collect(),
+    })
+}
