@@ -7,6 +7,7 @@ mod demo;
 mod index;
 mod models;
 mod output;
+mod plan;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,9 +39,23 @@ enum Command {
         workspace: Option<PathBuf>,
     },
     /// Plan a refactor with the planner tier and carry it out with the executor tier.
+    /// Prints the plan and a unified diff; `--apply` writes the files.
     Plan {
         /// What to change, in plain words.
         instruction: String,
+        /// The workspace root (default: the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// What the plan is about: a file, or `FILE:SYMBOL` (a qualified path such as
+        /// `src/geometry.rs:Circle::area`). Repeatable.
+        #[arg(long, value_name = "PATH[:SYMBOL]")]
+        focus: Vec<String>,
+        /// Write the changed files (all or none).
+        #[arg(long, conflicts_with = "dry_run")]
+        apply: bool,
+        /// Only print the plan and the diff (the default).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Index a workspace with tree-sitter and print statistics, or its repo map.
     Index {
@@ -86,7 +101,18 @@ pub fn main() -> ExitCode {
     match args.command {
         Command::Serve => serve(),
         Command::Demo { workspace } => demo::run(workspace),
-        Command::Plan { .. } => not_yet("plan", "the plan issue"),
+        Command::Plan {
+            instruction,
+            workspace,
+            focus,
+            apply,
+            dry_run: _,
+        } => plan::run(plan::PlanArgs {
+            instruction,
+            workspace,
+            focus,
+            apply,
+        }),
         Command::Index {
             path,
             json,
@@ -123,12 +149,4 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runti
         .build()
         .map_err(|err| output::error(&format!("cannot start the async runtime: {err}")))
         .ok()
-}
-
-/// Subcommands whose feature has not landed yet say so instead of pretending.
-fn not_yet(command: &str, issue: &str) -> ExitCode {
-    output::error(&format!(
-        "`tierls {command}` is not available yet: it arrives with {issue}"
-    ));
-    ExitCode::from(2)
 }

@@ -13,7 +13,7 @@ mod tiers;
 pub use error::ConfigError;
 pub use load::{CONFIG_FILE_NAME, load_file, parse_settings, parse_toml, user_config_path};
 pub use sources::ConfigSources;
-pub use tiers::{GpuLayers, ModelSource, Tier, TierConfig, TierLayer, Tiers, TiersLayer};
+pub use tiers::{Bounded, GpuLayers, ModelSource, Tier, TierConfig, TierLayer, Tiers, TiersLayer};
 
 use serde::Deserialize;
 use std::fmt;
@@ -26,6 +26,19 @@ pub struct Config {
     pub tiers: Tiers,
     pub index: IndexConfig,
     pub completion: CompletionConfig,
+    pub plan: PlanConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// The repo map's share of the planner's prompt, in tokens.
+    pub map_tokens: u32,
+    /// Answers asked of the executor per step (the first included) before the step fails.
+    pub max_attempts: u32,
+    /// The most tokens an executor may write for one step.
+    pub max_step_tokens: u32,
+    /// The most seconds one executor answer may take.
+    pub step_seconds: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +93,12 @@ impl Default for Config {
                 budget_ms: 1500,
                 hover_budget_ms: 800,
             },
+            plan: PlanConfig {
+                map_tokens: 1024,
+                max_attempts: 3,
+                max_step_tokens: 1024,
+                step_seconds: 300,
+            },
         }
     }
 }
@@ -117,6 +136,16 @@ pub struct ConfigLayer {
     pub tiers: TiersLayer,
     pub index: IndexLayer,
     pub completion: CompletionLayer,
+    pub plan: PlanLayer,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlanLayer {
+    pub map_tokens: Option<tiers::Bounded<0, 32768>>,
+    pub max_attempts: Option<tiers::Bounded<1, 10>>,
+    pub max_step_tokens: Option<tiers::Bounded<16, 32768>>,
+    pub step_seconds: Option<tiers::Bounded<1, 3600>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -204,6 +233,26 @@ impl Config {
             }
             if let Some(tiers::Bounded(ms)) = layer.completion.hover_budget_ms {
                 config.completion.hover_budget_ms = ms;
+            }
+            let plan = &layer.plan;
+            for (value, target) in [
+                (plan.map_tokens.map(|b| b.0), &mut config.plan.map_tokens),
+                (
+                    plan.max_attempts.map(|b| b.0),
+                    &mut config.plan.max_attempts,
+                ),
+                (
+                    plan.max_step_tokens.map(|b| b.0),
+                    &mut config.plan.max_step_tokens,
+                ),
+                (
+                    plan.step_seconds.map(|b| b.0),
+                    &mut config.plan.step_seconds,
+                ),
+            ] {
+                if let Some(value) = value {
+                    *target = value;
+                }
             }
             if let Some(enabled) = layer.index.enabled {
                 config.index.enabled = enabled;

@@ -133,6 +133,7 @@ pub struct TierLayer {
     pub slots: Option<Bounded<1, 64>>,
     pub gpu_layers: Option<GpuLayers>,
     pub cache_type: Option<CacheType>,
+    pub chat_template: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -151,6 +152,9 @@ pub struct TierConfig {
     pub slots: u32,
     pub gpu_layers: GpuLayers,
     pub cache_type: CacheType,
+    /// A chat template for models whose GGUF has none: the name of one built into
+    /// llama.cpp (`gemma`, `chatml`, `llama3`...) or the template text.
+    pub chat_template: Option<String>,
 }
 
 impl Default for TierConfig {
@@ -161,6 +165,7 @@ impl Default for TierConfig {
             slots: 1,
             gpu_layers: GpuLayers::Auto,
             cache_type: CacheType::F16,
+            chat_template: None,
         }
     }
 }
@@ -181,6 +186,9 @@ impl TierConfig {
         }
         if let Some(cache_type) = layer.cache_type {
             self.cache_type = cache_type;
+        }
+        if let Some(template) = &layer.chat_template {
+            self.chat_template = Some(template.clone());
         }
     }
 }

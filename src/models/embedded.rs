@@ -44,6 +44,9 @@ pub struct EmbeddedOptions {
     pub n_batch: u32,
     /// The element type of the KV cache.
     pub cache_type: CacheType,
+    /// The chat template to use instead of the GGUF's own (a llama.cpp template name or
+    /// the template text); needed for chat prompts when the GGUF has none.
+    pub chat_template: Option<String>,
 }
 
 impl Default for EmbeddedOptions {
@@ -56,6 +59,7 @@ impl Default for EmbeddedOptions {
             threads,
             n_batch: 512,
             cache_type: CacheType::F16,
+            chat_template: None,
         }
     }
 }
@@ -286,6 +290,7 @@ fn run_slot(
         cached: Vec::new(),
         n_batch: options.n_batch as usize,
         info,
+        chat_template: options.chat_template.clone(),
     };
     while let Ok(job) = jobs.recv() {
         let events = job.events.clone();
@@ -301,6 +306,7 @@ struct Slot<'m, 'c> {
     cached: Vec<LlamaToken>,
     n_batch: usize,
     info: &'c ModelInfo,
+    chat_template: Option<String>,
 }
 
 impl Slot<'_, '_> {
@@ -403,7 +409,12 @@ impl Slot<'_, '_> {
         Ok(match prompt {
             Prompt::Text(text) => (vocab.tokenize(text.as_bytes(), true, false), false),
             Prompt::Chat(messages) => {
-                let text = render_chat(self.model, &self.info.path, messages, None)?;
+                let text = render_chat(
+                    self.model,
+                    &self.info.path,
+                    messages,
+                    self.chat_template.as_deref(),
+                )?;
                 // Templates write their own BOS and turn markers: parse them as special
                 // tokens, and add no second BOS.
                 let bos = String::from_utf8_lossy(&vocab.token_to_piece(vocab.bos(), true, None))

@@ -85,6 +85,7 @@ pub fn plan_load(
         slots: tier.slots as usize,
         n_batch: N_BATCH,
         cache_type: tier.cache_type,
+        chat_template: tier.chat_template.clone(),
         ..EmbeddedOptions::default()
     };
     Ok(LoadPlan {

@@ -130,7 +130,9 @@ pub enum ModelError {
     TierNotLoaded { tier: Tier },
     #[error("model {path}: loading was cancelled")]
     LoadCancelled { path: PathBuf },
-    #[error("model {path}: it has no chat template, and chat prompts need one")]
+    #[error(
+        "model {path}: it has no chat template, and chat prompts need one (set the tier's `chat_template`, for example \"gemma\" or \"chatml\")"
+    )]
     NoChatTemplate { path: PathBuf },
     #[error("the chat template could not render the conversation: {0}")]
     ChatTemplate(String),

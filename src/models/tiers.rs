@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::ModelError;
+use std::path::Path;
+
 use super::embedded::EmbeddedModel;
 use super::fit::{LoadPlan, plan_load};
-use crate::config::{Tier, TierConfig};
+use super::{Cancel, ModelError};
+use crate::config::{ModelSource, Tier, TierConfig, Tiers};
 use crate::core::budget::{Machine, human_bytes, usable_memory};
 
 #[derive(Clone)]
@@ -100,6 +102,65 @@ impl TierSet {
             Err(err) => {
                 entry.state = State::Failed(err.clone());
                 Err(err)
+            }
+        }
+    }
+
+    /// Configures every tier whose model is a GGUF file (a relative path is under `root`);
+    /// returns the tiers left out, with the reason.
+    pub fn configure_all(&self, tiers: &Tiers, root: Option<&Path>) -> Vec<(Tier, String)> {
+        let mut problems = Vec::new();
+        for tier in Tier::ALL {
+            let config = tiers.get(tier);
+            let path = match &config.model {
+                None => continue,
+                Some(ModelSource::File(path)) => match root {
+                    Some(root) if path.is_relative() => root.join(path),
+                    _ => path.clone(),
+                },
+                Some(other) => {
+                    problems.push((
+                        tier,
+                        format!("{other}: only GGUF files run in this version (worker nodes are not available yet)"),
+                    ));
+                    continue;
+                }
+            };
+            if let Err(err) = self.configure(tier, path, config) {
+                problems.push((tier, err.to_string()));
+            }
+        }
+        problems
+    }
+
+    pub fn is_configured(&self, tier: Tier) -> bool {
+        self.lock().contains_key(&tier)
+    }
+
+    /// The model serving `tier`, loading it or waiting for a load in progress (the flow
+    /// brings paused tiers back on a thread of its own). Blocks: call it off the runtime.
+    pub fn ready(&self, tier: Tier, cancel: &Cancel) -> Result<Arc<EmbeddedModel>, ModelError> {
+        loop {
+            match self.get(tier) {
+                Ok(model) => return Ok(model),
+                Err(ModelError::TierNotLoaded { .. }) => self.load(tier)?,
+                Err(ModelError::TierLoading { .. } | ModelError::TierPaused { .. }) => {
+                    if cancel.is_cancelled() {
+                        return Err(ModelError::LoadCancelled {
+                            path: self
+                                .lock()
+                                .get(&tier)
+                                .map(|e| e.path.clone())
+                                .unwrap_or_default(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(ModelError::TierNotConfigured { .. }) => {
+                    return Err(ModelError::TierNotConfigured { tier });
+                }
+                // A load that failed before is tried again: the file may have been fixed.
+                Err(_) => self.load(tier)?,
             }
         }
     }

@@ -12,9 +12,13 @@ pub mod workspace;
 
 pub use execute::{ExecuteOptions, Execution, Progress, StepOutcome, StepReport, execute};
 
+use std::sync::Arc;
+
+use crate::config::{PlanConfig, Tier};
 use crate::core::generation::{GenerateRequest, Grammar, Prompt, StopReason, Usage};
 use crate::core::plan::prompt::{PlannerInput, planner_prompt};
-use crate::core::plan::{PLAN_SCHEMA, Plan, RawPlan, Workspace, validate};
+use crate::core::plan::{Plan, RawPlan, Workspace, plan_schema, validate};
+use crate::models::tiers::{Flow, TierSet};
 use crate::models::{Cancel, Model, ModelError, generate};
 
 /// The planner's answer is at most 8 bounded steps: this many tokens always hold it.
@@ -53,12 +57,20 @@ pub async fn make_plan(
         max_tokens: PLAN_MAX_TOKENS,
         stop: Vec::new(),
         time_limit: None,
-        grammar: Some(Grammar::JsonSchema(PLAN_SCHEMA.to_owned())),
+        grammar: Some(Grammar::JsonSchema(plan_schema(
+            &input.known_files(),
+            &input.known_targets(),
+        ))),
     };
     let generation = generate(planner, 0, request, cancel).await?;
     if generation.stop_reason == StopReason::Cancelled {
         return Err(PlanError::Cancelled);
     }
+    tracing::debug!(
+        tokens = generation.usage.generated_tokens,
+        "the planner answered: {}",
+        generation.text
+    );
     let raw = parse_plan(&generation.text)?;
     Ok(Planned {
         plan: validate(&input.instruction, &raw, workspace),
@@ -74,4 +86,60 @@ pub fn parse_plan(answer: &str) -> Result<RawPlan, PlanError> {
         reason: err.to_string(),
         answer: answer.chars().take(400).collect(),
     })
+}
+
+/// The model that plans one refactor: the planner tier inside a flow (other tiers step
+/// aside while it needs their memory), or the executor tier when no planner is configured.
+/// Dropping the lease ends the flow.
+pub struct PlannerLease {
+    pub model: Arc<dyn Model>,
+    pub tier: Tier,
+    _flow: Option<Flow>,
+}
+
+/// Leases the planner. Blocks while it loads: call it off the async runtime.
+pub fn lease_planner(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<PlannerLease, ModelError> {
+    if tiers.is_configured(Tier::Planner) {
+        let flow = tiers.enter_flow()?;
+        let model = flow.planner()?;
+        return Ok(PlannerLease {
+            model,
+            tier: Tier::Planner,
+            _flow: Some(flow),
+        });
+    }
+    tracing::info!("no planner tier is configured: the executor tier plans");
+    let model = tiers.ready(Tier::Executor, cancel)?;
+    Ok(PlannerLease {
+        model,
+        tier: Tier::Executor,
+        _flow: None,
+    })
+}
+
+/// The model that carries out steps: the executor tier, or the planner tier when no
+/// executor is configured. Blocks while it loads.
+pub fn lease_executor(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<Arc<dyn Model>, ModelError> {
+    if tiers.is_configured(Tier::Executor) {
+        return Ok(tiers.ready(Tier::Executor, cancel)?);
+    }
+    if tiers.is_configured(Tier::Planner) {
+        tracing::info!("no executor tier is configured: the planner tier carries out the steps");
+        return Ok(tiers.ready(Tier::Planner, cancel)?);
+    }
+    Err(ModelError::TierNotConfigured {
+        tier: Tier::Executor,
+    })
+}
+
+impl ExecuteOptions {
+    /// The options the configuration gives, with one step in flight per executor slot.
+    pub fn from_config(config: &PlanConfig, executor: &dyn Model) -> Self {
+        ExecuteOptions {
+            max_attempts: config.max_attempts,
+            max_step_tokens: config.max_step_tokens,
+            step_time_limit: Some(std::time::Duration::from_secs(config.step_seconds.into())),
+            concurrency: executor.info().slots,
+        }
+    }
 }

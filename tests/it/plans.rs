@@ -306,6 +306,9 @@ fn unknown_symbols_and_bad_dependencies_are_rejected() {
         step(11, "src/made.rs", "", "create_file", &[]),
         step(12, "src/made.rs", "", "edit_file", &[]),
         step(13, "src/geometry.rs", "Circle", "replace_symbol", &[]),
+        step(14, "src/main.rs", "main", "replace_symbol", &[]),
+        step(15, "src/main.rs", "main", "insert_after", &[]),
+        step(16, "src/main.rs", "main", "delete_symbol", &[14]),
     ];
     let plan = format!(r#"{{"summary": "bad", "steps": [{}]}}"#, steps.join(","));
     insta::assert_snapshot!(check_validation("rust", |_| {}, &plan));
@@ -540,4 +543,23 @@ async fn cancelling_mid_step_lands_nothing() {
         before
     );
     insta::assert_snapshot!(events.lock().unwrap().join("\n"));
+}
+
+/// The grammar the planner is held to: steps numbered in order, each depending only on
+/// earlier ones, files and targets from the workspace (a new path only for create_file).
+#[test]
+fn the_plan_schema_constrains_names_and_dependencies() {
+    let schema = tierls::core::plan::plan_schema(
+        &["src/geometry.rs".to_owned(), "src/\"odd\".rs".to_owned()],
+        &["Circle::area".to_owned()],
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&schema).expect("the schema is JSON");
+    insta::assert_snapshot!(serde_json::to_string_pretty(&parsed["$defs"]["step2"]).unwrap());
+    assert_eq!(
+        parsed["properties"]["steps"]["anyOf"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
 }

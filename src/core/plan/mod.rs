@@ -17,34 +17,119 @@ pub use validate::{Workspace, validate};
 
 use serde::Deserialize;
 
-/// The JSON schema the planner's answer is constrained by. Bounds keep a small model from
-/// rambling: a plan has at most 8 steps and every string is short.
-pub const PLAN_SCHEMA: &str = r#"{
+/// The most steps a plan may have.
+pub const MAX_STEPS: u32 = 8;
+
+/// The JSON schema the planner's answer is constrained by, built so that a model that
+/// follows it cannot write most invalid plans:
+/// - steps are numbered 1, 2, 3... in order, and step k may depend only on steps before
+///   it, so a plan cannot depend on itself, on a missing step or in a cycle;
+/// - when `files` is not empty, a step that changes a file names one of them (only
+///   create_file names a new path); when `targets` is not empty, a step's target is one of
+///   them or empty;
+/// - the action comes first, so that it decides which step shape follows;
+/// - at most [`MAX_STEPS`] steps, and every string is short.
+///
+/// Servers that ignore grammars are covered by [`validate`], which checks all of it again.
+pub fn plan_schema(files: &[String], targets: &[String]) -> String {
+    let free = r#"{ "type": "string", "maxLength": 160 }"#;
+    let (existing_file, new_file) = if files.is_empty() {
+        (free.to_owned(), free.to_owned())
+    } else {
+        (
+            json_enum(files.iter().map(|file| json_string(file))),
+            r#"{ "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_./-]{0,80}[.][a-z]{1,4}$" }"#
+                .to_owned(),
+        )
+    };
+    let target = if targets.is_empty() {
+        free.to_owned()
+    } else {
+        json_enum(
+            targets
+                .iter()
+                .chain([&String::new()])
+                .map(|target| json_string(target)),
+        )
+    };
+    let shape = |id: u32, actions: &str, file: &str, target: &str| {
+        let depends_on = if id == 1 {
+            r#"{ "type": "array", "maxItems": 0 }"#.to_owned()
+        } else {
+            format!(
+                r#"{{ "type": "array", "maxItems": {}, "items": {} }}"#,
+                id - 1,
+                json_enum((1..id).map(|earlier| earlier.to_string()))
+            )
+        };
+        format!(
+            r#"{{ "type": "object", "properties": {{ "id": {{ "enum": [{id}] }}, "action": {{ "enum": [{actions}] }}, "file": {file}, "target": {target}, "instruction": {{ "type": "string", "maxLength": 400 }}, "depends_on": {depends_on} }}, "required": ["id", "action", "file", "target", "instruction", "depends_on"], "additionalProperties": false }}"#
+        )
+    };
+    let definitions: Vec<String> = (1..=MAX_STEPS)
+        .map(|id| {
+            let edits = shape(
+                id,
+                r#""replace_symbol", "insert_before", "insert_after", "delete_symbol", "edit_file""#,
+                &existing_file,
+                &target,
+            );
+            let creates = shape(id, r#""create_file""#, &new_file, r#"{ "enum": [""] }"#);
+            format!(r#""step{id}": {{ "anyOf": [{edits}, {creates}] }}"#)
+        })
+        .collect();
+    let plans: Vec<String> = (1..=MAX_STEPS)
+        .map(|count| {
+            let items: Vec<String> = (1..=count)
+                .map(|id| format!(r##"{{ "$ref": "#/$defs/step{id}" }}"##))
+                .collect();
+            format!(
+                r#"{{ "type": "array", "prefixItems": [{}] }}"#,
+                items.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        r#"{{
+  "$defs": {{
+    {}
+  }},
   "type": "object",
-  "properties": {
-    "summary": { "type": "string", "maxLength": 200 },
-    "steps": {
-      "type": "array",
-      "minItems": 1,
-      "maxItems": 8,
-      "items": {
-        "type": "object",
-        "properties": {
-          "id": { "type": "integer", "minimum": 1, "maximum": 99 },
-          "file": { "type": "string", "maxLength": 160 },
-          "target": { "type": "string", "maxLength": 160 },
-          "action": { "enum": ["replace_symbol", "insert_before", "insert_after", "delete_symbol", "create_file", "edit_file"] },
-          "instruction": { "type": "string", "maxLength": 400 },
-          "depends_on": { "type": "array", "maxItems": 8, "items": { "type": "integer", "minimum": 1, "maximum": 99 } }
-        },
-        "required": ["id", "file", "target", "action", "instruction", "depends_on"],
-        "additionalProperties": false
-      }
-    }
-  },
+  "properties": {{
+    "summary": {{ "type": "string", "maxLength": 200 }},
+    "steps": {{ "anyOf": [
+      {}
+    ] }}
+  }},
   "required": ["summary", "steps"],
   "additionalProperties": false
-}"#;
+}}"#,
+        definitions.join(",\n    "),
+        plans.join(",\n      ")
+    )
+}
+
+fn json_enum(values: impl Iterator<Item = String>) -> String {
+    format!(
+        r#"{{ "enum": [{}] }}"#,
+        values.collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// A JSON string literal (the core writes its one piece of JSON by hand).
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
 
 /// The planner's answer as written, before any check.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

@@ -13,7 +13,9 @@ Answer with a JSON plan:
   - action: replace_symbol (rewrite the target), insert_before or insert_after (add new code next to the target), delete_symbol, create_file (write a new file), edit_file (rewrite a whole small file).
   - instruction: what to do in this step, precise enough to do without seeing the other steps.
   - depends_on: the ids of the steps that must be done first.
-Use as few steps as the request needs. Name only files and symbols listed below, or a new file for create_file.";
+Use as few steps as the request needs. Name only files and symbols listed below, or a new file for create_file.
+Example, for \"rename parse to parse_line\":
+{\"summary\": \"Rename parse to parse_line.\", \"steps\": [{\"id\": 1, \"action\": \"replace_symbol\", \"file\": \"src/reader.rs\", \"target\": \"Reader::parse\", \"instruction\": \"Rename the method to parse_line.\", \"depends_on\": []}, {\"id\": 2, \"action\": \"replace_symbol\", \"file\": \"src/main.rs\", \"target\": \"main\", \"instruction\": \"Call reader.parse_line instead of reader.parse.\", \"depends_on\": [1]}]}";
 
 const EXECUTOR_SYSTEM: &str = "You carry out one step of a refactor plan. Answer with only the code the step asks for, in one fenced code block, with no explanation.";
 
@@ -36,6 +38,39 @@ pub struct PlannerInput {
     pub file_symbols: Vec<(String, Vec<(String, String)>)>,
     /// The repo map, already cut to its token budget.
     pub repo_map: String,
+}
+
+impl PlannerInput {
+    /// The files the planner is shown: the focus files, then those of the repo map.
+    pub fn known_files(&self) -> Vec<String> {
+        let mut files: Vec<String> = self
+            .file_symbols
+            .iter()
+            .map(|(file, _)| file.clone())
+            .collect();
+        for line in self.repo_map.lines() {
+            if let Some(file) = line.strip_suffix(':')
+                && !line.starts_with(' ')
+                && !files.iter().any(|known| known == file)
+            {
+                files.push(file.to_owned());
+            }
+        }
+        files
+    }
+
+    /// The symbols a step may target: those of the focus files.
+    pub fn known_targets(&self) -> Vec<String> {
+        let mut targets: Vec<String> = Vec::new();
+        for (_, symbols) in &self.file_symbols {
+            for (path, _) in symbols {
+                if !targets.contains(path) {
+                    targets.push(path.clone());
+                }
+            }
+        }
+        targets
+    }
 }
 
 pub fn planner_prompt(input: &PlannerInput) -> Vec<ChatMessage> {

@@ -123,10 +123,52 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
             break;
         }
     }
+    // Two steps that change the same symbol (or rewrite the same file) must be ordered:
+    // otherwise they would run at once and one would overwrite the other.
+    let mut kept: Vec<Step> = Vec::new();
+    for step in ordered {
+        let clash = kept.iter().find(|earlier| {
+            earlier.file == step.file
+                && (earlier.target == step.target
+                    || earlier.target.is_empty()
+                    || step.target.is_empty())
+                && !is_ancestor(&kept, earlier.id, &step)
+        });
+        match clash {
+            Some(earlier) => {
+                let what = if step.target.is_empty() || earlier.target.is_empty() {
+                    step.file.clone()
+                } else {
+                    format!("`{}` in {}", step.target, step.file)
+                };
+                rejected.insert(
+                    step.id,
+                    format!(
+                        "it changes {what}, as step {} does, without depending on it",
+                        earlier.id
+                    ),
+                );
+            }
+            None if step.depends_on.iter().any(|dep| rejected.contains_key(dep)) => {
+                let dep = step
+                    .depends_on
+                    .iter()
+                    .find(|dep| rejected.contains_key(dep));
+                rejected.insert(
+                    step.id,
+                    format!(
+                        "it depends on step {}, which cannot run",
+                        dep.copied().unwrap_or(0)
+                    ),
+                );
+            }
+            None => kept.push(step),
+        }
+    }
     Plan {
         instruction: instruction.to_owned(),
         summary: raw.summary.trim().to_owned(),
-        steps: ordered,
+        steps: kept,
         rejected: rejected
             .into_iter()
             .map(|(id, reason)| Rejected { id, reason })
@@ -212,4 +254,21 @@ fn check_step(
         instruction,
         depends_on,
     })
+}
+
+/// Whether `ancestor` is among the steps `step` depends on, directly or not.
+fn is_ancestor(steps: &[Step], ancestor: u32, step: &Step) -> bool {
+    let mut pending: Vec<u32> = step.depends_on.clone();
+    let mut seen = HashSet::new();
+    while let Some(id) = pending.pop() {
+        if id == ancestor {
+            return true;
+        }
+        if seen.insert(id)
+            && let Some(found) = steps.iter().find(|candidate| candidate.id == id)
+        {
+            pending.extend(&found.depends_on);
+        }
+    }
+    false
 }

@@ -1,0 +1,228 @@
+//! `tierls plan "instruction"`: the plan flow without an editor. Prints the plan and a
+//! unified diff; `--apply` writes the files (all or none).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::index::scan_with_progress_bar;
+use super::output;
+use crate::config::{self, CONFIG_FILE_NAME, Config, ConfigSources};
+use crate::core::plan::context::Focus;
+use crate::core::plan::diff::unified;
+use crate::core::plan::render::render_plan;
+use crate::models::Cancel;
+use crate::models::tiers::TierSet;
+use crate::refactor::headless;
+use crate::refactor::{
+    ExecuteOptions, Execution, Progress, StepOutcome, lease_executor, lease_planner,
+};
+use crate::scan::ScanOptions;
+
+pub struct PlanArgs {
+    pub instruction: String,
+    pub workspace: Option<PathBuf>,
+    pub focus: Vec<String>,
+    pub apply: bool,
+}
+
+pub fn run(args: PlanArgs) -> ExitCode {
+    let Some(runtime) = super::runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(plan(args)) {
+        Ok(code) => code,
+        Err(message) => {
+            output::error(&message);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `PATH` or `PATH:SYMBOL` (the symbol's qualified path may itself hold `::`).
+fn parse_focus(text: &str) -> Focus {
+    match text.split_once(':') {
+        Some((file, symbol)) if !symbol.is_empty() => Focus::Symbol {
+            file: file.to_owned(),
+            path: symbol.to_owned(),
+        },
+        _ => Focus::File(text.trim_end_matches(':').to_owned()),
+    }
+}
+
+fn load_config(root: &std::path::Path) -> Result<Config, String> {
+    let mut sources = ConfigSources::new(
+        config::user_config_path(),
+        Some(root.join(CONFIG_FILE_NAME)),
+    );
+    let errors = sources.reload_files();
+    if let Some(first) = errors.first() {
+        return Err(first.to_string());
+    }
+    Ok(sources.resolve())
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
+    let workspace = args.workspace.unwrap_or_else(|| PathBuf::from("."));
+    let root = workspace
+        .canonicalize()
+        .map_err(|err| format!("{}: {err}", workspace.display()))?;
+    if args.instruction.trim().is_empty() {
+        return Err("the instruction is empty: say what to change".into());
+    }
+    let config = load_config(&root)?;
+    let focus: Vec<Focus> = args.focus.iter().map(|text| parse_focus(text)).collect();
+    let scan_options = ScanOptions {
+        max_file_bytes: config.index.max_file_bytes,
+        threads: 0,
+    };
+    let (index, _) = scan_with_progress_bar(&root, &scan_options);
+
+    let tiers = TierSet::new(crate::models::machine::detect());
+    for (tier, problem) in tiers.configure_all(&config.tiers, Some(&root)) {
+        output::error(&format!("the {tier} tier: {problem}"));
+    }
+    let cancel = Cancel::new();
+    let loading = spinner("loading the planner");
+    let lease = {
+        let (tiers, cancel) = (tiers.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || lease_planner(&tiers, &cancel))
+            .await
+            .map_err(|err| err.to_string())?
+    };
+    loading.finish_and_clear();
+    let lease = lease.map_err(|err| {
+        format!("{err}. Set `tiers.planner.model` or `tiers.executor.model` in {CONFIG_FILE_NAME}")
+    })?;
+    let planning = spinner(&format!("planning with the {} tier", lease.tier));
+    let planned = headless::plan(
+        &root,
+        &index,
+        &args.instruction,
+        &focus,
+        config.plan.map_tokens as usize,
+        config.limits.max_file_bytes,
+        lease.model.as_ref(),
+        cancel.clone(),
+    )
+    .await;
+    planning.finish_and_clear();
+    drop(lease);
+    let (_, planned) = planned.map_err(|err| err.to_string())?;
+    let plan = planned.plan;
+    output::line(&render_plan(&plan));
+    output::line(&format!(
+        "(the planner wrote {} tokens)",
+        planned.usage.generated_tokens
+    ));
+    if plan.steps.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let loading = spinner("loading the executor");
+    let executor = {
+        let (tiers, cancel) = (tiers.clone(), cancel.clone());
+        tokio::task::spawn_blocking(move || lease_executor(&tiers, &cancel))
+            .await
+            .map_err(|err| err.to_string())?
+            .map_err(|err| err.to_string())?
+    };
+    loading.finish_and_clear();
+    let options = ExecuteOptions::from_config(&config.plan, executor.as_ref());
+    let bar = ProgressBar::new(plan.steps.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps ({elapsed}) {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let progress: Arc<dyn Fn(Progress) + Send + Sync> = {
+        let bar = bar.clone();
+        Arc::new(move |event| match event {
+            Progress::Started { step, attempt } => {
+                bar.set_message(format!("step {step}, answer {attempt}"))
+            }
+            Progress::Finished { .. } => bar.inc(1),
+        })
+    };
+    let (execution, landing) = headless::execute_plan(
+        &root,
+        &index,
+        &plan,
+        executor,
+        options,
+        config.limits.max_file_bytes,
+        cancel,
+        progress,
+    )
+    .await;
+    bar.finish_and_clear();
+    describe_execution(&execution);
+    for (step, reason) in &landing.refused {
+        output::line(&format!("step {step}: refused: {reason}"));
+    }
+    for file in &landing.files {
+        output::line(unified(&file.file, file.base.as_deref(), &file.text).trim_end());
+    }
+    let complete = landing.refused.is_empty()
+        && execution
+            .reports
+            .iter()
+            .all(|report| report.outcome == StepOutcome::Done);
+    if !args.apply {
+        output::line("(dry run: nothing was written; --apply writes the files)");
+    } else if landing.files.is_empty() {
+        output::line("nothing to write");
+    } else {
+        match headless::apply(&root, &plan, &execution, config.limits.max_file_bytes) {
+            Ok(applied) => {
+                for file in &applied.files {
+                    output::line(&format!("wrote {}", file.file));
+                }
+            }
+            Err(problems) => {
+                for (file, problem) in problems {
+                    output::error(&format!("{file}: {problem}"));
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn describe_execution(execution: &Execution) {
+    for report in &execution.reports {
+        let outcome = match &report.outcome {
+            StepOutcome::Done => "done".to_owned(),
+            StepOutcome::Failed(reason) => format!("failed: {reason}"),
+            StepOutcome::Skipped(reason) => format!("skipped: {reason}"),
+            StepOutcome::Cancelled => "cancelled".to_owned(),
+        };
+        let answers = if report.attempts == 1 {
+            "answer"
+        } else {
+            "answers"
+        };
+        output::line(&format!(
+            "step {}: {outcome} ({} {answers}, {} tokens)",
+            report.step, report.attempts, report.generated_tokens
+        ));
+    }
+}
