@@ -14,8 +14,8 @@ use crate::config::{self, CONFIG_FILE_NAME, Config, ConfigSources};
 use crate::core::plan::context::Focus;
 use crate::core::plan::diff::unified;
 use crate::core::plan::render::render_plan;
-use crate::models::Cancel;
 use crate::models::tiers::TierSet;
+use crate::models::{Cancel, ModelError};
 use crate::refactor::headless;
 use crate::refactor::{
     ExecuteOptions, Execution, Progress, StepOutcome, lease_executor, lease_planner,
@@ -105,8 +105,12 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
             .map_err(|err| err.to_string())?
     };
     loading.finish_and_clear();
-    let lease = lease.map_err(|err| {
-        format!("{err}. Set `tiers.planner.model` or `tiers.executor.model` in {CONFIG_FILE_NAME}")
+    let lease = lease.map_err(|err| match err {
+        ModelError::TierNotConfigured { .. } => format!(
+            "no model is configured to plan: set `tiers.planner.model` or `tiers.executor.model` in {}",
+            root.join(CONFIG_FILE_NAME).display()
+        ),
+        err => err.to_string(),
     })?;
     let planning = spinner(&format!("planning with the {} tier", lease.tier));
     let planned = headless::plan(

@@ -29,6 +29,12 @@ pub async fn plan(
 ) -> Result<(PlannerInput, Planned), PlanError> {
     let mut texts = BTreeMap::new();
     for item in focus {
+        if index.file(item.file()).is_none() {
+            return Err(PlanError::Focus(format!(
+                "{}: not a source file in the index (give a path relative to the workspace root)",
+                item.file()
+            )));
+        }
         let text = disk::read_text(root, Path::new(item.file()), max_file_bytes)
             .map_err(|err| PlanError::Focus(err.to_string()))?;
         texts.insert(item.file().to_owned(), text);
