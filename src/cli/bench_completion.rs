@@ -71,7 +71,10 @@ async fn replay(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
     let uri = Url::from_file_path(&file).map_err(|()| anyhow::anyhow!("bad file"))?;
     let text = std::fs::read_to_string(&file)?;
 
-    let (client, server) = lsp::start_in_memory(ServerOptions { user_config: None });
+    let (client, server) = lsp::start_in_memory(ServerOptions {
+        user_config: None,
+        ..ServerOptions::default()
+    });
     let mut client = client.with_timeout(Duration::from_secs(120));
     let options = json!({ "tiers": { "fast": { "model": model, "context": 4096 } } });
     client

@@ -15,7 +15,7 @@ use crate::lsp::client::LspClient;
 use crate::lsp::ext;
 use crate::models::embedded::test_model_path;
 use crate::models::tiers::TierSet;
-use crate::models::{Cancel, GenerationEvent, Model, machine};
+use crate::models::{Cancel, GenerationEvent, machine};
 
 /// The sample workspace bundled with the sources.
 fn bundled_workspace() -> PathBuf {

@@ -127,6 +127,7 @@ pub fn main() -> ExitCode {
 fn serve() -> ExitCode {
     let options = ServerOptions {
         user_config: config::user_config_path(),
+        ..ServerOptions::default()
     };
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;

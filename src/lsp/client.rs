@@ -29,6 +29,8 @@ pub struct LspClient {
     next_id: i64,
     /// Notifications and server-to-client requests not yet taken.
     notifications: Vec<Value>,
+    /// Results for the server's requests, by method.
+    answers: std::collections::HashMap<String, Value>,
     timeout: Duration,
 }
 
@@ -58,6 +60,7 @@ impl LspClient {
             incoming,
             next_id: 1,
             notifications: Vec::new(),
+            answers: std::collections::HashMap::new(),
             timeout: Duration::from_secs(30),
         }
     }
@@ -189,11 +192,21 @@ impl LspClient {
         Ok(())
     }
 
-    /// Server-to-client requests get an empty success, the answer of a client that has
-    /// nothing to add.
+    /// Answers the server's `method` requests with `result` from now on.
+    pub fn answer_with(&mut self, method: &str, result: Value) {
+        self.answers.insert(method.to_owned(), result);
+    }
+
+    /// Server-to-client requests get the answer set with `answer_with`, else an empty
+    /// success, the answer of a client that has nothing to add.
     async fn answer_if_request(&mut self, message: &Value) -> Result<(), ClientError> {
-        if let (Some(id), Some(_)) = (message.get("id"), message.get("method")) {
-            let reply = json!({ "jsonrpc": "2.0", "id": id, "result": null });
+        if let (Some(id), Some(method)) = (message.get("id"), message.get("method")) {
+            let result = method
+                .as_str()
+                .and_then(|method| self.answers.get(method))
+                .cloned()
+                .unwrap_or(Value::Null);
+            let reply = json!({ "jsonrpc": "2.0", "id": id, "result": result });
             self.send_raw(&serde_json::to_vec(&reply).unwrap_or_default())
                 .await?;
         }

@@ -11,6 +11,7 @@ mod framing;
 mod guard;
 mod hover;
 mod indexing;
+mod plans;
 mod server;
 mod session;
 mod symbols;
@@ -33,10 +34,16 @@ use crate::logging::{self, LogRecord};
 
 /// What a server is started with, decided by the caller (the CLI reads the environment; tests
 /// pass explicit values so that nothing of the machine leaks in).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ServerOptions {
     /// The user's `tierls.toml`, if any.
     pub user_config: Option<PathBuf>,
+    /// Models already running, serving these tiers instead of what the configuration names
+    /// (tests give scripted models here).
+    pub provided_models: Vec<(
+        crate::config::Tier,
+        std::sync::Arc<dyn crate::models::Model>,
+    )>,
 }
 
 /// How a session ended.
@@ -81,6 +88,10 @@ where
     .custom_method(ext::VIEW_DOCUMENT, server::Backend::view_document)
     .custom_method(ext::INLINE_COMPLETION, server::Backend::inline_completion)
     .custom_method(ext::COMPLETION_STATS, server::Backend::completion_stats)
+    .custom_method(
+        "window/workDoneProgress/cancel",
+        server::Backend::work_done_progress_cancel,
+    )
     .finish();
 
     // Handlers never await while others wait on them, so a generous limit only keeps slow

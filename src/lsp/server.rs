@@ -18,15 +18,14 @@ use super::ext::{
     ViewDocumentResult,
 };
 use super::session::Session;
-use super::{ServerOptions, Shared, completion, convert, hover, indexing, symbols};
+use super::{ServerOptions, Shared, completion, convert, hover, indexing, plans, symbols};
 use crate::completion::{Completed, CompletionEngine};
+use crate::config::Tier;
 use crate::config::{self, CONFIG_FILE_NAME, ConfigError, ConfigSources};
-use crate::config::{ModelSource, Tier};
 use crate::core::document::Document;
 use crate::disk;
 use crate::logging;
 use crate::models::Model;
-use crate::models::embedded::EmbeddedModel;
 use crate::models::tiers::TierSet;
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -84,30 +83,28 @@ impl Backend {
         }
     }
 
-    /// Loads the fast tier's model when the configuration names a file, off the runtime.
-    /// Completions answer empty until it is ready.
-    async fn start_fast_tier(&self) {
-        let (source, tier_config, root) = {
+    /// Sets up the tiers the configuration names (reading GGUF headers only), then loads
+    /// the fast tier's model off the runtime; the executor and the planner load when a plan
+    /// needs them. Completions answer empty until the fast tier is ready.
+    async fn start_tiers(&self) {
+        let (tier_configs, root) = {
             let session = self.session();
-            (
-                session.config.tiers.fast.model.clone(),
-                session.config.tiers.fast.clone(),
-                session.root.clone(),
-            )
-        };
-        let Some(ModelSource::File(path)) = source else {
-            return;
-        };
-        let path = match root {
-            Some(root) if path.is_relative() => root.join(path),
-            _ => path,
+            (session.config.tiers.clone(), session.root.clone())
         };
         let tiers = TierSet::new(crate::models::machine::detect());
         let _ = self.tiers.set(tiers.clone());
-        if let Err(err) = tiers.configure(Tier::Fast, path, &tier_config) {
+        for (tier, problem) in tiers.configure_all(&tier_configs, root.as_deref()) {
             self.client
-                .show_message(MessageType::ERROR, format!("tierls: the fast tier: {err}"))
+                .show_message(
+                    MessageType::ERROR,
+                    format!("tierls: the {tier} tier: {problem}"),
+                )
                 .await;
+        }
+        for (tier, model) in &self.options.provided_models {
+            tiers.provide(*tier, model.clone());
+        }
+        if !tiers.is_configured(Tier::Fast) {
             return;
         }
         let loader = tiers.clone();
@@ -132,7 +129,7 @@ impl Backend {
         });
     }
 
-    fn fast_model(&self) -> Option<Arc<EmbeddedModel>> {
+    fn fast_model(&self) -> Option<Arc<dyn Model>> {
         self.tiers.get()?.get(Tier::Fast).ok()
     }
 
@@ -171,6 +168,19 @@ impl Backend {
                 None
             }
         }
+    }
+
+    fn plan_context(&self) -> plans::PlanContext {
+        plans::PlanContext {
+            client: self.client.clone(),
+            session: self.session.clone(),
+            tiers: self.tiers.get().cloned(),
+        }
+    }
+
+    /// `window/workDoneProgress/cancel`: stops the plan work behind the token.
+    pub async fn work_done_progress_cancel(&self, params: WorkDoneProgressCancelParams) {
+        plans::cancel_progress(&mut self.session(), &params.token);
     }
 
     pub async fn completion_stats(&self) -> Result<crate::completion::EngineStats> {
@@ -279,6 +289,20 @@ impl LanguageServer for Backend {
                 .and_then(|workspace| workspace.did_change_watched_files.as_ref())
                 .and_then(|watched| watched.dynamic_registration)
                 .unwrap_or(false);
+            let workspace_caps = params.capabilities.workspace.as_ref();
+            let edit_caps = workspace_caps.and_then(|workspace| workspace.workspace_edit.as_ref());
+            session.document_changes = edit_caps
+                .and_then(|edit| edit.document_changes)
+                .unwrap_or(false);
+            session.create_files = edit_caps
+                .and_then(|edit| edit.resource_operations.as_ref())
+                .is_some_and(|operations| operations.contains(&ResourceOperationKind::Create));
+            session.show_document = params
+                .capabilities
+                .window
+                .as_ref()
+                .and_then(|window| window.show_document.as_ref())
+                .is_some_and(|show| show.support);
             session.root = root.clone();
             let workspace_file = root.map(|root| root.join(CONFIG_FILE_NAME));
             session.config_sources =
@@ -316,7 +340,7 @@ impl LanguageServer for Backend {
         self.report_config_errors(errors).await;
         let progress = self.session().work_done_progress;
         indexing::start(self.session.clone(), self.client.clone(), progress);
-        self.start_fast_tier().await;
+        self.start_tiers().await;
         self.watch_source_files().await;
     }
 
@@ -545,6 +569,30 @@ impl LanguageServer for Backend {
         Ok(Some(symbols::workspace_symbols(&session, &params.query)))
     }
 
+    async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
+        let session = self.session();
+        let actions = plans::code_actions(&session, &params.text_document.uri, params.range);
+        Ok(Some(actions))
+    }
+
+    async fn execute_command(&self, params: ExecuteCommandParams) -> Result<Option<Value>> {
+        let token = params.work_done_progress_params.work_done_token;
+        let context = self.plan_context();
+        let result = match params.command.as_str() {
+            plans::PLAN_REFACTOR => plans::plan_refactor(&context, params.arguments, token).await,
+            plans::EXECUTE_PLAN => plans::execute_plan(&context, params.arguments, token).await,
+            plans::DISCARD_PLAN => plans::discard_plan(&context, params.arguments),
+            other => Err(Error::invalid_params(format!(
+                "unknown command `{other}`: tierls runs {}",
+                plans::COMMANDS.join(", ")
+            ))),
+        };
+        if let Err(err) = &result {
+            tracing::warn!("{}: {}", params.command, err.message);
+        }
+        result.map(Some)
+    }
+
     async fn goto_definition(
         &self,
         params: GotoDefinitionParams,
@@ -597,6 +645,16 @@ fn capabilities(encoding: crate::core::position::PositionEncoding) -> ServerCapa
         document_symbol_provider: Some(OneOf::Left(true)),
         workspace_symbol_provider: Some(OneOf::Left(true)),
         definition_provider: Some(OneOf::Left(true)),
+        code_action_provider: Some(CodeActionProviderCapability::Options(CodeActionOptions {
+            code_action_kinds: Some(vec![CodeActionKind::REFACTOR]),
+            ..CodeActionOptions::default()
+        })),
+        execute_command_provider: Some(ExecuteCommandOptions {
+            commands: plans::COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
+            work_done_progress_options: WorkDoneProgressOptions {
+                work_done_progress: Some(true),
+            },
+        }),
         workspace: Some(WorkspaceServerCapabilities {
             workspace_folders: None,
             file_operations: Some(WorkspaceFileOperationsServerCapabilities {

@@ -33,6 +33,14 @@ pub struct Session {
     pub work_done_progress: bool,
     /// The client can watch files for us (`workspace/didChangeWatchedFiles`).
     pub watch_files: bool,
+    /// The client opens documents we ask it to (`window/showDocument`).
+    pub show_document: bool,
+    /// The client takes versioned `documentChanges` in a `WorkspaceEdit`.
+    pub document_changes: bool,
+    /// The client creates files from a `WorkspaceEdit`.
+    pub create_files: bool,
+    /// Plans waiting for the user, and running plan work.
+    pub plans: super::plans::PlanStore,
 }
 
 impl Session {

@@ -54,7 +54,7 @@ impl<'s> Texts<'s> {
     }
 }
 
-fn to_lsp_range(
+pub(super) fn to_lsp_range(
     rope: &Rope,
     bytes: &Bytes<usize>,
     encoding: PositionEncoding,

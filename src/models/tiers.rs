@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::embedded::EmbeddedModel;
 use super::fit::{LoadPlan, plan_load};
-use super::{Cancel, ModelError};
+use super::{Cancel, Model, ModelError};
 use crate::config::{ModelSource, Tier, TierConfig, Tiers};
 use crate::core::budget::{Machine, human_bytes, usable_memory};
 
@@ -20,7 +20,7 @@ use crate::core::budget::{Machine, human_bytes, usable_memory};
 enum State {
     Unloaded,
     Loading,
-    Ready(Arc<EmbeddedModel>),
+    Ready(Arc<dyn Model>),
     /// Unloaded to make room for the planner; reloaded when it is done.
     Paused,
     Failed(ModelError),
@@ -28,7 +28,9 @@ enum State {
 
 struct Entry {
     path: PathBuf,
-    plan: LoadPlan,
+    /// How the model loads; `None` for a model provided already running, which this set
+    /// neither loads nor unloads.
+    plan: Option<LoadPlan>,
     state: State,
 }
 
@@ -69,11 +71,23 @@ impl TierSet {
             tier,
             Entry {
                 path,
-                plan,
+                plan: Some(plan),
                 state: State::Unloaded,
             },
         );
         Ok(())
+    }
+
+    /// Serves `tier` with a model that is already running (a scripted model in tests).
+    pub fn provide(&self, tier: Tier, model: Arc<dyn Model>) {
+        self.lock().insert(
+            tier,
+            Entry {
+                path: model.info().path.clone(),
+                plan: None,
+                state: State::Ready(model),
+            },
+        );
     }
 
     /// Loads `tier`'s model. Blocks: call it off the async runtime.
@@ -86,8 +100,12 @@ impl TierSet {
             if matches!(entry.state, State::Ready(_)) {
                 return Ok(());
             }
+            let Some(plan) = &entry.plan else {
+                return Err(ModelError::TierNotLoaded { tier });
+            };
+            let options = plan.options.clone();
             entry.state = State::Loading;
-            (entry.path.clone(), entry.plan.options.clone())
+            (entry.path.clone(), options)
         };
         let loaded = EmbeddedModel::load(&path, &options);
         let mut entries = self.lock();
@@ -139,7 +157,7 @@ impl TierSet {
 
     /// The model serving `tier`, loading it or waiting for a load in progress (the flow
     /// brings paused tiers back on a thread of its own). Blocks: call it off the runtime.
-    pub fn ready(&self, tier: Tier, cancel: &Cancel) -> Result<Arc<EmbeddedModel>, ModelError> {
+    pub fn ready(&self, tier: Tier, cancel: &Cancel) -> Result<Arc<dyn Model>, ModelError> {
         loop {
             match self.get(tier) {
                 Ok(model) => return Ok(model),
@@ -166,7 +184,7 @@ impl TierSet {
     }
 
     /// The model serving `tier` now, or at once the reason there is none.
-    pub fn get(&self, tier: Tier) -> Result<Arc<EmbeddedModel>, ModelError> {
+    pub fn get(&self, tier: Tier) -> Result<Arc<dyn Model>, ModelError> {
         let entries = self.lock();
         let entry = entries
             .get(&tier)
@@ -202,13 +220,17 @@ impl TierSet {
                 .ok_or(ModelError::TierNotConfigured {
                     tier: Tier::Planner,
                 })?;
-            let needed = planner.plan.estimate.total();
+            let needed = planner
+                .plan
+                .as_ref()
+                .map_or(0, |plan| plan.estimate.total());
             let held: u64 = entries
                 .iter()
                 .filter(|(tier, entry)| {
                     **tier != Tier::Planner && matches!(entry.state, State::Ready(_))
                 })
-                .map(|(_, entry)| entry.plan.estimate.total())
+                .filter_map(|(_, entry)| entry.plan.as_ref())
+                .map(|plan| plan.estimate.total())
                 .sum();
             let budget = usable_memory(&self.machine);
             let mut paused = Vec::new();
@@ -220,7 +242,10 @@ impl TierSet {
                     "the planner needs the memory of the other tiers: pausing them while it runs"
                 );
                 for (tier, entry) in entries.iter_mut() {
-                    if *tier != Tier::Planner && matches!(entry.state, State::Ready(_)) {
+                    if *tier != Tier::Planner
+                        && entry.plan.is_some()
+                        && matches!(entry.state, State::Ready(_))
+                    {
                         // Dropping the last handle frees the model; a generation still
                         // running on it keeps it alive until it ends.
                         entry.state = State::Paused;
@@ -253,7 +278,7 @@ pub struct Flow {
 }
 
 impl Flow {
-    pub fn planner(&self) -> Result<Arc<EmbeddedModel>, ModelError> {
+    pub fn planner(&self) -> Result<Arc<dyn Model>, ModelError> {
         self.tiers.get(Tier::Planner)
     }
 
@@ -265,7 +290,9 @@ impl Flow {
 
 impl Drop for Flow {
     fn drop(&mut self) {
-        if let Some(entry) = self.tiers.lock().get_mut(&Tier::Planner) {
+        if let Some(entry) = self.tiers.lock().get_mut(&Tier::Planner)
+            && entry.plan.is_some()
+        {
             entry.state = State::Unloaded;
         }
         if self.paused.is_empty() {

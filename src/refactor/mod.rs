@@ -45,13 +45,20 @@ pub struct Planned {
     pub usage: Usage,
 }
 
-/// Asks the planner for a plan and checks it against the workspace.
-pub async fn make_plan(
+/// The planner's answer, decoded but not yet checked.
+#[derive(Clone, Debug)]
+pub struct PlannerAnswer {
+    pub raw: RawPlan,
+    pub answer: String,
+    pub usage: Usage,
+}
+
+/// Asks the planner for a plan, constrained by the plan grammar.
+pub async fn ask_planner(
     planner: &dyn Model,
     input: &PlannerInput,
-    workspace: &(dyn Workspace + Sync),
     cancel: Cancel,
-) -> Result<Planned, PlanError> {
+) -> Result<PlannerAnswer, PlanError> {
     let request = GenerateRequest {
         prompt: Prompt::Chat(planner_prompt(input)),
         max_tokens: PLAN_MAX_TOKENS,
@@ -71,11 +78,25 @@ pub async fn make_plan(
         "the planner answered: {}",
         generation.text
     );
-    let raw = parse_plan(&generation.text)?;
-    Ok(Planned {
-        plan: validate(&input.instruction, &raw, workspace),
+    Ok(PlannerAnswer {
+        raw: parse_plan(&generation.text)?,
         answer: generation.text,
         usage: generation.usage,
+    })
+}
+
+/// Asks the planner for a plan and checks it against the workspace.
+pub async fn make_plan(
+    planner: &dyn Model,
+    input: &PlannerInput,
+    workspace: &(dyn Workspace + Sync),
+    cancel: Cancel,
+) -> Result<Planned, PlanError> {
+    let answer = ask_planner(planner, input, cancel).await?;
+    Ok(Planned {
+        plan: validate(&input.instruction, &answer.raw, workspace),
+        answer: answer.answer,
+        usage: answer.usage,
     })
 }
 

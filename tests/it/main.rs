@@ -7,6 +7,7 @@ mod config;
 mod documents;
 mod index;
 mod models;
+mod plan_lsp;
 mod plans;
 mod positions;
 mod protocol;

@@ -19,6 +19,27 @@ pub struct TestServer {
 impl TestServer {
     /// A server in memory over a workspace holding `files` (path, contents).
     pub fn start(files: &[(&str, &[u8])]) -> TestServer {
+        Self::start_with(files, ServerOptions::default())
+    }
+
+    /// A server in memory whose tiers are served by the given models.
+    pub fn start_with_models(
+        files: &[(&str, &[u8])],
+        models: Vec<(
+            tierls::config::Tier,
+            std::sync::Arc<dyn tierls::models::Model>,
+        )>,
+    ) -> TestServer {
+        Self::start_with(
+            files,
+            ServerOptions {
+                provided_models: models,
+                ..ServerOptions::default()
+            },
+        )
+    }
+
+    fn start_with(files: &[(&str, &[u8])], options: ServerOptions) -> TestServer {
         let root = tempfile::tempdir().expect("temporary workspace");
         for (path, contents) in files {
             let path = root.path().join(path);
@@ -26,7 +47,10 @@ impl TestServer {
             std::fs::write(path, contents).unwrap();
         }
         // No user configuration: nothing of the machine running the tests leaks in.
-        let (client, server) = lsp::start_in_memory(ServerOptions { user_config: None });
+        let (client, server) = lsp::start_in_memory(ServerOptions {
+            user_config: None,
+            ..options
+        });
         TestServer {
             client,
             root,
@@ -48,6 +72,19 @@ impl TestServer {
             "processId": null,
             "rootUri": self.root_uri(),
             "capabilities": { "general": { "positionEncodings": encodings } },
+            "initializationOptions": options,
+        });
+        let response = self.client.request("initialize", params).await.unwrap();
+        self.client.notify("initialized", json!({})).await.unwrap();
+        response["result"].clone()
+    }
+
+    /// `initialize` + `initialized` with these client capabilities and options.
+    pub async fn initialize_as(&mut self, capabilities: Value, options: Value) -> Value {
+        let params = json!({
+            "processId": null,
+            "rootUri": self.root_uri(),
+            "capabilities": capabilities,
             "initializationOptions": options,
         });
         let response = self.client.request("initialize", params).await.unwrap();

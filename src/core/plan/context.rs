@@ -147,8 +147,9 @@ pub fn planner_input(
     })
 }
 
-/// The symbols a selection is about: the outermost ones it covers whole, or else the
-/// innermost one around it.
+/// The symbols a selection is about: the outermost ones it covers whole, else the
+/// innermost one around it, else the one starting right after it (a `tierls:` comment
+/// above a function is about that function).
 fn selected_symbols<'s>(symbols: &'s [Symbol], range: &std::ops::Range<usize>) -> Vec<&'s Symbol> {
     let covered = |symbol: &Symbol| {
         !range.is_empty() && range.start <= symbol.range.start && symbol.range.end <= range.end
@@ -165,10 +166,20 @@ fn selected_symbols<'s>(symbols: &'s [Symbol], range: &std::ops::Range<usize>) -
     if !outermost.is_empty() {
         return outermost;
     }
-    symbols
+    let around = symbols
         .iter()
         .filter(|symbol| symbol.range.start <= range.start && range.end <= symbol.range.end)
-        .min_by_key(|symbol| symbol.range.len())
-        .into_iter()
-        .collect()
+        .min_by_key(|symbol| symbol.range.len());
+    let below = symbols
+        .iter()
+        .filter(|symbol| symbol.range.start >= range.end && symbol.range.start - range.end < 200)
+        .min_by_key(|symbol| symbol.range.start);
+    // The symbol right below wins when it lies inside the one around (a method below a
+    // comment in its class).
+    let chosen = match (around, below) {
+        (Some(around), Some(below)) if around.range.end >= below.range.end => Some(below),
+        (None, below) => below,
+        (around, _) => around,
+    };
+    chosen.into_iter().collect()
 }

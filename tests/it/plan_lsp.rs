@@ -1,0 +1,553 @@
+//! "Plan this refactor" through the editor: code actions, the plan, `$/progress`, one
+//! versioned `WorkspaceEdit`, and what the user does meanwhile (typing, cancelling,
+//! refusing the edit), with scripted models serving the planner and executor tiers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tierls::config::Tier;
+use tierls::models::Model;
+use tierls::models::scripted::ScriptedModel;
+
+use crate::support::TestServer;
+
+const GEOMETRY: &str = include_str!("../fixtures/plans/rust/src/geometry.rs");
+const MAIN: &str = include_str!("../fixtures/plans/rust/src/main.rs");
+
+const PLAN: &str = r#"{"summary": "Use PI.", "steps": [
+    {"id": 1, "action": "replace_symbol", "file": "src/geometry.rs", "target": "Circle::area", "instruction": "Use std::f64::consts::PI.", "depends_on": []},
+    {"id": 2, "action": "replace_symbol", "file": "src/geometry.rs", "target": "Circle::perimeter", "instruction": "Use std::f64::consts::PI.", "depends_on": []}]}"#;
+
+const NEW_AREA: &str = "/// The area of the circle.\npub fn area(&self) -> f64 {\n    std::f64::consts::PI * self.radius * self.radius\n}";
+const NEW_PERIMETER: &str =
+    "pub fn perimeter(&self) -> f64 {\n    2.0 * std::f64::consts::PI * self.radius\n}";
+
+fn executor(per_token: Duration) -> ScriptedModel {
+    ScriptedModel::new(1)
+        .per_token(per_token)
+        .answer("Your step: 1.", &[NEW_AREA])
+        .answer("Your step: 2.", &[NEW_PERIMETER])
+}
+
+fn capabilities(document_changes: bool) -> Value {
+    json!({
+        "window": { "workDoneProgress": true },
+        "workspace": { "workspaceEdit": { "documentChanges": document_changes, "resourceOperations": ["create"] } },
+    })
+}
+
+/// A server over the Rust fixture with scripted planner and executor, indexed, with
+/// `src/geometry.rs` open.
+async fn start(
+    plan: &str,
+    executor: ScriptedModel,
+    document_changes: bool,
+) -> (TestServer, Arc<ScriptedModel>) {
+    let planner = Arc::new(ScriptedModel::new(1).answer("Request:", &[plan]));
+    let models: Vec<(Tier, Arc<dyn Model>)> = vec![
+        (Tier::Planner, planner.clone()),
+        (Tier::Executor, Arc::new(executor)),
+    ];
+    let mut server = TestServer::start_with_models(
+        &[
+            ("src/geometry.rs", GEOMETRY.as_bytes()),
+            ("src/main.rs", MAIN.as_bytes()),
+        ],
+        models,
+    );
+    server
+        .initialize_as(
+            capabilities(document_changes),
+            json!({ "index": { "enabled": true } }),
+        )
+        .await;
+    wait_for_progress_end(&mut server, "tierls/index").await;
+    server.open("src/geometry.rs", GEOMETRY).await;
+    (server, planner)
+}
+
+async fn wait_for_progress_end(server: &mut TestServer, token: &str) {
+    loop {
+        let progress = server.client.wait_for("$/progress").await.unwrap();
+        if progress["params"]["token"] == token && progress["params"]["value"]["kind"] == "end" {
+            return;
+        }
+    }
+}
+
+/// Waits for a `$/progress` report whose message starts with `prefix`.
+async fn wait_for_report(server: &mut TestServer, prefix: &str) {
+    loop {
+        let progress = server.client.wait_for("$/progress").await.unwrap();
+        let message = progress["params"]["value"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        if message.starts_with(prefix) {
+            return;
+        }
+    }
+}
+
+async fn command(server: &mut TestServer, command: &str, arguments: Value) -> Value {
+    server
+        .client
+        .request(
+            "workspace/executeCommand",
+            json!({ "command": command, "arguments": [arguments] }),
+        )
+        .await
+        .unwrap()
+}
+
+async fn code_action_titles(server: &mut TestServer, path: &str, line: u32) -> Vec<String> {
+    let uri = server.uri(path);
+    let response = server
+        .client
+        .request(
+            "textDocument/codeAction",
+            json!({
+                "textDocument": { "uri": uri },
+                "range": { "start": { "line": line, "character": 4 }, "end": { "line": line, "character": 4 } },
+                "context": { "diagnostics": [] },
+            }),
+        )
+        .await
+        .unwrap();
+    response["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|action| action["title"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn plan(server: &mut TestServer, instruction: &str) -> Value {
+    let uri = server.uri("src/geometry.rs");
+    let response = command(
+        server,
+        "tierls.planRefactor",
+        json!({ "uri": uri, "range": { "start": { "line": 9, "character": 4 }, "end": { "line": 9, "character": 4 } }, "instruction": instruction }),
+    )
+    .await;
+    assert!(response.get("error").is_none(), "{response}");
+    response["result"].clone()
+}
+
+/// Applies an LSP `TextEdit` list (line/character positions, ASCII text) to `text`.
+fn apply_text_edits(text: &str, edits: &Value) -> String {
+    let offset = |position: &Value| {
+        let line = position["line"].as_u64().unwrap() as usize;
+        let character = position["character"].as_u64().unwrap() as usize;
+        let line_start: usize = text.split_inclusive('\n').take(line).map(str::len).sum();
+        line_start + character
+    };
+    let mut edits: Vec<&Value> = edits.as_array().unwrap().iter().collect();
+    edits.sort_by_key(|edit| std::cmp::Reverse(offset(&edit["range"]["start"])));
+    let mut out = text.to_owned();
+    for edit in edits {
+        let (start, end) = (
+            offset(&edit["range"]["start"]),
+            offset(&edit["range"]["end"]),
+        );
+        out.replace_range(start..end, edit["newText"].as_str().unwrap());
+    }
+    out
+}
+
+/// Every message the client kept that is a `method` one.
+fn kept<'m>(messages: &'m [Value], method: &str) -> Vec<&'m Value> {
+    messages.iter().filter(|m| m["method"] == method).collect()
+}
+
+#[tokio::test]
+async fn a_plan_goes_from_code_action_to_one_versioned_edit() {
+    let (mut server, planner) = start(PLAN, executor(Duration::ZERO), true).await;
+    let mut out = format!(
+        "actions: {:?}\n",
+        code_action_titles(&mut server, "src/geometry.rs", 9).await
+    );
+    let planned = plan(&mut server, "use PI").await;
+    assert!(planner.prompts()[0].contains("Target: `Circle::area` (method) in src/geometry.rs"));
+    out.push_str(&format!(
+        "plan {}:\n{}\n",
+        planned["planId"],
+        planned["document"].as_str().unwrap()
+    ));
+    out.push_str(&format!(
+        "actions: {:?}\n",
+        code_action_titles(&mut server, "src/geometry.rs", 9).await
+    ));
+    server
+        .client
+        .answer_with("workspace/applyEdit", json!({ "applied": true }));
+    let response = command(&mut server, "tierls.executePlan", json!({ "planId": 1 })).await;
+    out.push_str(&format!("result: {}\n", response["result"]));
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let apply = kept(&messages, "workspace/applyEdit");
+    assert_eq!(apply.len(), 1, "one edit for the whole plan");
+    let operations = &apply[0]["params"]["edit"]["documentChanges"];
+    let edit = &operations[0];
+    out.push_str(&format!(
+        "edit version: {}\n",
+        edit["textDocument"]["version"]
+    ));
+    for progress in kept(&messages, "$/progress") {
+        if progress["params"]["token"] == "tierls/execute/1" {
+            out.push_str(&format!("progress: {}\n", progress["params"]["value"]));
+        }
+    }
+    out.push_str(&format!(
+        "text after the edit:\n{}",
+        apply_text_edits(GEOMETRY, &edit["edits"])
+    ));
+    insta::assert_snapshot!(out);
+    // The plan ran: it cannot run twice.
+    let again = command(&mut server, "tierls.executePlan", json!({ "planId": 1 })).await;
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no pending plan 1"),
+        "{again}"
+    );
+}
+
+#[tokio::test]
+async fn the_editor_refusing_the_edit_is_reported() {
+    let (mut server, _) = start(PLAN, executor(Duration::ZERO), true).await;
+    plan(&mut server, "use PI").await;
+    server.client.answer_with(
+        "workspace/applyEdit",
+        json!({ "applied": false, "failureReason": "the file is read-only" }),
+    );
+    let response = command(&mut server, "tierls.executePlan", json!({ "planId": 1 })).await;
+    let result = &response["result"];
+    assert_eq!(result["applied"], false, "{response}");
+    assert_eq!(result["reason"], "the file is read-only");
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let shown: Vec<&str> = kept(&messages, "window/showMessage")
+        .iter()
+        .filter_map(|m| m["params"]["message"].as_str())
+        .collect();
+    assert!(
+        shown.contains(&"tierls: plan 1: the editor did not apply the edit: the file is read-only"),
+        "{shown:?}"
+    );
+    // The server's copy is the editor's: unchanged.
+    assert_eq!(server.text_of("src/geometry.rs").await, GEOMETRY);
+}
+
+/// The user types above the code while the steps run: the edit is computed against the new
+/// text and carries its version, and the user's line survives.
+#[tokio::test]
+async fn typing_elsewhere_during_the_plan_keeps_both_changes() {
+    let (mut server, _) = start(PLAN, executor(Duration::from_millis(15)), true).await;
+    plan(&mut server, "use PI").await;
+    server
+        .client
+        .answer_with("workspace/applyEdit", json!({ "applied": true }));
+    let id = server
+        .client
+        .send_request(
+            "workspace/executeCommand",
+            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": 1 }] }),
+        )
+        .await
+        .unwrap();
+    wait_for_report(&mut server, "step 1").await;
+    let typed = json!([{ "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } }, "text": "// typed meanwhile\n" }]);
+    server.change("src/geometry.rs", 2, typed).await;
+    let response = server
+        .client
+        .response_to(json!(id), "executePlan")
+        .await
+        .unwrap();
+    assert_eq!(response["result"]["applied"], true, "{response}");
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let apply = kept(&messages, "workspace/applyEdit");
+    let edit = &apply[0]["params"]["edit"]["documentChanges"][0];
+    assert_eq!(
+        edit["textDocument"]["version"], 2,
+        "the edit is for the text the user has now"
+    );
+    let now = format!("// typed meanwhile\n{GEOMETRY}");
+    let after = apply_text_edits(&now, &edit["edits"]);
+    assert!(after.starts_with("// typed meanwhile\n"), "{after}");
+    assert!(
+        after.contains("std::f64::consts::PI * self.radius * self.radius"),
+        "{after}"
+    );
+    assert!(
+        after.contains("2.0 * std::f64::consts::PI * self.radius"),
+        "{after}"
+    );
+}
+
+/// The user rewrites a step's own symbol while the plan runs: that step is refused, never
+/// applied over the user's work; the other step still lands.
+#[tokio::test]
+async fn editing_a_steps_symbol_during_the_plan_refuses_that_step() {
+    let (mut server, _) = start(PLAN, executor(Duration::from_millis(15)), true).await;
+    plan(&mut server, "use PI").await;
+    server
+        .client
+        .answer_with("workspace/applyEdit", json!({ "applied": true }));
+    let id = server
+        .client
+        .send_request(
+            "workspace/executeCommand",
+            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": 1 }] }),
+        )
+        .await
+        .unwrap();
+    wait_for_report(&mut server, "step 1").await;
+    // `area`'s body is on line 10: the user replaces 3.14 there.
+    let typed = json!([{ "range": { "start": { "line": 10, "character": 8 }, "end": { "line": 10, "character": 12 } }, "text": "3.1416" }]);
+    server.change("src/geometry.rs", 2, typed).await;
+    let response = server
+        .client
+        .response_to(json!(id), "executePlan")
+        .await
+        .unwrap();
+    let result = &response["result"];
+    assert_eq!(result["refused"][0]["id"], 1, "{response}");
+    assert!(
+        result["refused"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("changed since the step read it")
+    );
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let edit = &kept(&messages, "workspace/applyEdit")[0]["params"]["edit"]["documentChanges"][0];
+    let now = GEOMETRY.replacen(
+        "3.14 * self.radius * self.radius",
+        "3.1416 * self.radius * self.radius",
+        1,
+    );
+    let after = apply_text_edits(&now, &edit["edits"]);
+    assert!(
+        after.contains("3.1416 * self.radius * self.radius"),
+        "{after}"
+    );
+    assert!(
+        after.contains("2.0 * std::f64::consts::PI * self.radius"),
+        "{after}"
+    );
+}
+
+/// `window/workDoneProgress/cancel` mid-step: decoding stops, nothing is sent to apply.
+#[tokio::test]
+async fn cancelling_from_the_editor_changes_nothing() {
+    let (mut server, _) = start(PLAN, executor(Duration::from_millis(40)), true).await;
+    plan(&mut server, "use PI").await;
+    let id = server
+        .client
+        .send_request(
+            "workspace/executeCommand",
+            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": 1 }] }),
+        )
+        .await
+        .unwrap();
+    wait_for_report(&mut server, "step 1").await;
+    server
+        .client
+        .notify(
+            "window/workDoneProgress/cancel",
+            json!({ "token": "tierls/execute/1" }),
+        )
+        .await
+        .unwrap();
+    let response = server
+        .client
+        .response_to(json!(id), "executePlan")
+        .await
+        .unwrap();
+    assert_eq!(response["result"]["cancelled"], true, "{response}");
+    assert_eq!(response["result"]["steps"][0]["outcome"], "cancelled");
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(kept(&messages, "workspace/applyEdit").is_empty());
+    let end = kept(&messages, "$/progress")
+        .into_iter()
+        .filter(|m| m["params"]["value"]["kind"] == "end")
+        .map(|m| m["params"]["value"]["message"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(end, vec![json!("cancelled: nothing changed")]);
+}
+
+/// A discarded plan is gone: executing it afterwards changes nothing.
+#[tokio::test]
+async fn a_discarded_plan_changes_nothing() {
+    let (mut server, _) = start(PLAN, executor(Duration::ZERO), true).await;
+    plan(&mut server, "use PI").await;
+    let discarded = command(&mut server, "tierls.discardPlan", json!({ "planId": 1 })).await;
+    assert_eq!(discarded["result"]["discarded"], true, "{discarded}");
+    let executed = command(&mut server, "tierls.executePlan", json!({ "planId": 1 })).await;
+    assert!(
+        executed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no pending plan 1")
+    );
+    let messages = server
+        .client
+        .drain(Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(kept(&messages, "workspace/applyEdit").is_empty());
+    let titles = code_action_titles(&mut server, "src/geometry.rs", 9).await;
+    assert!(
+        titles.iter().all(|title| !title.contains("plan 1")),
+        "{titles:?}"
+    );
+}
+
+/// Every malformed command gets an error that says what is wrong; the server goes on.
+#[tokio::test]
+async fn bad_plan_commands_get_clear_errors() {
+    let (mut server, _) = start(PLAN, executor(Duration::ZERO), true).await;
+    let geometry = server.uri("src/geometry.rs");
+    let main = server.uri("src/main.rs");
+    let cursor =
+        json!({ "start": { "line": 9, "character": 4 }, "end": { "line": 9, "character": 4 } });
+    let cases = [
+        (
+            "tierls.planRefactor",
+            json!([{ "uri": geometry, "range": cursor }]),
+        ),
+        (
+            "tierls.planRefactor",
+            json!([{ "uri": geometry, "range": cursor, "instruction": "   " }]),
+        ),
+        (
+            "tierls.planRefactor",
+            json!([{ "uri": main, "range": cursor, "instruction": "use PI" }]),
+        ),
+        (
+            "tierls.planRefactor",
+            json!([{ "uri": geometry, "range": { "start": { "line": 999, "character": 0 }, "end": { "line": 999, "character": 0 } }, "instruction": "use PI" }]),
+        ),
+        (
+            "tierls.planRefactor",
+            json!([{ "uri": geometry, "instruction": "x", "colour": "blue" }]),
+        ),
+        ("tierls.planRefactor", json!([])),
+        ("tierls.planRefactor", json!(["src/geometry.rs"])),
+        ("tierls.executePlan", json!([{ "planId": 42 }])),
+        ("tierls.executePlan", json!([{ "planId": "one" }])),
+        ("tierls.discardPlan", json!([{ "planId": 7 }])),
+        ("tierls.formatDisk", json!([])),
+    ];
+    let mut out = String::new();
+    for (command, arguments) in cases {
+        let response = server
+            .client
+            .request(
+                "workspace/executeCommand",
+                json!({ "command": command, "arguments": arguments }),
+            )
+            .await
+            .unwrap();
+        let message = response["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error: {response}"));
+        let root = server.root_uri().to_string();
+        out.push_str(
+            &format!(
+                "{command} {arguments}\n  -> {}: {}\n",
+                response["error"]["code"], message
+            )
+            .replace(&root, "$ROOT/"),
+        );
+    }
+    insta::assert_snapshot!(out);
+    server.round_trip().await;
+    assert_eq!(server.text_of("src/geometry.rs").await, GEOMETRY);
+}
+
+/// Helix cannot prompt: a `tierls:` comment above a function offers its plan, about the
+/// function below it.
+#[tokio::test]
+async fn a_tierls_comment_offers_its_own_plan() {
+    let (mut server, planner) = start(PLAN, executor(Duration::ZERO), true).await;
+    let commented = GEOMETRY.replace(
+        "    pub fn perimeter",
+        "    // tierls: use PI in perimeter\n    pub fn perimeter",
+    );
+    server
+        .change("src/geometry.rs", 2, json!([{ "text": commented }]))
+        .await;
+    // The cursor is in `perimeter`'s body, two lines below the comment.
+    let titles = code_action_titles(&mut server, "src/geometry.rs", 15).await;
+    assert_eq!(titles[0], "tierls: Plan: use PI in perimeter", "{titles:?}");
+    let uri = server.uri("src/geometry.rs");
+    let response = command(
+        &mut server,
+        "tierls.planRefactor",
+        json!({ "uri": uri, "range": { "start": { "line": 13, "character": 0 }, "end": { "line": 14, "character": 0 } }, "instruction": "use PI in perimeter" }),
+    )
+    .await;
+    assert!(response["result"]["planId"].is_number(), "{response}");
+    assert!(
+        planner.prompts()[0].contains("Target: `Circle::perimeter` (method) in src/geometry.rs"),
+        "{}",
+        planner.prompts()[0]
+    );
+}
+
+/// A client without `documentChanges` gets plain `changes`; a plan that creates a file
+/// cannot be expressed that way and is refused whole.
+#[tokio::test]
+async fn clients_without_document_changes_get_plain_changes() {
+    let (mut server, _) = start(PLAN, executor(Duration::ZERO), false).await;
+    plan(&mut server, "use PI").await;
+    server
+        .client
+        .answer_with("workspace/applyEdit", json!({ "applied": true }));
+    let response = command(&mut server, "tierls.executePlan", json!({ "planId": 1 })).await;
+    assert_eq!(response["result"]["applied"], true, "{response}");
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let edit = &kept(&messages, "workspace/applyEdit")[0]["params"]["edit"];
+    let uri = server.uri("src/geometry.rs").to_string();
+    let after = apply_text_edits(GEOMETRY, &edit["changes"][&uri]);
+    assert!(
+        after.contains("2.0 * std::f64::consts::PI * self.radius"),
+        "{after}"
+    );
+
+    let creating = r#"{"summary": "s", "steps": [{"id": 1, "action": "create_file", "file": "src/pi.rs", "target": "", "instruction": "Define PI.", "depends_on": []}]}"#;
+    let executor = ScriptedModel::new(1).answer("Your step: 1.", &["pub const PI: f64 = 3.14159;"]);
+    let (mut server, _) = start(creating, executor, false).await;
+    plan(&mut server, "add pi.rs").await;
+    let response = command(&mut server, "tierls.executePlan", json!({ "planId": 1 })).await;
+    let message = response["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cannot create files through an edit; nothing was changed"),
+        "{response}"
+    );
+    assert!(!server.root.path().join("src/pi.rs").exists());
+}
