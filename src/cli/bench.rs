@@ -21,9 +21,12 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
     if name == "completion" {
         return super::bench_completion::run(path, model);
     }
+    if name == "plan" {
+        return super::bench_plan::run(model);
+    }
     if name != "models" {
         output::error(&format!(
-            "unknown benchmark `{name}`: available: models, index, completion"
+            "unknown benchmark `{name}`: available: models, index, completion, plan"
         ));
         return ExitCode::from(2);
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_completion;
 mod bench_index;
+mod bench_plan;
 mod demo;
 mod index;
 mod models;
@@ -81,8 +82,9 @@ enum Command {
         json: bool,
     },
     /// Run a benchmark and print its figures: `models` (the embedded llama.cpp backend),
-    /// `index PATH` (the workspace index against ctags) or `completion [TRACE]` (a recorded
-    /// typing session replayed through the server).
+    /// `index PATH` (the workspace index against ctags), `completion [TRACE]` (a recorded
+    /// typing session replayed through the server) or `plan` (fixture refactors: planner
+    /// against executor tokens, one executor against two, answers right the first time).
     Bench {
         /// Which benchmark.
         name: String,

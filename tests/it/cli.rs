@@ -509,3 +509,26 @@ fn bench_completion_replays_the_trace_through_the_server() {
     assert_eq!(status, 2);
     assert!(stderr.contains("/nonexistent/trace.json"), "{stderr}");
 }
+
+#[test]
+fn bench_plan_prints_the_split_and_the_parallel_figures() {
+    let (status, stdout, stderr) = run(&["bench", "plan"]);
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    for figure in [
+        "planner tokens",
+        "executor tokens",
+        "first try",
+        "the executors wrote",
+        "embedded, 1 slot x",
+        "throughput",
+        "scripted nodes at 10 ms/token, 1 node:",
+    ] {
+        assert!(stdout.contains(figure), "no {figure:?} in\n{stdout}");
+    }
+    for fixture in ["rust", "python", "typescript", "all"] {
+        assert!(
+            stdout.lines().any(|line| line.starts_with(fixture)),
+            "no {fixture} row in\n{stdout}"
+        );
+    }
+}

@@ -551,3 +551,100 @@ async fn clients_without_document_changes_get_plain_changes() {
     );
     assert!(!server.root.path().join("src/pi.rs").exists());
 }
+
+/// The whole flow on the real test model through the editor protocol: the grammar gives a
+/// plan the server can check, the executor writes whatever a 270M model writes, and what
+/// reaches the editor is one edit that parses no worse than the file did, with a report
+/// that matches it.
+#[tokio::test]
+async fn the_whole_flow_runs_on_the_test_model() {
+    let model = tierls::models::embedded::test_model_path();
+    let mut server = TestServer::start(&[
+        ("src/geometry.rs", GEOMETRY.as_bytes()),
+        ("src/main.rs", MAIN.as_bytes()),
+    ]);
+    let options = json!({
+        "index": { "enabled": true },
+        "tiers": { "executor": { "model": model, "chat_template": "gemma", "context": 4096 } },
+        "plan": { "max_step_tokens": 256 },
+    });
+    server.initialize_as(capabilities(true), options).await;
+    wait_for_progress_end(&mut server, "tierls/index").await;
+    server.open("src/geometry.rs", GEOMETRY).await;
+    server
+        .client
+        .answer_with("workspace/applyEdit", json!({ "applied": true }));
+    let planned = plan(&mut server, "use std::f64::consts::PI instead of 3.14").await;
+    let steps = planned["steps"].as_array().unwrap().len();
+    let rejected = planned["rejected"].as_array().unwrap().len();
+    assert!(steps + rejected >= 1, "{planned}");
+    let document = planned["document"].as_str().unwrap();
+    assert!(
+        document.starts_with("# Plan: use std::f64::consts::PI instead of 3.14"),
+        "{document}"
+    );
+    if steps == 0 {
+        return; // Nothing can run: the plan says why, and nothing is executed.
+    }
+    let id = planned["planId"].clone();
+    let response = command(&mut server, "tierls.executePlan", json!({ "planId": id })).await;
+    let result = &response["result"];
+    assert_eq!(
+        result["steps"].as_array().unwrap().len(),
+        steps,
+        "{response}"
+    );
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let applies = kept(&messages, "workspace/applyEdit");
+    if result["applied"] == true {
+        assert_eq!(applies.len(), 1);
+        let operations = applies[0]["params"]["edit"]["documentChanges"]
+            .as_array()
+            .unwrap();
+        let errors = |text: &str| {
+            tierls::core::plan::anchor::syntax_errors(
+                tierls::core::index::language::Language::Rust,
+                text,
+            )
+            .len()
+        };
+        for operation in operations {
+            assert_eq!(
+                operation["textDocument"]["uri"],
+                json!(server.uri("src/geometry.rs")),
+                "{operation}"
+            );
+            let after = apply_text_edits(GEOMETRY, &operation["edits"]);
+            assert!(errors(&after) <= errors(GEOMETRY), "{after}");
+        }
+        let done = result["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["outcome"] == "done")
+            .count();
+        let refused = result["refused"].as_array().unwrap().len();
+        assert!(done > refused, "{response}");
+    } else {
+        assert!(
+            applies.is_empty(),
+            "nothing is sent when nothing lands: {response}"
+        );
+        assert!(
+            result["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["outcome"] != "done")
+                || result["reason"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("nothing to change"),
+            "{response}"
+        );
+    }
+}
