@@ -49,7 +49,8 @@ async fn demo(workspace: &Path) -> anyhow::Result<()> {
         .arg("serve")
         .env(
             "TIERLS_LOG",
-            std::env::var("TIERLS_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("TIERLS_LOG")
+                .unwrap_or_else(|_| "warn,llama-cpp-2=error,llama_cpp_2=error".into()),
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -66,7 +67,16 @@ async fn demo(workspace: &Path) -> anyhow::Result<()> {
             json!({
                 "processId": std::process::id(),
                 "rootUri": root,
-                "capabilities": { "general": { "positionEncodings": ["utf-8", "utf-16"] } },
+                "capabilities": {
+                    "general": { "positionEncodings": ["utf-8", "utf-16"] },
+                    "window": { "workDoneProgress": true },
+                    "workspace": { "workspaceEdit": { "documentChanges": true, "resourceOperations": ["create"] } },
+                },
+                // The executor tier runs the test model, which needs a chat template.
+                "initializationOptions": {
+                    "tiers": { "executor": { "model": test_model_path(), "context": 4096, "chat_template": "gemma" } },
+                    "plan": { "max_step_tokens": 256 },
+                },
             }),
         )
         .await?;
@@ -145,6 +155,8 @@ async fn demo(workspace: &Path) -> anyhow::Result<()> {
         .await?;
     describe_view(&from_disk, "scripts/report.py");
 
+    plan_refactor(&mut client, &uri, &expected).await?;
+
     let shutdown = client.shutdown().await?;
     if shutdown.get("error").is_some() {
         anyhow::bail!("shutdown failed: {shutdown}");
@@ -215,6 +227,100 @@ async fn fast_tier(text: &str) -> anyhow::Result<()> {
         }
     }
     anyhow::bail!("the model's worker stopped")
+}
+
+/// "Plan this refactor" on the function the cursor is in: the plan, the steps, and the
+/// edit the server sends, applied here as an editor would.
+async fn plan_refactor(client: &mut LspClient, uri: &Url, text: &str) -> anyhow::Result<()> {
+    let Some(offset) = text.find("pub fn total_area") else {
+        return Ok(());
+    };
+    let line = text[..offset].matches('\n').count();
+    output::line(
+        "  plan this refactor: \"add a doc comment to total_area\" (the executor tier plans: no planner is configured)",
+    );
+    let started = Instant::now();
+    let planned = client
+        .request(
+            "workspace/executeCommand",
+            json!({ "command": "tierls.planRefactor", "arguments": [{
+                "uri": uri,
+                "range": { "start": { "line": line, "character": 4 }, "end": { "line": line, "character": 4 } },
+                "instruction": "add a doc comment to total_area",
+            }] }),
+        )
+        .await?;
+    let Some(plan) = planned.get("result") else {
+        output::line(&format!(
+            "    planning failed: {}",
+            planned["error"]["message"]
+        ));
+        return Ok(());
+    };
+    output::line(&format!(
+        "    planned in {} ms ({} tokens):",
+        started.elapsed().as_millis(),
+        plan["plannerTokens"]
+    ));
+    for line in plan["document"].as_str().unwrap_or_default().lines() {
+        output::line(&format!("    | {line}"));
+    }
+    if plan["steps"].as_array().is_none_or(Vec::is_empty) {
+        return Ok(());
+    }
+    client.answer_with("workspace/applyEdit", json!({ "applied": true }));
+    let started = Instant::now();
+    let executed = client
+        .request(
+            "workspace/executeCommand",
+            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": plan["planId"] }] }),
+        )
+        .await?;
+    let result = &executed["result"];
+    output::line(&format!(
+        "    executed in {} ms:",
+        started.elapsed().as_millis()
+    ));
+    for step in result["steps"].as_array().into_iter().flatten() {
+        let answers = if step["answers"] == 1 {
+            "answer"
+        } else {
+            "answers"
+        };
+        output::line(&format!(
+            "    step {}: {} ({} {answers}, {} tokens)",
+            step["id"],
+            step["outcome"].as_str().unwrap_or("?"),
+            step["answers"],
+            step["tokens"]
+        ));
+    }
+    let edits = client
+        .drain(std::time::Duration::from_millis(200))
+        .await?
+        .into_iter()
+        .filter(|message| message["method"] == "workspace/applyEdit")
+        .collect::<Vec<_>>();
+    match edits.first() {
+        Some(request) => {
+            let changes = request["params"]["edit"]["documentChanges"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            output::line(&format!(
+                "    the server sent one workspace/applyEdit with {} document change(s); applied: {}",
+                changes.len(),
+                result["applied"]
+            ));
+        }
+        None => output::line(&format!(
+            "    {}",
+            result["reason"]
+                .as_str()
+                .unwrap_or("nothing to change: no step changed a file")
+        )),
+    }
+    Ok(())
 }
 
 fn describe_view(view: &Value, name: &str) {

@@ -64,10 +64,7 @@ pub async fn ask_planner(
         max_tokens: PLAN_MAX_TOKENS,
         stop: Vec::new(),
         time_limit: None,
-        grammar: Some(Grammar::JsonSchema(plan_schema(
-            &input.known_files(),
-            &input.known_targets(),
-        ))),
+        grammar: Some(Grammar::JsonSchema(plan_schema(&input.allowed))),
     };
     let generation = generate(planner, 0, request, cancel).await?;
     if generation.stop_reason == StopReason::Cancelled {

@@ -549,10 +549,13 @@ async fn cancelling_mid_step_lands_nothing() {
 /// earlier ones, files and targets from the workspace (a new path only for create_file).
 #[test]
 fn the_plan_schema_constrains_names_and_dependencies() {
-    let schema = tierls::core::plan::plan_schema(
-        &["src/geometry.rs".to_owned(), "src/\"odd\".rs".to_owned()],
-        &["Circle::area".to_owned()],
-    );
+    let schema = tierls::core::plan::plan_schema(&[
+        (
+            "src/geometry.rs".to_owned(),
+            vec!["Circle::area".to_owned()],
+        ),
+        ("src/\"odd\".rs".to_owned(), vec![]),
+    ]);
     let parsed: serde_json::Value = serde_json::from_str(&schema).expect("the schema is JSON");
     insta::assert_snapshot!(serde_json::to_string_pretty(&parsed["$defs"]["step2"]).unwrap());
     assert_eq!(

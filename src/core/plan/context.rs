@@ -139,11 +139,36 @@ pub fn planner_input(
             token_budget: map_tokens,
         },
     );
+    let mut files_shown: Vec<String> = files.iter().map(|file| (*file).to_owned()).collect();
+    for line in map.lines() {
+        if let Some(file) = line.strip_suffix(':')
+            && !line.starts_with(' ')
+            && !files_shown.iter().any(|shown| shown == file)
+        {
+            files_shown.push(file.to_owned());
+        }
+    }
+    let allowed = files_shown
+        .into_iter()
+        .map(|file| {
+            let symbols = index.file(&file).map_or_else(Vec::new, |entry| {
+                let mut paths: Vec<String> = Vec::new();
+                for symbol in entry.symbols.iter().take(MAX_LISTED_SYMBOLS) {
+                    if !paths.contains(&symbol.path) {
+                        paths.push(symbol.path.clone());
+                    }
+                }
+                paths
+            });
+            (file, symbols)
+        })
+        .collect();
     Ok(PlannerInput {
         instruction: instruction.trim().to_owned(),
         targets,
         file_symbols,
         repo_map: map,
+        allowed,
     })
 }
 

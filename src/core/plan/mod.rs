@@ -24,35 +24,17 @@ pub const MAX_STEPS: u32 = 8;
 /// follows it cannot write most invalid plans:
 /// - steps are numbered 1, 2, 3... in order, and step k may depend only on steps before
 ///   it, so a plan cannot depend on itself, on a missing step or in a cycle;
-/// - when `files` is not empty, a step that changes a file names one of them (only
-///   create_file names a new path); when `targets` is not empty, a step's target is one of
-///   them or empty;
-/// - the action comes first, so that it decides which step shape follows;
+/// - when `files` is not empty, a step that changes a file names one of them, with one of
+///   that file's symbols (or none, for edit_file); only create_file names a new path;
+/// - the action comes first, then the file, so that they decide what may follow;
 /// - at most [`MAX_STEPS`] steps, and every string is short.
 ///
 /// Servers that ignore grammars are covered by [`validate`], which checks all of it again.
-pub fn plan_schema(files: &[String], targets: &[String]) -> String {
+pub fn plan_schema(files: &[(String, Vec<String>)]) -> String {
     let free = r#"{ "type": "string", "maxLength": 160 }"#;
-    let (existing_file, new_file) = if files.is_empty() {
-        (free.to_owned(), free.to_owned())
-    } else {
-        (
-            json_enum(files.iter().map(|file| json_string(file))),
-            r#"{ "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_./-]{0,80}[.][a-z]{1,4}$" }"#
-                .to_owned(),
-        )
-    };
-    let target = if targets.is_empty() {
-        free.to_owned()
-    } else {
-        json_enum(
-            targets
-                .iter()
-                .chain([&String::new()])
-                .map(|target| json_string(target)),
-        )
-    };
-    let shape = |id: u32, actions: &str, file: &str, target: &str| {
+    let edit_actions =
+        r#""replace_symbol", "insert_before", "insert_after", "delete_symbol", "edit_file""#;
+    let step_shapes = |id: u32| -> Vec<String> {
         let depends_on = if id == 1 {
             r#"{ "type": "array", "maxItems": 0 }"#.to_owned()
         } else {
@@ -62,20 +44,37 @@ pub fn plan_schema(files: &[String], targets: &[String]) -> String {
                 json_enum((1..id).map(|earlier| earlier.to_string()))
             )
         };
-        format!(
-            r#"{{ "type": "object", "properties": {{ "id": {{ "enum": [{id}] }}, "action": {{ "enum": [{actions}] }}, "file": {file}, "target": {target}, "instruction": {{ "type": "string", "maxLength": 400 }}, "depends_on": {depends_on} }}, "required": ["id", "action", "file", "target", "instruction", "depends_on"], "additionalProperties": false }}"#
-        )
+        let shape = |actions: &str, file: &str, target: &str| {
+            format!(
+                r#"{{ "type": "object", "properties": {{ "id": {{ "enum": [{id}] }}, "action": {{ "enum": [{actions}] }}, "file": {file}, "target": {target}, "instruction": {{ "type": "string", "maxLength": 400 }}, "depends_on": {depends_on} }}, "required": ["id", "action", "file", "target", "instruction", "depends_on"], "additionalProperties": false }}"#
+            )
+        };
+        let mut shapes = Vec::new();
+        if files.is_empty() {
+            shapes.push(shape(edit_actions, free, free));
+            shapes.push(shape(r#""create_file""#, free, r#"{ "enum": [""] }"#));
+            return shapes;
+        }
+        for (file, symbols) in files {
+            let targets = json_enum(
+                symbols
+                    .iter()
+                    .chain([&String::new()])
+                    .map(|target| json_string(target)),
+            );
+            let file = json_enum(std::iter::once(json_string(file)));
+            shapes.push(shape(edit_actions, &file, &targets));
+        }
+        let new_file = r#"{ "type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_./-]{0,80}[.][a-z]{1,4}$" }"#;
+        shapes.push(shape(r#""create_file""#, new_file, r#"{ "enum": [""] }"#));
+        shapes
     };
     let definitions: Vec<String> = (1..=MAX_STEPS)
         .map(|id| {
-            let edits = shape(
-                id,
-                r#""replace_symbol", "insert_before", "insert_after", "delete_symbol", "edit_file""#,
-                &existing_file,
-                &target,
-            );
-            let creates = shape(id, r#""create_file""#, &new_file, r#"{ "enum": [""] }"#);
-            format!(r#""step{id}": {{ "anyOf": [{edits}, {creates}] }}"#)
+            format!(
+                r#""step{id}": {{ "anyOf": [{}] }}"#,
+                step_shapes(id).join(", ")
+            )
         })
         .collect();
     let plans: Vec<String> = (1..=MAX_STEPS)

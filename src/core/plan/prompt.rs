@@ -38,39 +38,9 @@ pub struct PlannerInput {
     pub file_symbols: Vec<(String, Vec<(String, String)>)>,
     /// The repo map, already cut to its token budget.
     pub repo_map: String,
-}
-
-impl PlannerInput {
-    /// The files the planner is shown: the focus files, then those of the repo map.
-    pub fn known_files(&self) -> Vec<String> {
-        let mut files: Vec<String> = self
-            .file_symbols
-            .iter()
-            .map(|(file, _)| file.clone())
-            .collect();
-        for line in self.repo_map.lines() {
-            if let Some(file) = line.strip_suffix(':')
-                && !line.starts_with(' ')
-                && !files.iter().any(|known| known == file)
-            {
-                files.push(file.to_owned());
-            }
-        }
-        files
-    }
-
-    /// The symbols a step may target: those of the focus files.
-    pub fn known_targets(&self) -> Vec<String> {
-        let mut targets: Vec<String> = Vec::new();
-        for (_, symbols) in &self.file_symbols {
-            for (path, _) in symbols {
-                if !targets.contains(path) {
-                    targets.push(path.clone());
-                }
-            }
-        }
-        targets
-    }
+    /// Every file the planner is shown (the focus files, then the repo map's) with the
+    /// symbols a step may target in it: the plan grammar allows only these pairs.
+    pub allowed: Vec<(String, Vec<String>)>,
 }
 
 pub fn planner_prompt(input: &PlannerInput) -> Vec<ChatMessage> {
