@@ -59,7 +59,9 @@ async fn demo(workspace: &Path) -> anyhow::Result<()> {
     let (Some(stdin), Some(stdout)) = (server.stdin.take(), server.stdout.take()) else {
         anyhow::bail!("the server's stdio was not captured");
     };
-    let mut client = LspClient::new(stdout, stdin);
+    // Planning on a loaded machine can take a while: wait for answers as an editor would.
+    let mut client =
+        LspClient::new(stdout, stdin).with_timeout(std::time::Duration::from_secs(600));
 
     let init = client
         .request(

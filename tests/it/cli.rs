@@ -341,6 +341,11 @@ fn demo_runs_on_the_sample_workspace() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("plan this refactor:")
+            && stdout.contains("| # Plan: add a doc comment to total_area"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("fast tier: ") && stdout.contains("generated, stopped by"),
         "{stdout}"
     );

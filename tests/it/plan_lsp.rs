@@ -648,3 +648,43 @@ async fn the_whole_flow_runs_on_the_test_model() {
         );
     }
 }
+
+/// A client that can show documents is asked to open the plan, written outside the
+/// workspace.
+#[tokio::test]
+async fn the_plan_opens_as_a_document_outside_the_workspace() {
+    let planner = Arc::new(ScriptedModel::new(1).answer("Request:", &[PLAN]));
+    let models: Vec<(Tier, Arc<dyn Model>)> = vec![
+        (Tier::Planner, planner),
+        (Tier::Executor, Arc::new(executor(Duration::ZERO))),
+    ];
+    let mut server =
+        TestServer::start_with_models(&[("src/geometry.rs", GEOMETRY.as_bytes())], models);
+    let mut capabilities = capabilities(true);
+    capabilities["window"]["showDocument"] = json!({ "support": true });
+    server
+        .initialize_as(capabilities, json!({ "index": { "enabled": true } }))
+        .await;
+    wait_for_progress_end(&mut server, "tierls/index").await;
+    server.open("src/geometry.rs", GEOMETRY).await;
+    server
+        .client
+        .answer_with("window/showDocument", json!({ "success": true }));
+    let planned = plan(&mut server, "use PI").await;
+    let shown = server.client.wait_for("window/showDocument").await.unwrap();
+    let uri = shown["params"]["uri"].as_str().unwrap();
+    assert_eq!(planned["documentUri"], uri);
+    let path = tower_lsp::lsp_types::Url::parse(uri)
+        .unwrap()
+        .to_file_path()
+        .unwrap();
+    assert!(
+        !path.starts_with(server.root.path().canonicalize().unwrap()),
+        "{path:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        planned["document"].as_str().unwrap()
+    );
+    std::fs::remove_file(path).unwrap();
+}
