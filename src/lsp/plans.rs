@@ -352,7 +352,17 @@ pub async fn plan_refactor(
     };
     let cancel = Cancel::new();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
-    let progress = WorkProgress::start(context, token, "plan", "tierls: planning", &cancel).await;
+    // Each planning gets its own token: two may run at once.
+    static PLANNINGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let number = PLANNINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let progress = WorkProgress::start(
+        context,
+        token,
+        &format!("plan/{number}"),
+        "tierls: planning",
+        &cancel,
+    )
+    .await;
     progress.report("loading the planner".into(), Some(5)).await;
     let lease = {
         let (tiers, cancel) = (tiers.clone(), cancel.clone());
