@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing tierls needs on a Debian machine with Rust, when it is
-# missing: the Debian packages llama.cpp's build uses, and the test model (cached, sha256-checked).
+# missing: the Debian packages llama.cpp's build uses, Neovim and Node.js for the editor
+# tests, the VS Code extension's npm packages, and the test model (cached, sha256-checked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake libclang-dev)
+packages=(cmake libclang-dev neovim)
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 # pip may come with the Python on PATH rather than from Debian.
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 missing=()
@@ -20,6 +22,12 @@ if ((${#missing[@]})); then
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust first (rustup.rs)" >&2; exit 1; }
+
+# The VS Code extension's build and unit tests (tests/it/editors.rs) need its npm packages.
+if [[ ! -d editors/vscode/node_modules ]]; then
+    echo "setup: installing the VS Code extension's npm packages" >&2
+    (cd editors/vscode && npm ci --no-audit --no-fund >&2)
+fi
 
 model="$(tests/fetch-test-model.sh)"
 echo "setup: test model at $model" >&2

@@ -9,6 +9,7 @@ mod index;
 mod models;
 mod output;
 mod plan;
+mod scripted;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +33,12 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the Language Server Protocol on stdin and stdout (what editors run).
-    Serve,
+    Serve {
+        /// Serve tiers with scripted models instead (a JSON file: for each tier, a list of
+        /// `{"needle": …, "answers": […]}`): for deterministic editor tests only.
+        #[arg(long, hide = true, value_name = "FILE")]
+        scripted_models: Option<PathBuf>,
+    },
     /// Run the server on a sample workspace and show what it does.
     Demo {
         /// The workspace to use instead of the bundled sample.
@@ -101,7 +107,7 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     crate::logging::init();
     match args.command {
-        Command::Serve => serve(),
+        Command::Serve { scripted_models } => serve(scripted_models),
         Command::Demo { workspace } => demo::run(workspace),
         Command::Plan {
             instruction,
@@ -126,10 +132,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn serve() -> ExitCode {
+fn serve(scripted_models: Option<PathBuf>) -> ExitCode {
+    let provided_models = match scripted_models.map(|path| scripted::load(&path)) {
+        None => Vec::new(),
+        Some(Ok(models)) => models,
+        Some(Err(err)) => {
+            output::error(&err);
+            return ExitCode::from(2);
+        }
+    };
     let options = ServerOptions {
         user_config: config::user_config_path(),
-        ..ServerOptions::default()
+        provided_models,
     };
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;

@@ -5,6 +5,7 @@ mod cli;
 mod completion;
 mod config;
 mod documents;
+mod editors;
 mod index;
 mod models;
 mod plan_lsp;

@@ -1,0 +1,154 @@
+// The extension's logic without VS Code: settings to tierls' initializationOptions, the
+// server command, messages, and when to stop restarting. Unit-tested in src/test/.
+
+/** The extension's settings, as VS Code returns them (unset ones are null or undefined). */
+export interface Settings {
+  "server.path"?: string | null;
+  "tiers.fast.model"?: string | null;
+  "tiers.executor.model"?: string | null;
+  "tiers.planner.model"?: string | null;
+  "tiers.fast.slots"?: number | null;
+  "completion.debounceMs"?: number | null;
+  "completion.budgetMs"?: number | null;
+  "plan.maxAttempts"?: number | null;
+  "plan.maxStepTokens"?: number | null;
+  "log.level"?: string | null;
+}
+
+/** Which tierls.toml key each setting sets. */
+const KEYS: Array<[keyof Settings, string[]]> = [
+  ["tiers.fast.model", ["tiers", "fast", "model"]],
+  ["tiers.executor.model", ["tiers", "executor", "model"]],
+  ["tiers.planner.model", ["tiers", "planner", "model"]],
+  ["tiers.fast.slots", ["tiers", "fast", "slots"]],
+  ["completion.debounceMs", ["completion", "debounce_ms"]],
+  ["completion.budgetMs", ["completion", "budget_ms"]],
+  ["plan.maxAttempts", ["plan", "max_attempts"]],
+  ["plan.maxStepTokens", ["plan", "max_step_tokens"]],
+  ["log.level", ["log", "level"]],
+];
+
+/**
+ * The initializationOptions for tierls: the same tables as tierls.toml, with only the
+ * settings the user set, so that the workspace's tierls.toml keeps its say for the rest.
+ */
+export function initializationOptions(settings: Settings): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  for (const [setting, path] of KEYS) {
+    const value = settings[setting];
+    if (value === null || value === undefined || value === "") {
+      continue;
+    }
+    let table = options;
+    for (const key of path.slice(0, -1)) {
+      table[key] = (table[key] as Record<string, unknown>) ?? {};
+      table = table[key] as Record<string, unknown>;
+    }
+    table[path[path.length - 1]] = value;
+  }
+  return options;
+}
+
+/** The command that starts the server. */
+export function serverCommand(settings: Settings): { command: string; args: string[] } {
+  const path = (settings["server.path"] ?? "").trim();
+  return { command: path === "" ? "tierls" : path, args: ["serve"] };
+}
+
+/** Why the server could not start, and what to do about it. */
+export function startFailure(command: string, error: { code?: string; message?: string }): string {
+  if (error.code === "ENOENT") {
+    return `tierls: the server \`${command}\` was not found. Install it with \`cargo install --path .\` in the tierls sources, or set "tierls.server.path" to the binary.`;
+  }
+  if (error.code === "EACCES") {
+    return `tierls: \`${command}\` cannot be run (permission denied). Check the file, or set "tierls.server.path".`;
+  }
+  return `tierls: the server \`${command} serve\` did not start: ${error.message ?? "unknown error"}. Run it in a terminal to see why.`;
+}
+
+/**
+ * Restarts of a server that stops: a few, then stop and say so once. A server that stayed
+ * up for `healthyMs` has recovered, and the count starts again.
+ */
+export class RestartPolicy {
+  private restarts: number[] = [];
+  private reported = false;
+
+  constructor(private readonly max = 3, private readonly windowMs = 180_000) {}
+
+  /** Called when the server stopped at `now`: restart, or give up (and report once). */
+  onStop(now: number): "restart" | "give-up-and-report" | "give-up" {
+    this.restarts = this.restarts.filter((at) => now - at < this.windowMs);
+    if (this.restarts.length < this.max) {
+      this.restarts.push(now);
+      return "restart";
+    }
+    if (this.reported) {
+      return "give-up";
+    }
+    this.reported = true;
+    return "give-up-and-report";
+  }
+
+  /** The user asked for a restart: start afresh. */
+  reset(): void {
+    this.restarts = [];
+    this.reported = false;
+  }
+}
+
+/** What `tierls.planRefactor` returns. */
+export interface PlanResult {
+  planId: number;
+  document: string;
+  steps: Array<{ id: number; file: string; target: string; action: string; instruction: string }>;
+  rejected: Array<{ id: number; reason: string }>;
+}
+
+/** What `tierls.executePlan` returns. */
+export interface ExecuteResult {
+  planId: number;
+  applied: boolean;
+  cancelled?: boolean;
+  reason?: string | null;
+  files?: string[];
+  steps: Array<{ id: number; outcome: string }>;
+  refused?: Array<{ id: number; reason: string }>;
+}
+
+export function planSummary(plan: PlanResult): string {
+  const steps = plan.steps.length;
+  const rejected = plan.rejected.length;
+  const parts = [`plan ${plan.planId}: ${steps} step${steps === 1 ? "" : "s"}`];
+  if (rejected > 0) {
+    parts.push(`${rejected} cannot run`);
+  }
+  return `tierls: ${parts.join(", ")}`;
+}
+
+export function executeSummary(result: ExecuteResult): string {
+  if (result.cancelled) {
+    return `tierls: plan ${result.planId} cancelled; nothing changed`;
+  }
+  const done = result.steps.filter((step) => step.outcome === "done").length;
+  const refused = result.refused?.length ?? 0;
+  if (result.applied) {
+    const files = result.files ?? [];
+    return `tierls: plan ${result.planId}: ${done - refused} of ${result.steps.length} steps applied to ${files.join(", ")}`;
+  }
+  return `tierls: plan ${result.planId} not applied: ${result.reason ?? "no step changed a file"}`;
+}
+
+/** The status bar's text for the server's state. */
+export function statusText(state: "starting" | "running" | "stopped" | "failed", busy?: string): string {
+  switch (state) {
+    case "starting":
+      return "$(sync~spin) tierls";
+    case "running":
+      return busy ? `$(sync~spin) tierls: ${busy}` : "$(check) tierls";
+    case "stopped":
+      return "$(debug-stop) tierls";
+    case "failed":
+      return "$(error) tierls";
+  }
+}

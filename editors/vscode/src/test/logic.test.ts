@@ -1,0 +1,89 @@
+import { test } from "node:test";
+import * as assert from "node:assert/strict";
+
+import {
+  RestartPolicy,
+  executeSummary,
+  initializationOptions,
+  planSummary,
+  serverCommand,
+  startFailure,
+  statusText,
+} from "../logic";
+
+test("only the settings the user set become initializationOptions, as tierls.toml tables", () => {
+  assert.deepEqual(initializationOptions({}), {});
+  assert.deepEqual(
+    initializationOptions({
+      "tiers.fast.model": "models/coder.gguf",
+      "tiers.executor.model": null,
+      "tiers.fast.slots": 2,
+      "completion.debounceMs": 0,
+      "plan.maxAttempts": 2,
+      "log.level": "",
+    }),
+    {
+      tiers: { fast: { model: "models/coder.gguf", slots: 2 } },
+      completion: { debounce_ms: 0 },
+      plan: { max_attempts: 2 },
+    },
+  );
+});
+
+test("the server command defaults to tierls on PATH", () => {
+  assert.deepEqual(serverCommand({}), { command: "tierls", args: ["serve"] });
+  assert.deepEqual(serverCommand({ "server.path": "  " }), { command: "tierls", args: ["serve"] });
+  assert.deepEqual(serverCommand({ "server.path": "/opt/tierls/bin/tierls" }), {
+    command: "/opt/tierls/bin/tierls",
+    args: ["serve"],
+  });
+});
+
+test("a missing or broken binary says how to fix it", () => {
+  const missing = startFailure("tierls", { code: "ENOENT" });
+  assert.match(missing, /was not found/);
+  assert.match(missing, /cargo install --path \./);
+  assert.match(missing, /tierls\.server\.path/);
+  assert.match(startFailure("/x/tierls", { code: "EACCES" }), /permission denied/);
+  assert.match(startFailure("tierls", { message: "exit code 3" }), /did not start: exit code 3/);
+});
+
+test("a crashing server is restarted a few times, then reported once, not in a loop", () => {
+  const policy = new RestartPolicy(3, 180_000);
+  const outcomes = [0, 1000, 2000, 3000, 4000, 5000].map((at) => policy.onStop(at));
+  assert.deepEqual(outcomes, ["restart", "restart", "restart", "give-up-and-report", "give-up", "give-up"]);
+  policy.reset();
+  assert.equal(policy.onStop(6000), "restart");
+});
+
+test("a server that stays up long enough recovers its restarts", () => {
+  const policy = new RestartPolicy(2, 60_000);
+  assert.equal(policy.onStop(0), "restart");
+  assert.equal(policy.onStop(10_000), "restart");
+  assert.equal(policy.onStop(200_000), "restart");
+});
+
+test("plans and their outcomes read as one line", () => {
+  const plan = {
+    planId: 3,
+    document: "# Plan",
+    steps: [{ id: 1, file: "a.rs", target: "f", action: "replace_symbol", instruction: "x" }],
+    rejected: [{ id: 2, reason: "unknown symbol" }],
+  };
+  assert.equal(planSummary(plan), "tierls: plan 3: 1 step, 1 cannot run");
+  assert.equal(
+    executeSummary({ planId: 3, applied: true, files: ["a.rs"], steps: [{ id: 1, outcome: "done" }], refused: [] }),
+    "tierls: plan 3: 1 of 1 steps applied to a.rs",
+  );
+  assert.equal(
+    executeSummary({ planId: 3, applied: false, reason: "the file is read-only", steps: [] }),
+    "tierls: plan 3 not applied: the file is read-only",
+  );
+  assert.equal(executeSummary({ planId: 4, applied: false, cancelled: true, steps: [] }), "tierls: plan 4 cancelled; nothing changed");
+});
+
+test("the status bar shows the state", () => {
+  assert.equal(statusText("running"), "$(check) tierls");
+  assert.equal(statusText("running", "planning"), "$(sync~spin) tierls: planning");
+  assert.equal(statusText("failed"), "$(error) tierls");
+});
