@@ -3,6 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::copy_tree;
 use serde_json::{Value, json};
 use tierls::lsp::client::LspClient;
 
@@ -48,18 +49,6 @@ fn plan_workspace(fixture: &str, config: &str) -> (tempfile::TempDir, std::path:
     copy_tree(&source, &root);
     std::fs::write(root.join("tierls.toml"), config).unwrap();
     (outer, root)
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// Every file under `root`, with its contents.

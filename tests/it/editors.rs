@@ -4,24 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::copy_tree;
 use serde_json::Value;
 
 const TIERLS: &str = env!("CARGO_BIN_EXE_tierls");
 
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// Runs the Neovim script in `mode` on a copy of the editor fixture; returns what it

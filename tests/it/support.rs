@@ -239,3 +239,16 @@ fn describe(message: &Value) -> String {
     }
     format!("response id={} result {}", message["id"], message["result"])
 }
+
+/// Copies the folder `from` (recursively) into `to`, creating it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
