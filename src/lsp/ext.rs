@@ -25,6 +25,10 @@ pub struct ViewDocumentResult {
     pub text: String,
 }
 
+/// `tierls/status`: each tier's model and state, the plans waiting for the user and the
+/// plan work running; the editor extensions show it (status bar, `:TierlsStatus`).
+pub const STATUS: &str = "tierls/status";
+
 /// `textDocument/inlineCompletion` (LSP 3.18): lsp-types 0.94 predates it, so its types live
 /// here.
 pub const INLINE_COMPLETION: &str = "textDocument/inlineCompletion";

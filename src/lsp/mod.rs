@@ -11,6 +11,7 @@ mod framing;
 mod guard;
 mod hover;
 mod indexing;
+mod plan_edit;
 mod plans;
 mod server;
 mod session;
@@ -88,6 +89,7 @@ where
     .custom_method(ext::VIEW_DOCUMENT, server::Backend::view_document)
     .custom_method(ext::INLINE_COMPLETION, server::Backend::inline_completion)
     .custom_method(ext::COMPLETION_STATS, server::Backend::completion_stats)
+    .custom_method(ext::STATUS, server::Backend::status)
     .custom_method(
         "window/workDoneProgress/cancel",
         server::Backend::work_done_progress_cancel,

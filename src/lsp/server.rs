@@ -183,6 +183,32 @@ impl Backend {
         plans::cancel_progress(&mut self.session(), &params.token);
     }
 
+    pub async fn status(&self) -> Result<Value> {
+        let tiers: Vec<Value> = Tier::ALL
+            .iter()
+            .map(|&tier| {
+                let (model, state) = match self.tiers.get() {
+                    Some(tiers) => tiers.describe(tier),
+                    None => (None, crate::models::tiers::TierStatus::NotConfigured),
+                };
+                let (state, error) = match state {
+                    crate::models::tiers::TierStatus::Failed(error) => ("failed", Some(error)),
+                    other => (other.name(), None),
+                };
+                serde_json::json!({ "tier": tier.to_string(), "model": model, "state": state, "error": error })
+            })
+            .collect();
+        let session = self.session();
+        let index = session.index.stats();
+        Ok(serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "root": session.root,
+            "tiers": tiers,
+            "index": { "files": index.files, "definitions": index.definitions },
+            "plans": plans::summary(&session),
+        }))
+    }
+
     pub async fn completion_stats(&self) -> Result<crate::completion::EngineStats> {
         Ok(self.completion.stats())
     }

@@ -45,6 +45,19 @@ pub enum TierStatus {
     Failed(String),
 }
 
+impl TierStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TierStatus::NotConfigured => "not configured",
+            TierStatus::Unloaded => "not loaded",
+            TierStatus::Loading => "loading",
+            TierStatus::Ready => "ready",
+            TierStatus::Paused => "paused",
+            TierStatus::Failed(_) => "failed",
+        }
+    }
+}
+
 pub struct TierSet {
     machine: Machine,
     entries: Mutex<BTreeMap<Tier, Entry>>,
@@ -196,6 +209,12 @@ impl TierSet {
             State::Unloaded => Err(ModelError::TierNotLoaded { tier }),
             State::Failed(err) => Err(err.clone()),
         }
+    }
+
+    /// The model file serving `tier` (if any) and its state.
+    pub fn describe(&self, tier: Tier) -> (Option<PathBuf>, TierStatus) {
+        let path = self.lock().get(&tier).map(|entry| entry.path.clone());
+        (path, self.status(tier))
     }
 
     pub fn status(&self, tier: Tier) -> TierStatus {

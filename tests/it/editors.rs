@@ -82,6 +82,11 @@ fn neovim_plans_and_writes_through_the_real_server() {
     assert_eq!(result["unchanged_after_discard"], true, "{result:#}");
     assert_eq!(result["modified_after_discard"], false, "{result:#}");
     assert_eq!(result["reconnected"], true, "{result:#}");
+    let status = result["status"].as_str().unwrap_or_default();
+    assert!(
+        status.contains("executor: ready (scripted)") && status.contains("fast: "),
+        "{status}"
+    );
 }
 
 /// No server binary: the plugin says so, with the fix, once for any number of files.
@@ -143,7 +148,7 @@ fn vscode_extension_builds_tests_and_packages() {
     );
     assert!(tested.status.success(), "{out}");
     assert!(
-        out.contains("# fail 0") && out.contains("# pass 7"),
+        out.contains("# fail 0") && out.contains("# pass 8"),
         "{out}"
     );
     let packaged = npm(&folder, &["run", "package"]);

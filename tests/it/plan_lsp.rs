@@ -688,3 +688,18 @@ async fn the_plan_opens_as_a_document_outside_the_workspace() {
     );
     std::fs::remove_file(path).unwrap();
 }
+
+/// `tierls/status`: each tier's model and state, and the plans waiting for the user.
+#[tokio::test]
+async fn status_lists_tiers_and_pending_plans() {
+    let (mut server, _) = start(PLAN, executor(Duration::ZERO), true).await;
+    plan(&mut server, "use PI").await;
+    let response = server
+        .client
+        .request("tierls/status", serde_json::Value::Null)
+        .await
+        .unwrap();
+    let mut status = response["result"].clone();
+    status["root"] = json!("$ROOT");
+    insta::assert_json_snapshot!(status);
+}

@@ -41,9 +41,28 @@ function settings(): logic.Settings {
   };
 }
 
+let tiers = "";
+
 function setStatus(state: Parameters<typeof logic.statusText>[0], busy?: string): void {
-  status.text = logic.statusText(state, busy);
-  status.tooltip = "tierls: click for its status";
+  const text = logic.statusText(state, busy);
+  status.text = state === "running" && !busy && tiers ? `${text} ${tiers}` : text;
+}
+
+/** Asks the server for its tiers and plans (`tierls/status`) and shows them. */
+async function refreshStatus(): Promise<void> {
+  if (!client || client.state !== State.Running) {
+    return;
+  }
+  try {
+    const current = await client.sendRequest<logic.ServerStatus>("tierls/status");
+    tiers = logic.tiersText(current);
+    status.tooltip = logic.statusTooltip(current);
+    if (!status.text.includes("sync~spin")) {
+      setStatus("running");
+    }
+  } catch {
+    // A server that does not answer is shown by the client's state.
+  }
 }
 
 async function start(): Promise<void> {
@@ -229,18 +248,18 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       }
       await start();
     }),
-    vscode.commands.registerCommand("tierls.showStatus", () => {
+    vscode.commands.registerCommand("tierls.showStatus", async () => {
       const state = client ? State[client.state] : "not started";
-      const info = client?.initializeResult?.serverInfo;
-      void vscode.window.showInformationMessage(
-        `tierls ${info?.version ?? ""}: ${state}; last plan: ${lastPlan ?? "none"}`,
-      );
+      await refreshStatus();
+      void vscode.window.showInformationMessage(`tierls: ${state}\n${status.tooltip ?? ""}`, { modal: true });
     }),
     vscode.languages.registerInlineCompletionItemProvider(
       LANGUAGES.map((language) => ({ scheme: "file", language })),
       inlineCompletions,
     ),
   );
+  const timer = setInterval(() => void refreshStatus(), 5000);
+  context.subscriptions.push({ dispose: () => clearInterval(timer) });
   await start();
 }
 

@@ -152,3 +152,43 @@ export function statusText(state: "starting" | "running" | "stopped" | "failed",
       return "$(error) tierls";
   }
 }
+
+/** What `tierls/status` returns. */
+export interface ServerStatus {
+  version: string;
+  tiers: Array<{ tier: string; model: string | null; state: string; error: string | null }>;
+  plans: { pending: Array<{ planId: number; instruction: string; steps: number }>; running: number };
+}
+
+const TIER_MARKS: Record<string, string> = {
+  ready: "●",
+  loading: "◐",
+  "not loaded": "○",
+  paused: "‖",
+  failed: "✗",
+};
+
+/** The tiers in a few characters for the status bar: configured tiers only. */
+export function tiersText(status: ServerStatus): string {
+  return status.tiers
+    .filter((tier) => tier.state !== "not configured")
+    .map((tier) => `${tier.tier} ${TIER_MARKS[tier.state] ?? "?"}`)
+    .join(" ");
+}
+
+/** The status bar's tooltip: each tier's model and state, and the plans. */
+export function statusTooltip(status: ServerStatus): string {
+  const lines = [`tierls ${status.version}`];
+  for (const tier of status.tiers) {
+    const model = tier.model ? ` (${tier.model})` : "";
+    const error = tier.error ? `: ${tier.error}` : "";
+    lines.push(`${tier.tier}: ${tier.state}${model}${error}`);
+  }
+  if (status.plans.running > 0) {
+    lines.push(`plan work running: ${status.plans.running}`);
+  }
+  for (const plan of status.plans.pending) {
+    lines.push(`plan ${plan.planId} waiting: ${plan.instruction} (${plan.steps} steps)`);
+  }
+  return lines.join("\n");
+}

@@ -249,6 +249,18 @@ function M.status()
   local lines = {}
   if lsp_client then
     table.insert(lines, ("tierls: running (client %d), root %s"):format(lsp_client.id, lsp_client.config.root_dir or "?"))
+    local response = lsp_client.request_sync("tierls/status", vim.NIL, 2000)
+    local server = response and response.result
+    if server then
+      for _, tier in ipairs(server.tiers or {}) do
+        local model = tier.model ~= vim.NIL and tier.model and (" (" .. tier.model .. ")") or ""
+        local error = tier.error ~= vim.NIL and tier.error and (": " .. tier.error) or ""
+        table.insert(lines, ("%s: %s%s%s"):format(tier.tier, tier.state, model, error))
+      end
+      for _, plan in ipairs((server.plans or {}).pending or {}) do
+        table.insert(lines, ("plan %d waiting: %s (%d steps)"):format(plan.planId, plan.instruction, plan.steps))
+      end
+    end
     table.insert(lines, ("attached buffers: %d"):format(vim.tbl_count(lsp_client.attached_buffers or {})))
   else
     table.insert(lines, "tierls: not running" .. (state.last_exit and (" (last exit code " .. tostring(state.last_exit.code) .. ")") or ""))

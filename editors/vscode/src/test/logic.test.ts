@@ -9,6 +9,8 @@ import {
   serverCommand,
   startFailure,
   statusText,
+  statusTooltip,
+  tiersText,
 } from "../logic";
 
 test("only the settings the user set become initializationOptions, as tierls.toml tables", () => {
@@ -86,4 +88,28 @@ test("the status bar shows the state", () => {
   assert.equal(statusText("running"), "$(check) tierls");
   assert.equal(statusText("running", "planning"), "$(sync~spin) tierls: planning");
   assert.equal(statusText("failed"), "$(error) tierls");
+});
+
+test("the status bar lists the configured tiers; the tooltip says the rest", () => {
+  const status = {
+    version: "0.1.0",
+    tiers: [
+      { tier: "fast", model: "/m/fast.gguf", state: "ready", error: null },
+      { tier: "executor", model: "/m/exec.gguf", state: "failed", error: "does not fit" },
+      { tier: "planner", model: null, state: "not configured", error: null },
+    ],
+    plans: { pending: [{ planId: 2, instruction: "use PI", steps: 3 }], running: 1 },
+  };
+  assert.equal(tiersText(status), "fast ● executor ✗");
+  assert.equal(
+    statusTooltip(status),
+    [
+      "tierls 0.1.0",
+      "fast: ready (/m/fast.gguf)",
+      "executor: failed (/m/exec.gguf): does not fit",
+      "planner: not configured",
+      "plan work running: 1",
+      "plan 2 waiting: use PI (3 steps)",
+    ].join("\n"),
+  );
 });
