@@ -543,14 +543,16 @@ pub async fn execute_plan(
     };
     let executor = match executor {
         Ok(Ok(executor)) => executor,
-        Ok(Err(err)) => {
-            let message = format!("no executor: {err}");
+        failure => {
+            // Nothing ran: the plan waits again, to be executed once the executor is fixed.
+            context.session().plans.pending.insert(id, plan);
+            let message = match failure {
+                Ok(Err(err)) => format!("no executor: {err}; plan {id} is still waiting"),
+                Err(err) => format!("the executor did not load: {err}; plan {id} is still waiting"),
+                Ok(Ok(_)) => unreachable!("matched above"),
+            };
             progress.end(context, message.clone()).await;
             return Err(failed(message));
-        }
-        Err(err) => {
-            progress.end(context, "failed".into()).await;
-            return Err(failed(err.to_string()));
         }
     };
     let (files, definitions, options) = {
