@@ -178,11 +178,42 @@ fn instruction_comment(session: &Session, uri: &Url, range: Range) -> Option<(St
 // ---------------------------------------------------------------------------------------
 // Progress
 
-/// `$/progress` for one piece of plan work, cancellable by the user; silent when the
-/// client does not show progress.
-struct WorkProgress {
+/// Sends `$/progress` for one token; silent when the client does not show progress.
+#[derive(Clone)]
+struct Reporter {
     client: Client,
     token: Option<NumberOrString>,
+}
+
+impl Reporter {
+    async fn report(&self, message: String, percentage: Option<u32>) {
+        self.send(WorkDoneProgress::Report(WorkDoneProgressReport {
+            cancellable: Some(true),
+            message: Some(message),
+            percentage,
+        }))
+        .await;
+    }
+
+    async fn send(&self, value: WorkDoneProgress) {
+        if let Some(token) = &self.token {
+            self.client
+                .send_notification::<ProgressNotification>(ProgressParams {
+                    token: token.clone(),
+                    value: ProgressParamsValue::WorkDone(value),
+                })
+                .await;
+        }
+    }
+}
+
+/// One piece of plan work shown with `$/progress`, cancellable by the user. If the request
+/// is dropped before `end` (`$/cancelRequest`), the progress still ends and its cancel flag
+/// is forgotten.
+struct WorkProgress {
+    reporter: Reporter,
+    session: Arc<Mutex<Session>>,
+    ended: bool,
 }
 
 impl WorkProgress {
@@ -218,10 +249,15 @@ impl WorkProgress {
                 .insert(token_key(token), cancel.clone());
         }
         let progress = WorkProgress {
-            client: context.client.clone(),
-            token,
+            reporter: Reporter {
+                client: context.client.clone(),
+                token,
+            },
+            session: context.session.clone(),
+            ended: false,
         };
         progress
+            .reporter
             .send(WorkDoneProgress::Begin(WorkDoneProgressBegin {
                 title: title.to_owned(),
                 cancellable: Some(true),
@@ -233,32 +269,45 @@ impl WorkProgress {
     }
 
     async fn report(&self, message: String, percentage: Option<u32>) {
-        self.send(WorkDoneProgress::Report(WorkDoneProgressReport {
-            cancellable: Some(true),
-            message: Some(message),
-            percentage,
-        }))
-        .await;
+        self.reporter.report(message, percentage).await;
     }
 
-    async fn end(&self, context: &PlanContext, message: String) {
-        self.send(WorkDoneProgress::End(WorkDoneProgressEnd {
-            message: Some(message),
-        }))
-        .await;
-        if let Some(token) = &self.token {
-            context.session().plans.running.remove(&token_key(token));
+    async fn end(&mut self, message: String) {
+        self.ended = true;
+        self.forget();
+        self.reporter
+            .send(WorkDoneProgress::End(WorkDoneProgressEnd {
+                message: Some(message),
+            }))
+            .await;
+    }
+
+    fn forget(&self) {
+        if let Some(token) = &self.reporter.token {
+            self.session
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .plans
+                .running
+                .remove(&token_key(token));
         }
     }
+}
 
-    async fn send(&self, value: WorkDoneProgress) {
-        if let Some(token) = &self.token {
-            self.client
-                .send_notification::<ProgressNotification>(ProgressParams {
-                    token: token.clone(),
-                    value: ProgressParamsValue::WorkDone(value),
-                })
-                .await;
+impl Drop for WorkProgress {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.forget();
+        let reporter = self.reporter.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let end = WorkDoneProgressEnd {
+                    message: Some("cancelled: nothing changed".into()),
+                };
+                reporter.send(WorkDoneProgress::End(end)).await;
+            });
         }
     }
 }
@@ -366,7 +415,7 @@ pub async fn plan_refactor(
     // Each planning gets its own token: two may run at once.
     static PLANNINGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let number = PLANNINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    let progress = WorkProgress::start(
+    let mut progress = WorkProgress::start(
         context,
         token,
         &format!("plan/{number}"),
@@ -383,11 +432,11 @@ pub async fn plan_refactor(
         Ok(Ok(lease)) => lease,
         Ok(Err(err)) => {
             let message = format!("no planner: {err}");
-            progress.end(context, message.clone()).await;
+            progress.end(message.clone()).await;
             return Err(failed(message));
         }
         Err(err) => {
-            progress.end(context, "failed".into()).await;
+            progress.end("failed".into()).await;
             return Err(failed(err.to_string()));
         }
     };
@@ -400,7 +449,7 @@ pub async fn plan_refactor(
     let answer = match answer {
         Ok(answer) => answer,
         Err(err) => {
-            progress.end(context, err.to_string()).await;
+            progress.end(err.to_string()).await;
             return Err(failed(err.to_string()));
         }
     };
@@ -431,7 +480,7 @@ pub async fn plan_refactor(
             format!(", {} cannot run", plan.rejected.len())
         }
     );
-    progress.end(context, summary.clone()).await;
+    progress.end(summary.clone()).await;
     context
         .client
         .show_message(MessageType::INFO, format!("tierls: {summary}"))
@@ -526,7 +575,7 @@ pub async fn execute_plan(
     }
     let cancel = Cancel::new();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
-    let progress = WorkProgress::start(
+    let mut progress = WorkProgress::start(
         context,
         token,
         &format!("execute/{id}"),
@@ -551,7 +600,7 @@ pub async fn execute_plan(
                 Err(err) => format!("the executor did not load: {err}; plan {id} is still waiting"),
                 Ok(Ok(_)) => unreachable!("matched above"),
             };
-            progress.end(context, message.clone()).await;
+            progress.end(message.clone()).await;
             return Err(failed(message));
         }
     };
@@ -569,10 +618,7 @@ pub async fn execute_plan(
     let (events, mut received) = mpsc::unbounded_channel();
     let total = plan.steps.len() as u32;
     let forward = {
-        let progress = WorkProgress {
-            client: context.client.clone(),
-            token: progress.token.clone(),
-        };
+        let progress = progress.reporter.clone();
         tokio::spawn(async move {
             let mut finished = 0;
             while let Some(event) = received.recv().await {
@@ -614,9 +660,7 @@ pub async fn execute_plan(
         })
         .collect();
     if execution.cancelled {
-        progress
-            .end(context, "cancelled: nothing changed".into())
-            .await;
+        progress.end("cancelled: nothing changed".into()).await;
         return Ok(json!({ "planId": id, "applied": false, "cancelled": true, "steps": steps }));
     }
     // Land on the documents as they are now: the user may have typed meanwhile.
@@ -644,21 +688,19 @@ pub async fn execute_plan(
     let (edit, landing) = match built {
         Ok(built) => built,
         Err(reason) => {
-            progress.end(context, reason.clone()).await;
+            progress.end(reason.clone()).await;
             return Err(failed(reason));
         }
     };
     if landing.files.is_empty() {
         let message = "nothing to change: no step changed a file".to_owned();
-        progress.end(context, message.clone()).await;
+        progress.end(message.clone()).await;
         return Ok(
             json!({ "planId": id, "applied": false, "reason": message, "steps": steps, "refused": refused_json(&landing) }),
         );
     }
     if cancel.is_cancelled() {
-        progress
-            .end(context, "cancelled: nothing changed".into())
-            .await;
+        progress.end("cancelled: nothing changed".into()).await;
         return Ok(json!({ "planId": id, "applied": false, "cancelled": true, "steps": steps }));
     }
     let response = context.client.apply_edit(edit).await;
@@ -690,7 +732,7 @@ pub async fn execute_plan(
                 .unwrap_or_default()
         )
     };
-    progress.end(context, summary.clone()).await;
+    progress.end(summary.clone()).await;
     context
         .client
         .show_message(

@@ -703,3 +703,49 @@ async fn status_lists_tiers_and_pending_plans() {
     status["root"] = json!("$ROOT");
     insta::assert_json_snapshot!(status);
 }
+
+/// `$/cancelRequest` on a running plan: the request ends cancelled, its progress ends, and
+/// nothing is applied.
+#[tokio::test]
+async fn cancelling_the_request_ends_its_progress_and_applies_nothing() {
+    let (mut server, _) = start(PLAN, executor(Duration::from_millis(40)), true).await;
+    plan(&mut server, "use PI").await;
+    let id = server
+        .client
+        .send_request(
+            "workspace/executeCommand",
+            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": 1 }] }),
+        )
+        .await
+        .unwrap();
+    wait_for_report(&mut server, "step 1").await;
+    server
+        .client
+        .notify("$/cancelRequest", json!({ "id": id }))
+        .await
+        .unwrap();
+    let response = server
+        .client
+        .response_to(json!(id), "executePlan")
+        .await
+        .unwrap();
+    assert_eq!(response["error"]["code"], -32800, "{response}");
+    let messages = server
+        .client
+        .drain(Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(kept(&messages, "workspace/applyEdit").is_empty());
+    let ends: Vec<Value> = kept(&messages, "$/progress")
+        .into_iter()
+        .filter(|m| m["params"]["value"]["kind"] == "end")
+        .map(|m| m["params"]["value"]["message"].clone())
+        .collect();
+    assert_eq!(ends, vec![json!("cancelled: nothing changed")]);
+    let status = server
+        .client
+        .request("tierls/status", Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(status["result"]["plans"]["running"], 0, "{status}");
+}
