@@ -15,7 +15,7 @@ use crate::core::plan::{RawPlan, RawStep, validate};
 use crate::models::embedded::{EmbeddedModel, EmbeddedOptions, test_model_path};
 use crate::models::scripted::ScriptedModel;
 use crate::models::{Cancel, Model};
-use crate::refactor::headless;
+use crate::refactor::headless::{self, OnDisk};
 use crate::refactor::workspace::DiskWorkspace;
 use crate::refactor::{ExecuteOptions, Execution};
 use crate::scan::{ScanOptions, scan_into_index};
@@ -125,23 +125,27 @@ async fn bench(path: PathBuf) -> anyhow::Result<()> {
             path: symbol.into(),
         }];
         let (_, planned) = headless::plan(
-            &root,
-            &index,
+            OnDisk {
+                root: &root,
+                index: &index,
+                max_file_bytes: MAX_FILE,
+            },
             instruction,
             &focus,
             512,
-            MAX_FILE,
             model.as_ref(),
             Cancel::new(),
         )
         .await?;
         let (execution, _) = headless::execute_plan(
-            &root,
-            &index,
+            OnDisk {
+                root: &root,
+                index: &index,
+                max_file_bytes: MAX_FILE,
+            },
             &planned.plan,
             model.clone(),
             options(1),
-            MAX_FILE,
             Cancel::new(),
             Arc::new(|_| {}),
         )
@@ -308,12 +312,14 @@ async fn timed_plan(executor: Arc<dyn Model>, concurrency: usize) -> anyhow::Res
     );
     let started = Instant::now();
     let (execution, _) = headless::execute_plan(
-        &root,
-        &index,
+        OnDisk {
+            root: &root,
+            index: &index,
+            max_file_bytes: MAX_FILE,
+        },
         &plan,
         executor,
         options(concurrency),
-        MAX_FILE,
         Cancel::new(),
         Arc::new(|_| {}),
     )

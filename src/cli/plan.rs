@@ -16,7 +16,7 @@ use crate::core::plan::diff::unified;
 use crate::core::plan::render::render_plan;
 use crate::models::tiers::TierSet;
 use crate::models::{Cancel, ModelError};
-use crate::refactor::headless;
+use crate::refactor::headless::{self, OnDisk};
 use crate::refactor::{
     ExecuteOptions, Execution, Progress, StepOutcome, lease_executor, lease_planner,
 };
@@ -114,12 +114,14 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     })?;
     let planning = spinner(&format!("planning with the {} tier", lease.tier));
     let planned = headless::plan(
-        &root,
-        &index,
+        OnDisk {
+            root: &root,
+            index: &index,
+            max_file_bytes: config.limits.max_file_bytes,
+        },
         &args.instruction,
         &focus,
         config.plan.map_tokens as usize,
-        config.limits.max_file_bytes,
         lease.model.as_ref(),
         cancel.clone(),
     )
@@ -162,12 +164,14 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
         })
     };
     let (execution, landing) = headless::execute_plan(
-        &root,
-        &index,
+        OnDisk {
+            root: &root,
+            index: &index,
+            max_file_bytes: config.limits.max_file_bytes,
+        },
         &plan,
         executor,
         options,
-        config.limits.max_file_bytes,
         cancel,
         progress,
     )

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::config::Tier;
-use crate::models::Model;
+use crate::lsp::ProvidedModels;
 use crate::models::scripted::ScriptedModel;
 
 #[derive(Deserialize)]
@@ -25,11 +25,11 @@ struct Script {
     planner: Vec<Rule>,
 }
 
-pub fn load(path: &Path) -> Result<Vec<(Tier, Arc<dyn Model>)>, String> {
+pub fn load(path: &Path) -> Result<ProvidedModels, String> {
     let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
     let script: Script =
         serde_json::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))?;
-    let mut models: Vec<(Tier, Arc<dyn Model>)> = Vec::new();
+    let mut models: ProvidedModels = Vec::new();
     for (tier, rules) in [
         (Tier::Fast, script.fast),
         (Tier::Executor, script.executor),

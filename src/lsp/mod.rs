@@ -35,6 +35,12 @@ use crate::logging::{self, LogRecord};
 
 /// What a server is started with, decided by the caller (the CLI reads the environment; tests
 /// pass explicit values so that nothing of the machine leaks in).
+/// Models already running, by the tier they serve.
+pub type ProvidedModels = Vec<(
+    crate::config::Tier,
+    std::sync::Arc<dyn crate::models::Model>,
+)>;
+
 #[derive(Clone, Default)]
 pub struct ServerOptions {
     /// The user's `tierls.toml`, if any.

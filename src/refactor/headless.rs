@@ -16,17 +16,29 @@ use crate::core::plan::prompt::PlannerInput;
 use crate::disk::{self, WriteError};
 use crate::models::{Cancel, Model};
 
-/// Plans `instruction` on the workspace at `root`, indexed as `index`.
+/// A workspace on disk and its index.
+#[derive(Clone, Copy)]
+pub struct OnDisk<'a> {
+    pub root: &'a Path,
+    pub index: &'a Index,
+    /// Larger files are not read (`limits.max_file_mb`).
+    pub max_file_bytes: u64,
+}
+
+/// Plans `instruction` on the workspace.
 pub async fn plan(
-    root: &Path,
-    index: &Index,
+    workspace: OnDisk<'_>,
     instruction: &str,
     focus: &[Focus],
     map_tokens: usize,
-    max_file_bytes: u64,
     planner: &dyn Model,
     cancel: Cancel,
 ) -> Result<(PlannerInput, Planned), PlanError> {
+    let OnDisk {
+        root,
+        index,
+        max_file_bytes,
+    } = workspace;
     let mut texts = BTreeMap::new();
     for item in focus {
         if index.file(item.file()).is_none() {
@@ -79,15 +91,18 @@ pub fn read_files(
 
 /// Runs the plan's steps on the files as they are on disk, then lands them.
 pub async fn execute_plan(
-    root: &Path,
-    index: &Index,
+    workspace: OnDisk<'_>,
     plan: &Plan,
     executor: Arc<dyn Model>,
     options: ExecuteOptions,
-    max_file_bytes: u64,
     cancel: Cancel,
     progress: Arc<dyn Fn(Progress) + Send + Sync>,
 ) -> (Execution, Landing) {
+    let OnDisk {
+        root,
+        index,
+        max_file_bytes,
+    } = workspace;
     let files = read_files(root, plan, max_file_bytes);
     let definitions = definitions_for(plan, index, &files);
     let execution = execute(

@@ -139,11 +139,11 @@ pub fn lease_planner(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<PlannerLea
 /// executor is configured. Blocks while it loads.
 pub fn lease_executor(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<Arc<dyn Model>, ModelError> {
     if tiers.is_configured(Tier::Executor) {
-        return Ok(tiers.ready(Tier::Executor, cancel)?);
+        return tiers.ready(Tier::Executor, cancel);
     }
     if tiers.is_configured(Tier::Planner) {
         tracing::info!("no executor tier is configured: the planner tier carries out the steps");
-        return Ok(tiers.ready(Tier::Planner, cancel)?);
+        return tiers.ready(Tier::Planner, cancel);
     }
     Err(ModelError::TierNotConfigured {
         tier: Tier::Executor,

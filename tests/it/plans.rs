@@ -16,7 +16,7 @@ use tierls::core::plan::render::render_plan;
 use tierls::core::plan::{Plan, RawPlan};
 use tierls::models::Cancel;
 use tierls::models::scripted::ScriptedModel;
-use tierls::refactor::headless::{self, read_files};
+use tierls::refactor::headless::{self, OnDisk, read_files};
 use tierls::refactor::{ExecuteOptions, Execution, Progress, StepOutcome, parse_plan};
 use tierls::scan::{ScanOptions, scan_into_index};
 
@@ -84,12 +84,14 @@ async fn check_plan(case: Case<'_>) -> String {
     }
     let executor = Arc::new(executor);
     let (_, planned) = headless::plan(
-        &ws.root,
-        &ws.index,
+        OnDisk {
+            root: &ws.root,
+            index: &ws.index,
+            max_file_bytes: MAX_FILE,
+        },
         case.instruction,
         &case.focus,
         512,
-        MAX_FILE,
         &planner,
         Cancel::new(),
     )
@@ -97,12 +99,14 @@ async fn check_plan(case: Case<'_>) -> String {
     .unwrap();
     let plan = planned.plan;
     let (execution, landing) = headless::execute_plan(
-        &ws.root,
-        &ws.index,
+        OnDisk {
+            root: &ws.root,
+            index: &ws.index,
+            max_file_bytes: MAX_FILE,
+        },
         &plan,
         executor.clone(),
         options(2),
-        MAX_FILE,
         Cancel::new(),
         no_progress(),
     )
@@ -334,12 +338,14 @@ async fn check_executor_answers(answers: &[&str], max_step_tokens: u32) -> Strin
     let mut options = options(1);
     options.max_step_tokens = max_step_tokens;
     let (execution, landing) = headless::execute_plan(
-        &ws.root,
-        &ws.index,
+        OnDisk {
+            root: &ws.root,
+            index: &ws.index,
+            max_file_bytes: MAX_FILE,
+        },
         &plan,
         executor,
         options,
-        MAX_FILE,
         Cancel::new(),
         no_progress(),
     )
@@ -422,12 +428,14 @@ async fn a_file_edited_during_the_plan_re_anchors_or_refuses() {
     );
     let files = read_files(&ws.root, &plan, MAX_FILE);
     let (execution, _) = headless::execute_plan(
-        &ws.root,
-        &ws.index,
+        OnDisk {
+            root: &ws.root,
+            index: &ws.index,
+            max_file_bytes: MAX_FILE,
+        },
         &plan,
         executor,
         options(2),
-        MAX_FILE,
         Cancel::new(),
         no_progress(),
     )
@@ -501,12 +509,14 @@ async fn cancelling_mid_step_lands_nothing() {
     };
     let before = std::fs::read_to_string(ws.root.join("src/geometry.rs")).unwrap();
     let (execution, landing) = headless::execute_plan(
-        &ws.root,
-        &ws.index,
+        OnDisk {
+            root: &ws.root,
+            index: &ws.index,
+            max_file_bytes: MAX_FILE,
+        },
         &plan,
         executor,
         options(1),
-        MAX_FILE,
         cancel.clone(),
         progress,
     )
