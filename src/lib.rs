@@ -14,3 +14,4 @@ pub mod lsp;
 pub mod models;
 pub mod refactor;
 pub mod scan;
+pub mod sync;

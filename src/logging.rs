@@ -20,6 +20,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, filter};
 
 use crate::config::LogLevel;
+use crate::sync::lock;
 
 /// The name of the span that marks everything one editor session does.
 pub const SESSION_SPAN: &str = "lsp_session";
@@ -96,10 +97,7 @@ pub fn unregister_session(id: u64) {
 }
 
 fn lock_sinks() -> std::sync::MutexGuard<'static, HashMap<u64, SessionSink>> {
-    // A panic while holding this lock cannot leave the map inconsistent: keep logging.
-    sinks()
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock(sinks())
 }
 
 fn level_allows(configured: LogLevel, level: Level) -> bool {

@@ -98,12 +98,7 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     }
     let cancel = Cancel::new();
     let loading = spinner("loading the planner");
-    let lease = {
-        let (tiers, cancel) = (tiers.clone(), cancel.clone());
-        tokio::task::spawn_blocking(move || lease_planner(&tiers, &cancel))
-            .await
-            .map_err(|err| err.to_string())?
-    };
+    let lease = lease_planner(tiers.clone(), cancel.clone()).await;
     loading.finish_and_clear();
     let lease = lease.map_err(|err| match err {
         ModelError::TierNotConfigured { .. } => format!(
@@ -140,13 +135,9 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     }
 
     let loading = spinner("loading the executor");
-    let executor = {
-        let (tiers, cancel) = (tiers.clone(), cancel.clone());
-        tokio::task::spawn_blocking(move || lease_executor(&tiers, &cancel))
-            .await
-            .map_err(|err| err.to_string())?
-            .map_err(|err| err.to_string())?
-    };
+    let executor = lease_executor(tiers, cancel.clone())
+        .await
+        .map_err(|err| err.to_string())?;
     loading.finish_and_clear();
     let options = ExecuteOptions::from_config(&config.plan, executor.as_ref());
     let bar = ProgressBar::new(plan.steps.len() as u64);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::core::completion::{CompletionPlan, finish_suggestion};
 use crate::core::generation::{GenerateRequest, StopReason, Usage};
 use crate::models::{Cancel, Model, ModelError, generate};
+use crate::sync::lock;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Completed {
@@ -185,10 +186,4 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.cancel();
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

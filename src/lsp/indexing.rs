@@ -14,6 +14,7 @@ use tower_lsp::lsp_types::*;
 
 use super::session::Session;
 use crate::scan::{self, ScanOptions, ScanStats, Skip};
+use crate::sync::lock;
 
 enum Event {
     Seen(usize),
@@ -143,10 +144,4 @@ async fn report(
             }
         }
     }
-}
-
-fn lock(session: &Mutex<Session>) -> std::sync::MutexGuard<'_, Session> {
-    session
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -262,3 +262,12 @@ async fn forward_logs(client: Client, mut records: mpsc::UnboundedReceiver<LogRe
         client.log_message(kind, record.message).await;
     }
 }
+
+/// A request that could not be carried out (LSP's `RequestFailed`, -32803), with why.
+pub(crate) fn request_failed(message: impl Into<String>) -> tower_lsp::jsonrpc::Error {
+    tower_lsp::jsonrpc::Error {
+        code: tower_lsp::jsonrpc::ErrorCode::ServerError(-32803),
+        message: message.into().into(),
+        data: None,
+    }
+}

@@ -18,6 +18,7 @@ use tower_lsp::lsp_types::request::WorkDoneProgressCreate;
 use tower_lsp::lsp_types::*;
 
 use super::plan_edit::{current_files, workspace_edit};
+use super::request_failed;
 use super::session::Session;
 use crate::core::plan::Plan;
 use crate::core::plan::context::{Focus, planner_input};
@@ -31,6 +32,7 @@ use crate::refactor::workspace::{DiskWorkspace, definitions_for};
 use crate::refactor::{
     ExecuteOptions, Progress, StepOutcome, ask_planner, execute, lease_executor, lease_planner,
 };
+use crate::sync::lock;
 
 pub const PLAN_REFACTOR: &str = "tierls.planRefactor";
 pub const EXECUTE_PLAN: &str = "tierls.executePlan";
@@ -70,23 +72,13 @@ pub struct PlanContext {
 
 impl PlanContext {
     fn session(&self) -> MutexGuard<'_, Session> {
-        self.session
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.session)
     }
 
     fn tiers(&self) -> Result<Arc<TierSet>> {
         self.tiers
             .clone()
-            .ok_or_else(|| failed("the models are not set up yet: wait for `initialized`"))
-    }
-}
-
-fn failed(message: impl Into<String>) -> Error {
-    Error {
-        code: tower_lsp::jsonrpc::ErrorCode::ServerError(-32803),
-        message: message.into().into(),
-        data: None,
+            .ok_or_else(|| request_failed("the models are not set up yet: wait for `initialized`"))
     }
 }
 
@@ -284,12 +276,7 @@ impl WorkProgress {
 
     fn forget(&self) {
         if let Some(token) = &self.reporter.token {
-            self.session
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .plans
-                .running
-                .remove(&token_key(token));
+            lock(&self.session).plans.running.remove(&token_key(token));
         }
     }
 }
@@ -379,10 +366,9 @@ pub async fn plan_refactor(
     let (input, root) = {
         let mut session = context.session();
         session.refresh_index();
-        let root = session
-            .root
-            .clone()
-            .ok_or_else(|| failed("plans need a workspace root, and the client sent none"))?;
+        let root = session.root.clone().ok_or_else(|| {
+            request_failed("plans need a workspace root, and the client sent none")
+        })?;
         let key = session.index_key(&arguments.uri);
         if key.contains("://") {
             return Err(invalid(format!(
@@ -424,20 +410,12 @@ pub async fn plan_refactor(
     )
     .await;
     progress.report("loading the planner".into(), Some(5)).await;
-    let lease = {
-        let (tiers, cancel) = (tiers.clone(), cancel.clone());
-        tokio::task::spawn_blocking(move || lease_planner(&tiers, &cancel)).await
-    };
-    let lease = match lease {
-        Ok(Ok(lease)) => lease,
-        Ok(Err(err)) => {
+    let lease = match lease_planner(tiers, cancel.clone()).await {
+        Ok(lease) => lease,
+        Err(err) => {
             let message = format!("no planner: {err}");
             progress.end(message.clone()).await;
-            return Err(failed(message));
-        }
-        Err(err) => {
-            progress.end("failed".into()).await;
-            return Err(failed(err.to_string()));
+            return Err(request_failed(message));
         }
     };
     progress
@@ -450,7 +428,7 @@ pub async fn plan_refactor(
         Ok(answer) => answer,
         Err(err) => {
             progress.end(err.to_string()).await;
-            return Err(failed(err.to_string()));
+            return Err(request_failed(err.to_string()));
         }
     };
     let (id, plan, show_document) = {
@@ -586,22 +564,14 @@ pub async fn execute_plan(
     progress
         .report("loading the executor".into(), Some(0))
         .await;
-    let executor = {
-        let (tiers, cancel) = (tiers.clone(), cancel.clone());
-        tokio::task::spawn_blocking(move || lease_executor(&tiers, &cancel)).await
-    };
-    let executor = match executor {
-        Ok(Ok(executor)) => executor,
-        failure => {
+    let executor = match lease_executor(tiers, cancel.clone()).await {
+        Ok(executor) => executor,
+        Err(err) => {
             // Nothing ran: the plan waits again, to be executed once the executor is fixed.
             context.session().plans.pending.insert(id, plan);
-            let message = match failure {
-                Ok(Err(err)) => format!("no executor: {err}; plan {id} is still waiting"),
-                Err(err) => format!("the executor did not load: {err}; plan {id} is still waiting"),
-                Ok(Ok(_)) => unreachable!("matched above"),
-            };
+            let message = format!("no executor: {err}; plan {id} is still waiting");
             progress.end(message.clone()).await;
-            return Err(failed(message));
+            return Err(request_failed(message));
         }
     };
     let (files, definitions, options) = {
@@ -689,7 +659,7 @@ pub async fn execute_plan(
         Ok(built) => built,
         Err(reason) => {
             progress.end(reason.clone()).await;
-            return Err(failed(reason));
+            return Err(request_failed(reason));
         }
     };
     if landing.files.is_empty() {

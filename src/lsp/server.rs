@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
-use tower_lsp::jsonrpc::{Error, ErrorCode, Result};
+use tower_lsp::jsonrpc::{Error, Result};
 use tower_lsp::lsp_types::*;
 use tower_lsp::{Client, LanguageServer};
 
@@ -18,7 +18,9 @@ use super::ext::{
     ViewDocumentResult,
 };
 use super::session::Session;
-use super::{ServerOptions, Shared, completion, convert, hover, indexing, plans, symbols};
+use super::{
+    ServerOptions, Shared, completion, convert, hover, indexing, plans, request_failed, symbols,
+};
 use crate::completion::{Completed, CompletionEngine};
 use crate::config::Tier;
 use crate::config::{self, CONFIG_FILE_NAME, ConfigError, ConfigSources};
@@ -27,6 +29,7 @@ use crate::disk;
 use crate::logging;
 use crate::models::Model;
 use crate::models::tiers::TierSet;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -59,11 +62,7 @@ impl Backend {
     }
 
     fn session(&self) -> MutexGuard<'_, Session> {
-        // Every mutation of the session completes without panicking midway, so a poisoned
-        // lock still guards consistent data.
-        self.session
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.session)
     }
 
     /// Re-resolves the configuration and applies what lives outside the session.
@@ -274,8 +273,7 @@ impl Backend {
         let path = uri
             .to_file_path()
             .map_err(|()| request_failed(format!("{uri} is not a file URI")))?;
-        let root =
-            root.ok_or_else(|| request_failed("no workspace root: the client sent none".into()))?;
+        let root = root.ok_or_else(|| request_failed("no workspace root: the client sent none"))?;
         let read =
             tokio::task::spawn_blocking(move || disk::read_text(&root, &path, max_file_bytes))
                 .await
@@ -339,10 +337,7 @@ impl LanguageServer for Backend {
                     .and_then(|layer| session.config_sources.set_initialization_options(layer)),
             );
             self.apply_config(&mut session);
-            *self
-                .startup_errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = errors;
+            *lock(&self.startup_errors) = errors;
         }
         Ok(InitializeResult {
             capabilities: capabilities(encoding),
@@ -357,12 +352,7 @@ impl LanguageServer for Backend {
         // Logged here rather than in `initialize`: tower-lsp drops messages to the client
         // until `initialize` has returned.
         tracing::info!(encoding = %self.session().encoding, "initialized");
-        let errors = std::mem::take(
-            &mut *self
-                .startup_errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let errors = std::mem::take(&mut *lock(&self.startup_errors));
         self.report_config_errors(errors).await;
         let progress = self.session().work_done_progress;
         indexing::start(self.session.clone(), self.client.clone(), progress);
@@ -510,12 +500,7 @@ impl LanguageServer for Backend {
         let Some(facts) = facts else { return Ok(None) };
         let mut markdown = facts.markdown;
         if let Some((mut request, hash)) = facts.explain {
-            let cached = self
-                .explanations
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&hash)
-                .cloned();
+            let cached = lock(&self.explanations).get(&hash).cloned();
             let explanation = match (cached, self.fast_model()) {
                 (Some(cached), _) => Some(cached),
                 (None, Some(model)) if budget > 0 => {
@@ -534,10 +519,7 @@ impl LanguageServer for Backend {
                                 != crate::core::generation::StopReason::TimeLimit =>
                         {
                             let text = answer.text.trim().to_owned();
-                            self.explanations
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(hash, text.clone());
+                            lock(&self.explanations).insert(hash, text.clone());
                             Some(text)
                         }
                         _ => None,
@@ -729,13 +711,5 @@ fn settings_for_us(settings: Value) -> Option<Value> {
         }
         Value::Object(map) if map.is_empty() => None,
         other => Some(other),
-    }
-}
-
-fn request_failed(message: String) -> Error {
-    Error {
-        code: ErrorCode::ServerError(-32803),
-        message: message.into(),
-        data: None,
     }
 }

@@ -16,6 +16,7 @@ use crate::core::generation::{
     GenerateRequest, Generation, Prompt, StopMatcher, StopOutcome, StopReason, Usage,
 };
 use crate::core::plan::prompt::render_conversation;
+use crate::sync::lock;
 
 /// Answers, in turn, the prompts that contain `needle`; the last answer repeats.
 struct Rule {
@@ -51,14 +52,11 @@ impl ScriptedModel {
     /// Prompts containing `needle` get `answers`, one per prompt, the last repeating. The
     /// first rule that matches wins.
     pub fn answer(self, needle: &str, answers: &[&str]) -> Self {
-        self.rules
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Rule {
-                needle: needle.to_owned(),
-                answers: answers.iter().map(|answer| (*answer).to_owned()).collect(),
-                used: 0,
-            });
+        lock(&self.rules).push(Rule {
+            needle: needle.to_owned(),
+            answers: answers.iter().map(|answer| (*answer).to_owned()).collect(),
+            used: 0,
+        });
         self
     }
 
@@ -69,14 +67,11 @@ impl ScriptedModel {
 
     /// Every prompt received, rendered as text, in order.
     pub fn prompts(&self) -> Vec<String> {
-        self.prompts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.prompts).clone()
     }
 
     fn next_answer(&self, prompt: &str) -> String {
-        let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rules = lock(&self.rules);
         let Some(rule) = rules.iter_mut().find(|rule| prompt.contains(&rule.needle)) else {
             return String::new();
         };
@@ -108,10 +103,7 @@ impl Model for ScriptedModel {
     ) {
         let prompt = render_prompt(&request.prompt);
         let answer = self.next_answer(&prompt);
-        self.prompts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(prompt.clone());
+        lock(&self.prompts).push(prompt.clone());
         let per_token = self.per_token;
         let prompt_tokens = prompt.len().div_ceil(4) as u32;
         std::thread::spawn(move || {

@@ -15,6 +15,7 @@ use super::fit::{LoadPlan, plan_load};
 use super::{Cancel, Model, ModelError};
 use crate::config::{ModelSource, Tier, TierConfig, Tiers};
 use crate::core::budget::{Machine, human_bytes, usable_memory};
+use crate::sync::lock;
 
 #[derive(Clone)]
 enum State {
@@ -283,10 +284,7 @@ impl TierSet {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<Tier, Entry>> {
-        // Every critical section only swaps states: a poisoned lock holds consistent data.
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.entries)
     }
 }
 

@@ -14,6 +14,7 @@ use crate::core::plan::anchor::{
 use crate::core::plan::prompt::{ExecutorInput, executor_prompt};
 use crate::core::plan::{Action, Plan, Step};
 use crate::models::{Cancel, Model, generate};
+use crate::sync::lock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecuteOptions {
@@ -88,7 +89,7 @@ struct Context {
 
 impl Context {
     fn working(&self) -> MutexGuard<'_, BTreeMap<String, Option<String>>> {
-        self.working.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.working)
     }
 }
 
@@ -172,11 +173,7 @@ pub async fn execute(
     for step in &waiting {
         reports.insert(step.id, report(step, StepOutcome::Cancelled, 0, 0));
     }
-    let edits = context
-        .edits
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let edits = lock(&context.edits).clone();
     Execution {
         reports: context
             .plan
@@ -324,11 +321,7 @@ async fn run_step(context: &Context, step: &Step, slot: usize) -> StepReport {
         match splice(current.as_deref(), &edit) {
             Ok(new) => {
                 working.insert(step.file.clone(), Some(new));
-                context
-                    .edits
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(edit);
+                lock(&context.edits).push(edit);
                 return report(step, StepOutcome::Done, attempts, generated_tokens);
             }
             Err(err @ (SpliceError::SymbolChanged { .. } | SpliceError::FileChanged { .. })) => {

@@ -115,8 +115,15 @@ pub struct PlannerLease {
     _flow: Option<Flow>,
 }
 
-/// Leases the planner. Blocks while it loads: call it off the async runtime.
-pub fn lease_planner(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<PlannerLease, ModelError> {
+/// Leases the planner, loading it off the async runtime.
+pub async fn lease_planner(
+    tiers: Arc<TierSet>,
+    cancel: Cancel,
+) -> Result<PlannerLease, ModelError> {
+    off_runtime(move || planner_now(&tiers, &cancel)).await
+}
+
+fn planner_now(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<PlannerLease, ModelError> {
     if tiers.is_configured(Tier::Planner) {
         let flow = tiers.enter_flow()?;
         let model = flow.planner()?;
@@ -136,8 +143,24 @@ pub fn lease_planner(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<PlannerLea
 }
 
 /// The model that carries out steps: the executor tier, or the planner tier when no
-/// executor is configured. Blocks while it loads.
-pub fn lease_executor(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<Arc<dyn Model>, ModelError> {
+/// executor is configured. It loads off the async runtime.
+pub async fn lease_executor(
+    tiers: Arc<TierSet>,
+    cancel: Cancel,
+) -> Result<Arc<dyn Model>, ModelError> {
+    off_runtime(move || executor_now(&tiers, &cancel)).await
+}
+
+/// Runs model loading, which blocks, on tokio's blocking threads.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ModelError> + Send + 'static,
+) -> Result<T, ModelError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or(Err(ModelError::WorkerGone))
+}
+
+fn executor_now(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<Arc<dyn Model>, ModelError> {
     if tiers.is_configured(Tier::Executor) {
         return tiers.ready(Tier::Executor, cancel);
     }

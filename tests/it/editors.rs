@@ -89,16 +89,21 @@ fn neovim_plans_and_writes_through_the_real_server() {
     );
 }
 
-/// No server binary: the plugin says so, with the fix, once for any number of files.
-#[test]
-fn neovim_without_the_server_says_how_to_fix_it_once() {
-    let (result, _) = neovim("missing");
-    let notes: Vec<&str> = result["notes"]
+/// The messages the plugin showed the user.
+fn notes(result: &Value) -> Vec<&str> {
+    result["notes"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(Value::as_str)
-        .collect();
+        .collect()
+}
+
+/// No server binary: the plugin says so, with the fix, once for any number of files.
+#[test]
+fn neovim_without_the_server_says_how_to_fix_it_once() {
+    let (result, _) = neovim("missing");
+    let notes = notes(&result);
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
         notes[0].contains("was not found") && notes[0].contains("cargo install"),
@@ -110,12 +115,7 @@ fn neovim_without_the_server_says_how_to_fix_it_once() {
 #[test]
 fn neovim_with_a_crashing_server_reports_once() {
     let (result, _) = neovim("crash");
-    let notes: Vec<&str> = result["notes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let notes = notes(&result);
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
         notes[0].contains("exited at start (exit code 3)"),

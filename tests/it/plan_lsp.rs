@@ -89,6 +89,19 @@ async fn wait_for_report(server: &mut TestServer, prefix: &str) {
     }
 }
 
+/// Sends `tierls.executePlan` for `plan_id` and returns the request's id at once, so that
+/// the test can act while the steps run.
+async fn execute_without_waiting(server: &mut TestServer, plan_id: u32) -> i64 {
+    server
+        .client
+        .send_request(
+            "workspace/executeCommand",
+            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": plan_id }] }),
+        )
+        .await
+        .unwrap()
+}
+
 async fn command(server: &mut TestServer, command: &str, arguments: Value) -> Value {
     server
         .client
@@ -255,14 +268,7 @@ async fn typing_elsewhere_during_the_plan_keeps_both_changes() {
     server
         .client
         .answer_with("workspace/applyEdit", json!({ "applied": true }));
-    let id = server
-        .client
-        .send_request(
-            "workspace/executeCommand",
-            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": 1 }] }),
-        )
-        .await
-        .unwrap();
+    let id = execute_without_waiting(&mut server, 1).await;
     wait_for_report(&mut server, "step 1").await;
     let typed = json!([{ "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } }, "text": "// typed meanwhile\n" }]);
     server.change("src/geometry.rs", 2, typed).await;
@@ -305,14 +311,7 @@ async fn editing_a_steps_symbol_during_the_plan_refuses_that_step() {
     server
         .client
         .answer_with("workspace/applyEdit", json!({ "applied": true }));
-    let id = server
-        .client
-        .send_request(
-            "workspace/executeCommand",
-            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": 1 }] }),
-        )
-        .await
-        .unwrap();
+    let id = execute_without_waiting(&mut server, 1).await;
     wait_for_report(&mut server, "step 1").await;
     // `area`'s body is on line 10: the user replaces 3.14 there.
     let typed = json!([{ "range": { "start": { "line": 10, "character": 8 }, "end": { "line": 10, "character": 12 } }, "text": "3.1416" }]);
@@ -357,14 +356,7 @@ async fn editing_a_steps_symbol_during_the_plan_refuses_that_step() {
 async fn cancelling_from_the_editor_changes_nothing() {
     let (mut server, _) = start(PLAN, executor(Duration::from_millis(40)), true).await;
     plan(&mut server, "use PI").await;
-    let id = server
-        .client
-        .send_request(
-            "workspace/executeCommand",
-            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": 1 }] }),
-        )
-        .await
-        .unwrap();
+    let id = execute_without_waiting(&mut server, 1).await;
     wait_for_report(&mut server, "step 1").await;
     server
         .client
@@ -583,6 +575,8 @@ async fn the_whole_flow_runs_on_the_test_model() {
         document.starts_with("# Plan: use std::f64::consts::PI instead of 3.14"),
         "{document}"
     );
+    // The plan came out of llama.cpp, not from a script.
+    assert!(planned["plannerTokens"].as_u64().unwrap() > 0, "{planned}");
     if steps == 0 {
         return; // Nothing can run: the plan says why, and nothing is executed.
     }
@@ -594,6 +588,12 @@ async fn the_whole_flow_runs_on_the_test_model() {
         steps,
         "{response}"
     );
+    // Every step that asked the executor got tokens decoded by llama.cpp.
+    for step in result["steps"].as_array().unwrap() {
+        if step["answers"].as_u64().unwrap() > 0 {
+            assert!(step["tokens"].as_u64().unwrap() > 0, "{response}");
+        }
+    }
     let messages = server
         .client
         .drain(Duration::from_millis(300))
@@ -710,14 +710,7 @@ async fn status_lists_tiers_and_pending_plans() {
 async fn cancelling_the_request_ends_its_progress_and_applies_nothing() {
     let (mut server, _) = start(PLAN, executor(Duration::from_millis(40)), true).await;
     plan(&mut server, "use PI").await;
-    let id = server
-        .client
-        .send_request(
-            "workspace/executeCommand",
-            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": 1 }] }),
-        )
-        .await
-        .unwrap();
+    let id = execute_without_waiting(&mut server, 1).await;
     wait_for_report(&mut server, "step 1").await;
     server
         .client

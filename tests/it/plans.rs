@@ -230,6 +230,16 @@ fn check_validation(fixture: &str, setup: impl FnOnce(&Path), plan: &str) -> Str
     render_plan(&plan)
 }
 
+/// A plan of `steps` (as written by [`step`]) checked against the workspace's index.
+fn checked_plan(ws: &Workspace, steps: &[String]) -> Plan {
+    let raw = parse_plan(&format!(
+        r#"{{"summary": "s", "steps": [{}]}}"#,
+        steps.join(", ")
+    ))
+    .unwrap();
+    tierls::core::plan::validate("t", &raw, &ws.index)
+}
+
 fn step(id: u32, file: &str, target: &str, action: &str, depends_on: &[u32]) -> String {
     format!(
         r#"{{"id": {id}, "file": {file:?}, "target": {target:?}, "action": "{action}", "instruction": "do it", "depends_on": {depends_on:?}}}"#
@@ -311,21 +321,18 @@ fn unknown_symbols_and_bad_dependencies_are_rejected() {
 async fn check_executor_answers(answers: &[&str], max_step_tokens: u32) -> String {
     let ws = workspace("rust");
     let before = std::fs::read_to_string(ws.root.join("src/geometry.rs")).unwrap();
-    let plan = tierls::core::plan::validate(
-        "t",
-        &parse_plan(&format!(
-            r#"{{"summary": "s", "steps": [{}, {}]}}"#,
+    let plan = checked_plan(
+        &ws,
+        &[
             step(1, "src/geometry.rs", "Circle::area", "replace_symbol", &[]),
             step(
                 2,
                 "src/geometry.rs",
                 "Circle::perimeter",
                 "replace_symbol",
-                &[1]
+                &[1],
             ),
-        ))
-        .unwrap(),
-        &ws.index,
+        ],
     );
     let executor = Arc::new(
         ScriptedModel::new(1)
@@ -403,22 +410,19 @@ async fn an_enormous_answer_is_refused() {
 #[tokio::test]
 async fn a_file_edited_during_the_plan_re_anchors_or_refuses() {
     let ws = workspace("rust");
-    let plan = tierls::core::plan::validate(
-        "t",
-        &parse_plan(&format!(
-            r#"{{"summary": "s", "steps": [{}, {}, {}]}}"#,
+    let plan = checked_plan(
+        &ws,
+        &[
             step(1, "src/geometry.rs", "Circle::area", "replace_symbol", &[]),
             step(
                 2,
                 "src/geometry.rs",
                 "Circle::perimeter",
                 "replace_symbol",
-                &[]
+                &[],
             ),
             step(3, "src/main.rs", "main", "replace_symbol", &[2]),
-        ))
-        .unwrap(),
-        &ws.index,
+        ],
     );
     let executor = Arc::new(
         ScriptedModel::new(2)
@@ -470,21 +474,18 @@ async fn a_file_edited_during_the_plan_re_anchors_or_refuses() {
 #[tokio::test]
 async fn cancelling_mid_step_lands_nothing() {
     let ws = workspace("rust");
-    let plan = tierls::core::plan::validate(
-        "t",
-        &parse_plan(&format!(
-            r#"{{"summary": "s", "steps": [{}, {}]}}"#,
+    let plan = checked_plan(
+        &ws,
+        &[
             step(1, "src/geometry.rs", "Circle::area", "replace_symbol", &[]),
             step(
                 2,
                 "src/geometry.rs",
                 "Circle::perimeter",
                 "replace_symbol",
-                &[1]
+                &[1],
             ),
-        ))
-        .unwrap(),
-        &ws.index,
+        ],
     );
     let executor = Arc::new(
         ScriptedModel::new(1)

@@ -182,42 +182,22 @@ pub fn splice(text: Option<&str>, edit: &StepEdit) -> Result<String, SpliceError
     }
     let Range { start, end } = located.range;
     let code = reindent(&edit.code, &located.indent);
-    let (new, written) = match edit.action {
-        Action::ReplaceSymbol => (
-            format!("{}{code}{}", &text[..start], &text[end..]),
-            start..start + code.len(),
-        ),
-        Action::InsertBefore => (
-            format!(
-                "{}{code}\n\n{}{}",
-                &text[..start],
-                located.indent,
-                &text[start..]
-            ),
-            start..start + code.len(),
-        ),
-        Action::InsertAfter => {
-            let at = end + 2 + located.indent.len();
-            (
-                format!(
-                    "{}\n\n{}{code}{}",
-                    &text[..end],
-                    located.indent,
-                    &text[end..]
-                ),
-                at..at + code.len(),
-            )
-        }
-        Action::DeleteSymbol => {
-            let removed = deletion_range(text, start, end);
-            let at = removed.start;
-            (
-                format!("{}{}", &text[..removed.start], &text[removed.end..]),
-                at..at,
-            )
-        }
+    let indent = &located.indent;
+    // What replaces which bytes, and where the executor's code starts in it.
+    let (replaced, inserted, code_at) = match edit.action {
+        Action::ReplaceSymbol => (start..end, code.clone(), 0),
+        Action::InsertBefore => (start..start, format!("{code}\n\n{indent}"), 0),
+        Action::InsertAfter => (end..end, format!("\n\n{indent}{code}"), 2 + indent.len()),
+        Action::DeleteSymbol => (deletion_range(text, start, end), String::new(), 0),
         Action::CreateFile | Action::EditFile => unreachable!("handled above"),
     };
+    let new = format!(
+        "{}{inserted}{}",
+        &text[..replaced.start],
+        &text[replaced.end..]
+    );
+    let written_start = replaced.start + code_at;
+    let written = written_start..written_start + if inserted.is_empty() { 0 } else { code.len() };
     check_syntax(language, text, &new, written)?;
     Ok(new)
 }
@@ -250,25 +230,18 @@ fn with_final_newline(code: &str) -> String {
 /// Removes the code's common indentation and indents every line after the first by
 /// `indent`: the first line lands where the symbol started, after its indentation.
 pub fn reindent(code: &str, indent: &str) -> String {
-    let code = code.trim_matches('\n').trim_end();
-    let common = code
+    dedent(code.trim_matches('\n').trim_end())
         .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| line.len() - line.trim_start().len())
-        .min()
-        .unwrap_or(0);
-    let mut out = String::with_capacity(code.len());
-    for (n, line) in code.lines().enumerate() {
-        if n > 0 {
-            out.push('\n');
-            if !line.trim().is_empty() {
-                out.push_str(indent);
+        .enumerate()
+        .map(|(n, line)| {
+            if n == 0 || line.is_empty() {
+                line.to_owned()
+            } else {
+                format!("{indent}{line}")
             }
-        }
-        let cut = common.min(line.len() - line.trim_start().len());
-        out.push_str(line[cut..].trim_end());
-    }
-    out
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Refuses `new` when it has more syntax errors than `old`; names the new ones, with lines

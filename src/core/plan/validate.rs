@@ -88,6 +88,9 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
             None => true,
         }
     });
+    // Steps are ordered so that dependencies come first. On the way, two steps that change
+    // the same symbol (or rewrite the same file) must be ordered between themselves:
+    // otherwise they would run at once and one would overwrite the other.
     let mut ordered: Vec<Step> = Vec::new();
     loop {
         let before = candidates.len();
@@ -107,7 +110,12 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
                 .iter()
                 .all(|dep| ordered.iter().any(|done| done.id == *dep))
             {
-                ordered.push(step);
+                match unordered_clash(&ordered, &step) {
+                    Some(reason) => {
+                        rejected.insert(step.id, reason);
+                    }
+                    None => ordered.push(step),
+                }
             } else {
                 still_waiting.push(step);
             }
@@ -123,52 +131,10 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
             break;
         }
     }
-    // Two steps that change the same symbol (or rewrite the same file) must be ordered:
-    // otherwise they would run at once and one would overwrite the other.
-    let mut kept: Vec<Step> = Vec::new();
-    for step in ordered {
-        let clash = kept.iter().find(|earlier| {
-            earlier.file == step.file
-                && (earlier.target == step.target
-                    || earlier.target.is_empty()
-                    || step.target.is_empty())
-                && !is_ancestor(&kept, earlier.id, &step)
-        });
-        match clash {
-            Some(earlier) => {
-                let what = if step.target.is_empty() || earlier.target.is_empty() {
-                    step.file.clone()
-                } else {
-                    format!("`{}` in {}", step.target, step.file)
-                };
-                rejected.insert(
-                    step.id,
-                    format!(
-                        "it changes {what}, as step {} does, without depending on it",
-                        earlier.id
-                    ),
-                );
-            }
-            None if step.depends_on.iter().any(|dep| rejected.contains_key(dep)) => {
-                let dep = step
-                    .depends_on
-                    .iter()
-                    .find(|dep| rejected.contains_key(dep));
-                rejected.insert(
-                    step.id,
-                    format!(
-                        "it depends on step {}, which cannot run",
-                        dep.copied().unwrap_or(0)
-                    ),
-                );
-            }
-            None => kept.push(step),
-        }
-    }
     Plan {
         instruction: instruction.to_owned(),
         summary: raw.summary.trim().to_owned(),
-        steps: kept,
+        steps: ordered,
         rejected: rejected
             .into_iter()
             .map(|(id, reason)| Rejected { id, reason })
@@ -254,6 +220,27 @@ fn check_step(
         instruction,
         depends_on,
     })
+}
+
+/// Why `step` cannot run beside an earlier step that changes the same thing without being
+/// one of its dependencies, if it cannot.
+fn unordered_clash(earlier_steps: &[Step], step: &Step) -> Option<String> {
+    let earlier = earlier_steps.iter().find(|earlier| {
+        earlier.file == step.file
+            && (earlier.target == step.target
+                || earlier.target.is_empty()
+                || step.target.is_empty())
+            && !is_ancestor(earlier_steps, earlier.id, step)
+    })?;
+    let what = if step.target.is_empty() || earlier.target.is_empty() {
+        step.file.clone()
+    } else {
+        format!("`{}` in {}", step.target, step.file)
+    };
+    Some(format!(
+        "it changes {what}, as step {} does, without depending on it",
+        earlier.id
+    ))
 }
 
 /// Whether `ancestor` is among the steps `step` depends on, directly or not.
