@@ -96,6 +96,7 @@ fn run_in(args: &[&str]) -> (i32, String, String) {
 /// and nothing outside the workspace changes.
 #[test]
 fn plan_runs_end_to_end_on_the_test_model() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = tierls::models::embedded::test_model_path();
     let config = format!(
         "[tiers.executor]\nmodel = {:?}\ncontext = 4096\nslots = 2\nchat_template = \"gemma\"\n\n[plan]\nmax_step_tokens = 256\n",
@@ -319,6 +320,7 @@ async fn end_of_input_ends_the_server() {
 
 #[test]
 fn demo_runs_on_the_sample_workspace() {
+    let _turn = crate::support::one_model_at_a_time();
     let (status, stdout, stderr) = run(&["demo"]);
     assert_eq!(status, 0, "{stdout}\n{stderr}");
     assert!(
@@ -342,6 +344,7 @@ fn demo_runs_on_the_sample_workspace() {
 
 #[test]
 fn bench_models_prints_its_figures_side_by_side() {
+    let _turn = crate::support::one_model_at_a_time();
     let (status, stdout, stderr) = run(&["bench", "models"]);
     assert_eq!(status, 0, "{stdout}\n{stderr}");
     for figure in ["load:", "cold:", "warm:", "prefix reuse:", "grammar:"] {
@@ -488,6 +491,7 @@ fn bench_index_compares_with_ctags_side_by_side() {
 
 #[test]
 fn bench_completion_replays_the_trace_through_the_server() {
+    let _turn = crate::support::one_model_at_a_time();
     let (status, stdout, stderr) = run(&["bench", "completion"]);
     assert_eq!(status, 0, "{stdout}\n{stderr}");
     for figure in [
@@ -506,6 +510,7 @@ fn bench_completion_replays_the_trace_through_the_server() {
 
 #[test]
 fn bench_plan_prints_the_split_and_the_parallel_figures() {
+    let _turn = crate::support::one_model_at_a_time();
     let (status, stdout, stderr) = run(&["bench", "plan"]);
     assert_eq!(status, 0, "{stdout}\n{stderr}");
     for figure in [

@@ -162,6 +162,7 @@ async fn inline(server: &mut TestServer, path: &str, line: u32, character: u32) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inline_completion_with_the_test_model_and_the_cache_while_typing() {
+    let _turn = crate::support::one_model_at_a_time();
     let mut server = server_with_model(&[("src/lib.rs", b"")], model_tier()).await;
     let text = "// Adds two numbers.\npub fn add(a: i32, b: i32) -> i32 {\n    a + \n}\n";
     server.open("src/lib.rs", text).await;
@@ -208,6 +209,7 @@ async fn inline_completion_with_the_test_model_and_the_cache_while_typing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_positions_and_documents_give_empty_answers() {
+    let _turn = crate::support::one_model_at_a_time();
     let mut server = server_with_model(
         &[("src/lib.rs", b"")],
         json!({ "model": test_model_path(), "context": 256 }),
@@ -339,6 +341,7 @@ async fn hover_shows_the_facts_from_the_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hover_adds_the_fast_tiers_explanation_and_caches_it() {
+    let _turn = crate::support::one_model_at_a_time();
     let files: &[(&str, &[u8])] = &[
         ("src/shapes.rs", HOVER_SHAPES.as_bytes()),
         ("src/main.rs", HOVER_MAIN.as_bytes()),
@@ -363,6 +366,7 @@ async fn hover_adds_the_fast_tiers_explanation_and_caches_it() {
 
 #[tokio::test]
 async fn while_the_model_is_still_loading_completions_are_empty_at_once() {
+    let _turn = crate::support::one_model_at_a_time();
     let mut server = TestServer::start(&[]);
     let options = json!({ "tiers": { "fast": model_tier() }, "completion": { "debounce_ms": 0 } });
     server.initialize_with(&["utf-16"], options).await;

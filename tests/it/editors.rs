@@ -57,6 +57,7 @@ fn neovim(mode: &str) -> (Value, tempfile::TempDir) {
 /// `WorkspaceEdit` and writing the file, a discarded plan, and a server restart.
 #[test]
 fn neovim_plans_and_writes_through_the_real_server() {
+    let _turn = crate::support::one_model_at_a_time();
     let (result, workspace) = neovim("flow");
     assert!(
         result["completion"]

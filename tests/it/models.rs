@@ -64,6 +64,7 @@ const CODE_PROMPT: &str = "// A function that adds two numbers.\nfn add(a: i32, 
 
 #[tokio::test]
 async fn generates_and_streams_text() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = shared_model();
     let (pieces, result) = run(&*model, 0, GenerateRequest::text(CODE_PROMPT, 24)).await;
     let generation = result.unwrap();
@@ -84,6 +85,7 @@ async fn generates_and_streams_text() {
 
 #[tokio::test]
 async fn a_follow_up_evaluates_only_the_new_tokens() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = fresh_model(2048);
     let prefix = CODE_PROMPT.repeat(20);
     let first = generate(
@@ -126,6 +128,7 @@ async fn a_follow_up_evaluates_only_the_new_tokens() {
 
 #[tokio::test]
 async fn stops_before_a_stop_sequence() {
+    let _turn = crate::support::one_model_at_a_time();
     // Two fresh models decode the prompt in the same pieces, so greedy output is identical.
     let free = generate(
         &fresh_model(512),
@@ -158,6 +161,7 @@ async fn stops_before_a_stop_sequence() {
 
 #[tokio::test]
 async fn cancelling_stops_within_one_token() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = shared_model();
     let cancel = Cancel::new();
     let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -192,6 +196,7 @@ async fn cancelling_stops_within_one_token() {
 
 #[tokio::test]
 async fn a_time_limit_ends_generation() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = shared_model();
     let request = GenerateRequest {
         time_limit: Some(Duration::from_millis(50)),
@@ -210,6 +215,7 @@ async fn a_time_limit_ends_generation() {
 
 #[tokio::test]
 async fn a_json_schema_keeps_even_the_small_model_well_formed() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = shared_model();
     let schema = r#"{"type":"object","properties":{"steps":{"type":"array","maxItems":3,"items":{"type":"string","maxLength":24}}},"required":["steps"],"additionalProperties":false}"#;
     let request = GenerateRequest {
@@ -231,6 +237,7 @@ async fn a_json_schema_keeps_even_the_small_model_well_formed() {
 
 #[tokio::test]
 async fn a_gbnf_grammar_constrains_the_answer() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = shared_model();
     let request = GenerateRequest {
         grammar: Some(Grammar::Gbnf(r#"root ::= "yes" | "no""#.into())),
@@ -246,6 +253,7 @@ async fn a_gbnf_grammar_constrains_the_answer() {
 
 #[tokio::test]
 async fn fill_in_the_middle_falls_back_to_the_prefix_without_fim_tokens() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = shared_model();
     let request = GenerateRequest {
         prompt: Prompt::Fim {
@@ -371,6 +379,7 @@ fn loading_reports_progress_and_can_be_cancelled() {
 
 #[tokio::test]
 async fn chat_prompts_use_the_models_template_or_say_it_has_none() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = shared_model();
     let messages = vec![
         tierls::core::generation::ChatMessage::new("system", "You answer in one word."),

@@ -550,6 +550,7 @@ async fn clients_without_document_changes_get_plain_changes() {
 /// that matches it.
 #[tokio::test]
 async fn the_whole_flow_runs_on_the_test_model() {
+    let _turn = crate::support::one_model_at_a_time();
     let model = tierls::models::embedded::test_model_path();
     let mut server = TestServer::start(&[
         ("src/geometry.rs", GEOMETRY.as_bytes()),

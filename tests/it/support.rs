@@ -252,3 +252,11 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Held by every test that runs a real model (here or in a child process). llama.cpp's
+/// threads spin while they wait for work, so two models decoding at once on this 2-core
+/// machine slow each other down tenfold or more; one at a time finishes sooner.
+pub fn one_model_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -49,6 +49,7 @@ async fn wait_until_ready(tiers: &TierSet, tier: Tier) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_planner_pauses_the_other_tiers_when_memory_is_short_and_they_come_back() {
+    let _turn = crate::support::one_model_at_a_time();
     // Two tiers fit in 2 GiB (with headroom), three do not.
     let tiers = tier_set(2 * GIB);
     let flow = tiers.enter_flow().unwrap();
@@ -99,6 +100,7 @@ async fn the_planner_pauses_the_other_tiers_when_memory_is_short_and_they_come_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_enough_memory_nothing_pauses() {
+    let _turn = crate::support::one_model_at_a_time();
     let tiers = tier_set(16 * GIB);
     let flow = tiers.enter_flow().unwrap();
     assert!(flow.paused().is_empty());
