@@ -7,11 +7,13 @@
 
 mod error;
 mod load;
+mod nodes;
 mod sources;
 mod tiers;
 
 pub use error::ConfigError;
 pub use load::{CONFIG_FILE_NAME, load_file, parse_settings, parse_toml, user_config_path};
+pub use nodes::{NodeApi, NodeConfig, NodeLayer, NodesLayer};
 pub use sources::ConfigSources;
 pub use tiers::{Bounded, GpuLayers, ModelSource, Tier, TierConfig, TierLayer, Tiers, TiersLayer};
 
@@ -27,6 +29,8 @@ pub struct Config {
     pub index: IndexConfig,
     pub completion: CompletionConfig,
     pub plan: PlanConfig,
+    /// Worker nodes, by name.
+    pub nodes: Vec<NodeConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +103,7 @@ impl Default for Config {
                 max_step_tokens: 1024,
                 step_seconds: 300,
             },
+            nodes: Vec::new(),
         }
     }
 }
@@ -137,6 +142,7 @@ pub struct ConfigLayer {
     pub index: IndexLayer,
     pub completion: CompletionLayer,
     pub plan: PlanLayer,
+    pub nodes: NodesLayer,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -215,7 +221,9 @@ impl Config {
     /// Merges layers given from lowest to highest precedence over the defaults.
     pub fn from_layers<'a>(layers: impl IntoIterator<Item = &'a ConfigLayer>) -> Config {
         let mut config = Config::default();
+        let mut nodes = NodesLayer::new();
         for layer in layers {
+            nodes.extend(layer.nodes.clone());
             if let Some(level) = layer.log.level {
                 config.log.level = level;
             }
@@ -266,6 +274,16 @@ impl Config {
                 (&mut config.tiers.planner, &layer.tiers.planner),
             ] {
                 tier.merge(layer);
+            }
+        }
+        config.nodes = nodes
+            .iter()
+            .map(|(name, node)| NodeConfig::resolve(name, node))
+            .collect();
+        // `model = "http://…"` in a tier is a node of its own that serves that tier.
+        for tier in Tier::ALL {
+            if let Some(ModelSource::Remote(url)) = &config.tiers.get(tier).model {
+                config.nodes.push(NodeConfig::shorthand(tier, url));
             }
         }
         config

@@ -29,6 +29,16 @@ pub struct ViewDocumentResult {
 /// plan work running; the editor extensions show it (status bar, `:TierlsStatus`).
 pub const STATUS: &str = "tierls/status";
 
+/// `tierls/nodesChanged` (server to client): a worker node's health changed; the params
+/// are `{ "nodes": [...] }`, each node as in `tierls/status`. The editor extensions update
+/// their status display from it.
+pub enum NodesChanged {}
+
+impl tower_lsp::lsp_types::notification::Notification for NodesChanged {
+    type Params = serde_json::Value;
+    const METHOD: &'static str = "tierls/nodesChanged";
+}
+
 /// `textDocument/inlineCompletion` (LSP 3.18): lsp-types 0.94 predates it, so its types live
 /// here.
 pub const INLINE_COMPLETION: &str = "textDocument/inlineCompletion";

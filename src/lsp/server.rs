@@ -28,6 +28,7 @@ use crate::core::document::Document;
 use crate::disk;
 use crate::logging;
 use crate::models::Model;
+use crate::models::router::Router;
 use crate::models::tiers::TierSet;
 use crate::sync::lock;
 use std::collections::HashMap;
@@ -40,6 +41,8 @@ pub struct Backend {
     session: Arc<Mutex<Session>>,
     /// The models of this machine, set up at `initialized`.
     tiers: OnceLock<Arc<TierSet>>,
+    /// The worker nodes, when the configuration names any.
+    router: OnceLock<Arc<Router>>,
     completion: CompletionEngine,
     /// Explanations by the hash of the definition they explain.
     explanations: Mutex<HashMap<u64, String>>,
@@ -56,6 +59,7 @@ impl Backend {
             session: Arc::default(),
             startup_errors: Mutex::default(),
             tiers: OnceLock::new(),
+            router: OnceLock::new(),
             completion: CompletionEngine::default(),
             explanations: Mutex::default(),
         }
@@ -86,9 +90,13 @@ impl Backend {
     /// the fast tier's model off the runtime; the executor and the planner load when a plan
     /// needs them. Completions answer empty until the fast tier is ready.
     async fn start_tiers(&self) {
-        let (tier_configs, root) = {
+        let (tier_configs, node_configs, root) = {
             let session = self.session();
-            (session.config.tiers.clone(), session.root.clone())
+            (
+                session.config.tiers.clone(),
+                session.config.nodes.clone(),
+                session.root.clone(),
+            )
         };
         let tiers = TierSet::new(crate::models::machine::detect());
         let _ = self.tiers.set(tiers.clone());
@@ -100,10 +108,13 @@ impl Backend {
                 )
                 .await;
         }
+        if !node_configs.is_empty() {
+            self.start_nodes(&tiers, &node_configs).await;
+        }
         for (tier, model) in &self.options.provided_models {
             tiers.provide(*tier, model.clone());
         }
-        if !tiers.is_configured(Tier::Fast) {
+        if !tiers.is_configured(Tier::Fast) || self.router.get().is_some_and(|r| r.tiers().contains(&Tier::Fast)) {
             return;
         }
         let loader = tiers.clone();
@@ -126,6 +137,40 @@ impl Backend {
                 Err(err) => tracing::error!("loading the fast tier panicked: {err}"),
             }
         });
+    }
+
+    /// Routes the tiers worker nodes serve through the router, probes the nodes now and then
+    /// every few seconds, and tells the editor when a node's health changes.
+    async fn start_nodes(&self, tiers: &Arc<TierSet>, configs: &[config::NodeConfig]) {
+        let (router, problems) = Router::new(configs);
+        let mut messages = problems;
+        messages.extend(router.serve(tiers));
+        for message in messages {
+            tracing::warn!("{message}");
+            self.client
+                .show_message(MessageType::WARNING, format!("tierls: {message}"))
+                .await;
+        }
+        let client = self.client.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let watched = Arc::downgrade(&router);
+        router.set_on_change(move || {
+            let Some(router) = watched.upgrade() else { return };
+            let client = client.clone();
+            let nodes = router.status();
+            runtime.spawn(async move {
+                client
+                    .send_notification::<super::ext::NodesChanged>(serde_json::json!({ "nodes": nodes }))
+                    .await;
+            });
+        });
+        let probing = router.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::models::remote::block_on_http(async move { probing.probe_all().await })
+        })
+        .await;
+        router.start_probing(crate::models::router::PROBE_EVERY);
+        let _ = self.router.set(router);
     }
 
     fn fast_model(&self) -> Option<Arc<dyn Model>> {
@@ -205,6 +250,7 @@ impl Backend {
             "tiers": tiers,
             "index": { "files": index.files, "definitions": index.definitions },
             "plans": plans::summary(&session),
+            "nodes": self.router.get().map_or(Value::Array(Vec::new()), |router| router.status()),
         }))
     }
 

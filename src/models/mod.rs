@@ -7,6 +7,8 @@ pub mod embedded;
 pub mod fit;
 pub mod gguf;
 pub mod machine;
+pub mod remote;
+pub mod router;
 pub mod scripted;
 pub mod tiers;
 
@@ -136,6 +138,10 @@ pub enum ModelError {
     NoChatTemplate { path: PathBuf },
     #[error("the chat template could not render the conversation: {0}")]
     ChatTemplate(String),
+    #[error("node `{node}`: {reason}")]
+    Node { node: String, reason: String },
+    #[error("{reason}")]
+    NoNode { tier: Tier, reason: String },
 }
 
 /// What callers know about a loaded model.
@@ -148,7 +154,7 @@ pub struct ModelInfo {
     pub slots: usize,
 }
 
-/// Every backend: embedded llama.cpp now, remote inference servers later.
+/// Every backend: embedded llama.cpp, worker nodes, the router over them, scripted models.
 pub trait Model: Send + Sync {
     fn info(&self) -> &ModelInfo;
 

@@ -150,10 +150,12 @@ impl TierSet {
                     Some(root) if path.is_relative() => root.join(path),
                     _ => path.clone(),
                 },
+                // A URL is a worker node of its own (`[nodes]`), set up by the router.
+                Some(ModelSource::Remote(_)) => continue,
                 Some(other) => {
                     problems.push((
                         tier,
-                        format!("{other}: only GGUF files run in this version (worker nodes are not available yet)"),
+                        format!("{other}: Hugging Face models are not fetched yet: download the GGUF and name its path"),
                     ));
                     continue;
                 }

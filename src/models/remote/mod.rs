@@ -1,0 +1,497 @@
+//! A worker node: an inference server reached over HTTP (llama.cpp's llama-server, Ollama,
+//! vLLM…) behind the same `Model` interface as the embedded backend.
+//!
+//! Requests stream over server-sent events on a small runtime of their own, so callers on
+//! any thread (the LSP runtime, the CLI, blocking plan workers) can submit. Between chunks
+//! the request checks its cancel flag, its time limit, a stall timer and a byte cap;
+//! dropping the response closes the HTTP stream, which is how a cancel reaches the node.
+
+pub mod wire;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{Cancel, GenerationEvent, Model, ModelError, ModelInfo};
+use crate::config::{NodeApi, NodeConfig};
+use crate::core::generation::{GenerateRequest, Generation, Grammar, Prompt, StopReason, Usage};
+use wire::{Finish, SlotPin, SseDecoder};
+
+/// The runtime every HTTP request to a node runs on.
+pub fn http_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tierls-http")
+            .enable_all()
+            .build()
+            .expect("the HTTP runtime starts")
+    })
+}
+
+/// Runs `future` on the HTTP runtime and waits for it from a plain thread.
+pub fn block_on_http<T: Send + 'static>(
+    future: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    http_runtime().spawn(async move {
+        let _ = sender.send(future.await);
+    });
+    receiver.recv().expect("HTTP tasks run to the end")
+}
+
+/// A single line of an event stream longer than this means a broken node.
+const MAX_EVENT_LINE: usize = 1024 * 1024;
+/// How often a waiting request looks at its cancel flag.
+const CANCEL_POLL: Duration = Duration::from_millis(20);
+
+#[derive(Clone)]
+pub struct RemoteNode(Arc<Inner>);
+
+struct Inner {
+    config: NodeConfig,
+    info: ModelInfo,
+    client: reqwest::Client,
+    /// Read from the environment variable the configuration names. Never logged: this type
+    /// has no `Debug`, and errors name the variable, not its value.
+    api_key: Option<String>,
+    /// Cleared when the node answers that it cannot fill in the middle.
+    infill: AtomicBool,
+}
+
+/// What a health probe found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    pub healthy: bool,
+    /// Why not, or what the node said.
+    pub detail: String,
+    /// Busy and total slots, from llama-server's `/slots`.
+    pub slots: Option<(usize, usize)>,
+    pub metrics: wire::NodeMetrics,
+    pub latency: Duration,
+}
+
+impl RemoteNode {
+    pub fn new(config: NodeConfig) -> Result<Self, String> {
+        let api_key = match &config.api_key_env {
+            None => None,
+            Some(variable) => Some(std::env::var(variable).map_err(|_| {
+                format!(
+                    "node `{}`: the environment variable `{variable}` (its `api_key_env`) is not set",
+                    config.name
+                )
+            })?),
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|err| format!("node `{}`: {err}", config.name))?;
+        let info = ModelInfo {
+            path: PathBuf::from(format!("{} ({})", config.name, config.url)),
+            n_ctx: 8192,
+            n_ctx_train: 8192,
+            has_fim: false,
+            slots: config.concurrency as usize,
+        };
+        Ok(RemoteNode(Arc::new(Inner {
+            infill: AtomicBool::new(config.api == NodeApi::LlamaServer),
+            config,
+            info,
+            client,
+            api_key,
+        })))
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.0.config
+    }
+
+    /// Asks the node whether it can serve: `/health` on llama-server (which answers 503
+    /// while loading), `/v1/models` elsewhere; then the load figures llama-server offers.
+    pub async fn probe(&self, timeout: Duration) -> Probe {
+        let started = Instant::now();
+        let inner = &self.0;
+        let path = match inner.config.api {
+            NodeApi::LlamaServer => "/health",
+            NodeApi::Openai => "/v1/models",
+        };
+        let answer = tokio::time::timeout(timeout, inner.get(path)).await;
+        let latency = started.elapsed();
+        let (healthy, detail) = match answer {
+            Err(_) => (false, format!("no answer to {path} within {timeout:?}")),
+            Ok(Err(err)) => (false, err),
+            Ok(Ok((status, _))) if status.is_success() => (true, "ok".to_owned()),
+            Ok(Ok((status, body))) => (false, wire::error_message(status.as_u16(), &body)),
+        };
+        let mut probe = Probe {
+            healthy,
+            detail,
+            slots: None,
+            metrics: wire::NodeMetrics::default(),
+            latency,
+        };
+        if healthy && inner.config.api == NodeApi::LlamaServer {
+            if let Ok(Ok((status, body))) = tokio::time::timeout(timeout, inner.get("/slots")).await
+                && status.is_success()
+            {
+                probe.slots = wire::parse_slots(&body);
+            }
+            if let Ok(Ok((status, body))) =
+                tokio::time::timeout(timeout, inner.get("/metrics")).await
+                && status.is_success()
+            {
+                probe.metrics = wire::parse_metrics(&String::from_utf8_lossy(&body));
+            }
+        }
+        probe
+    }
+}
+
+impl Model for RemoteNode {
+    fn info(&self) -> &ModelInfo {
+        &self.0.info
+    }
+
+    fn submit(
+        &self,
+        slot: usize,
+        request: GenerateRequest,
+        cancel: Cancel,
+        events: UnboundedSender<GenerationEvent>,
+    ) {
+        let inner = self.0.clone();
+        http_runtime().spawn(async move {
+            let result = inner.generate(slot, &request, &cancel, &events).await;
+            let _ = events.send(GenerationEvent::Done(result));
+        });
+    }
+}
+
+impl Inner {
+    fn error(&self, reason: impl Into<String>) -> ModelError {
+        ModelError::Node {
+            node: self.config.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .post(format!("{}{path}", self.config.url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<(StatusCode, Vec<u8>), String> {
+        let mut request = self.client.get(format!("{}{path}", self.config.url));
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(describe)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(describe)?;
+        Ok((status, body.to_vec()))
+    }
+
+    async fn generate(
+        &self,
+        slot: usize,
+        request: &GenerateRequest,
+        cancel: &Cancel,
+        events: &UnboundedSender<GenerationEvent>,
+    ) -> Result<Generation, ModelError> {
+        let started = Instant::now();
+        let deadline = request.time_limit.map(|limit| started + limit);
+        let rendered = match (&self.config.api, &request.prompt) {
+            (NodeApi::LlamaServer, Prompt::Chat(messages)) => {
+                let body = wire::template_body(messages);
+                let answer = self
+                    .send(self.post("/apply-template", &body), cancel)
+                    .await?;
+                let Some(response) = answer else {
+                    return Ok(cancelled(started));
+                };
+                let status = response.status();
+                let body = read_capped(response, 4 * 1024 * 1024)
+                    .await
+                    .map_err(|err| self.error(err))?;
+                if !status.is_success() {
+                    return Err(self.error(wire::error_message(status.as_u16(), &body)));
+                }
+                Some(wire::rendered_prompt(&body).map_err(|err| self.error(err))?)
+            }
+            _ => None,
+        };
+        let pin = Some(SlotPin(slot));
+        loop {
+            let infill = self.infill.load(Ordering::Relaxed);
+            let wire = wire::request_body(
+                self.config.api,
+                self.config.model.as_deref(),
+                request,
+                pin.filter(|_| slot < self.config.concurrency as usize),
+                rendered.as_deref(),
+                infill,
+            );
+            let Some(response) = self.send(self.post(wire.path, &wire.body), cancel).await? else {
+                return Ok(cancelled(started));
+            };
+            let status = response.status();
+            if status == StatusCode::NOT_IMPLEMENTED && wire.path == "/infill" {
+                // The node's model has no FIM tokens: continue the prefix instead, as the
+                // embedded backend does.
+                tracing::info!(node = %self.config.name, "no /infill on this node: continuing the prefix");
+                self.infill.store(false, Ordering::Relaxed);
+                continue;
+            }
+            if !status.is_success() {
+                let body = read_capped(response, 64 * 1024).await.unwrap_or_default();
+                return Err(self.error(wire::error_message(status.as_u16(), &body)));
+            }
+            let generation = self
+                .stream(response, request, cancel, events, started, deadline)
+                .await?;
+            return self.check_grammar(request, generation);
+        }
+    }
+
+    /// Sends the request and waits for the answer's head; `None` when cancelled first.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        cancel: &Cancel,
+    ) -> Result<Option<reqwest::Response>, ModelError> {
+        let wait = Duration::from_secs(self.config.first_token_seconds.into());
+        match until_cancelled(cancel, tokio::time::timeout(wait, request.send())).await {
+            None => Ok(None),
+            Some(Err(_)) => Err(self.error(format!("no answer within {}s", wait.as_secs()))),
+            Some(Ok(Err(err))) => Err(self.error(describe(err))),
+            Some(Ok(Ok(response))) => Ok(Some(response)),
+        }
+    }
+
+    async fn stream(
+        &self,
+        mut response: reqwest::Response,
+        request: &GenerateRequest,
+        cancel: &Cancel,
+        events: &UnboundedSender<GenerationEvent>,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Generation, ModelError> {
+        let max_bytes = 1024 * 1024 + request.max_tokens as usize * 4096;
+        let first_token = Duration::from_secs(self.config.first_token_seconds.into());
+        let stall = Duration::from_secs(self.config.stall_seconds.into());
+        let mut decoder = SseDecoder::new(MAX_EVENT_LINE);
+        let mut text = String::new();
+        let mut usage = Usage::default();
+        let mut received = 0usize;
+        let mut pieces = 0u32;
+        let mut first_piece_at = None;
+        let mut ended = false;
+        let stop_reason = 'read: loop {
+            let wait = if pieces == 0 { first_token } else { stall };
+            let wait = match deadline {
+                Some(deadline) => wait.min(deadline.saturating_duration_since(Instant::now())),
+                None => wait,
+            };
+            let next = until_cancelled(cancel, tokio::time::timeout(wait, response.chunk())).await;
+            let bytes = match next {
+                None => break StopReason::Cancelled,
+                Some(Err(_)) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    break StopReason::TimeLimit;
+                }
+                Some(Err(_)) => {
+                    return Err(self.error(if pieces == 0 {
+                        format!("no token within {}s", wait.as_secs())
+                    } else {
+                        format!("the stream stalled: nothing for {}s", wait.as_secs())
+                    }));
+                }
+                Some(Ok(Err(err))) => return Err(self.error(describe(err))),
+                Some(Ok(Ok(None))) => {
+                    let rest = decoder.finish();
+                    match rest {
+                        Some(data) if !ended => {
+                            if let Some(reason) =
+                                self.take(&data, &mut text, &mut usage, &mut pieces, events, cancel)?
+                            {
+                                break reason;
+                            }
+                        }
+                        _ => {}
+                    }
+                    if ended {
+                        break StopReason::EndOfGeneration;
+                    }
+                    return Err(self.error("the stream ended before the answer did"));
+                }
+                Some(Ok(Ok(Some(bytes)))) => bytes,
+            };
+            received += bytes.len();
+            if received > max_bytes {
+                return Err(self.error(format!(
+                    "the answer passed {} MiB for {} tokens: the node is broken",
+                    max_bytes / (1024 * 1024),
+                    request.max_tokens
+                )));
+            }
+            let datas = decoder.push(&bytes).map_err(|err| self.error(err))?;
+            for data in datas {
+                if data.trim() == "[DONE]" {
+                    ended = true;
+                    continue;
+                }
+                if let Some(reason) =
+                    self.take(&data, &mut text, &mut usage, &mut pieces, events, cancel)?
+                {
+                    break 'read reason;
+                }
+            }
+            if first_piece_at.is_none() && pieces > 0 {
+                first_piece_at = Some(Instant::now());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break StopReason::TimeLimit;
+            }
+        };
+        drop(response);
+        let first = first_piece_at.unwrap_or_else(Instant::now);
+        usage.prompt_time = first.saturating_duration_since(started);
+        usage.generation_time = first.elapsed();
+        if usage.generated_tokens == 0 {
+            usage.generated_tokens = pieces;
+        }
+        Ok(Generation {
+            text,
+            stop_reason,
+            usage,
+        })
+    }
+
+    /// Takes one event: streams its text and returns the stop reason when it is the last.
+    fn take(
+        &self,
+        data: &str,
+        text: &mut String,
+        usage: &mut Usage,
+        pieces: &mut u32,
+        events: &UnboundedSender<GenerationEvent>,
+        cancel: &Cancel,
+    ) -> Result<Option<StopReason>, ModelError> {
+        let Some(chunk) = wire::parse_chunk(self.config.api, data).map_err(|e| self.error(e))?
+        else {
+            return Ok(Some(StopReason::EndOfGeneration));
+        };
+        if !chunk.text.is_empty() {
+            text.push_str(&chunk.text);
+            *pieces += 1;
+            cancel.note_decoded();
+            let _ = events.send(GenerationEvent::Piece(chunk.text));
+        }
+        if let Some(n) = chunk.prompt_tokens {
+            usage.prompt_tokens = n;
+            usage.evaluated_tokens = n;
+        }
+        if let Some(n) = chunk.evaluated_tokens {
+            usage.evaluated_tokens = n;
+        }
+        if let Some(n) = chunk.generated_tokens {
+            usage.generated_tokens = n;
+        }
+        Ok(chunk.finish.map(|finish| match finish {
+            Finish::Length => StopReason::MaxTokens,
+            Finish::Stop => StopReason::EndOfGeneration,
+        }))
+    }
+
+    /// A finished answer to a JSON-schema request must be JSON: a node that ignored the
+    /// grammar is a failing node, so the router can ask another.
+    fn check_grammar(
+        &self,
+        request: &GenerateRequest,
+        generation: Generation,
+    ) -> Result<Generation, ModelError> {
+        let finished = generation.stop_reason == StopReason::EndOfGeneration;
+        if finished
+            && matches!(request.grammar, Some(Grammar::JsonSchema(_)))
+            && serde_json::from_str::<serde_json::Value>(&generation.text).is_err()
+        {
+            return Err(self.error(format!(
+                "the answer breaks the requested JSON schema: `{}`",
+                generation.text.chars().take(80).collect::<String>()
+            )));
+        }
+        Ok(generation)
+    }
+}
+
+fn cancelled(started: Instant) -> Generation {
+    Generation {
+        text: String::new(),
+        stop_reason: StopReason::Cancelled,
+        usage: Usage {
+            prompt_time: started.elapsed(),
+            ..Usage::default()
+        },
+    }
+}
+
+/// Runs `future` unless the cancel flag goes up first (`None`).
+async fn until_cancelled<T>(cancel: &Cancel, future: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::pin!(future);
+    let mut poll = tokio::time::interval(CANCEL_POLL);
+    loop {
+        tokio::select! {
+            value = &mut future => return Some(value),
+            _ = poll.tick() => if cancel.is_cancelled() { return None },
+        }
+    }
+}
+
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(describe)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > cap {
+            return Err(format!("the answer passed {cap} bytes"));
+        }
+    }
+    Ok(body)
+}
+
+/// A transport error in words, without the URL's query or any header.
+fn describe(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    if err.is_connect() {
+        let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&err);
+        while let Some(inner) = source {
+            if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                return format!("cannot connect: {io}");
+            }
+            source = inner.source();
+        }
+        return "cannot connect".to_owned();
+    }
+    if err.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut message = err.to_string();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&err);
+    while let Some(inner) = source {
+        message = format!("{message}: {inner}");
+        source = inner.source();
+    }
+    message
+}

@@ -1,0 +1,494 @@
+//! The router: the primary node's choice of a worker node for every request.
+//!
+//! Each tier served by worker nodes is a [`TierRoute`], a `Model` like any other, so
+//! completions, hovers and plans reach nodes without knowing it. For each request the route
+//! picks a node that serves the tier by health, free capacity and a moving average of its
+//! latency (`choose`). Interactive requests (the fast tier) go first and keep a slot of their
+//! own on nodes that also do batch work. A node that fails is left for another with backoff,
+//! and a request cut mid-stream continues on the next node from where it stopped. Nodes that
+//! fail twice in a row cool down (a circuit breaker) until a probe or a trial request finds
+//! them well. When no node of a tier can serve, an executor request goes to the planner's
+//! nodes and a planner request to the executor's; a fast request fails at once with the
+//! reasons, so a completion never hangs.
+
+pub mod choose;
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::remote::{RemoteNode, http_runtime, wire};
+use super::{Cancel, GenerationEvent, Model, ModelError, ModelInfo};
+use crate::config::{NodeConfig, Tier};
+use crate::core::generation::{GenerateRequest, Generation, StopReason};
+use crate::sync::lock;
+use choose::{Choice, NodeState, Priority, backoff, choose};
+
+/// How often nodes are probed.
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Router {
+    nodes: Vec<RoutedNode>,
+    /// Woken whenever a slot frees up or a node's health changes.
+    freed: Notify,
+    /// Interactive requests waiting for a slot; batch requests let them go first.
+    interactive_waiting: Mutex<u32>,
+    /// Called when a node's health changes (the LSP shell tells the editor).
+    on_change: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+struct RoutedNode {
+    node: RemoteNode,
+    state: Mutex<NodeState>,
+    /// The last probe's extras, for the status displays.
+    probe: Mutex<Option<super::remote::Probe>>,
+}
+
+/// The tier a fallback sends work to when no node of its own can serve.
+pub fn fallback(tier: Tier) -> Option<Tier> {
+    match tier {
+        Tier::Executor => Some(Tier::Planner),
+        Tier::Planner => Some(Tier::Executor),
+        Tier::Fast => None,
+    }
+}
+
+pub fn priority(tier: Tier) -> Priority {
+    match tier {
+        Tier::Fast => Priority::Interactive,
+        Tier::Executor | Tier::Planner => Priority::Batch,
+    }
+}
+
+impl Router {
+    /// A router over the configured nodes. A node that cannot be set up (its API key's
+    /// variable is unset) is left out and reported.
+    pub fn new(configs: &[NodeConfig]) -> (Arc<Router>, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut nodes = Vec::new();
+        for config in configs {
+            match RemoteNode::new(config.clone()) {
+                Ok(node) => nodes.push(RoutedNode {
+                    state: Mutex::new(NodeState::new(
+                        config.concurrency,
+                        config.serves(Tier::Fast),
+                    )),
+                    node,
+                    probe: Mutex::new(None),
+                }),
+                Err(problem) => problems.push(problem),
+            }
+        }
+        let router = Arc::new(Router {
+            nodes,
+            freed: Notify::new(),
+            interactive_waiting: Mutex::new(0),
+            on_change: Mutex::new(None),
+        });
+        (router, problems)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The tiers some node serves.
+    pub fn tiers(&self) -> Vec<Tier> {
+        Tier::ALL
+            .into_iter()
+            .filter(|&tier| self.nodes.iter().any(|n| n.node.config().serves(tier)))
+            .collect()
+    }
+
+    /// The route for `tier`, or `None` when no node serves it.
+    pub fn route(self: &Arc<Self>, tier: Tier) -> Option<Arc<TierRoute>> {
+        let serving: Vec<&RoutedNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.node.config().serves(tier))
+            .collect();
+        if serving.is_empty() {
+            return None;
+        }
+        let names: Vec<&str> = serving.iter().map(|n| n.node.config().name.as_str()).collect();
+        let info = ModelInfo {
+            path: format!("nodes: {}", names.join(", ")).into(),
+            n_ctx: serving.iter().map(|n| n.node.info().n_ctx).min().unwrap_or(8192),
+            n_ctx_train: serving.iter().map(|n| n.node.info().n_ctx_train).min().unwrap_or(8192),
+            has_fim: false,
+            slots: serving.iter().map(|n| n.node.info().slots).sum(),
+        };
+        Some(Arc::new(TierRoute {
+            router: self.clone(),
+            tier,
+            info,
+        }))
+    }
+
+    /// Makes every tier some node serves go through the router. Returns what the user
+    /// should know: a tier's model file that nodes replace.
+    pub fn serve(self: &Arc<Self>, tiers: &super::tiers::TierSet) -> Vec<String> {
+        let mut notes = Vec::new();
+        for tier in self.tiers() {
+            if tiers.is_configured(tier) {
+                notes.push(format!(
+                    "worker nodes serve the {tier} tier: its model file (`tiers.{tier}.model`) is not loaded"
+                ));
+            }
+            if let Some(route) = self.route(tier) {
+                tiers.provide(tier, route);
+            }
+        }
+        notes
+    }
+
+    pub fn set_on_change(&self, on_change: impl Fn() + Send + Sync + 'static) {
+        *lock(&self.on_change) = Some(Box::new(on_change));
+    }
+
+    fn changed(&self) {
+        if let Some(on_change) = lock(&self.on_change).as_ref() {
+            on_change();
+        }
+    }
+
+    /// Probes every node now and records what it found.
+    pub async fn probe_all(&self) {
+        let mut probes = tokio::task::JoinSet::new();
+        for (index, routed) in self.nodes.iter().enumerate() {
+            let node = routed.node.clone();
+            probes.spawn(async move { (index, node.probe(PROBE_TIMEOUT).await) });
+        }
+        let mut changed = false;
+        while let Some(Ok((index, probe))) = probes.join_next().await {
+            let now = Instant::now();
+            let routed = &self.nodes[index];
+            {
+                let mut state = lock(&routed.state);
+                let before = state.health(now);
+                state.probed(probe.healthy, &probe.detail, now);
+                changed |= before != state.health(now);
+            }
+            *lock(&routed.probe) = Some(probe);
+        }
+        if changed {
+            self.freed.notify_waiters();
+            self.changed();
+        }
+    }
+
+    /// Probes the nodes every `every` until the router is dropped.
+    pub fn start_probing(self: &Arc<Self>, every: Duration) {
+        let router: Weak<Router> = Arc::downgrade(self);
+        http_runtime().spawn(async move {
+            loop {
+                let Some(alive) = router.upgrade() else { return };
+                alive.probe_all().await;
+                drop(alive);
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
+    /// Every node's state, for `tierls status` and the editor.
+    pub fn status(&self) -> Value {
+        let now = Instant::now();
+        let nodes: Vec<Value> = self
+            .nodes
+            .iter()
+            .map(|routed| {
+                let config = routed.node.config();
+                let state = lock(&routed.state).clone();
+                let probe = lock(&routed.probe).clone();
+                json!({
+                    "name": config.name,
+                    "url": config.url,
+                    "api": config.api.to_string(),
+                    "tiers": config.tiers.iter().map(Tier::to_string).collect::<Vec<_>>(),
+                    "model": config.model,
+                    "health": state.health(now),
+                    "busy": state.busy(),
+                    "concurrency": state.concurrency,
+                    "firstTokenMs": state.first_token_ms.map(|ms| ms.round()),
+                    "tokensPerSecond": state.tokens_per_second.map(|t| (t * 10.0).round() / 10.0),
+                    "served": state.served,
+                    "failed": state.failed,
+                    "lastError": state.last_error,
+                    "slots": probe.as_ref().and_then(|p| p.slots).map(|(busy, total)| json!({"busy": busy, "total": total})),
+                    "probeMs": probe.as_ref().map(|p| p.latency.as_millis() as u64),
+                })
+            })
+            .collect();
+        Value::Array(nodes)
+    }
+
+    fn serving(&self, tier: Tier) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].node.config().serves(tier))
+            .collect()
+    }
+
+    /// Takes a slot on a node of `tier` for a request of `priority`, waiting while every
+    /// available node is full. `Err` carries why no node can take it.
+    async fn acquire(
+        &self,
+        tier: Tier,
+        priority: Priority,
+        excluded: &[usize],
+        cancel: &Cancel,
+        deadline: Option<Instant>,
+    ) -> Result<Option<usize>, String> {
+        let serving = self.serving(tier);
+        if serving.is_empty() {
+            return Err(format!("no node serves the {tier} tier"));
+        }
+        let mut waiting = false;
+        let result = loop {
+            let notified = self.freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let choice = {
+                let states: Vec<_> = serving.iter().map(|&i| lock(&self.nodes[i].state)).collect();
+                let refs: Vec<&NodeState> = states.iter().map(|s| &**s).collect();
+                let excluded_local: Vec<usize> = serving
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| excluded.contains(i))
+                    .map(|(local, _)| local)
+                    .collect();
+                let batch_defers = priority == Priority::Batch && *lock(&self.interactive_waiting) > 0;
+                match choose(&refs, &excluded_local, priority, now) {
+                    Choice::Node(_) if batch_defers => Choice::Wait,
+                    choice => choice,
+                }
+            };
+            match choice {
+                Choice::Node(local) => {
+                    let index = serving[local];
+                    lock(&self.nodes[index].state).start(priority, now);
+                    break Ok(Some(index));
+                }
+                Choice::Nowhere => break Err(self.why_not(&serving, excluded, tier)),
+                Choice::Wait => {}
+            }
+            if !waiting && priority == Priority::Interactive {
+                *lock(&self.interactive_waiting) += 1;
+                waiting = true;
+            }
+            let limit = deadline.map_or(Duration::from_millis(100), |d| {
+                d.saturating_duration_since(now).min(Duration::from_millis(100))
+            });
+            if cancel.is_cancelled() || deadline.is_some_and(|d| now >= d) {
+                break Ok(None);
+            }
+            // Woken by a freed slot, or every 100 ms to look at the cancel flag.
+            let _ = tokio::time::timeout(limit, notified).await;
+        };
+        if waiting {
+            *lock(&self.interactive_waiting) -= 1;
+            self.freed.notify_waiters();
+        }
+        result
+    }
+
+    fn why_not(&self, serving: &[usize], excluded: &[usize], tier: Tier) -> String {
+        let now = Instant::now();
+        let reasons: Vec<String> = serving
+            .iter()
+            .map(|&i| {
+                let routed = &self.nodes[i];
+                let state = lock(&routed.state);
+                let why = if excluded.contains(&i) {
+                    format!("failed: {}", state.last_error.clone().unwrap_or_default())
+                } else {
+                    let health = state.health(now);
+                    match &state.last_error {
+                        Some(error) => format!("{health}: {error}"),
+                        None => health.to_owned(),
+                    }
+                };
+                format!("`{}` {why}", routed.node.config().name)
+            })
+            .collect();
+        format!("no node of the {tier} tier can serve ({})", reasons.join("; "))
+    }
+
+    fn release(&self, index: usize, priority: Priority, outcome: &Result<Generation, ModelError>, first_token: Duration) {
+        let now = Instant::now();
+        let before;
+        let after;
+        {
+            let mut state = lock(&self.nodes[index].state);
+            before = state.health(now);
+            match outcome {
+                Ok(generation) if generation.stop_reason == StopReason::Cancelled => {
+                    state.released(priority);
+                }
+                Ok(generation) => {
+                    let speed = generation.usage.generated_tokens as f64
+                        / generation.usage.generation_time.as_secs_f64().max(1e-3);
+                    let speed = (generation.usage.generated_tokens > 1).then_some(speed);
+                    state.succeeded(priority, first_token, speed);
+                }
+                Err(err) => state.failed(priority, err.to_string(), now),
+            }
+            after = state.health(now);
+        }
+        self.freed.notify_waiters();
+        if before != after {
+            self.changed();
+        }
+    }
+
+    /// Runs `request` for `tier`: picks nodes, retries elsewhere, falls back, and reports
+    /// pieces and the final result on `events`.
+    async fn run(
+        self: Arc<Self>,
+        tier: Tier,
+        slot: usize,
+        request: GenerateRequest,
+        cancel: Cancel,
+        events: UnboundedSender<GenerationEvent>,
+    ) -> Result<Generation, ModelError> {
+        let priority = priority(tier);
+        let started = Instant::now();
+        let deadline = request.time_limit.map(|limit| started + limit);
+        let mut generated = String::new();
+        let mut pieces = 0u32;
+        let mut excluded: Vec<usize> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        let mut serving_tier = tier;
+        let mut attempt = 0u32;
+        loop {
+            let index = match self
+                .acquire(serving_tier, priority, &excluded, &cancel, deadline)
+                .await
+            {
+                Ok(Some(index)) => index,
+                Ok(None) => {
+                    let reason = if cancel.is_cancelled() {
+                        StopReason::Cancelled
+                    } else {
+                        StopReason::TimeLimit
+                    };
+                    return Ok(partial(generated, reason, started));
+                }
+                Err(why) => {
+                    failures.push(why);
+                    // The documented fallback: the other batch tier's nodes.
+                    match fallback(serving_tier).filter(|_| serving_tier == tier) {
+                        Some(other) if !self.serving(other).is_empty() => {
+                            tracing::warn!("{}: the {tier} request goes to the {other} tier's nodes", failures.join("; "));
+                            serving_tier = other;
+                            continue;
+                        }
+                        _ => {
+                            return Err(ModelError::NoNode {
+                                tier,
+                                reason: failures.join("; then "),
+                            });
+                        }
+                    }
+                }
+            };
+            let node = &self.nodes[index].node;
+            let continued = wire::continuation(&request, &generated, pieces);
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    self.release(index, priority, &Ok(partial(String::new(), StopReason::Cancelled, started)), Duration::ZERO);
+                    return Ok(partial(generated, StopReason::TimeLimit, started));
+                }
+            }
+            let mut continued = continued;
+            continued.time_limit = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+            let sent_at = Instant::now();
+            node.submit(slot, continued, cancel.clone(), sender);
+            let mut first_token = None;
+            let mut outcome = Err(ModelError::WorkerGone);
+            while let Some(event) = receiver.recv().await {
+                match event {
+                    GenerationEvent::Piece(piece) => {
+                        first_token.get_or_insert_with(|| sent_at.elapsed());
+                        generated.push_str(&piece);
+                        pieces += 1;
+                        let _ = events.send(GenerationEvent::Piece(piece));
+                    }
+                    GenerationEvent::Done(result) => {
+                        outcome = result;
+                        break;
+                    }
+                }
+            }
+            self.release(index, priority, &outcome, first_token.unwrap_or_else(|| sent_at.elapsed()));
+            match outcome {
+                Ok(mut generation) => {
+                    generation.text = generated;
+                    generation.usage.generated_tokens = generation.usage.generated_tokens.max(pieces);
+                    return Ok(generation);
+                }
+                Err(err) => {
+                    tracing::warn!("{err}; trying another node");
+                    failures.push(err.to_string());
+                    excluded.push(index);
+                    if cancel.is_cancelled() {
+                        return Ok(partial(generated, StopReason::Cancelled, started));
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+fn partial(text: String, stop_reason: StopReason, started: Instant) -> Generation {
+    Generation {
+        text,
+        stop_reason,
+        usage: crate::core::generation::Usage {
+            generation_time: started.elapsed(),
+            ..Default::default()
+        },
+    }
+}
+
+/// One tier served by worker nodes, as a `Model`.
+pub struct TierRoute {
+    router: Arc<Router>,
+    tier: Tier,
+    info: ModelInfo,
+}
+
+impl TierRoute {
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+}
+
+impl Model for TierRoute {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn submit(
+        &self,
+        slot: usize,
+        request: GenerateRequest,
+        cancel: Cancel,
+        events: UnboundedSender<GenerationEvent>,
+    ) {
+        let router = self.router.clone();
+        let tier = self.tier;
+        http_runtime().spawn(async move {
+            let result = router.run(tier, slot, request, cancel, events.clone()).await;
+            let _ = events.send(GenerationEvent::Done(result));
+        });
+    }
+}
