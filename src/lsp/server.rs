@@ -114,7 +114,12 @@ impl Backend {
         for (tier, model) in &self.options.provided_models {
             tiers.provide(*tier, model.clone());
         }
-        if !tiers.is_configured(Tier::Fast) || self.router.get().is_some_and(|r| r.tiers().contains(&Tier::Fast)) {
+        if !tiers.is_configured(Tier::Fast)
+            || self
+                .router
+                .get()
+                .is_some_and(|r| r.tiers().contains(&Tier::Fast))
+        {
             return;
         }
         let loader = tiers.clone();
@@ -155,12 +160,16 @@ impl Backend {
         let runtime = tokio::runtime::Handle::current();
         let watched = Arc::downgrade(&router);
         router.set_on_change(move || {
-            let Some(router) = watched.upgrade() else { return };
+            let Some(router) = watched.upgrade() else {
+                return;
+            };
             let client = client.clone();
             let nodes = router.status();
             runtime.spawn(async move {
                 client
-                    .send_notification::<super::ext::NodesChanged>(serde_json::json!({ "nodes": nodes }))
+                    .send_notification::<super::ext::NodesChanged>(
+                        serde_json::json!({ "nodes": nodes }),
+                    )
                     .await;
             });
         });

@@ -258,5 +258,6 @@ pub fn copy_tree(from: &Path, to: &Path) {
 /// machine slow each other down tenfold or more; one at a time finishes sooner.
 pub fn one_model_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -324,9 +324,14 @@ impl Inner {
                     let rest = decoder.finish();
                     match rest {
                         Some(data) if !ended => {
-                            if let Some(reason) =
-                                self.take(&data, &mut text, &mut usage, &mut pieces, events, cancel)?
-                            {
+                            if let Some(reason) = self.take(
+                                &data,
+                                &mut text,
+                                &mut usage,
+                                &mut pieces,
+                                events,
+                                cancel,
+                            )? {
                                 break reason;
                             }
                         }
@@ -449,7 +454,10 @@ fn cancelled(started: Instant) -> Generation {
 }
 
 /// Runs `future` unless the cancel flag goes up first (`None`).
-async fn until_cancelled<T>(cancel: &Cancel, future: impl std::future::Future<Output = T>) -> Option<T> {
+async fn until_cancelled<T>(
+    cancel: &Cancel,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
     tokio::pin!(future);
     let mut poll = tokio::time::interval(CANCEL_POLL);
     loop {

@@ -277,8 +277,8 @@ pub fn parse_chunk(api: NodeApi, data: &str) -> Result<Option<Chunk>, String> {
     let text_of = |v: &Value| v.as_str().map(str::to_owned);
     match api {
         NodeApi::LlamaServer if value.get("content").is_some() => {
-            let content = text_of(&value["content"])
-                .ok_or("a streamed event's `content` is not a string")?;
+            let content =
+                text_of(&value["content"]).ok_or("a streamed event's `content` is not a string")?;
             let done = value["stop"].as_bool().unwrap_or(false);
             let finish = done.then(|| {
                 if value["stop_type"] == "limit" || value["truncated"] == true {

@@ -113,12 +113,19 @@ impl NodeState {
 
     fn finish(&mut self, priority: Priority) {
         match priority {
-            Priority::Interactive => self.busy_interactive = self.busy_interactive.saturating_sub(1),
+            Priority::Interactive => {
+                self.busy_interactive = self.busy_interactive.saturating_sub(1)
+            }
             Priority::Batch => self.busy_batch = self.busy_batch.saturating_sub(1),
         }
     }
 
-    pub fn succeeded(&mut self, priority: Priority, first_token: Duration, tokens_per_second: Option<f64>) {
+    pub fn succeeded(
+        &mut self,
+        priority: Priority,
+        first_token: Duration,
+        tokens_per_second: Option<f64>,
+    ) {
         self.finish(priority);
         self.served += 1;
         self.breaker = Breaker::Closed { failures: 0 };
@@ -144,9 +151,9 @@ impl NodeState {
         self.failed += 1;
         self.last_error = Some(error);
         self.breaker = match self.breaker {
-            Breaker::Closed { failures } if failures + 1 < FAILURES_TO_OPEN => {
-                Breaker::Closed { failures: failures + 1 }
-            }
+            Breaker::Closed { failures } if failures + 1 < FAILURES_TO_OPEN => Breaker::Closed {
+                failures: failures + 1,
+            },
             Breaker::Closed { .. } => Breaker::Open {
                 until: now + FIRST_COOLDOWN,
                 cooldown: FIRST_COOLDOWN,

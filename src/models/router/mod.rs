@@ -114,11 +114,22 @@ impl Router {
         if serving.is_empty() {
             return None;
         }
-        let names: Vec<&str> = serving.iter().map(|n| n.node.config().name.as_str()).collect();
+        let names: Vec<&str> = serving
+            .iter()
+            .map(|n| n.node.config().name.as_str())
+            .collect();
         let info = ModelInfo {
             path: format!("nodes: {}", names.join(", ")).into(),
-            n_ctx: serving.iter().map(|n| n.node.info().n_ctx).min().unwrap_or(8192),
-            n_ctx_train: serving.iter().map(|n| n.node.info().n_ctx_train).min().unwrap_or(8192),
+            n_ctx: serving
+                .iter()
+                .map(|n| n.node.info().n_ctx)
+                .min()
+                .unwrap_or(8192),
+            n_ctx_train: serving
+                .iter()
+                .map(|n| n.node.info().n_ctx_train)
+                .min()
+                .unwrap_or(8192),
             has_fim: false,
             slots: serving.iter().map(|n| n.node.info().slots).sum(),
         };
@@ -186,7 +197,9 @@ impl Router {
         let router: Weak<Router> = Arc::downgrade(self);
         http_runtime().spawn(async move {
             loop {
-                let Some(alive) = router.upgrade() else { return };
+                let Some(alive) = router.upgrade() else {
+                    return;
+                };
                 alive.probe_all().await;
                 drop(alive);
                 tokio::time::sleep(every).await;
@@ -253,7 +266,10 @@ impl Router {
             notified.as_mut().enable();
             let now = Instant::now();
             let choice = {
-                let states: Vec<_> = serving.iter().map(|&i| lock(&self.nodes[i].state)).collect();
+                let states: Vec<_> = serving
+                    .iter()
+                    .map(|&i| lock(&self.nodes[i].state))
+                    .collect();
                 let refs: Vec<&NodeState> = states.iter().map(|s| &**s).collect();
                 let excluded_local: Vec<usize> = serving
                     .iter()
@@ -261,7 +277,8 @@ impl Router {
                     .filter(|(_, i)| excluded.contains(i))
                     .map(|(local, _)| local)
                     .collect();
-                let batch_defers = priority == Priority::Batch && *lock(&self.interactive_waiting) > 0;
+                let batch_defers =
+                    priority == Priority::Batch && *lock(&self.interactive_waiting) > 0;
                 match choose(&refs, &excluded_local, priority, now) {
                     Choice::Node(_) if batch_defers => Choice::Wait,
                     choice => choice,
@@ -281,7 +298,8 @@ impl Router {
                 waiting = true;
             }
             let limit = deadline.map_or(Duration::from_millis(100), |d| {
-                d.saturating_duration_since(now).min(Duration::from_millis(100))
+                d.saturating_duration_since(now)
+                    .min(Duration::from_millis(100))
             });
             if cancel.is_cancelled() || deadline.is_some_and(|d| now >= d) {
                 break Ok(None);
@@ -315,10 +333,19 @@ impl Router {
                 format!("`{}` {why}", routed.node.config().name)
             })
             .collect();
-        format!("no node of the {tier} tier can serve ({})", reasons.join("; "))
+        format!(
+            "no node of the {tier} tier can serve ({})",
+            reasons.join("; ")
+        )
     }
 
-    fn release(&self, index: usize, priority: Priority, outcome: &Result<Generation, ModelError>, first_token: Duration) {
+    fn release(
+        &self,
+        index: usize,
+        priority: Priority,
+        outcome: &Result<Generation, ModelError>,
+        first_token: Duration,
+    ) {
         let now = Instant::now();
         let before;
         let after;
@@ -379,11 +406,23 @@ impl Router {
                     return Ok(partial(generated, reason, started));
                 }
                 Err(why) => {
-                    failures.push(why);
+                    // The nodes that failed this request say why; otherwise, why none could take it.
+                    let why = if failures.is_empty() {
+                        why
+                    } else {
+                        format!(
+                            "no node of the {serving_tier} tier could serve: {}",
+                            failures.join("; ")
+                        )
+                    };
+                    failures = vec![why];
                     // The documented fallback: the other batch tier's nodes.
                     match fallback(serving_tier).filter(|_| serving_tier == tier) {
                         Some(other) if !self.serving(other).is_empty() => {
-                            tracing::warn!("{}: the {tier} request goes to the {other} tier's nodes", failures.join("; "));
+                            tracing::warn!(
+                                "{}: the {tier} request goes to the {other} tier's nodes",
+                                failures.join("; ")
+                            );
                             serving_tier = other;
                             continue;
                         }
@@ -401,7 +440,12 @@ impl Router {
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    self.release(index, priority, &Ok(partial(String::new(), StopReason::Cancelled, started)), Duration::ZERO);
+                    self.release(
+                        index,
+                        priority,
+                        &Ok(partial(String::new(), StopReason::Cancelled, started)),
+                        Duration::ZERO,
+                    );
                     return Ok(partial(generated, StopReason::TimeLimit, started));
                 }
             }
@@ -426,11 +470,17 @@ impl Router {
                     }
                 }
             }
-            self.release(index, priority, &outcome, first_token.unwrap_or_else(|| sent_at.elapsed()));
+            self.release(
+                index,
+                priority,
+                &outcome,
+                first_token.unwrap_or_else(|| sent_at.elapsed()),
+            );
             match outcome {
                 Ok(mut generation) => {
                     generation.text = generated;
-                    generation.usage.generated_tokens = generation.usage.generated_tokens.max(pieces);
+                    generation.usage.generated_tokens =
+                        generation.usage.generated_tokens.max(pieces);
                     return Ok(generation);
                 }
                 Err(err) => {
@@ -487,7 +537,9 @@ impl Model for TierRoute {
         let router = self.router.clone();
         let tier = self.tier;
         http_runtime().spawn(async move {
-            let result = router.run(tier, slot, request, cancel, events.clone()).await;
+            let result = router
+                .run(tier, slot, request, cancel, events.clone())
+                .await;
             let _ = events.send(GenerationEvent::Done(result));
         });
     }

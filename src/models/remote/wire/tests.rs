@@ -49,12 +49,36 @@ fn request_bodies() {
     };
     let schema = || Some(Grammar::JsonSchema(r#"{"type":"object"}"#.into()));
     let shown = [
-        check_body(NodeApi::LlamaServer, Prompt::Text("let x =".into()), None, None, true),
+        check_body(
+            NodeApi::LlamaServer,
+            Prompt::Text("let x =".into()),
+            None,
+            None,
+            true,
+        ),
         check_body(NodeApi::LlamaServer, fim(), None, None, true),
         check_body(NodeApi::LlamaServer, fim(), None, None, false),
-        check_body(NodeApi::LlamaServer, chat(), schema(), Some("<user>Write a function.<model>"), true),
-        check_body(NodeApi::LlamaServer, Prompt::Text("x".into()), Some(Grammar::Gbnf("root ::= \"a\"".into())), None, true),
-        check_body(NodeApi::Openai, Prompt::Text("let x =".into()), None, None, true),
+        check_body(
+            NodeApi::LlamaServer,
+            chat(),
+            schema(),
+            Some("<user>Write a function.<model>"),
+            true,
+        ),
+        check_body(
+            NodeApi::LlamaServer,
+            Prompt::Text("x".into()),
+            Some(Grammar::Gbnf("root ::= \"a\"".into())),
+            None,
+            true,
+        ),
+        check_body(
+            NodeApi::Openai,
+            Prompt::Text("let x =".into()),
+            None,
+            None,
+            true,
+        ),
         check_body(NodeApi::Openai, fim(), None, None, true),
         check_body(NodeApi::Openai, chat(), schema(), None, true),
     ]
@@ -64,28 +88,56 @@ fn request_bodies() {
 
 #[test]
 fn the_template_gets_the_conversation_without_the_answer_prefill() {
-    let Prompt::Chat(messages) = chat() else { unreachable!() };
+    let Prompt::Chat(messages) = chat() else {
+        unreachable!()
+    };
     assert_eq!(
         template_body(&messages),
         json!({ "messages": [{ "role": "user", "content": "Write a function." }] })
     );
-    assert_eq!(rendered_prompt(br#"{"prompt":"<p>"}"#), Ok("<p>".to_owned()));
-    assert!(rendered_prompt(b"{oops").unwrap_err().contains("malformed JSON"));
-    assert!(rendered_prompt(b"{}").unwrap_err().contains("without a `prompt`"));
+    assert_eq!(
+        rendered_prompt(br#"{"prompt":"<p>"}"#),
+        Ok("<p>".to_owned())
+    );
+    assert!(
+        rendered_prompt(b"{oops")
+            .unwrap_err()
+            .contains("malformed JSON")
+    );
+    assert!(
+        rendered_prompt(b"{}")
+            .unwrap_err()
+            .contains("without a `prompt`")
+    );
 }
 
 #[test]
 fn a_continuation_starts_where_the_failed_node_stopped() {
     let text = continuation(&request(Prompt::Text("a".into()), None), "bc", 2);
-    assert_eq!((text.prompt, text.max_tokens), (Prompt::Text("abc".into()), 30));
+    assert_eq!(
+        (text.prompt, text.max_tokens),
+        (Prompt::Text("abc".into()), 30)
+    );
     let fim = continuation(
-        &request(Prompt::Fim { prefix: "a".into(), suffix: "z".into() }, None),
+        &request(
+            Prompt::Fim {
+                prefix: "a".into(),
+                suffix: "z".into(),
+            },
+            None,
+        ),
         "b",
         40,
     );
     assert_eq!(
         (fim.prompt, fim.max_tokens),
-        (Prompt::Fim { prefix: "ab".into(), suffix: "z".into() }, 1)
+        (
+            Prompt::Fim {
+                prefix: "ab".into(),
+                suffix: "z".into()
+            },
+            1
+        )
     );
     let Prompt::Chat(messages) = continuation(&request(chat(), None), "fn f", 1).prompt else {
         unreachable!()
@@ -95,7 +147,10 @@ fn a_continuation_starts_where_the_failed_node_stopped() {
     let Prompt::Chat(messages) = continuation(&request(asked, None), "hel", 1).prompt else {
         unreachable!()
     };
-    assert_eq!(messages.last().unwrap(), &ChatMessage::new("assistant", "hel"));
+    assert_eq!(
+        messages.last().unwrap(),
+        &ChatMessage::new("assistant", "hel")
+    );
 }
 
 /// Feeds `parts` to a decoder; shows each event, or the error that stopped it.
@@ -120,10 +175,22 @@ fn check_sse(parts: &[&[u8]]) -> String {
 #[test]
 fn server_sent_events() {
     let shown = [
-        ("split across chunks", check_sse(&[b"data: {\"a\"", b":1}\n", b"\ndata: [DONE]\n\n"])),
-        ("crlf, comments and other fields", check_sse(&[b": keep-alive\r\nevent: x\r\ndata: 1\r\n\r\n"])),
-        ("two data lines make one event", check_sse(&[b"data: a\ndata: b\n\n"])),
-        ("a last event without its blank line", check_sse(&[b"data: 1\n\ndata: 2"])),
+        (
+            "split across chunks",
+            check_sse(&[b"data: {\"a\"", b":1}\n", b"\ndata: [DONE]\n\n"]),
+        ),
+        (
+            "crlf, comments and other fields",
+            check_sse(&[b": keep-alive\r\nevent: x\r\ndata: 1\r\n\r\n"]),
+        ),
+        (
+            "two data lines make one event",
+            check_sse(&[b"data: a\ndata: b\n\n"]),
+        ),
+        (
+            "a last event without its blank line",
+            check_sse(&[b"data: 1\n\ndata: 2"]),
+        ),
         ("not an event field", check_sse(&[b"<html>oops</html>\n"])),
         ("an endless line", check_sse(&[&[b'x'; 100]])),
         ("not UTF-8", check_sse(&[b"data: \xff\n\n"])),

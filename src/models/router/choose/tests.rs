@@ -13,19 +13,31 @@ fn the_fastest_node_with_room_wins() {
     slow.first_token_ms = Some(400.0);
     let mut fast = node(2, false);
     fast.first_token_ms = Some(50.0);
-    assert_eq!(choose(&[&slow, &fast], &[], Priority::Batch, now), Choice::Node(1));
+    assert_eq!(
+        choose(&[&slow, &fast], &[], Priority::Batch, now),
+        Choice::Node(1)
+    );
     // Load counts: a busy fast node loses to an idle one that is a little slower.
     fast.busy_batch = 1;
     let mut idle = node(2, false);
     idle.first_token_ms = Some(60.0);
-    assert_eq!(choose(&[&fast, &idle], &[], Priority::Batch, now), Choice::Node(1));
+    assert_eq!(
+        choose(&[&fast, &idle], &[], Priority::Batch, now),
+        Choice::Node(1)
+    );
     // Full nodes make the request wait; excluded and down nodes make it go nowhere.
     fast.busy_batch = 2;
     assert_eq!(choose(&[&fast], &[], Priority::Batch, now), Choice::Wait);
-    assert_eq!(choose(&[&fast, &idle], &[1], Priority::Batch, now), Choice::Wait);
+    assert_eq!(
+        choose(&[&fast, &idle], &[1], Priority::Batch, now),
+        Choice::Wait
+    );
     idle.healthy = Some(false);
     assert_eq!(choose(&[&idle], &[], Priority::Batch, now), Choice::Nowhere);
-    assert_eq!(choose(&[], &[], Priority::Interactive, now), Choice::Nowhere);
+    assert_eq!(
+        choose(&[], &[], Priority::Interactive, now),
+        Choice::Nowhere
+    );
 }
 
 #[test]
@@ -65,7 +77,10 @@ fn the_breaker_opens_cools_down_and_closes() {
     state.failed(Priority::Batch, "refused".into(), later);
     assert_eq!(
         state.breaker,
-        Breaker::Open { until: later + Duration::from_secs(10), cooldown: Duration::from_secs(10) }
+        Breaker::Open {
+            until: later + Duration::from_secs(10),
+            cooldown: Duration::from_secs(10)
+        }
     );
     // A healthy probe before the cooldown ends changes nothing; after it, it closes.
     state.probed(true, "ok", later + Duration::from_secs(1));
