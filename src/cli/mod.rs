@@ -10,6 +10,7 @@ mod models;
 mod output;
 mod plan;
 mod scripted;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +88,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Probe the worker nodes and show their health, load and latency, and what serves
+    /// each tier. Exit status 1 when some node is not healthy.
+    Status {
+        /// The workspace whose `tierls.toml` names the nodes (default: the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a benchmark and print its figures: `models` (the embedded llama.cpp backend),
     /// `index PATH` (the workspace index against ctags), `completion [TRACE]` (a recorded
     /// typing session replayed through the server) or `plan` (fixture refactors: planner
@@ -128,6 +139,7 @@ pub fn main() -> ExitCode {
             tokens,
         } => index::run(path, json, map, tokens),
         Command::Models { workspace, json } => models::run(workspace, json),
+        Command::Status { workspace, json } => status::run(workspace, json),
         Command::Bench { name, model, path } => bench::run(&name, model, path),
     }
 }

@@ -224,7 +224,7 @@ const COLUMNS: [&str; 11] = [
 ];
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
-fn render_table(rows: &[Vec<String>]) -> Vec<String> {
+pub(super) fn render_table(rows: &[Vec<String>]) -> Vec<String> {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

@@ -96,6 +96,11 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     for (tier, problem) in tiers.configure_all(&config.tiers, Some(&root)) {
         output::error(&format!("the {tier} tier: {problem}"));
     }
+    // Worker nodes serve the tiers they name; the router lives as long as the plan.
+    let (_router, notes) = crate::models::router::serve_nodes(&tiers, &config.nodes).await;
+    for note in notes {
+        output::error(&note);
+    }
     let cancel = Cancel::new();
     let loading = spinner("loading the planner");
     let lease = lease_planner(tiers.clone(), cancel.clone()).await;

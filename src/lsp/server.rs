@@ -147,13 +147,13 @@ impl Backend {
     /// Routes the tiers worker nodes serve through the router, probes the nodes now and then
     /// every few seconds, and tells the editor when a node's health changes.
     async fn start_nodes(&self, tiers: &Arc<TierSet>, configs: &[config::NodeConfig]) {
-        let (router, problems) = Router::new(configs);
-        let mut messages = problems;
-        messages.extend(router.serve(tiers));
-        for message in messages {
-            tracing::warn!("{message}");
+        let (Some(router), notes) = crate::models::router::serve_nodes(tiers, configs).await else {
+            return;
+        };
+        for note in notes {
+            tracing::warn!("{note}");
             self.client
-                .show_message(MessageType::WARNING, format!("tierls: {message}"))
+                .show_message(MessageType::WARNING, format!("tierls: {note}"))
                 .await;
         }
         let client = self.client.clone();
@@ -173,11 +173,6 @@ impl Backend {
                     .await;
             });
         });
-        let probing = router.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            crate::models::remote::block_on_http(async move { probing.probe_all().await })
-        })
-        .await;
         router.start_probing(crate::models::router::PROBE_EVERY);
         let _ = self.router.set(router);
     }

@@ -5,7 +5,8 @@
 //! picks a node that serves the tier by health, free capacity and a moving average of its
 //! latency (`choose`). Interactive requests (the fast tier) go first and keep a slot of their
 //! own on nodes that also do batch work. A node that fails is left for another with backoff,
-//! and a request cut mid-stream continues on the next node from where it stopped. Nodes that
+//! and a request cut mid-stream continues on the next node from where it stopped (one under
+//! a grammar starts over, and streams only once it has finished). Nodes that
 //! fail twice in a row cool down (a circuit breaker) until a probe or a trial request finds
 //! them well. When no node of a tier can serve, an executor request goes to the planner's
 //! nodes and a planner request to the executor's; a fast request fails at once with the
@@ -46,6 +47,22 @@ struct RoutedNode {
     state: Mutex<NodeState>,
     /// The last probe's extras, for the status displays.
     probe: Mutex<Option<super::remote::Probe>>,
+}
+
+/// Sets up the configured nodes for `tiers` and probes them once: what the server, `tierls
+/// plan` and `tierls status` share. Returns the router (none without nodes) and what the
+/// user should be told.
+pub async fn serve_nodes(
+    tiers: &super::tiers::TierSet,
+    configs: &[NodeConfig],
+) -> (Option<Arc<Router>>, Vec<String>) {
+    if configs.is_empty() {
+        return (None, Vec::new());
+    }
+    let (router, mut notes) = Router::new(configs);
+    notes.extend(router.serve(tiers));
+    router.probe_now().await;
+    (Some(router), notes)
 }
 
 /// The tier a fallback sends work to when no node of its own can serve.
@@ -190,6 +207,14 @@ impl Router {
             self.freed.notify_waiters();
             self.changed();
         }
+    }
+
+    /// Probes every node once, on the HTTP runtime, from any runtime or none.
+    pub async fn probe_now(self: &Arc<Self>) {
+        let router = self.clone();
+        let _ = http_runtime()
+            .spawn(async move { router.probe_all().await })
+            .await;
     }
 
     /// Probes the nodes every `every` until the router is dropped.
@@ -391,6 +416,9 @@ impl Router {
         let mut failures: Vec<String> = Vec::new();
         let mut serving_tier = tier;
         let mut attempt = 0u32;
+        // A grammar constrains a whole answer: another node cannot continue half of one, so
+        // constrained requests start over elsewhere and stream only the answer that finished.
+        let restarts = request.grammar.is_some();
         loop {
             let index = match self
                 .acquire(serving_tier, priority, &excluded, &cancel, deadline)
@@ -462,7 +490,9 @@ impl Router {
                         first_token.get_or_insert_with(|| sent_at.elapsed());
                         generated.push_str(&piece);
                         pieces += 1;
-                        let _ = events.send(GenerationEvent::Piece(piece));
+                        if !restarts {
+                            let _ = events.send(GenerationEvent::Piece(piece));
+                        }
                     }
                     GenerationEvent::Done(result) => {
                         outcome = result;
@@ -478,6 +508,9 @@ impl Router {
             );
             match outcome {
                 Ok(mut generation) => {
+                    if restarts && !generated.is_empty() {
+                        let _ = events.send(GenerationEvent::Piece(generated.clone()));
+                    }
                     generation.text = generated;
                     generation.usage.generated_tokens =
                         generation.usage.generated_tokens.max(pieces);
@@ -487,6 +520,10 @@ impl Router {
                     tracing::warn!("{err}; trying another node");
                     failures.push(err.to_string());
                     excluded.push(index);
+                    if restarts {
+                        generated.clear();
+                        pieces = 0;
+                    }
                     if cancel.is_cancelled() {
                         return Ok(partial(generated, StopReason::Cancelled, started));
                     }
