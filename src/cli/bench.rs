@@ -24,9 +24,12 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
     if name == "plan" {
         return super::bench_plan::run(model);
     }
+    if name == "nodes" {
+        return super::bench_nodes::run(model);
+    }
     if name != "models" {
         output::error(&format!(
-            "unknown benchmark `{name}`: available: models, index, completion, plan"
+            "unknown benchmark `{name}`: available: models, index, completion, plan, nodes"
         ));
         return ExitCode::from(2);
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_completion;
 mod bench_index;
+mod bench_nodes;
 mod bench_plan;
 mod demo;
 mod index;
@@ -100,8 +101,9 @@ enum Command {
     },
     /// Run a benchmark and print its figures: `models` (the embedded llama.cpp backend),
     /// `index PATH` (the workspace index against ctags), `completion [TRACE]` (a recorded
-    /// typing session replayed through the server) or `plan` (fixture refactors: planner
-    /// against executor tokens, one executor against two, answers right the first time).
+    /// typing session replayed through the server), `plan` (fixture refactors: planner
+    /// against executor tokens, one executor against two, answers right the first time) or
+    /// `nodes` (llama-server worker nodes on loopback through the router).
     Bench {
         /// Which benchmark.
         name: String,

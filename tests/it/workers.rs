@@ -1,0 +1,248 @@
+//! Worker nodes for real: llama.cpp's llama-server serving the test model on loopback,
+//! reached through the router, the LSP server and `tierls status`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tierls::config::{NodeApi, NodeConfig, Tier};
+use tierls::core::generation::{ChatMessage, GenerateRequest, Grammar, Prompt, StopReason};
+use tierls::models::router::Router;
+use tierls::models::worker::LlamaServer;
+use tierls::models::{Cancel, GenerationEvent, Model, generate};
+
+use crate::support::{TestServer, one_model_at_a_time};
+
+fn start(slots: u32) -> LlamaServer {
+    LlamaServer::start(&tierls::models::embedded::test_model_path(), slots, 1)
+        .unwrap_or_else(|err| panic!("{err}"))
+}
+
+fn node(name: &str, server: &LlamaServer, tiers: &[Tier]) -> NodeConfig {
+    NodeConfig {
+        name: name.to_owned(),
+        url: server.url().to_owned(),
+        api: NodeApi::LlamaServer,
+        tiers: tiers.to_vec(),
+        model: None,
+        concurrency: 2,
+        api_key_env: None,
+        first_token_seconds: 60,
+        stall_seconds: 10,
+    }
+}
+
+#[tokio::test]
+async fn completions_plans_and_fill_in_the_middle_through_llama_server() {
+    let _turn = one_model_at_a_time();
+    let server = start(2);
+    let (router, _) = Router::new(&[node("local", &server, &[Tier::Fast, Tier::Planner])]);
+    router.probe_now().await;
+    let fast = router.route(Tier::Fast).unwrap();
+
+    // The same prompt twice on one slot: the node's KV cache keeps the prefix.
+    let prompt = "// Return the larger of two numbers.\nfn max(a: i32, b: i32) -> i32 {\n";
+    let first = generate(
+        fast.as_ref(),
+        0,
+        GenerateRequest::text(prompt, 12),
+        Cancel::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !first.text.is_empty() && first.usage.generated_tokens > 0,
+        "{first:?}"
+    );
+    let again = generate(
+        fast.as_ref(),
+        0,
+        GenerateRequest::text(prompt, 12),
+        Cancel::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.text, first.text, "greedy answers repeat");
+    assert!(
+        again.usage.evaluated_tokens < first.usage.evaluated_tokens,
+        "the cached prompt is not evaluated again: {:?} then {:?}",
+        first.usage,
+        again.usage
+    );
+
+    // The test model has no FIM tokens: `/infill` answers 501 and the prefix is continued.
+    let fim = GenerateRequest {
+        prompt: Prompt::Fim {
+            prefix: prompt.to_owned(),
+            suffix: "}\n".to_owned(),
+        },
+        ..GenerateRequest::text("", 8)
+    };
+    let filled = generate(fast.as_ref(), 1, fim, Cancel::new())
+        .await
+        .unwrap();
+    assert!(!filled.text.is_empty(), "{filled:?}");
+
+    // A plan-shaped request: a chat rendered by the node's template, held to a JSON schema.
+    let planner = router.route(Tier::Planner).unwrap();
+    let schema = r#"{"type":"object","properties":{"steps":{"type":"array","items":{"type":"string"},"maxItems":2}},"required":["steps"]}"#;
+    let request = GenerateRequest {
+        prompt: Prompt::Chat(vec![ChatMessage::new(
+            "user",
+            "List the steps to rename `max` to `larger` as JSON.",
+        )]),
+        max_tokens: 200,
+        stop: Vec::new(),
+        time_limit: None,
+        grammar: Some(Grammar::JsonSchema(schema.to_owned())),
+    };
+    let plan = generate(planner.as_ref(), 0, request, Cancel::new())
+        .await
+        .unwrap();
+    if plan.stop_reason == StopReason::EndOfGeneration {
+        let value: serde_json::Value = serde_json::from_str(&plan.text).unwrap();
+        assert!(value["steps"].is_array(), "{}", plan.text);
+    }
+
+    let status = router.status();
+    assert_eq!(status[0]["health"], "healthy", "{status}");
+    assert_eq!(status[0]["slots"]["total"], 2, "{status}");
+    assert_eq!(status[0]["served"], 4, "{status}");
+}
+
+#[tokio::test]
+async fn killing_a_node_mid_stream_finishes_on_the_other() {
+    let _turn = one_model_at_a_time();
+    let mut first = start(1);
+    let second = start(1);
+    let (router, _) = Router::new(&[
+        node("first", &first, &[Tier::Executor]),
+        node("second", &second, &[Tier::Executor]),
+    ]);
+    router.probe_now().await;
+    let route = router.route(Tier::Executor).unwrap();
+    let request = GenerateRequest::text("1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,", 80);
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    route.submit(0, request, Cancel::new(), sender);
+
+    // After a few pieces, kill whichever node is streaming.
+    let mut streamed = String::new();
+    for _ in 0..5 {
+        match events.recv().await.unwrap() {
+            GenerationEvent::Piece(piece) => streamed.push_str(&piece),
+            GenerationEvent::Done(result) => panic!("finished before the kill: {result:?}"),
+        }
+    }
+    let status = router.status();
+    let busy = if status[0]["busy"] == 1 {
+        "first"
+    } else {
+        "second"
+    };
+    if busy == "first" {
+        first.kill();
+    } else {
+        drop(second);
+    }
+    let started = Instant::now();
+    let generation = loop {
+        match events.recv().await.unwrap() {
+            GenerationEvent::Piece(piece) => streamed.push_str(&piece),
+            GenerationEvent::Done(result) => break result.unwrap(),
+        }
+    };
+    assert_eq!(
+        generation.text, streamed,
+        "the pieces make the whole answer"
+    );
+    assert!(generation.usage.generated_tokens > 5, "{generation:?}");
+    let status = router.status();
+    let (killed, survivor) = if busy == "first" { (0, 1) } else { (1, 0) };
+    assert_eq!(status[killed]["failed"], 1, "{status}");
+    assert_eq!(status[survivor]["served"], 1, "{status}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn tierls_status_probes_the_nodes() {
+    let _turn = one_model_at_a_time();
+    let server = start(2);
+    let workspace = tempfile::tempdir().unwrap();
+    let refused = crate::fake_node::refusing_url();
+    std::fs::write(
+        workspace.path().join("tierls.toml"),
+        format!(
+            "[nodes.local]\nurl = \"{}\"\napi = \"llama-server\"\ntiers = [\"fast\", \"executor\"]\n\n[nodes.gone]\nurl = \"{refused}\"\ntiers = [\"planner\"]\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tierls"))
+        .args(["status", "--workspace"])
+        .arg(workspace.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "one node is down: {stdout}");
+    let local = stdout.lines().find(|l| l.starts_with("local")).unwrap();
+    assert!(
+        local.contains("healthy") && local.contains("0/2"),
+        "{stdout}"
+    );
+    let gone = stdout.lines().find(|l| l.starts_with("gone")).unwrap();
+    assert!(
+        gone.contains("down") && gone.contains("cannot connect"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fast      nodes: local (ready)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("planner   nodes: gone (ready)"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_language_server_completes_through_a_worker_node() {
+    let _turn = one_model_at_a_time();
+    let node = start(2);
+    let mut server =
+        TestServer::start(&[("src/lib.rs", b"fn add(a: i32, b: i32) -> i32 {\n    \n}\n")]);
+    server
+        .initialize_with(
+            &["utf-16"],
+            json!({ "nodes": { "local": { "url": node.url(), "api": "llama-server", "tiers": ["fast"] } } }),
+        )
+        .await;
+    server
+        .open("src/lib.rs", "fn add(a: i32, b: i32) -> i32 {\n    \n}\n")
+        .await;
+    let status = server
+        .client
+        .request("tierls/status", json!(null))
+        .await
+        .unwrap();
+    assert_eq!(status["result"]["nodes"][0]["name"], "local", "{status}");
+    assert_eq!(
+        status["result"]["tiers"][0]["model"], "nodes: local",
+        "{status}"
+    );
+    let answer = server
+        .client
+        .request(
+            "textDocument/inlineCompletion",
+            json!({ "textDocument": { "uri": server.uri("src/lib.rs") }, "position": { "line": 1, "character": 4 } }),
+        )
+        .await
+        .unwrap();
+    let items = answer["result"]["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "{answer}");
+    let status = server
+        .client
+        .request("tierls/status", json!(null))
+        .await
+        .unwrap();
+    assert!(
+        status["result"]["nodes"][0]["served"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
+    server.finish().await;
+}
