@@ -531,3 +531,22 @@ fn bench_plan_prints_the_split_and_the_parallel_figures() {
         );
     }
 }
+
+#[test]
+fn bench_nodes_prints_two_nodes_against_one_and_the_router_against_embedded() {
+    let _turn = crate::support::one_model_at_a_time();
+    let (status, stdout, stderr) = run(&["bench", "nodes"]);
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    for figure in [
+        "1 node:",
+        "2 nodes:",
+        "2 nodes / 1 node: throughput",
+        "embedded:",
+        "router -> llama-server:",
+        "router / embedded:",
+        "plan running, 2 slots (1 kept free):",
+        "plan running / idle:",
+    ] {
+        assert!(stdout.contains(figure), "no {figure:?} in\n{stdout}");
+    }
+}

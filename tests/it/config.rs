@@ -24,6 +24,7 @@ fn valid_files() {
         "[limits]\nmax_message_mb = 8\nmax_file_mb = 2\n",
         "[tiers.fast]\nmodel = \"models/coder-1.5b.gguf\"\ncontext = 8192\nslots = 2\ngpu_layers = \"auto\"\n",
         "[tiers.executor]\nmodel = \"http://worker.local:8080\"\n[tiers.planner]\nmodel = \"hf://Qwen/Qwen2.5-72B-GGUF/q4_k_m.gguf\"\ngpu_layers = 40\ncache_type = \"q8_0\"\n",
+        "[nodes.gpu-box]\nurl = \"http://192.168.1.20:8080/\"\napi = \"llama-server\"\ntiers = [\"fast\", \"executor\"]\nconcurrency = 4\napi_key_env = \"GPU_BOX_KEY\"\n\n[nodes.ollama]\nurl = \"https://ollama.lan\"\ntiers = [\"planner\"]\nmodel = \"qwen2.5:72b\"\nfirst_token_seconds = 120\n",
     ];
     let shown: Vec<String> = cases
         .iter()
@@ -50,6 +51,14 @@ fn invalid_files_name_the_line_and_key() {
         "[tiers.executor]\ncache_type = \"q2\"\n",
         "[tiers.fast]\nmodle = \"x.gguf\"\n",
         "[tiers.huge]\nmodel = \"x.gguf\"\n",
+        "[nodes.a]\nurl = \"http://h:1\"\ntiers = [\"huge\"]\n",
+        "[nodes.a]\nurl = \"http://h:1\"\ntiers = []\n",
+        "[nodes.a]\nurl = \"http://h:1\"\ntiers = [\"fast\", \"fast\"]\n",
+        "[nodes.a]\nurl = \"http://h:1\"\n",
+        "[nodes.a]\nurl = \"ftp://h\"\ntiers = [\"fast\"]\n",
+        "[nodes.a]\nurl = \"http://h:1\"\ntiers = [\"fast\"]\napi = \"grpc\"\n",
+        "[nodes.a]\nurl = \"http://h:1\"\ntiers = [\"fast\"]\nconcurrency = 0\n",
+        "[nodes.a]\nurl = \"http://h:1\"\ntiers = [\"fast\"]\napi_key = \"secret\"\n",
     ];
     let shown: Vec<String> = cases
         .iter()

@@ -1,4 +1,7 @@
 //! One integration-test binary: every test drives the same library the CLI uses.
+// Tests that run a model hold `support::one_model_at_a_time` across awaits on purpose: each
+// test has a runtime and a thread of its own, and the guard only orders whole tests.
+#![allow(clippy::await_holding_lock)]
 
 mod budget;
 mod cli;

@@ -112,6 +112,8 @@ async function start(): Promise<void> {
     },
   };
   client = new LanguageClient("tierls", "tierls", serverOptions, clientOptions);
+  // A worker node's health changed: show it now rather than at the next poll.
+  client.onNotification("tierls/nodesChanged", () => void refreshStatus());
   client.onDidChangeState((event) => {
     setStatus(event.newState === State.Running ? "running" : event.newState === State.Starting ? "starting" : "stopped");
   });

@@ -158,6 +158,35 @@ export interface ServerStatus {
   version: string;
   tiers: Array<{ tier: string; model: string | null; state: string; error: string | null }>;
   plans: { pending: Array<{ planId: number; instruction: string; steps: number }>; running: number };
+  /** Worker nodes (absent from servers before them). */
+  nodes?: NodeStatus[];
+}
+
+/** One worker node, as `tierls/status` and `tierls/nodesChanged` describe it. */
+export interface NodeStatus {
+  name: string;
+  url: string;
+  tiers: string[];
+  health: string;
+  busy: number;
+  concurrency: number;
+  firstTokenMs: number | null;
+  lastError: string | null;
+}
+
+/** The nodes in a few characters for the status bar: healthy ones out of all. */
+export function nodesText(nodes: NodeStatus[] | undefined): string {
+  if (!nodes || nodes.length === 0) {
+    return "";
+  }
+  const healthy = nodes.filter((node) => node.health === "healthy").length;
+  return `nodes ${healthy}/${nodes.length}`;
+}
+
+function nodeLine(node: NodeStatus): string {
+  const latency = node.firstTokenMs === null ? "" : `, first token ${node.firstTokenMs} ms`;
+  const error = node.health !== "healthy" && node.lastError ? `: ${node.lastError}` : "";
+  return `node ${node.name} (${node.tiers.join(", ")}): ${node.health}, ${node.busy}/${node.concurrency} busy${latency}${error}`;
 }
 
 const TIER_MARKS: Record<string, string> = {
@@ -170,10 +199,11 @@ const TIER_MARKS: Record<string, string> = {
 
 /** The tiers in a few characters for the status bar: configured tiers only. */
 export function tiersText(status: ServerStatus): string {
-  return status.tiers
+  const tiers = status.tiers
     .filter((tier) => tier.state !== "not configured")
-    .map((tier) => `${tier.tier} ${TIER_MARKS[tier.state] ?? "?"}`)
-    .join(" ");
+    .map((tier) => `${tier.tier} ${TIER_MARKS[tier.state] ?? "?"}`);
+  const nodes = nodesText(status.nodes);
+  return (nodes ? [...tiers, nodes] : tiers).join(" ");
 }
 
 /** The status bar's tooltip: each tier's model and state, and the plans. */
@@ -183,6 +213,9 @@ export function statusTooltip(status: ServerStatus): string {
     const model = tier.model ? ` (${tier.model})` : "";
     const error = tier.error ? `: ${tier.error}` : "";
     lines.push(`${tier.tier}: ${tier.state}${model}${error}`);
+  }
+  for (const node of status.nodes ?? []) {
+    lines.push(nodeLine(node));
   }
   if (status.plans.running > 0) {
     lines.push(`plan work running: ${status.plans.running}`);

@@ -89,7 +89,10 @@ impl RemoteNode {
         };
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(30))
+            // A fresh connection per request: servers close idle keep-alive connections
+            // (llama-server after a few seconds), and a request sent on one that is closing
+            // fails for no fault of the node. A connection costs far less than a token.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|err| format!("node `{}`: {err}", config.name))?;
         let info = ModelInfo {

@@ -148,6 +148,16 @@ function M.attach(bufnr)
     init_options = M.config.settings,
     on_attach = on_attach,
     on_exit = on_exit,
+    handlers = {
+      -- The server says when a worker node's health changes: one line with every node.
+      ["tierls/nodesChanged"] = function(_, params)
+        local parts = {}
+        for _, node in ipairs((params or {}).nodes or {}) do
+          table.insert(parts, ("%s %s"):format(node.name, node.health))
+        end
+        M.config.notify("tierls: nodes: " .. table.concat(parts, ", "), vim.log.levels.INFO)
+      end,
+    },
   }
   local id = vim.lsp.start_client(config)
   if not id then
@@ -256,6 +266,12 @@ function M.status()
         local model = tier.model ~= vim.NIL and tier.model and (" (" .. tier.model .. ")") or ""
         local error = tier.error ~= vim.NIL and tier.error and (": " .. tier.error) or ""
         table.insert(lines, ("%s: %s%s%s"):format(tier.tier, tier.state, model, error))
+      end
+      for _, node in ipairs(server.nodes or {}) do
+        local latency = node.firstTokenMs ~= vim.NIL and node.firstTokenMs and (", first token %d ms"):format(node.firstTokenMs) or ""
+        local error = node.health ~= "healthy" and node.lastError ~= vim.NIL and node.lastError and (": " .. node.lastError) or ""
+        table.insert(lines, ("node %s (%s): %s, %d/%d busy%s%s"):format(
+          node.name, table.concat(node.tiers, ", "), node.health, node.busy, node.concurrency, latency, error))
       end
       for _, plan in ipairs((server.plans or {}).pending or {}) do
         table.insert(lines, ("plan %d waiting: %s (%d steps)"):format(plan.planId, plan.instruction, plan.steps))

@@ -11,6 +11,7 @@ import {
   statusText,
   statusTooltip,
   tiersText,
+  nodesText,
 } from "../logic";
 
 test("only the settings the user set become initializationOptions, as tierls.toml tables", () => {
@@ -110,6 +111,30 @@ test("the status bar lists the configured tiers; the tooltip says the rest", () 
       "planner: not configured",
       "plan work running: 1",
       "plan 2 waiting: use PI (3 steps)",
+    ].join("\n"),
+  );
+});
+
+test("worker nodes show in the status bar and the tooltip", () => {
+  const nodes = [
+    { name: "gpu-box", url: "http://h:8080", tiers: ["fast", "executor"], health: "healthy", busy: 1, concurrency: 4, firstTokenMs: 85, lastError: null },
+    { name: "laptop", url: "http://l:11434", tiers: ["executor"], health: "cooling down", busy: 0, concurrency: 2, firstTokenMs: null, lastError: "node `laptop`: HTTP 500" },
+  ];
+  const status = {
+    version: "0.1.0",
+    tiers: [{ tier: "fast", model: "nodes: gpu-box", state: "ready", error: null }],
+    plans: { pending: [], running: 0 },
+    nodes,
+  };
+  assert.equal(nodesText([]), "");
+  assert.equal(tiersText(status), "fast ● nodes 1/2");
+  assert.equal(
+    statusTooltip(status),
+    [
+      "tierls 0.1.0",
+      "fast: ready (nodes: gpu-box)",
+      "node gpu-box (fast, executor): healthy, 1/4 busy, first token 85 ms",
+      "node laptop (executor): cooling down, 0/2 busy: node `laptop`: HTTP 500",
     ].join("\n"),
   );
 });
