@@ -150,8 +150,9 @@ impl Backend {
         let (router, mut notes) = Router::new(configs);
         // Known to the status request before any tier is routed through it.
         let _ = self.router.set(router.clone());
-        notes.extend(router.serve(tiers));
+        // Probed first: a route's context comes from what its nodes report.
         router.probe_now().await;
+        notes.extend(router.serve(tiers));
         for note in notes {
             tracing::warn!("{note}");
             self.client

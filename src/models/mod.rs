@@ -141,6 +141,10 @@ pub enum ModelError {
     ChatTemplate(String),
     #[error("node `{node}`: {reason}")]
     Node { node: String, reason: String },
+    /// The node understood the request and refused it (HTTP 4xx): the request's fault, not
+    /// the node's, so the router neither retries it nor holds it against the node.
+    #[error("node `{node}` refused the request: {reason}")]
+    Refused { node: String, reason: String },
     #[error("{reason}")]
     NoNode { tier: Tier, reason: String },
 }

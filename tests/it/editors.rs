@@ -149,7 +149,7 @@ fn vscode_extension_builds_tests_and_packages() {
     );
     assert!(tested.status.success(), "{out}");
     assert!(
-        out.contains("# fail 0") && out.contains("# pass 8"),
+        out.contains("# fail 0") && out.contains("# pass 9"),
         "{out}"
     );
     let packaged = npm(&folder, &["run", "package"]);

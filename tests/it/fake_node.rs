@@ -18,6 +18,8 @@ pub enum Behaviour {
     Slowly(Vec<&'static str>, Duration),
     /// Answers `500` with a JSON error.
     Fails,
+    /// Answers `400`: the request is too long for the node's context.
+    Refuses,
     /// Streams these pieces, then holds the connection open and says nothing.
     Stalls(Vec<&'static str>),
     /// Streams these pieces, then closes the connection without the last event.
@@ -125,10 +127,18 @@ async fn serve(
         let _ = stream.write_all(format!("{head}{answer}").as_bytes()).await;
         return;
     }
-    if let Behaviour::Fails = behaviour {
-        let answer = r#"{"error":{"code":500,"message":"the model crashed"}}"#;
+    let failure = match behaviour {
+        Behaviour::Fails => Some(("500 Internal Server Error", "the model crashed")),
+        Behaviour::Refuses => Some((
+            "400 Bad Request",
+            "the request exceeds the available context size",
+        )),
+        _ => None,
+    };
+    if let Some((status, message)) = failure {
+        let answer = serde_json::json!({ "error": { "message": message } }).to_string();
         let head = format!(
-            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             answer.len()
         );
         let _ = stream.write_all(format!("{head}{answer}").as_bytes()).await;
@@ -182,7 +192,7 @@ async fn serve(
                     stream.write_all(block.as_bytes()).await?;
                 }
             }
-            Behaviour::Fails => unreachable!(),
+            Behaviour::Fails | Behaviour::Refuses => unreachable!(),
         }
         stream.flush().await
     }

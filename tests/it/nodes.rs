@@ -130,6 +130,24 @@ async fn when_every_node_fails_the_error_names_each_one() {
 }
 
 #[tokio::test]
+async fn a_request_the_node_refuses_is_not_held_against_it_nor_sent_elsewhere() {
+    let strict = FakeNode::start(Behaviour::Refuses);
+    let other = FakeNode::start(Behaviour::Answer(vec!["ok"]));
+    let shown = check(
+        &[("strict", &strict.url), ("other", &other.url)],
+        Tier::Executor,
+        text("x"),
+    )
+    .await;
+    insta::assert_snapshot!(shown, @"
+    error: node `strict` refused the request: HTTP 400: the request exceeds the available context size
+      strict: unknown, served 0, failed 0
+      other: unknown, served 0, failed 0
+    ");
+    assert!(other.generation_requests().is_empty());
+}
+
+#[tokio::test]
 async fn a_stream_that_stalls_or_dies_continues_on_another_node() {
     for behaviour in [
         Behaviour::Stalls(vec!["fn ", "ma"]),

@@ -38,6 +38,8 @@ async fn completions_plans_and_fill_in_the_middle_through_llama_server() {
     let (router, _) = Router::new(&[node("local", &server, &[Tier::Fast, Tier::Planner])]);
     router.probe_now().await;
     let fast = router.route(Tier::Fast).unwrap();
+    // The route's context is the node's per slot, read from `/props` by the probe.
+    assert_eq!(fast.info().n_ctx, 2048);
 
     // The same prompt twice on one slot: the node's KV cache keeps the prefix.
     let prompt = "// Return the larger of two numbers.\nfn max(a: i32, b: i32) -> i32 {\n";
@@ -215,12 +217,24 @@ async fn the_language_server_completes_through_a_worker_node() {
     server
         .open("src/lib.rs", "fn add(a: i32, b: i32) -> i32 {\n    \n}\n")
         .await;
-    let status = server
-        .client
-        .request("tierls/status", json!(null))
-        .await
-        .unwrap();
+    // The fast tier is routed once the node has been probed.
+    let mut status = json!(null);
+    for _ in 0..100 {
+        status = server
+            .client
+            .request("tierls/status", json!(null))
+            .await
+            .unwrap();
+        if status["result"]["tiers"][0]["state"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(status["result"]["nodes"][0]["name"], "local", "{status}");
+    assert_eq!(
+        status["result"]["nodes"][0]["health"], "healthy",
+        "{status}"
+    );
     assert_eq!(
         status["result"]["tiers"][0]["model"], "nodes: local",
         "{status}"

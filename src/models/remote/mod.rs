@@ -9,7 +9,7 @@
 pub mod wire;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,8 @@ struct Inner {
     api_key: Option<String>,
     /// Cleared when the node answers that it cannot fill in the middle.
     infill: AtomicBool,
+    /// The context per slot llama-server reports in `/props` (0 until known).
+    context: AtomicU32,
 }
 
 /// What a health probe found.
@@ -104,6 +106,7 @@ impl RemoteNode {
         };
         Ok(RemoteNode(Arc::new(Inner {
             infill: AtomicBool::new(config.api == NodeApi::LlamaServer),
+            context: AtomicU32::new(0),
             config,
             info,
             client,
@@ -113,6 +116,11 @@ impl RemoteNode {
 
     pub fn config(&self) -> &NodeConfig {
         &self.0.config
+    }
+
+    /// The context per slot, once a probe has read it from llama-server's `/props`.
+    pub fn context(&self) -> Option<u32> {
+        Some(self.0.context.load(Ordering::Relaxed)).filter(|&n| n > 0)
     }
 
     /// Asks the node whether it can serve: `/health` on llama-server (which answers 503
@@ -140,6 +148,12 @@ impl RemoteNode {
             latency,
         };
         if healthy && inner.config.api == NodeApi::LlamaServer {
+            if let Ok(Ok((status, body))) = tokio::time::timeout(timeout, inner.get("/props")).await
+                && status.is_success()
+                && let Some(n_ctx) = wire::parse_context(&body)
+            {
+                inner.context.store(n_ctx, Ordering::Relaxed);
+            }
             if let Ok(Ok((status, body))) = tokio::time::timeout(timeout, inner.get("/slots")).await
                 && status.is_success()
             {
@@ -260,7 +274,15 @@ impl Inner {
             }
             if !status.is_success() {
                 let body = read_capped(response, 64 * 1024).await.unwrap_or_default();
-                return Err(self.error(wire::error_message(status.as_u16(), &body)));
+                let reason = wire::error_message(status.as_u16(), &body);
+                let busy_or_slow = [StatusCode::REQUEST_TIMEOUT, StatusCode::TOO_MANY_REQUESTS];
+                if status.is_client_error() && !busy_or_slow.contains(&status) {
+                    return Err(ModelError::Refused {
+                        node: self.config.name.clone(),
+                        reason,
+                    });
+                }
+                return Err(self.error(reason));
             }
             let generation = self
                 .stream(response, request, cancel, events, started, deadline)

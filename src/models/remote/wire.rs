@@ -370,6 +370,15 @@ pub fn parse_metrics(text: &str) -> NodeMetrics {
     metrics
 }
 
+/// The context per slot in llama-server's `/props`.
+pub fn parse_context(answer: &[u8]) -> Option<u32> {
+    let props: Value = serde_json::from_slice(answer).ok()?;
+    let n_ctx = props["default_generation_settings"]["n_ctx"]
+        .as_u64()
+        .or(props["n_ctx"].as_u64())?;
+    u32::try_from(n_ctx).ok()
+}
+
 /// How many of llama-server's slots (`/slots`) are busy, and how many there are.
 pub fn parse_slots(answer: &[u8]) -> Option<(usize, usize)> {
     let slots: Vec<Value> = serde_json::from_slice(answer).ok()?;

@@ -60,8 +60,9 @@ pub async fn serve_nodes(
         return (None, Vec::new());
     }
     let (router, mut notes) = Router::new(configs);
-    notes.extend(router.serve(tiers));
+    // Probed first: a route's context comes from what its nodes report.
     router.probe_now().await;
+    notes.extend(router.serve(tiers));
     (Some(router), notes)
 }
 
@@ -139,7 +140,7 @@ impl Router {
             path: format!("nodes: {}", names.join(", ")).into(),
             n_ctx: serving
                 .iter()
-                .map(|n| n.node.info().n_ctx)
+                .map(|n| n.node.context().unwrap_or(n.node.info().n_ctx))
                 .min()
                 .unwrap_or(8192),
             n_ctx_train: serving
@@ -258,6 +259,9 @@ impl Router {
                     "lastError": state.last_error,
                     "slots": probe.as_ref().and_then(|p| p.slots).map(|(busy, total)| json!({"busy": busy, "total": total})),
                     "probeMs": probe.as_ref().map(|p| p.latency.as_millis() as u64),
+                    // llama-server's own view of its load, from `/metrics`.
+                    "processing": probe.as_ref().and_then(|p| p.metrics.requests_processing),
+                    "deferred": probe.as_ref().and_then(|p| p.metrics.requests_deferred),
                 })
             })
             .collect();
@@ -387,6 +391,7 @@ impl Router {
                     let speed = (generation.usage.generated_tokens > 1).then_some(speed);
                     state.succeeded(priority, first_token, speed);
                 }
+                Err(ModelError::Refused { .. }) => state.released(priority),
                 Err(err) => state.failed(priority, err.to_string(), now),
             }
             after = state.health(now);
@@ -516,6 +521,8 @@ impl Router {
                         generation.usage.generated_tokens.max(pieces);
                     return Ok(generation);
                 }
+                // Every node would refuse it the same way.
+                Err(err @ ModelError::Refused { .. }) => return Err(err),
                 Err(err) => {
                     tracing::warn!("{err}; trying another node");
                     failures.push(err.to_string());

@@ -254,4 +254,9 @@ fn error_answers_metrics_and_slots() {
         Some((1, 2))
     );
     assert_eq!(parse_slots(b"{}"), None);
+    assert_eq!(
+        parse_context(br#"{"default_generation_settings":{"n_ctx":2048},"total_slots":2}"#),
+        Some(2048)
+    );
+    assert_eq!(parse_context(b"[]"), None);
 }
