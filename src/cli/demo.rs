@@ -196,6 +196,7 @@ async fn fast_tier(text: &str) -> anyhow::Result<()> {
         prompt: Prompt::Fim {
             prefix: text[..cursor].to_owned(),
             suffix: text[cursor..].to_owned(),
+            context: Default::default(),
         },
         stop: vec!["\n\n".into()],
         ..GenerateRequest::text("", 48)

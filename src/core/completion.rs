@@ -6,7 +6,7 @@
 
 use ropey::Rope;
 
-use super::generation::Prompt;
+use super::generation::{ContextChunk, FimContext, Prompt};
 use super::index::language::Language;
 use super::index::table::Index;
 
@@ -92,15 +92,23 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
         Mode::Line
     };
 
-    let context = context_lines(input, offset);
+    let (context, chunks) = context_lines(input, offset);
     let budget = input.budget_bytes.max(64);
     let context = fit_lines(&context, budget / CONTEXT_SHARE);
     // A heading without a single definition under it is noise.
-    let context = if context.lines().count() < 2 {
+    let kept_lines = context.lines().count();
+    let context = if kept_lines < 2 {
         String::new()
     } else {
         context + "\n"
     };
+    // The chunks are the kept lines (after the heading, and the enclosing definition when
+    // it is there, which the prefix's own file holds).
+    let chunks: Vec<ContextChunk> = chunks
+        .into_iter()
+        .filter(|(line, _)| *line < kept_lines)
+        .map(|(_, chunk)| chunk)
+        .collect();
     let remaining = budget.saturating_sub(context.len());
     // Three quarters of what is left before the cursor, the rest after it.
     let suffix_budget = if input.has_fim { remaining / 4 } else { 0 };
@@ -127,8 +135,12 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
 
     let prompt = if input.has_fim {
         Prompt::Fim {
-            prefix: format!("{context}{prefix}"),
+            prefix,
             suffix,
+            context: FimContext {
+                comments: context,
+                chunks,
+            },
         }
     } else {
         Prompt::Text(format!("{context}{prefix}"))
@@ -149,16 +161,21 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
 
 /// Comment lines for the model: the enclosing definition when its start is far above the
 /// cursor, the definitions (in other files) of identifiers used just before the cursor, most
-/// recently used first, and lines lately edited in other files.
-fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
+/// recently used first, and lines lately edited in other files. Also the same facts from
+/// other files as chunks by file, each with the number of its comment line.
+fn context_lines(
+    input: &CompletionInput<'_>,
+    offset: usize,
+) -> (String, Vec<(usize, ContextChunk)>) {
     let Some(language) = input.language else {
-        return String::new();
+        return (String::new(), Vec::new());
     };
     let comment = match language {
         Language::Python => "#",
         _ => "//",
     };
     let mut lines = Vec::new();
+    let mut chunks = Vec::new();
     if let Some(enclosing) = input.index.enclosing_symbol(input.path, offset)
         && enclosing.range.start + input.budget_bytes / 2 < offset
     {
@@ -188,6 +205,14 @@ fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
                 "{comment} {}: {}",
                 found.path, found.symbol.signature
             ));
+            // Line 0 is the heading.
+            chunks.push((
+                lines.len(),
+                ContextChunk {
+                    path: found.path.to_owned(),
+                    text: format!("{}\n", found.symbol.signature),
+                },
+            ));
             definitions += 1;
             if definitions >= CONTEXT_DEFINITIONS {
                 break 'names;
@@ -205,16 +230,23 @@ fn context_lines(input: &CompletionInput<'_>, offset: usize) -> String {
             edit.path,
             edit.line.trim()
         ));
+        chunks.push((
+            lines.len(),
+            ContextChunk {
+                path: edit.path.clone(),
+                text: format!("{}\n", edit.line.trim()),
+            },
+        ));
     }
     if lines.is_empty() {
-        return String::new();
+        return (String::new(), Vec::new());
     }
     let mut context = format!("{comment} Context from the workspace:\n");
     for line in lines {
         context.push_str(&line);
         context.push('\n');
     }
-    context
+    (context, chunks)
 }
 
 /// The start of the character that holds byte `offset`.

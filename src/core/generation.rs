@@ -8,11 +8,42 @@ pub enum Prompt {
     /// Plain text to continue.
     Text(String),
     /// Fill in the middle: the backend uses the model's FIM tokens when it has them and
-    /// falls back to continuing `prefix` alone when it has none.
-    Fim { prefix: String, suffix: String },
+    /// falls back to continuing the prefix alone when it has none.
+    Fim {
+        /// The code before the cursor.
+        prefix: String,
+        suffix: String,
+        /// What other files say, for the model to know the names it may use.
+        context: FimContext,
+    },
     /// A conversation, rendered with the model's own chat template. When the last message
     /// is the assistant's, it is the start of the answer, which the model continues.
     Chat(Vec<ChatMessage>),
+}
+
+/// Repository context for fill in the middle, in both shapes backends take it: comment
+/// lines to put before the prefix, or chunks by file for servers that place them with the
+/// model's own file tokens (llama-server's `input_extra`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FimContext {
+    /// Comment lines, each ending in a newline; empty when there is no context.
+    pub comments: String,
+    pub chunks: Vec<ContextChunk>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextChunk {
+    /// The file the text comes from (workspace-relative).
+    pub path: String,
+    pub text: String,
+}
+
+impl FimContext {
+    /// The text a backend without repository-level FIM continues: the context as comments,
+    /// then the prefix.
+    pub fn before(&self, prefix: &str) -> String {
+        format!("{}{prefix}", self.comments)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

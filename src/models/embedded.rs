@@ -422,10 +422,18 @@ impl Slot<'_, '_> {
                 let add_bos = bos.is_empty() || !text.starts_with(&bos);
                 (vocab.tokenize(text.as_bytes(), add_bos, true), false)
             }
-            Prompt::Fim { prefix, .. } if !self.info.has_fim => {
-                (vocab.tokenize(prefix.as_bytes(), true, false), false)
-            }
-            Prompt::Fim { prefix, suffix } => {
+            Prompt::Fim {
+                prefix, context, ..
+            } if !self.info.has_fim => (
+                vocab.tokenize(context.before(prefix).as_bytes(), true, false),
+                false,
+            ),
+            Prompt::Fim {
+                prefix,
+                suffix,
+                context,
+            } => {
+                let prefix = context.before(prefix);
                 let mut tokens = Vec::new();
                 if vocab.should_add_bos() {
                     tokens.push(vocab.bos());

@@ -84,7 +84,11 @@ impl ScriptedModel {
 pub fn render_prompt(prompt: &Prompt) -> String {
     match prompt {
         Prompt::Text(text) => text.clone(),
-        Prompt::Fim { prefix, suffix } => format!("{prefix}<fim-hole>{suffix}"),
+        Prompt::Fim {
+            prefix,
+            suffix,
+            context,
+        } => format!("{}<fim-hole>{suffix}", context.before(prefix)),
         Prompt::Chat(messages) => render_conversation(messages),
     }
 }

@@ -56,8 +56,20 @@ fn check_prompt(source: &str, has_fim: bool, budget_bytes: usize) -> String {
     let plan = plan_completion(&input);
     let prompt = match &plan.prompt {
         Prompt::Text(text) => format!("<text>\n{text}</text>"),
-        Prompt::Fim { prefix, suffix } => {
-            format!("<prefix>\n{prefix}</prefix>\n<suffix>\n{suffix}</suffix>")
+        Prompt::Fim {
+            prefix,
+            suffix,
+            context,
+        } => {
+            let chunks: String = context
+                .chunks
+                .iter()
+                .map(|chunk| format!("<chunk {}>{}</chunk>\n", chunk.path, chunk.text))
+                .collect();
+            format!(
+                "<context>\n{}</context>\n{chunks}<prefix>\n{prefix}</prefix>\n<suffix>\n{suffix}</suffix>",
+                context.comments
+            )
         }
         Prompt::Chat(_) => unreachable!("completions never chat"),
     };

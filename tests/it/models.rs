@@ -259,6 +259,7 @@ async fn fill_in_the_middle_falls_back_to_the_prefix_without_fim_tokens() {
         prompt: Prompt::Fim {
             prefix: CODE_PROMPT.into(),
             suffix: "}\n".into(),
+            context: Default::default(),
         },
         ..GenerateRequest::text("", 4)
     };

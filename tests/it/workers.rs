@@ -76,6 +76,7 @@ async fn completions_plans_and_fill_in_the_middle_through_llama_server() {
         prompt: Prompt::Fim {
             prefix: prompt.to_owned(),
             suffix: "}\n".to_owned(),
+            context: Default::default(),
         },
         ..GenerateRequest::text("", 8)
     };

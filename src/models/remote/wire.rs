@@ -31,9 +31,24 @@ pub fn request_body(
     infill: bool,
 ) -> WireRequest {
     let mut wire = match (api, &request.prompt) {
-        (NodeApi::LlamaServer, Prompt::Fim { prefix, suffix }) if infill => WireRequest {
+        // Repository-level FIM: llama-server places each file's chunk with the model's own
+        // file-separator tokens.
+        (
+            NodeApi::LlamaServer,
+            Prompt::Fim {
+                prefix,
+                suffix,
+                context,
+            },
+        ) if infill => WireRequest {
             path: "/infill",
-            body: json!({ "input_prefix": prefix, "input_suffix": suffix, "input_extra": [] }),
+            body: json!({
+                "input_prefix": prefix,
+                "input_suffix": suffix,
+                "input_extra": context.chunks.iter()
+                    .map(|chunk| json!({ "filename": chunk.path, "text": chunk.text }))
+                    .collect::<Vec<_>>(),
+            }),
         },
         (NodeApi::LlamaServer, prompt) => WireRequest {
             path: "/completion",
@@ -49,9 +64,14 @@ pub fn request_body(
         },
         // Without `/infill`, fill in the middle continues the prefix, as the embedded
         // backend does for models without FIM tokens.
-        (NodeApi::Openai, Prompt::Fim { prefix, .. }) => WireRequest {
+        (
+            NodeApi::Openai,
+            Prompt::Fim {
+                prefix, context, ..
+            },
+        ) => WireRequest {
             path: "/v1/completions",
-            body: json!({ "prompt": prefix }),
+            body: json!({ "prompt": context.before(prefix) }),
         },
     };
     let body = wire.body.as_object_mut().expect("bodies are objects");
@@ -105,7 +125,9 @@ fn parse_schema(schema: &str) -> Value {
 fn llama_prompt(prompt: &Prompt, rendered: Option<&str>) -> String {
     match prompt {
         Prompt::Text(text) => text.clone(),
-        Prompt::Fim { prefix, .. } => prefix.clone(),
+        Prompt::Fim {
+            prefix, context, ..
+        } => context.before(prefix),
         Prompt::Chat(messages) => {
             let prefill = match messages.last() {
                 Some(last) if last.role == "assistant" => last.content.as_str(),
@@ -153,9 +175,14 @@ pub fn continuation(request: &GenerateRequest, generated: &str, pieces: u32) -> 
     }
     next.prompt = match &request.prompt {
         Prompt::Text(text) => Prompt::Text(format!("{text}{generated}")),
-        Prompt::Fim { prefix, suffix } => Prompt::Fim {
+        Prompt::Fim {
+            prefix,
+            suffix,
+            context,
+        } => Prompt::Fim {
             prefix: format!("{prefix}{generated}"),
             suffix: suffix.clone(),
+            context: context.clone(),
         },
         Prompt::Chat(messages) => {
             let mut messages = messages.clone();

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::generation::ChatMessage;
+use crate::core::generation::{ChatMessage, ContextChunk, FimContext};
 
 fn request(prompt: Prompt, grammar: Option<Grammar>) -> GenerateRequest {
     GenerateRequest {
@@ -46,6 +46,14 @@ fn request_bodies() {
     let fim = || Prompt::Fim {
         prefix: "fn main() {".into(),
         suffix: "}".into(),
+        context: FimContext {
+            comments: "// Context from the workspace:\n// src/shapes.rs: fn area(r: f64) -> f64\n"
+                .into(),
+            chunks: vec![ContextChunk {
+                path: "src/shapes.rs".into(),
+                text: "fn area(r: f64) -> f64\n".into(),
+            }],
+        },
     };
     let schema = || Some(Grammar::JsonSchema(r#"{"type":"object"}"#.into()));
     let shown = [
@@ -123,6 +131,7 @@ fn a_continuation_starts_where_the_failed_node_stopped() {
             Prompt::Fim {
                 prefix: "a".into(),
                 suffix: "z".into(),
+                context: FimContext::default(),
             },
             None,
         ),
@@ -134,7 +143,8 @@ fn a_continuation_starts_where_the_failed_node_stopped() {
         (
             Prompt::Fim {
                 prefix: "ab".into(),
-                suffix: "z".into()
+                suffix: "z".into(),
+                context: FimContext::default(),
             },
             1
         )
