@@ -84,7 +84,10 @@ impl FakeNode {
             .lock()
             .unwrap()
             .iter()
-            .filter(|r| r.path != "/health")
+            .filter(|r| {
+                !["/health", "/props", "/slots", "/metrics", "/v1/models"]
+                    .contains(&r.path.as_str())
+            })
             .cloned()
             .collect()
     }

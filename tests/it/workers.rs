@@ -40,6 +40,8 @@ async fn completions_plans_and_fill_in_the_middle_through_llama_server() {
     let fast = router.route(Tier::Fast).unwrap();
     // The route's context is the node's per slot, read from `/props` by the probe.
     assert_eq!(fast.info().n_ctx, 2048);
+    // The probe asked `/infill`: the test model has no FIM tokens.
+    assert!(!fast.info().has_fim);
 
     // The same prompt twice on one slot: the node's KV cache keeps the prefix.
     let prompt = "// Return the larger of two numbers.\nfn max(a: i32, b: i32) -> i32 {\n";

@@ -62,6 +62,8 @@ struct Inner {
     api_key: Option<String>,
     /// Cleared when the node answers that it cannot fill in the middle.
     infill: AtomicBool,
+    /// Whether a probe has asked `/infill` yet.
+    infill_checked: AtomicBool,
     /// The context per slot llama-server reports in `/props` (0 until known).
     context: AtomicU32,
 }
@@ -107,6 +109,7 @@ impl RemoteNode {
         Ok(RemoteNode(Arc::new(Inner {
             infill: AtomicBool::new(config.api == NodeApi::LlamaServer),
             context: AtomicU32::new(0),
+            infill_checked: AtomicBool::new(false),
             config,
             info,
             client,
@@ -116,6 +119,12 @@ impl RemoteNode {
 
     pub fn config(&self) -> &NodeConfig {
         &self.0.config
+    }
+
+    /// Whether the node fills in the middle with its model's FIM tokens (`/infill`), as a
+    /// probe found. Completions then send prefix, suffix and context by file.
+    pub fn fills_in_the_middle(&self) -> bool {
+        self.0.infill_checked.load(Ordering::Relaxed) && self.0.infill.load(Ordering::Relaxed)
     }
 
     /// The context per slot, once a probe has read it from llama-server's `/props`.
@@ -153,6 +162,22 @@ impl RemoteNode {
                 && let Some(n_ctx) = wire::parse_context(&body)
             {
                 inner.context.store(n_ctx, Ordering::Relaxed);
+            }
+            if !inner.infill_checked.load(Ordering::Relaxed) {
+                // A one-token fill: llama-server answers 501 when the model has no FIM tokens.
+                let body =
+                    serde_json::json!({ "input_prefix": "a", "input_suffix": "b", "n_predict": 1 });
+                if let Ok(Ok(response)) =
+                    tokio::time::timeout(timeout, inner.post("/infill", &body).send()).await
+                {
+                    let status = response.status();
+                    if status == StatusCode::NOT_IMPLEMENTED {
+                        inner.infill.store(false, Ordering::Relaxed);
+                    }
+                    if status.is_success() || status == StatusCode::NOT_IMPLEMENTED {
+                        inner.infill_checked.store(true, Ordering::Relaxed);
+                    }
+                }
             }
             if let Ok(Ok((status, body))) = tokio::time::timeout(timeout, inner.get("/slots")).await
                 && status.is_success()

@@ -148,7 +148,7 @@ impl Router {
                 .map(|n| n.node.info().n_ctx_train)
                 .min()
                 .unwrap_or(8192),
-            has_fim: false,
+            has_fim: serving.iter().all(|n| n.node.fills_in_the_middle()),
             slots: serving.iter().map(|n| n.node.info().slots).sum(),
         };
         Some(Arc::new(TierRoute {
