@@ -261,5 +261,32 @@ async fn the_language_server_completes_through_a_worker_node() {
         status["result"]["nodes"][0]["served"].as_u64().unwrap() >= 1,
         "{status}"
     );
+    // The node goes away: the next probe finds it down and the editor hears of it.
+    drop(node);
+    loop {
+        let changed = server.client.wait_for("tierls/nodesChanged").await.unwrap();
+        if changed["params"]["nodes"][0]["health"] == "down" {
+            break;
+        }
+    }
+    // A completion (at a new place, so that no cached answer serves it) is empty at once.
+    server
+        .change(
+            "src/lib.rs",
+            2,
+            json!([{ "range": { "start": { "line": 1, "character": 4 }, "end": { "line": 1, "character": 4 } }, "text": "let sum = " }]),
+        )
+        .await;
+    let started = Instant::now();
+    let answer = server
+        .client
+        .request(
+            "textDocument/inlineCompletion",
+            json!({ "textDocument": { "uri": server.uri("src/lib.rs") }, "position": { "line": 1, "character": 14 } }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer["result"]["items"], json!([]), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
     server.finish().await;
 }
