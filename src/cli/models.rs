@@ -138,7 +138,7 @@ impl Row {
                 let status = match other {
                     Outcome::NotConfigured => "not configured".to_owned(),
                     Outcome::Remote => {
-                        "remote worker node: checked by the router, not here".to_owned()
+                        "remote worker node: see `tierls status`".to_owned()
                     }
                     Outcome::Unsupported(why) | Outcome::Failed(why) => format!("error: {why}"),
                     Outcome::Planned(_) => unreachable!("handled above"),

@@ -1,4 +1,4 @@
-//! The pure core: documents, positions and (later) the index, prompts and plans.
+//! The pure core: documents, positions, the index, completion prompts and plans.
 //!
 //! Nothing in here imports `tower_lsp`, `lsp_types`, `tokio`, `serde_json` or `std::fs`:
 //! every input arrives as plain data, so the LSP shell, the CLI and the tests drive the
