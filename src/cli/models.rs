@@ -137,9 +137,7 @@ impl Row {
             other => {
                 let status = match other {
                     Outcome::NotConfigured => "not configured".to_owned(),
-                    Outcome::Remote => {
-                        "remote worker node: see `tierls status`".to_owned()
-                    }
+                    Outcome::Remote => "remote worker node: see `tierls status`".to_owned(),
                     Outcome::Unsupported(why) | Outcome::Failed(why) => format!("error: {why}"),
                     Outcome::Planned(_) => unreachable!("handled above"),
                 };

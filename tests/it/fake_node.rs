@@ -121,8 +121,13 @@ async fn serve(
             .await;
         return;
     }
-    if path == "/apply-template" {
-        let answer = r#"{"prompt":"<rendered>"}"#;
+    let fixed = match path.as_str() {
+        "/apply-template" => Some(r#"{"prompt":"<rendered>"}"#),
+        "/slots" => Some(r#"[{"id":0,"is_processing":false},{"id":1,"is_processing":false}]"#),
+        "/props" => Some(r#"{"default_generation_settings":{"n_ctx":1024}}"#),
+        _ => None,
+    };
+    if let Some(answer) = fixed {
         let head = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
             answer.len()

@@ -91,7 +91,24 @@ async fn a_node_that_answers_streams_through_the_router() {
     let request = &good.generation_requests()[0];
     assert_eq!(request.path, "/completion");
     assert_eq!(request.body["cache_prompt"], true);
-    assert_eq!(request.body["id_slot"], 0);
+    // Before a probe has read the node's slots, no slot is pinned.
+    assert_eq!(request.body.get("id_slot"), None);
+
+    // After it, a document's slot is pinned within the node's two slots, and the route
+    // takes the node's context.
+    let (router, _) = Router::new(&[node("good", &good.url, &[Tier::Executor])]);
+    router.probe_now().await;
+    let route = router.route(Tier::Executor).unwrap();
+    assert_eq!(route.info().n_ctx, 1024);
+    generate(route.as_ref(), 3, text("y"), Cancel::new())
+        .await
+        .unwrap();
+    let pinned = good
+        .generation_requests()
+        .into_iter()
+        .find(|r| r.path == "/completion" && r.body["prompt"] == "y")
+        .unwrap();
+    assert_eq!(pinned.body["id_slot"], 1);
 }
 
 #[tokio::test]

@@ -64,6 +64,8 @@ struct Inner {
     infill: AtomicBool,
     /// Whether a probe has asked `/infill` yet.
     infill_checked: AtomicBool,
+    /// How many slots llama-server has (`/slots`; 0 until a probe has read it).
+    slots: AtomicU32,
     /// The context per slot llama-server reports in `/props` (0 until known).
     context: AtomicU32,
 }
@@ -110,6 +112,7 @@ impl RemoteNode {
             infill: AtomicBool::new(config.api == NodeApi::LlamaServer),
             context: AtomicU32::new(0),
             infill_checked: AtomicBool::new(false),
+            slots: AtomicU32::new(0),
             config,
             info,
             client,
@@ -183,6 +186,9 @@ impl RemoteNode {
                 && status.is_success()
             {
                 probe.slots = wire::parse_slots(&body);
+                if let Some((_, total)) = probe.slots {
+                    inner.slots.store(total as u32, Ordering::Relaxed);
+                }
             }
             if let Ok(Ok((status, body))) =
                 tokio::time::timeout(timeout, inner.get("/metrics")).await
@@ -275,14 +281,17 @@ impl Inner {
             }
             _ => None,
         };
-        let pin = Some(SlotPin(slot));
+        // llama-server refuses a slot id it does not have: pin only within the slots its
+        // `/slots` reported, and not at all before a probe has read them.
+        let slots = self.slots.load(Ordering::Relaxed) as usize;
+        let pin = (slots > 0).then(|| SlotPin(slot % slots));
         loop {
             let infill = self.infill.load(Ordering::Relaxed);
             let wire = wire::request_body(
                 self.config.api,
                 self.config.model.as_deref(),
                 request,
-                pin.filter(|_| slot < self.config.concurrency as usize),
+                pin,
                 rendered.as_deref(),
                 infill,
             );
@@ -403,6 +412,10 @@ impl Inner {
                 )));
             }
             let datas = decoder.push(&bytes).map_err(|err| self.error(err))?;
+            // Bytes arrived: the first piece, if any, is in them.
+            if first_piece_at.is_none() && !datas.is_empty() {
+                first_piece_at = Some(Instant::now());
+            }
             for data in datas {
                 if data.trim() == "[DONE]" {
                     ended = true;
@@ -413,9 +426,6 @@ impl Inner {
                 {
                     break 'read reason;
                 }
-            }
-            if first_piece_at.is_none() && pieces > 0 {
-                first_piece_at = Some(Instant::now());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break StopReason::TimeLimit;
