@@ -248,8 +248,9 @@ impl Inner {
         }
         let response = request.send().await.map_err(describe)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(describe)?;
-        Ok((status, body.to_vec()))
+        // Health and load answers are small; a node that sends more is not believed.
+        let body = read_capped(response, 4 * 1024 * 1024).await?;
+        Ok((status, body))
     }
 
     async fn generate(
@@ -271,7 +272,8 @@ impl Inner {
                     return Ok(cancelled(started));
                 };
                 let status = response.status();
-                let body = read_capped(response, 4 * 1024 * 1024)
+                let body = self
+                    .read_body(response, 4 * 1024 * 1024)
                     .await
                     .map_err(|err| self.error(err))?;
                 if !status.is_success() {
@@ -307,7 +309,10 @@ impl Inner {
                 continue;
             }
             if !status.is_success() {
-                let body = read_capped(response, 64 * 1024).await.unwrap_or_default();
+                let body = self
+                    .read_body(response, 64 * 1024)
+                    .await
+                    .unwrap_or_default();
                 let reason = wire::error_message(status.as_u16(), &body);
                 let busy_or_slow = [StatusCode::REQUEST_TIMEOUT, StatusCode::TOO_MANY_REQUESTS];
                 if status.is_client_error() && !busy_or_slow.contains(&status) {
@@ -323,6 +328,14 @@ impl Inner {
                 .await?;
             return self.check_grammar(request, generation);
         }
+    }
+
+    /// A whole (small) answer body, within the stall timeout.
+    async fn read_body(&self, response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+        let stall = Duration::from_secs(self.config.stall_seconds.into());
+        tokio::time::timeout(stall, read_capped(response, cap))
+            .await
+            .map_err(|_| format!("the answer stalled: nothing for {}s", stall.as_secs()))?
     }
 
     /// Sends the request and waits for the answer's head; `None` when cancelled first.
