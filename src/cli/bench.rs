@@ -47,7 +47,7 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
 }
 
 /// One timed generation: the result and when its first piece arrived.
-async fn timed(
+pub(super) async fn timed(
     model: &dyn Model,
     slot: usize,
     request: GenerateRequest,

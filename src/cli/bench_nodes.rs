@@ -34,15 +34,10 @@ pub fn run(model: Option<PathBuf>) -> ExitCode {
 
 fn node(name: &str, server: &LlamaServer, tiers: &[Tier], concurrency: u32) -> NodeConfig {
     NodeConfig {
-        name: name.to_owned(),
-        url: server.url().to_owned(),
-        api: NodeApi::LlamaServer,
-        tiers: tiers.to_vec(),
-        model: None,
         concurrency,
-        api_key_env: None,
         first_token_seconds: 120,
         stall_seconds: 60,
+        ..NodeConfig::new(name, server.url(), NodeApi::LlamaServer, tiers)
     }
 }
 
@@ -95,23 +90,10 @@ async fn completions(model: &dyn Model, count: usize) -> anyhow::Result<(Duratio
     let mut firsts = Vec::new();
     let mut wholes = Vec::new();
     for i in 0..count {
-        let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
         let started = Instant::now();
-        model.submit(0, completion(i), Cancel::new(), sender);
-        let mut first = None;
-        while let Some(event) = events.recv().await {
-            match event {
-                GenerationEvent::Piece(_) => {
-                    first.get_or_insert_with(|| started.elapsed());
-                }
-                GenerationEvent::Done(result) => {
-                    result?;
-                    break;
-                }
-            }
-        }
+        let (_, first) = super::bench::timed(model, 0, completion(i)).await?;
         wholes.push(started.elapsed());
-        firsts.push(first.unwrap_or_else(|| started.elapsed()));
+        firsts.push(first);
     }
     Ok((median(&mut firsts), median(&mut wholes)))
 }

@@ -173,6 +173,31 @@ fn serve(scripted_models: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// The configuration a command runs with in `workspace`: the user's `tierls.toml`, then the
+/// workspace's. Every file error, when there are any.
+fn workspace_config(
+    workspace: &std::path::Path,
+) -> Result<config::Config, Vec<config::ConfigError>> {
+    let mut sources = config::ConfigSources::new(
+        config::user_config_path(),
+        Some(workspace.join(config::CONFIG_FILE_NAME)),
+    );
+    let errors = sources.reload_files();
+    if errors.is_empty() {
+        Ok(sources.resolve())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Prints each configuration error; the exit status for them.
+fn config_errors(errors: Vec<config::ConfigError>) -> ExitCode {
+    for error in errors {
+        output::error(&error.to_string());
+    }
+    ExitCode::from(2)
+}
+
 /// Builds a tokio runtime, saying why when it cannot.
 fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
     builder

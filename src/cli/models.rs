@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use super::output;
-use crate::config::{self, CONFIG_FILE_NAME, ConfigSources, ModelSource, Tier, TierConfig};
+use crate::config::{ModelSource, Tier, TierConfig};
 use crate::core::budget::{Machine, human_bytes};
 use crate::models::embedded::test_model_path;
 use crate::models::fit::{LoadPlan, plan_load};
@@ -14,18 +14,10 @@ use crate::models::machine;
 
 pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
     let workspace = workspace.unwrap_or_else(|| PathBuf::from("."));
-    let mut sources = ConfigSources::new(
-        config::user_config_path(),
-        Some(workspace.join(CONFIG_FILE_NAME)),
-    );
-    let errors = sources.reload_files();
-    if !errors.is_empty() {
-        for error in errors {
-            output::error(&error.to_string());
-        }
-        return ExitCode::from(2);
-    }
-    let mut tiers = sources.resolve().tiers;
+    let mut tiers = match super::workspace_config(&workspace) {
+        Ok(config) => config.tiers,
+        Err(errors) => return super::config_errors(errors),
+    };
     let configured = Tier::ALL
         .iter()
         .any(|&tier| tiers.get(tier).model.is_some());

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::index::scan_with_progress_bar;
 use super::output;
-use crate::config::{self, CONFIG_FILE_NAME, Config, ConfigSources};
+use crate::config::CONFIG_FILE_NAME;
 use crate::core::plan::context::Focus;
 use crate::core::plan::diff::unified;
 use crate::core::plan::render::render_plan;
@@ -53,18 +53,6 @@ fn parse_focus(text: &str) -> Focus {
     }
 }
 
-fn load_config(root: &std::path::Path) -> Result<Config, String> {
-    let mut sources = ConfigSources::new(
-        config::user_config_path(),
-        Some(root.join(CONFIG_FILE_NAME)),
-    );
-    let errors = sources.reload_files();
-    if let Some(first) = errors.first() {
-        return Err(first.to_string());
-    }
-    Ok(sources.resolve())
-}
-
 fn spinner(message: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
@@ -84,7 +72,8 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     if args.instruction.trim().is_empty() {
         return Err("the instruction is empty: say what to change".into());
     }
-    let config = load_config(&root)?;
+    let config = super::workspace_config(&root)
+        .map_err(|errors| errors.first().map(ToString::to_string).unwrap_or_default())?;
     let focus: Vec<Focus> = args.focus.iter().map(|text| parse_focus(text)).collect();
     let scan_options = ScanOptions {
         max_file_bytes: config.index.max_file_bytes,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::models::render_table;
 use super::output;
-use crate::config::{self, CONFIG_FILE_NAME, ConfigSources, Tier};
+use crate::config::Tier;
 use crate::models::router::serve_nodes;
 use crate::models::tiers::TierSet;
 
@@ -18,18 +18,10 @@ const COLUMNS: [&str; 9] = [
 /// Exit status 0 when every node is healthy, 1 when some is not, 2 on a configuration error.
 pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
     let workspace = workspace.unwrap_or_else(|| PathBuf::from("."));
-    let mut sources = ConfigSources::new(
-        config::user_config_path(),
-        Some(workspace.join(CONFIG_FILE_NAME)),
-    );
-    let errors = sources.reload_files();
-    if !errors.is_empty() {
-        for error in errors {
-            output::error(&error.to_string());
-        }
-        return ExitCode::from(2);
-    }
-    let config = sources.resolve();
+    let config = match super::workspace_config(&workspace) {
+        Ok(config) => config,
+        Err(errors) => return super::config_errors(errors),
+    };
     let tiers = TierSet::new(crate::models::machine::detect());
     let mut notes: Vec<String> = tiers
         .configure_all(&config.tiers, Some(&workspace))

@@ -69,33 +69,38 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    pub fn resolve(name: &str, layer: &NodeLayer) -> Self {
+    /// A node with the default settings for everything but where it is and what it serves.
+    pub fn new(name: &str, url: &str, api: NodeApi, tiers: &[Tier]) -> Self {
         NodeConfig {
             name: name.to_owned(),
-            url: layer.url.0.clone(),
-            api: layer.api,
-            tiers: layer.tiers.0.clone(),
-            model: layer.model.clone(),
-            concurrency: layer.concurrency.map_or(4, |b| b.0),
-            api_key_env: layer.api_key_env.clone(),
-            first_token_seconds: layer.first_token_seconds.map_or(60, |b| b.0),
-            stall_seconds: layer.stall_seconds.map_or(30, |b| b.0),
-        }
-    }
-
-    /// The node that `tiers.<tier>.model = "http://…"` stands for.
-    pub fn shorthand(tier: Tier, url: &str) -> Self {
-        NodeConfig {
-            name: format!("{tier}-node"),
             url: url.trim_end_matches('/').to_owned(),
-            api: NodeApi::Openai,
-            tiers: vec![tier],
+            api,
+            tiers: tiers.to_vec(),
             model: None,
             concurrency: 4,
             api_key_env: None,
             first_token_seconds: 60,
             stall_seconds: 30,
         }
+    }
+
+    pub fn resolve(name: &str, layer: &NodeLayer) -> Self {
+        let defaults = NodeConfig::new(name, &layer.url.0, layer.api, &layer.tiers.0);
+        NodeConfig {
+            model: layer.model.clone(),
+            concurrency: layer.concurrency.map_or(defaults.concurrency, |b| b.0),
+            api_key_env: layer.api_key_env.clone(),
+            first_token_seconds: layer
+                .first_token_seconds
+                .map_or(defaults.first_token_seconds, |b| b.0),
+            stall_seconds: layer.stall_seconds.map_or(defaults.stall_seconds, |b| b.0),
+            ..defaults
+        }
+    }
+
+    /// The node that `tiers.<tier>.model = "http://…"` stands for.
+    pub fn shorthand(tier: Tier, url: &str) -> Self {
+        NodeConfig::new(&format!("{tier}-node"), url, NodeApi::Openai, &[tier])
     }
 
     pub fn serves(&self, tier: Tier) -> bool {

@@ -1,8 +1,6 @@
 //! A llama-server child process on loopback: the worker node that the tests and `tierls bench
 //! nodes` start and stop. tierls never ships an inference server; this runs llama.cpp's.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,7 +89,7 @@ impl LlamaServer {
                     server.log_tail()
                 ));
             }
-            if health(port) {
+            if health(&server.url) {
                 return Ok(server);
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -126,18 +124,11 @@ impl Drop for LlamaServer {
     }
 }
 
-fn health(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+fn health(url: &str) -> bool {
+    let url = format!("{url}/health");
+    super::remote::block_on_http(async move {
+        let client = reqwest::Client::new();
+        let answer = tokio::time::timeout(Duration::from_secs(2), client.get(url).send()).await;
+        matches!(answer, Ok(Ok(response)) if response.status().is_success())
+    })
 }

@@ -14,15 +14,10 @@ use crate::fake_node::{Behaviour, FakeNode, refusing_url};
 
 fn node(name: &str, url: &str, tiers: &[Tier]) -> NodeConfig {
     NodeConfig {
-        name: name.to_owned(),
-        url: url.to_owned(),
-        api: NodeApi::LlamaServer,
-        tiers: tiers.to_vec(),
-        model: None,
         concurrency: 2,
-        api_key_env: None,
         first_token_seconds: 5,
         stall_seconds: 1,
+        ..NodeConfig::new(name, url, NodeApi::LlamaServer, tiers)
     }
 }
 
@@ -475,4 +470,42 @@ fn a_tier_no_node_serves_has_no_route() {
     assert_eq!(router.tiers(), [Tier::Fast]);
     let status: Value = router.status();
     assert_eq!(status[0]["tiers"], serde_json::json!(["fast"]));
+}
+
+#[tokio::test]
+async fn two_requests_for_one_slot_do_not_both_pin_it() {
+    let slow = FakeNode::start(Behaviour::Slowly(
+        vec!["a", "b"],
+        Duration::from_millis(200),
+    ));
+    let (router, _) = Router::new(&[node("slow", &slow.url, &[Tier::Executor])]);
+    router.probe_now().await;
+    let route = router.route(Tier::Executor).unwrap();
+    let (first, second) = tokio::join!(
+        generate(route.as_ref(), 0, text("first"), Cancel::new()),
+        generate(route.as_ref(), 0, text("second"), Cancel::new()),
+    );
+    assert_eq!(
+        (first.unwrap().text, second.unwrap().text),
+        ("ab".into(), "ab".into())
+    );
+    // llama-server would hold the second until the first is done: it goes unpinned.
+    let mut pins: Vec<Value> = slow
+        .generation_requests()
+        .iter()
+        .filter(|r| r.path == "/completion")
+        .map(|r| r.body.get("id_slot").cloned().unwrap_or(Value::Null))
+        .collect();
+    pins.sort_by_key(|v| v.is_null());
+    assert_eq!(pins, [serde_json::json!(0), Value::Null]);
+    // Once both are done, the slot is free to pin again.
+    generate(route.as_ref(), 0, text("third"), Cancel::new())
+        .await
+        .unwrap();
+    let third = slow
+        .generation_requests()
+        .into_iter()
+        .find(|r| r.body["prompt"] == "third")
+        .unwrap();
+    assert_eq!(third.body["id_slot"], 0);
 }

@@ -259,10 +259,9 @@ async fn the_editor_refusing_the_edit_is_reported() {
     assert_eq!(server.text_of("src/geometry.rs").await, GEOMETRY);
 }
 
-/// The user types above the code while the steps run: the edit is computed against the new
-/// text and carries its version, and the user's line survives.
-#[tokio::test]
-async fn typing_elsewhere_during_the_plan_keeps_both_changes() {
+/// Plans "use PI", executes it, and once step 1 is under way applies `typed` to the
+/// document as the user would; returns the server and the `executePlan` response.
+async fn execute_while_typing(typed: Value) -> (TestServer, Value) {
     let (mut server, _) = start(PLAN, executor(Duration::from_millis(15)), true).await;
     plan(&mut server, "use PI").await;
     server
@@ -270,13 +269,21 @@ async fn typing_elsewhere_during_the_plan_keeps_both_changes() {
         .answer_with("workspace/applyEdit", json!({ "applied": true }));
     let id = execute_without_waiting(&mut server, 1).await;
     wait_for_report(&mut server, "step 1").await;
-    let typed = json!([{ "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } }, "text": "// typed meanwhile\n" }]);
     server.change("src/geometry.rs", 2, typed).await;
     let response = server
         .client
         .response_to(json!(id), "executePlan")
         .await
         .unwrap();
+    (server, response)
+}
+
+/// The user types above the code while the steps run: the edit is computed against the new
+/// text and carries its version, and the user's line survives.
+#[tokio::test]
+async fn typing_elsewhere_during_the_plan_keeps_both_changes() {
+    let typed = json!([{ "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 0, "character": 0 } }, "text": "// typed meanwhile\n" }]);
+    let (mut server, response) = execute_while_typing(typed).await;
     assert_eq!(response["result"]["applied"], true, "{response}");
     let messages = server
         .client
@@ -306,21 +313,9 @@ async fn typing_elsewhere_during_the_plan_keeps_both_changes() {
 /// applied over the user's work; the other step still lands.
 #[tokio::test]
 async fn editing_a_steps_symbol_during_the_plan_refuses_that_step() {
-    let (mut server, _) = start(PLAN, executor(Duration::from_millis(15)), true).await;
-    plan(&mut server, "use PI").await;
-    server
-        .client
-        .answer_with("workspace/applyEdit", json!({ "applied": true }));
-    let id = execute_without_waiting(&mut server, 1).await;
-    wait_for_report(&mut server, "step 1").await;
     // `area`'s body is on line 10: the user replaces 3.14 there.
     let typed = json!([{ "range": { "start": { "line": 10, "character": 8 }, "end": { "line": 10, "character": 12 } }, "text": "3.1416" }]);
-    server.change("src/geometry.rs", 2, typed).await;
-    let response = server
-        .client
-        .response_to(json!(id), "executePlan")
-        .await
-        .unwrap();
+    let (mut server, response) = execute_while_typing(typed).await;
     let result = &response["result"];
     assert_eq!(result["refused"][0]["id"], 1, "{response}");
     assert!(

@@ -9,7 +9,7 @@
 pub mod wire;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,8 @@ struct Inner {
     infill_checked: AtomicBool,
     /// How many slots llama-server has (`/slots`; 0 until a probe has read it).
     slots: AtomicU32,
+    /// The slots our requests are pinned to now, one bit each.
+    pinned: AtomicU64,
     /// The context per slot llama-server reports in `/props` (0 until known).
     context: AtomicU32,
 }
@@ -113,6 +115,7 @@ impl RemoteNode {
             context: AtomicU32::new(0),
             infill_checked: AtomicBool::new(false),
             slots: AtomicU32::new(0),
+            pinned: AtomicU64::new(0),
             config,
             info,
             client,
@@ -254,7 +257,7 @@ impl Inner {
     }
 
     async fn generate(
-        &self,
+        self: &Arc<Self>,
         slot: usize,
         request: &GenerateRequest,
         cancel: &Cancel,
@@ -283,10 +286,8 @@ impl Inner {
             }
             _ => None,
         };
-        // llama-server refuses a slot id it does not have: pin only within the slots its
-        // `/slots` reported, and not at all before a probe has read them.
-        let slots = self.slots.load(Ordering::Relaxed) as usize;
-        let pin = (slots > 0).then(|| SlotPin(slot % slots));
+        let claim = self.claim_slot(slot);
+        let pin = claim.as_ref().map(|claim| SlotPin(claim.slot));
         loop {
             let infill = self.infill.load(Ordering::Relaxed);
             let wire = wire::request_body(
@@ -328,6 +329,24 @@ impl Inner {
                 .await?;
             return self.check_grammar(request, generation);
         }
+    }
+
+    /// Pins the request to llama-server slot `slot` (modulo the slots `/slots` reported) when
+    /// no other request of ours holds it. llama-server refuses a slot id it does not have,
+    /// and makes a request pinned to a busy slot wait for it (with one thread, it then hardly
+    /// progresses at all); an unpinned request gets the slot whose cache is most alike.
+    fn claim_slot(self: &Arc<Self>, slot: usize) -> Option<SlotClaim> {
+        let slots = (self.slots.load(Ordering::Relaxed) as usize).min(64);
+        if slots == 0 {
+            return None;
+        }
+        let slot = slot % slots;
+        let bit = 1u64 << slot;
+        let held = self.pinned.fetch_or(bit, Ordering::AcqRel);
+        (held & bit == 0).then(|| SlotClaim {
+            inner: self.clone(),
+            slot,
+        })
     }
 
     /// A whole (small) answer body, within the stall timeout.
@@ -512,6 +531,20 @@ impl Inner {
             )));
         }
         Ok(generation)
+    }
+}
+
+/// A slot pinned by one of our requests; dropping it frees the slot for the next.
+struct SlotClaim {
+    inner: Arc<Inner>,
+    slot: usize,
+}
+
+impl Drop for SlotClaim {
+    fn drop(&mut self) {
+        self.inner
+            .pinned
+            .fetch_and(!(1u64 << self.slot), Ordering::AcqRel);
     }
 }
 

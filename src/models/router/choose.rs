@@ -217,11 +217,13 @@ pub enum Choice {
 }
 
 /// Picks a node among `nodes` (the ones that serve the request's tier), skipping the
-/// `excluded` ones (those that already failed this request).
+/// `excluded` ones (those that already failed this request). Batch work waits while
+/// interactive requests wait for a slot, so that the next slot to free up is theirs.
 pub fn choose(
     nodes: &[&NodeState],
     excluded: &[usize],
     priority: Priority,
+    interactive_waiting: bool,
     now: Instant,
 ) -> Choice {
     let candidates: Vec<usize> = (0..nodes.len())
@@ -229,6 +231,9 @@ pub fn choose(
         .collect();
     if candidates.is_empty() {
         return Choice::Nowhere;
+    }
+    if priority == Priority::Batch && interactive_waiting {
+        return Choice::Wait;
     }
     candidates
         .iter()

@@ -306,12 +306,8 @@ impl Router {
                     .filter(|(_, i)| excluded.contains(i))
                     .map(|(local, _)| local)
                     .collect();
-                let batch_defers =
-                    priority == Priority::Batch && *lock(&self.interactive_waiting) > 0;
-                match choose(&refs, &excluded_local, priority, now) {
-                    Choice::Node(_) if batch_defers => Choice::Wait,
-                    choice => choice,
-                }
+                let interactive_waiting = *lock(&self.interactive_waiting) > 0;
+                choose(&refs, &excluded_local, priority, interactive_waiting, now)
             };
             match choice {
                 Choice::Node(local) => {

@@ -14,7 +14,7 @@ fn the_fastest_node_with_room_wins() {
     let mut fast = node(2, false);
     fast.first_token_ms = Some(50.0);
     assert_eq!(
-        choose(&[&slow, &fast], &[], Priority::Batch, now),
+        choose(&[&slow, &fast], &[], Priority::Batch, false, now),
         Choice::Node(1)
     );
     // Load counts: a busy fast node loses to an idle one that is a little slower.
@@ -22,20 +22,35 @@ fn the_fastest_node_with_room_wins() {
     let mut idle = node(2, false);
     idle.first_token_ms = Some(60.0);
     assert_eq!(
-        choose(&[&fast, &idle], &[], Priority::Batch, now),
+        choose(&[&fast, &idle], &[], Priority::Batch, false, now),
         Choice::Node(1)
     );
     // Full nodes make the request wait; excluded and down nodes make it go nowhere.
     fast.busy_batch = 2;
-    assert_eq!(choose(&[&fast], &[], Priority::Batch, now), Choice::Wait);
     assert_eq!(
-        choose(&[&fast, &idle], &[1], Priority::Batch, now),
+        choose(&[&fast], &[], Priority::Batch, false, now),
         Choice::Wait
     );
-    idle.healthy = Some(false);
-    assert_eq!(choose(&[&idle], &[], Priority::Batch, now), Choice::Nowhere);
     assert_eq!(
-        choose(&[], &[], Priority::Interactive, now),
+        choose(&[&fast, &idle], &[1], Priority::Batch, false, now),
+        Choice::Wait
+    );
+    // Batch work waits while an interactive request waits; the interactive one goes.
+    assert_eq!(
+        choose(&[&idle], &[], Priority::Batch, true, now),
+        Choice::Wait
+    );
+    assert_eq!(
+        choose(&[&idle], &[], Priority::Interactive, true, now),
+        Choice::Node(0)
+    );
+    idle.healthy = Some(false);
+    assert_eq!(
+        choose(&[&idle], &[], Priority::Batch, false, now),
+        Choice::Nowhere
+    );
+    assert_eq!(
+        choose(&[], &[], Priority::Interactive, false, now),
         Choice::Nowhere
     );
 }
