@@ -27,6 +27,99 @@ pub enum ReadError {
     Binary { path: PathBuf, offset: usize },
     #[error("{path}: not valid UTF-8 (first bad byte at offset {offset})")]
     NotUtf8 { path: PathBuf, offset: usize },
+    #[error("{path}: {kind}, not a regular file; only regular files are read")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path}: a symbolic link to {target}, which does not exist")]
+    DanglingLink { path: PathBuf, target: PathBuf },
+}
+
+/// What kind of thing a non-regular file is, for messages.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "a special file"
+    }
+}
+
+/// Opens `path` for reading only if it is a regular file, and reads at most `max_bytes + 1`
+/// bytes of it. A FIFO, a device or a directory is refused before it is opened (opening a
+/// FIFO blocks until a writer comes; a device never ends), the open itself does not block
+/// or follow a link swapped in meanwhile, and the open file is checked again. The size limit
+/// holds by what is read, never by trusting the metadata.
+pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(|source| dangling_or(path, source))?;
+    if !metadata.is_file() {
+        return Err(ReadError::NotRegular {
+            path: path.to_owned(),
+            kind: kind_of(metadata.file_type()),
+        });
+    }
+    if metadata.len() > max_bytes {
+        return Err(ReadError::TooLarge {
+            path: path.to_owned(),
+            size: metadata.len(),
+            limit: max_bytes,
+        });
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        // Opening a FIFO swapped in after the check returns at once instead of waiting for
+        // a writer; reads of a regular file are unaffected.
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let opened = file.metadata().map_err(io)?;
+    if !opened.is_file() {
+        return Err(ReadError::NotRegular {
+            path: path.to_owned(),
+            kind: kind_of(opened.file_type()),
+        });
+    }
+    let mut bytes = Vec::with_capacity(opened.len().min(max_bytes) as usize);
+    // `take` guards against a file that grows between the size check and the read.
+    file.by_ref()
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(ReadError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+            limit: max_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+/// A missing file that is a symbolic link is a dangling link: say so, with its target.
+fn dangling_or(path: &Path, source: std::io::Error) -> ReadError {
+    if source.kind() == std::io::ErrorKind::NotFound
+        && let Ok(target) = std::fs::read_link(path)
+    {
+        return ReadError::DanglingLink {
+            path: path.to_owned(),
+            target,
+        };
+    }
+    ReadError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Reads `path` (absolute, or relative to `root`) as UTF-8 text of at most `max_bytes`.
@@ -42,32 +135,13 @@ pub fn read_text(root: &Path, path: &Path, max_bytes: u64) -> Result<String, Rea
         root.join(path)
     };
     // Canonicalising resolves `..` and symbolic links, so a link cannot lead outside.
-    let real = joined.canonicalize().map_err(io(&joined))?;
+    let real = joined
+        .canonicalize()
+        .map_err(|source| dangling_or(&joined, source))?;
     if !real.starts_with(&root) {
         return Err(ReadError::OutsideRoot { path: joined, root });
     }
-    let mut file = std::fs::File::open(&real).map_err(io(&joined))?;
-    let size = file.metadata().map_err(io(&joined))?.len();
-    if size > max_bytes {
-        return Err(ReadError::TooLarge {
-            path: joined,
-            size,
-            limit: max_bytes,
-        });
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    // `take` guards against a file that grows between the size check and the read.
-    file.by_ref()
-        .take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io(&joined))?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(ReadError::TooLarge {
-            path: joined,
-            size: bytes.len() as u64,
-            limit: max_bytes,
-        });
-    }
+    let bytes = read_regular(&real, max_bytes).map_err(|err| err.named(&joined))?;
     if let Some(offset) = bytes.iter().position(|&byte| byte == 0) {
         return Err(ReadError::Binary {
             path: joined,
@@ -78,6 +152,19 @@ pub fn read_text(root: &Path, path: &Path, max_bytes: u64) -> Result<String, Rea
         path: joined,
         offset: err.utf8_error().valid_up_to(),
     })
+}
+
+impl ReadError {
+    /// The same error, naming `path` (what the caller asked for) instead of the real path.
+    fn named(self, path: &Path) -> ReadError {
+        let path = path.to_owned();
+        match self {
+            ReadError::Io { source, .. } => ReadError::Io { path, source },
+            ReadError::TooLarge { size, limit, .. } => ReadError::TooLarge { path, size, limit },
+            ReadError::NotRegular { kind, .. } => ReadError::NotRegular { path, kind },
+            other => other,
+        }
+    }
 }
 
 /// Where the workspace-relative `relative` lives on disk, refusing a path that leads outside

@@ -6,6 +6,7 @@
 pub mod client;
 mod completion;
 mod convert;
+mod disk_sync;
 pub mod ext;
 mod framing;
 mod guard;

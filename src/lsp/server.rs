@@ -17,6 +17,7 @@ use super::ext::{
     InlineCompletionItem, InlineCompletionList, InlineCompletionParams, ViewDocumentParams,
     ViewDocumentResult,
 };
+use super::disk_sync::{DiskSync, Job};
 use super::session::Session;
 use super::{
     ServerOptions, Shared, completion, convert, hover, indexing, plans, request_failed, symbols,
@@ -34,6 +35,9 @@ use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+/// How long a symbol request waits for file events that came before it to reach the index.
+const DISK_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct Backend {
     client: Client,
     shared: Arc<Shared>,
@@ -44,6 +48,8 @@ pub struct Backend {
     /// The worker nodes, when the configuration names any.
     router: OnceLock<Arc<Router>>,
     completion: CompletionEngine,
+    /// Brings the index up to date with the disk, off the session lock.
+    disk_sync: DiskSync,
     /// Explanations by the hash of the definition they explain.
     explanations: Mutex<HashMap<u64, String>>,
     /// Configuration errors found during `initialize`, shown once the client can hear them.
@@ -52,11 +58,13 @@ pub struct Backend {
 
 impl Backend {
     pub(super) fn new(client: Client, shared: Arc<Shared>, options: ServerOptions) -> Self {
+        let session: Arc<Mutex<Session>> = Arc::default();
         Backend {
             client,
             shared,
             options,
-            session: Arc::default(),
+            disk_sync: DiskSync::start(session.clone()),
+            session,
             startup_errors: Mutex::default(),
             tiers: OnceLock::new(),
             router: OnceLock::new(),
@@ -486,7 +494,7 @@ impl LanguageServer for Backend {
             self.completion.cancel(&key);
             if session.live.remove(&key).is_some() {
                 // The editor's copy is gone: the index goes back to what is on disk.
-                session.reindex_from_disk(&key);
+                self.disk_sync.send(Job::Reindex(key));
             }
             closed
         };
@@ -496,45 +504,37 @@ impl LanguageServer for Backend {
     }
 
     async fn did_change_watched_files(&self, params: DidChangeWatchedFilesParams) {
-        let mut session = self.session();
+        let session = self.session();
         for change in params.changes {
-            let key = session.index_key(&change.uri);
-            if change.typ == FileChangeType::DELETED {
-                if !session.live.contains_key(&key) {
-                    session.index.remove(&key);
-                }
-            } else {
-                session.reindex_from_disk(&key);
-            }
+            // A deleted file fails to read, and the worker forgets it: one path for all.
+            self.disk_sync.send(Job::Reindex(session.index_key(&change.uri)));
         }
     }
 
     async fn did_create_files(&self, params: CreateFilesParams) {
-        let mut session = self.session();
+        let session = self.session();
         for file in params.files {
             if let Ok(uri) = Url::parse(&file.uri) {
-                let key = session.index_key(&uri);
-                session.reindex_from_disk(&key);
+                self.disk_sync.send(Job::Reindex(session.index_key(&uri)));
             }
         }
     }
 
     async fn did_delete_files(&self, params: DeleteFilesParams) {
-        let mut session = self.session();
+        let session = self.session();
         for file in params.files {
             if let Ok(uri) = Url::parse(&file.uri) {
-                let key = session.index_key(&uri);
-                session.forget_path(&key);
+                self.disk_sync.send(Job::Forget(session.index_key(&uri)));
             }
         }
     }
 
     async fn did_rename_files(&self, params: RenameFilesParams) {
-        let mut session = self.session();
+        let session = self.session();
         for file in params.files {
             if let (Ok(old), Ok(new)) = (Url::parse(&file.old_uri), Url::parse(&file.new_uri)) {
-                let (old, new) = (session.index_key(&old), session.index_key(&new));
-                session.rename_path(&old, &new);
+                let (from, to) = (session.index_key(&old), session.index_key(&new));
+                self.disk_sync.send(Job::Rename { from, to });
             }
         }
     }
@@ -612,6 +612,7 @@ impl LanguageServer for Backend {
         &self,
         params: DocumentSymbolParams,
     ) -> Result<Option<DocumentSymbolResponse>> {
+        self.disk_sync.settled(DISK_SYNC_WAIT).await;
         let mut session = self.session();
         session.refresh_index();
         Ok(
@@ -624,6 +625,7 @@ impl LanguageServer for Backend {
         &self,
         params: WorkspaceSymbolParams,
     ) -> Result<Option<Vec<SymbolInformation>>> {
+        self.disk_sync.settled(DISK_SYNC_WAIT).await;
         let mut session = self.session();
         session.refresh_index();
         Ok(Some(symbols::workspace_symbols(&session, &params.query)))
@@ -657,6 +659,7 @@ impl LanguageServer for Backend {
         &self,
         params: GotoDefinitionParams,
     ) -> Result<Option<GotoDefinitionResponse>> {
+        self.disk_sync.settled(DISK_SYNC_WAIT).await;
         let position = params.text_document_position_params;
         let mut session = self.session();
         session.refresh_index();

@@ -1,18 +1,16 @@
 //! The state of one editor session. Handlers lock it briefly and never across an `.await`.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tower_lsp::lsp_types::Url;
 
 use crate::config::{Config, ConfigSources};
-use crate::core::index::extract::{extract, parse};
 use crate::core::index::language::Language;
 use crate::core::index::live::LiveFile;
 use crate::core::index::table::Index;
 use crate::core::position::PositionEncoding;
 use crate::core::store::DocumentStore;
-use crate::scan;
 
 #[derive(Default)]
 pub struct Session {
@@ -65,10 +63,6 @@ impl Session {
             return Url::parse(key).ok();
         }
         Url::from_file_path(self.root.as_ref()?.join(key)).ok()
-    }
-
-    pub fn path_of(&self, key: &str) -> Option<PathBuf> {
-        self.uri_of(key)?.to_file_path().ok()
     }
 
     /// Parses an open document and indexes the editor's copy.
@@ -164,8 +158,9 @@ impl Session {
         }
     }
 
-    /// A renamed file or directory: move what was indexed under it.
-    pub fn rename_path(&mut self, from: &str, to: &str) {
+    /// A renamed file or directory: move what was indexed under it. True when nothing was
+    /// indexed under `to` afterwards, so the disk must be read.
+    pub fn rename_path(&mut self, from: &str, to: &str) -> bool {
         let prefix = format!("{from}/");
         let moved: Vec<String> = self
             .index
@@ -180,40 +175,6 @@ impl Session {
                 self.live.insert(target, live);
             }
         }
-        if self.index.file(to).is_none() {
-            self.reindex_from_disk(to);
-        }
+        self.index.file(to).is_none()
     }
-
-    /// After a close, or a change on disk: index the file as it is on disk (or forget it).
-    pub fn reindex_from_disk(&mut self, key: &str) {
-        if self.live.contains_key(key) {
-            return; // The editor's copy wins.
-        }
-        let Some(path) = self.path_of(key) else {
-            return;
-        };
-        match index_disk_file(&path, key, self.config.index.max_file_bytes) {
-            Some((language, symbols, bytes)) => {
-                self.index.upsert(key, language, symbols, bytes);
-            }
-            None => {
-                self.index.remove(key);
-            }
-        }
-    }
-}
-
-fn index_disk_file(
-    path: &Path,
-    key: &str,
-    max_bytes: u64,
-) -> Option<(Language, crate::core::index::extract::FileSymbols, usize)> {
-    let language = Language::from_path(key)?;
-    let text = scan::read_source(path, max_bytes).ok()?;
-    if scan::is_generated(key, &text) {
-        return None;
-    }
-    let tree = parse(language, &text, None)?;
-    Some((language, extract(language, &tree, &text), text.len()))
 }

@@ -13,7 +13,6 @@ use tower_lsp::lsp_types as lsp;
 use super::session::Session;
 use crate::core::index::extract::SymbolKind;
 use crate::core::position::{PositionEncoding, position_of};
-use crate::scan;
 
 /// Texts of the files a response needs, read once each.
 pub(super) struct Texts<'s> {
@@ -40,8 +39,10 @@ impl<'s> Texts<'s> {
         self.from_disk
             .entry(key.to_owned())
             .or_insert_with(|| {
-                let path = session.path_of(key)?;
-                scan::read_source(&path, session.config.limits.max_file_bytes)
+                // Only workspace files, through the one confined reader.
+                let root = session.root.as_ref().filter(|_| !key.contains("://"))?;
+                let limit = session.config.limits.max_file_bytes;
+                crate::disk::read_text(root, std::path::Path::new(key), limit)
                     .ok()
                     .map(|text| Rope::from_str(&text))
             })

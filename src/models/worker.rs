@@ -18,24 +18,16 @@ impl LlamaServer {
         if let Some(path) = std::env::var_os("TIERLS_LLAMA_SERVER") {
             return Ok(PathBuf::from(path));
         }
-        let cache = std::env::var_os("TIERLS_CACHE")
+        // tests/llama-server.sh records the binary here only after it generated a token.
+        let recorded = std::env::var_os("TIERLS_CACHE")
             .map(PathBuf::from)
-            .or_else(|| dirs::cache_dir().map(|dir| dir.join("tierls")));
-        if let Some(cache) = cache
-            && let Ok(entries) = std::fs::read_dir(&cache)
+            .or_else(|| dirs::cache_dir().map(|dir| dir.join("tierls")))
+            .map(|cache| cache.join("llama-server-path"));
+        if let Some(recorded) = recorded
+            && let Ok(path) = std::fs::read_to_string(&recorded)
+            && Path::new(path.trim()).is_file()
         {
-            for entry in entries.flatten() {
-                let recorded = entry.path().join("binary-path");
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("llama-server-")
-                    && let Ok(path) = std::fs::read_to_string(&recorded)
-                    && Path::new(path.trim()).is_file()
-                {
-                    return Ok(PathBuf::from(path.trim()));
-                }
-            }
+            return Ok(PathBuf::from(path.trim()));
         }
         let on_path = std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
@@ -85,7 +77,9 @@ impl LlamaServer {
         while started.elapsed() < Duration::from_secs(120) {
             if let Ok(Some(status)) = server.child.try_wait() {
                 return Err(format!(
-                    "llama-server exited with {status}: {}",
+                    "llama-server ({}) exited with {status}{}: {}",
+                    binary.display(),
+                    exit_hint(&status),
                     server.log_tail()
                 ));
             }
@@ -131,4 +125,14 @@ fn health(url: &str) -> bool {
         let answer = tokio::time::timeout(Duration::from_secs(2), client.get(url).send()).await;
         matches!(answer, Ok(Ok(response)) if response.status().is_success())
     })
+}
+
+/// Why a llama-server may have died before serving, when its status tells.
+fn exit_hint(status: &std::process::ExitStatus) -> &'static str {
+    use std::os::unix::process::ExitStatusExt;
+    match status.signal() {
+        // A binary tuned to another CPU (see tests/llama-server.sh).
+        Some(4) => " (SIGILL: it uses an instruction this CPU cannot run; rebuild it portably with tests/llama-server.sh)",
+        _ => "",
+    }
 }

@@ -210,16 +210,13 @@ fn scan_file(root: &Path, path: &Path, max_bytes: u64) -> Outcome {
     }
 }
 
-/// Reads a source file, refusing what is not source text.
+/// Reads a source file, refusing what is not source text (and anything but a regular file:
+/// see [`crate::disk::read_regular`]).
 pub fn read_source(path: &Path, max_bytes: u64) -> Result<String, (Skip, String)> {
-    let metadata = std::fs::metadata(path).map_err(|err| (Skip::Unreadable, err.to_string()))?;
-    if metadata.len() > max_bytes {
-        return Err((Skip::TooLarge, format!("{} bytes", metadata.len())));
-    }
-    let bytes = std::fs::read(path).map_err(|err| (Skip::Unreadable, err.to_string()))?;
-    if bytes.len() as u64 > max_bytes {
-        return Err((Skip::TooLarge, format!("{} bytes", bytes.len())));
-    }
+    let bytes = crate::disk::read_regular(path, max_bytes).map_err(|err| match err {
+        crate::disk::ReadError::TooLarge { size, .. } => (Skip::TooLarge, format!("{size} bytes")),
+        other => (Skip::Unreadable, other.to_string()),
+    })?;
     if bytes[..bytes.len().min(8192)].contains(&0) {
         return Err((Skip::Binary, "a NUL byte".into()));
     }
