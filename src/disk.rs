@@ -205,6 +205,8 @@ pub enum WriteError {
     Confine(#[from] ReadError),
     #[error("{path}: changed on disk since it was read; nothing was written to it")]
     Changed { path: PathBuf },
+    #[error("{path}: {reason}")]
+    Blocked { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -255,4 +257,228 @@ pub fn write_text(
             .map_err(|err| io(err.error))?;
     }
     Ok(())
+}
+
+/// One file of a change that lands all or none.
+pub struct FileWrite<'a> {
+    /// Workspace-relative path.
+    pub relative: &'a str,
+    /// What the file must still hold; `None`: it must not exist.
+    pub expected: Option<&'a str>,
+    pub text: &'a str,
+}
+
+/// The longest file name Linux file systems take, in bytes.
+const NAME_MAX: usize = 255;
+/// The longest path `open(2)` takes, in bytes.
+const PATH_MAX: usize = 4096;
+
+/// Writes every file or none. Every target is checked before the first write (inside the
+/// root, parents that are folders or can be made, names that fit, a writable folder, room
+/// on the disk, the file still as read); if a write fails anyway, the files already written
+/// get their old text back, and the files and folders made are removed.
+pub fn write_all(
+    root: &Path,
+    writes: &[FileWrite<'_>],
+    max_bytes: u64,
+) -> Result<(), Vec<(String, WriteError)>> {
+    let problems: Vec<(String, WriteError)> = writes
+        .iter()
+        .filter_map(|write| {
+            preflight(root, write, max_bytes)
+                .err()
+                .map(|err| (write.relative.to_owned(), err))
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    if let Some(err) = check_free_space(root, writes) {
+        return Err(vec![(writes[0].relative.to_owned(), err)]);
+    }
+    let mut done: Vec<Written> = Vec::new();
+    for write in writes {
+        let made_folders = missing_folders(root, write.relative);
+        match write_text(root, write.relative, write.expected, write.text, max_bytes) {
+            Ok(()) => done.push(Written {
+                relative: write.relative,
+                old: write.expected,
+                new: write.text,
+                made_folders,
+            }),
+            Err(err) => {
+                let mut failures = vec![(write.relative.to_owned(), err)];
+                // What this write may have made before it failed.
+                remove_folders(&made_folders);
+                failures.extend(roll_back(root, &done, max_bytes));
+                return Err(failures);
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Written<'a> {
+    relative: &'a str,
+    old: Option<&'a str>,
+    new: &'a str,
+    made_folders: Vec<PathBuf>,
+}
+
+/// Undoes `done`, last first; what cannot be undone is reported.
+fn roll_back(root: &Path, done: &[Written<'_>], max_bytes: u64) -> Vec<(String, WriteError)> {
+    let mut failures = Vec::new();
+    for written in done.iter().rev() {
+        let undone = match written.old {
+            Some(old) => write_text(root, written.relative, Some(written.new), old, max_bytes),
+            None => confine(root, written.relative)
+                .map_err(WriteError::from)
+                .and_then(|path| {
+                    std::fs::remove_file(&path).map_err(|source| WriteError::Io { path, source })
+                }),
+        };
+        if let Err(err) = undone {
+            failures.push((
+                written.relative.to_owned(),
+                WriteError::Io {
+                    path: root.join(written.relative),
+                    source: std::io::Error::other(format!(
+                        "written, and could not be restored after a later file failed: {err}"
+                    )),
+                },
+            ));
+        }
+        remove_folders(&written.made_folders);
+    }
+    failures
+}
+
+/// Removes folders a failed change made, deepest first, if they are still empty.
+fn remove_folders(folders: &[PathBuf]) {
+    for folder in folders {
+        let _ = std::fs::remove_dir(folder);
+    }
+}
+
+/// The folders writing `relative` would make, deepest first.
+fn missing_folders(root: &Path, relative: &str) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut folder = root.join(relative);
+    while let Some(parent) = folder.parent() {
+        if parent == root || exists(parent) {
+            break;
+        }
+        missing.push(parent.to_owned());
+        folder = parent.to_owned();
+    }
+    missing
+}
+
+/// Everything about one write that can be known before writing.
+fn preflight(root: &Path, write: &FileWrite<'_>, max_bytes: u64) -> Result<(), WriteError> {
+    let path = confine(root, write.relative)?;
+    let blocked = |reason: String| WriteError::Blocked {
+        path: PathBuf::from(write.relative),
+        reason,
+    };
+    if write.text.len() as u64 > max_bytes {
+        return Err(blocked(format!(
+            "the new text is {} bytes, over the limit of {max_bytes} bytes (limits.max_file_mb)",
+            write.text.len()
+        )));
+    }
+    if path.as_os_str().len() >= PATH_MAX {
+        return Err(blocked(format!(
+            "the path is {} bytes long; the system takes at most {PATH_MAX}",
+            path.as_os_str().len()
+        )));
+    }
+    for part in write.relative.split('/') {
+        if part.len() > NAME_MAX {
+            return Err(blocked(format!(
+                "the name `{}…` is {} bytes long; file names are at most {NAME_MAX} bytes",
+                part.chars().take(24).collect::<String>(),
+                part.len()
+            )));
+        }
+    }
+    // The nearest thing that exists above the file must be a folder we may write in.
+    let mut relative_parent = Path::new(write.relative).parent();
+    while let Some(parent) = relative_parent.filter(|parent| !parent.as_os_str().is_empty()) {
+        let on_disk = root.join(parent);
+        if let Ok(metadata) = std::fs::metadata(&on_disk) {
+            if !metadata.is_dir() {
+                return Err(blocked(format!(
+                    "`{}` is a file, not a folder, so `{}` cannot be made",
+                    parent.display(),
+                    write.relative
+                )));
+            }
+            break;
+        }
+        if exists(&on_disk) {
+            return Err(blocked(format!(
+                "`{}` is a symbolic link that leads nowhere",
+                parent.display()
+            )));
+        }
+        relative_parent = parent.parent();
+    }
+    let folder = nearest_existing(path.parent().unwrap_or(root));
+    if !is_writable(&folder) {
+        return Err(blocked(format!(
+            "the folder `{}` is not writable",
+            folder.display()
+        )));
+    }
+    match write.expected {
+        Some(expected) => {
+            let current = read_text(root, Path::new(write.relative), max_bytes)?;
+            if current != expected {
+                return Err(WriteError::Changed { path });
+            }
+        }
+        None if exists(&path) => return Err(WriteError::Changed { path }),
+        None => {}
+    }
+    Ok(())
+}
+
+fn nearest_existing(path: &Path) -> PathBuf {
+    let mut path = path;
+    while !exists(path) {
+        match path.parent() {
+            Some(parent) => path = parent,
+            None => break,
+        }
+    }
+    path.to_owned()
+}
+
+fn is_writable(folder: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(name) = std::ffi::CString::new(folder.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `name` is a NUL-terminated path that lives across the call.
+    unsafe { libc::access(name.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// Refuses a change that would not fit on the disk (with a margin for the temporary copies).
+fn check_free_space(root: &Path, writes: &[FileWrite<'_>]) -> Option<WriteError> {
+    use std::os::unix::ffi::OsStrExt;
+    let needed: u64 = writes.iter().map(|write| write.text.len() as u64).sum::<u64>() + (1 << 20);
+    let name = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into the zeroed struct we pass; `name` outlives the call.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(name.as_ptr(), &mut stats) } != 0 {
+        return None; // Unknown: the writes themselves will tell.
+    }
+    let available = (stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64);
+    (available < needed).then(|| WriteError::Blocked {
+        path: root.to_owned(),
+        reason: format!(
+            "the disk has {available} bytes free; the change needs about {needed}"
+        ),
+    })
 }

@@ -111,6 +111,7 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
         &args.instruction,
         &focus,
         config.plan.map_tokens as usize,
+        std::time::Duration::from_secs(config.plan.planner_seconds.into()),
         lease.model.as_ref(),
         cancel.clone(),
     )

@@ -43,6 +43,8 @@ pub struct PlanConfig {
     pub max_step_tokens: u32,
     /// The most seconds one executor answer may take.
     pub step_seconds: u32,
+    /// The most seconds the planner's answer may take.
+    pub planner_seconds: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +104,7 @@ impl Default for Config {
                 max_attempts: 3,
                 max_step_tokens: 1024,
                 step_seconds: 300,
+                planner_seconds: 900,
             },
             nodes: Vec::new(),
         }
@@ -152,6 +155,7 @@ pub struct PlanLayer {
     pub max_attempts: Option<tiers::Bounded<1, 10>>,
     pub max_step_tokens: Option<tiers::Bounded<16, 32768>>,
     pub step_seconds: Option<tiers::Bounded<1, 3600>>,
+    pub planner_seconds: Option<tiers::Bounded<1, 7200>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -256,6 +260,10 @@ impl Config {
                 (
                     plan.step_seconds.map(|b| b.0),
                     &mut config.plan.step_seconds,
+                ),
+                (
+                    plan.planner_seconds.map(|b| b.0),
+                    &mut config.plan.planner_seconds,
                 ),
             ] {
                 if let Some(value) = value {

@@ -22,6 +22,7 @@ pub enum Verdict {
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
+pub const METHOD_NOT_FOUND: i64 = -32601;
 
 pub fn check(body: &[u8]) -> Verdict {
     let text = match std::str::from_utf8(body) {
@@ -49,6 +50,15 @@ pub fn check(body: &[u8]) -> Verdict {
     let is_response = serde_json::from_value::<Response>(value.clone()).is_ok();
     let is_request = serde_json::from_value::<Request>(value.clone())
         .is_ok_and(|_| value.get("method").is_some_and(Value::is_string));
+    if is_request
+        && value.get("id").is_some_and(|id| !id.is_null())
+        && value["method"].as_str().is_some_and(|method| method.starts_with("$/"))
+    {
+        // LSP: a `$/` request the server does not implement gets MethodNotFound (tower-lsp
+        // would drop it unanswered, as it does `$/` notifications).
+        let message = format!("Method not found: {}", value["method"].as_str().unwrap_or(""));
+        return Verdict::Reject(error_response(value["id"].clone(), METHOD_NOT_FOUND, &message));
+    }
     if is_response || is_request {
         let is_exit = is_request && value["method"] == "exit";
         // Some clients send `"params": null` for `shutdown` and `exit`; tower-lsp refuses

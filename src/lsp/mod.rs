@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     pub log_session: u64,
 }
 
+/// How long the server may finish in-flight work after its input ended.
+const INPUT_CLOSED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves one editor session over `input`/`output` until `exit` or the end of input.
 pub async fn run<I, O>(input: I, output: O, options: ServerOptions) -> Outcome
 where
@@ -121,9 +124,14 @@ where
     async {
         // The input pump ends at `exit` or at end of input, which ends tower-lsp, which
         // ends the output pump.
+        // Handlers waiting on the client (`window/workDoneProgress/create`, a registration)
+        // would keep tower-lsp alive after its input closed: the server ends at most
+        // `INPUT_CLOSED_GRACE` after the input does, whatever is in flight.
         tokio::select! {
             _ = async { tokio::join!(serve, pump_out) } => {}
-            _ = async { pump_in.await; std::future::pending::<()>().await } => {}
+            _ = async { pump_in.await; tokio::time::sleep(INPUT_CLOSED_GRACE).await } => {
+                tracing::warn!(target: "tierls", "the input ended with requests in flight: stopping");
+            }
         }
     }
     .instrument(span)

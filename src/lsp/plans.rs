@@ -28,7 +28,7 @@ use crate::core::plan::validate;
 use crate::core::position::byte_range_of;
 use crate::models::Cancel;
 use crate::models::tiers::TierSet;
-use crate::refactor::workspace::{DiskWorkspace, definitions_for};
+use crate::refactor::workspace::{PlanFacts, definitions_for};
 use crate::refactor::{
     ExecuteOptions, Progress, StepOutcome, ask_planner, execute, lease_executor, lease_planner,
 };
@@ -363,7 +363,7 @@ pub async fn plan_refactor(
         )));
     }
     let tiers = context.tiers()?;
-    let (input, root) = {
+    let (input, root, planner_time) = {
         let mut session = context.session();
         session.refresh_index();
         let root = session.root.clone().ok_or_else(|| {
@@ -394,7 +394,9 @@ pub async fn plan_refactor(
         let map_tokens = session.config.plan.map_tokens as usize;
         let input = planner_input(&session.index, &texts, &instruction, &focus, map_tokens)
             .map_err(invalid)?;
-        (input, root)
+        let planner_time =
+            std::time::Duration::from_secs(session.config.plan.planner_seconds.into());
+        (input, root, planner_time)
     };
     let cancel = Cancel::new();
     let _cancel_on_drop = CancelOnDrop(cancel.clone());
@@ -421,7 +423,7 @@ pub async fn plan_refactor(
     progress
         .report(format!("the {} tier is planning", lease.tier), Some(20))
         .await;
-    let answer = ask_planner(lease.model.as_ref(), &input, cancel.clone()).await;
+    let answer = ask_planner(lease.model.as_ref(), &input, planner_time, cancel.clone()).await;
     // Ending the flow unloads the planner: off the runtime.
     let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
     let answer = match answer {
@@ -431,13 +433,23 @@ pub async fn plan_refactor(
             return Err(request_failed(err.to_string()));
         }
     };
+    // Validation asks the disk: it runs off the runtime, with what it needs of the index
+    // copied out under a short lock.
+    let facts = PlanFacts::gather(&context.session().index, &root, &answer.raw);
+    let validated = {
+        let instruction = instruction.clone();
+        tokio::task::spawn_blocking(move || validate(&instruction, &answer.raw, &facts)).await
+    };
+    let plan = match validated {
+        Ok(plan) => plan,
+        Err(err) => {
+            let message = format!("checking the plan failed: {err}");
+            progress.end(message.clone()).await;
+            return Err(request_failed(message));
+        }
+    };
     let (id, plan, show_document) = {
         let mut session = context.session();
-        let workspace = DiskWorkspace {
-            index: &session.index,
-            root: &root,
-        };
-        let plan = validate(&instruction, &answer.raw, &workspace);
         session.plans.next_id += 1;
         let id = session.plans.next_id;
         session.plans.pending.insert(id, plan.clone());

@@ -31,6 +31,7 @@ pub async fn plan(
     instruction: &str,
     focus: &[Focus],
     map_tokens: usize,
+    planner_time: std::time::Duration,
     planner: &dyn Model,
     cancel: Cancel,
 ) -> Result<(PlannerInput, Planned), PlanError> {
@@ -54,7 +55,7 @@ pub async fn plan(
     let input =
         planner_input(index, &texts, instruction, focus, map_tokens).map_err(PlanError::Focus)?;
     let workspace = DiskWorkspace { index, root };
-    let planned = make_plan(planner, &input, &workspace, cancel).await?;
+    let planned = make_plan(planner, &input, &workspace, planner_time, cancel).await?;
     Ok((input, planned))
 }
 
@@ -124,9 +125,10 @@ pub async fn execute_plan(
 }
 
 /// Lands the executed steps on the files as they are on disk now (a file edited meanwhile
-/// takes the steps whose symbols it still holds) and writes them: all files or none. Every
-/// file is checked before the first is written, and each write is atomic and refused if the
-/// file changed after the check.
+/// takes the steps whose symbols it still holds) and writes them: all files or none
+/// ([`disk::write_all`]: every file is checked before the first is written, each write is
+/// atomic and refused if the file changed after the check, and a failed write restores the
+/// files already written).
 pub fn apply(
     root: &Path,
     plan: &Plan,
@@ -135,33 +137,15 @@ pub fn apply(
 ) -> Result<Landing, Vec<(String, WriteError)>> {
     let current = read_files(root, plan, max_file_bytes);
     let landing = land(plan, &execution.edits, &current);
-    let problems: Vec<(String, WriteError)> = landing
+    let writes: Vec<disk::FileWrite<'_>> = landing
         .files
         .iter()
-        .filter_map(|file| {
-            disk::confine(root, &file.file)
-                .err()
-                .map(|err| (file.file.clone(), WriteError::from(err)))
+        .map(|file| disk::FileWrite {
+            relative: &file.file,
+            expected: file.base.as_deref(),
+            text: &file.text,
         })
         .collect();
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let mut failed = Vec::new();
-    for file in &landing.files {
-        if let Err(err) = disk::write_text(
-            root,
-            &file.file,
-            file.base.as_deref(),
-            &file.text,
-            max_file_bytes,
-        ) {
-            failed.push((file.file.clone(), err));
-        }
-    }
-    if failed.is_empty() {
-        Ok(landing)
-    } else {
-        Err(failed)
-    }
+    disk::write_all(root, &writes, max_file_bytes)?;
+    Ok(landing)
 }

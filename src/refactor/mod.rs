@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::config::{PlanConfig, Tier};
 use crate::core::generation::{GenerateRequest, Grammar, Prompt, StopReason, Usage};
 use crate::core::plan::prompt::{PlannerInput, planner_prompt};
-use crate::core::plan::{Plan, RawPlan, Workspace, plan_schema, validate};
+use crate::core::plan::{MAX_STEPS, Plan, RawPlan, Workspace, plan_schema, validate};
 use crate::models::tiers::{Flow, TierSet};
 use crate::models::{Cancel, Model, ModelError, generate};
 
@@ -32,6 +32,8 @@ pub enum PlanError {
     Focus(String),
     #[error("planning was cancelled")]
     Cancelled,
+    #[error("the planner did not finish its answer within {seconds} s (plan.planner_seconds)")]
+    TimeLimit { seconds: u64 },
     #[error("the planner's answer is not a plan ({reason}): {answer}")]
     NotAPlan { reason: String, answer: String },
 }
@@ -57,18 +59,26 @@ pub struct PlannerAnswer {
 pub async fn ask_planner(
     planner: &dyn Model,
     input: &PlannerInput,
+    time_limit: std::time::Duration,
     cancel: Cancel,
 ) -> Result<PlannerAnswer, PlanError> {
     let request = GenerateRequest {
         prompt: Prompt::Chat(planner_prompt(input)),
         max_tokens: PLAN_MAX_TOKENS,
         stop: Vec::new(),
-        time_limit: None,
+        // A node that trickles its answer never ends it: the whole answer has a limit.
+        time_limit: Some(time_limit),
         grammar: Some(Grammar::JsonSchema(plan_schema(&input.allowed))),
     };
     let generation = generate(planner, 0, request, cancel).await?;
-    if generation.stop_reason == StopReason::Cancelled {
-        return Err(PlanError::Cancelled);
+    match generation.stop_reason {
+        StopReason::Cancelled => return Err(PlanError::Cancelled),
+        StopReason::TimeLimit => {
+            return Err(PlanError::TimeLimit {
+                seconds: time_limit.as_secs(),
+            });
+        }
+        _ => {}
     }
     tracing::debug!(
         tokens = generation.usage.generated_tokens,
@@ -87,9 +97,10 @@ pub async fn make_plan(
     planner: &dyn Model,
     input: &PlannerInput,
     workspace: &(dyn Workspace + Sync),
+    time_limit: std::time::Duration,
     cancel: Cancel,
 ) -> Result<Planned, PlanError> {
-    let answer = ask_planner(planner, input, cancel).await?;
+    let answer = ask_planner(planner, input, time_limit, cancel).await?;
     Ok(Planned {
         plan: validate(&input.instruction, &answer.raw, workspace),
         answer: answer.answer,
@@ -100,10 +111,18 @@ pub async fn make_plan(
 /// Decodes the planner's JSON. The grammar makes this succeed unless the answer was cut
 /// short (or a remote server ignored the grammar).
 pub fn parse_plan(answer: &str) -> Result<RawPlan, PlanError> {
-    serde_json::from_str(answer).map_err(|err| PlanError::NotAPlan {
-        reason: err.to_string(),
+    let not_a_plan = |reason: String| PlanError::NotAPlan {
+        reason,
         answer: answer.chars().take(400).collect(),
-    })
+    };
+    let raw: RawPlan = serde_json::from_str(answer).map_err(|err| not_a_plan(err.to_string()))?;
+    if raw.steps.len() > MAX_STEPS as usize {
+        return Err(not_a_plan(format!(
+            "it has {} steps; a plan has at most {MAX_STEPS}",
+            raw.steps.len()
+        )));
+    }
+    Ok(raw)
 }
 
 /// The model that plans one refactor: the planner tier inside a flow (other tiers step

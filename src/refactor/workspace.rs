@@ -29,13 +29,59 @@ impl Workspace for DiskWorkspace<'_> {
     }
 
     fn check_path(&self, file: &str) -> Result<(), String> {
-        match disk::confine(self.root, file) {
-            Ok(_) => Ok(()),
-            Err(disk::ReadError::OutsideRoot { .. }) => Err(format!(
-                "`{file}` leads outside the workspace root through a symbolic link"
-            )),
-            Err(err) => Err(err.to_string()),
+        check_on_disk(self.root, file)
+    }
+}
+
+/// What validation needs of the index for one plan, copied out under the session lock so
+/// that validating (which also asks the disk) runs with no lock held.
+pub struct PlanFacts {
+    pub root: std::path::PathBuf,
+    /// The symbols of each file the plan names, `None` when the file is not indexed.
+    files: BTreeMap<String, Option<Vec<String>>>,
+}
+
+impl PlanFacts {
+    /// The facts for the files `raw` names (the decoder has bounded their number).
+    pub fn gather(index: &Index, root: &Path, raw: &crate::core::plan::RawPlan) -> Self {
+        let files = raw
+            .steps
+            .iter()
+            .filter_map(|step| crate::core::plan::path::workspace_relative(&step.file).ok())
+            .map(|file| {
+                let symbols = index.symbols(&file);
+                (file, symbols)
+            })
+            .collect();
+        PlanFacts {
+            root: root.to_owned(),
+            files,
         }
+    }
+}
+
+impl Workspace for PlanFacts {
+    fn symbols(&self, file: &str) -> Option<Vec<String>> {
+        self.files.get(file).cloned().flatten()
+    }
+
+    fn exists(&self, file: &str) -> bool {
+        matches!(self.files.get(file), Some(Some(_))) || disk::exists(&self.root.join(file))
+    }
+
+    fn check_path(&self, file: &str) -> Result<(), String> {
+        check_on_disk(&self.root, file)
+    }
+}
+
+/// Refuses a path that leads outside the root through a symbolic link.
+fn check_on_disk(root: &Path, file: &str) -> Result<(), String> {
+    match disk::confine(root, file) {
+        Ok(_) => Ok(()),
+        Err(disk::ReadError::OutsideRoot { .. }) => Err(format!(
+            "`{file}` leads outside the workspace root through a symbolic link"
+        )),
+        Err(err) => Err(err.to_string()),
     }
 }
 

@@ -28,6 +28,10 @@ pub enum Behaviour {
     Raw(&'static str),
     /// Streams events forever.
     Endless,
+    /// Streams huge events (256 KiB each) forever.
+    Flood,
+    /// Streams one space every `Duration`, forever: always under the stall timer.
+    Trickle(Duration),
 }
 
 /// A request the node received.
@@ -200,6 +204,17 @@ async fn serve(
                     stream.write_all(block.as_bytes()).await?;
                 }
             }
+            Behaviour::Flood => {
+                let block = event(&"y".repeat(256 * 1024), false);
+                loop {
+                    stream.write_all(block.as_bytes()).await?;
+                }
+            }
+            Behaviour::Trickle(every) => loop {
+                stream.write_all(event(" ", false).as_bytes()).await?;
+                stream.flush().await?;
+                tokio::time::sleep(every).await;
+            },
             Behaviour::Fails | Behaviour::Refuses => unreachable!(),
         }
         stream.flush().await

@@ -243,17 +243,43 @@ async fn an_answer_that_breaks_the_schema_is_asked_of_another_node() {
 
 #[tokio::test]
 async fn an_endless_answer_is_cut_off() {
-    let flood = FakeNode::start(Behaviour::Endless);
+    // Every piece holds at least one token: past the 16 tokens asked for, the client stops
+    // the stream itself instead of trusting the node to.
+    let endless = FakeNode::start(Behaviour::Endless);
+    let shown = check(&[("endless", &endless.url)], Tier::Executor, text("x")).await;
+    let expected = format!("answer {:?} (MaxTokens)", "x".repeat(16 * 1000));
+    assert!(shown.starts_with(&expected), "{}", &shown[..300.min(shown.len())]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(*endless.hung_up.lock().unwrap(), 1, "the node saw the hang-up");
+
+    // Fewer, enormous pieces are stopped by the byte cap instead.
+    let flood = FakeNode::start(Behaviour::Flood);
     let started = Instant::now();
     let shown = check(&[("flood", &flood.url)], Tier::Executor, text("x")).await;
     assert!(
-        shown.starts_with("error: no node of the executor tier could serve: node `flood`: the answer passed 1 MiB for 16 tokens: the node is broken"),
-        "{shown}"
+        shown.starts_with("error: no node of the executor tier could serve: node `flood`: "),
+        "{}",
+        &shown[..300.min(shown.len())]
     );
     assert!(started.elapsed() < Duration::from_secs(30));
     // The router hung up: the node saw its writes fail.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(*flood.hung_up.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_node_that_never_ends_its_answer_meets_the_time_limit() {
+    // One space a second stays under the stall timer forever; the request's own time
+    // limit (plan.planner_seconds for plans) ends it.
+    let trickle = FakeNode::start(Behaviour::Trickle(Duration::from_millis(700)));
+    let mut request = GenerateRequest::text("plan", 100_000);
+    request.time_limit = Some(Duration::from_secs(2));
+    let started = Instant::now();
+    let shown = check(&[("trickle", &trickle.url)], Tier::Executor, request).await;
+    assert!(shown.contains("(TimeLimit)"), "{shown}");
+    assert!(started.elapsed() < Duration::from_secs(20), "the limit held");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(*trickle.hung_up.lock().unwrap(), 1, "the node saw the hang-up");
 }
 
 #[tokio::test]

@@ -92,6 +92,7 @@ async fn check_plan(case: Case<'_>) -> String {
         case.instruction,
         &case.focus,
         512,
+        std::time::Duration::from_secs(600),
         &planner,
         Cancel::new(),
     )
@@ -275,45 +276,41 @@ fn paths_outside_the_workspace_are_rejected() {
 
 #[test]
 fn unknown_symbols_and_bad_dependencies_are_rejected() {
-    let steps = [
-        step(
-            1,
-            "src/geometry.rs",
-            "Circle::volume",
-            "replace_symbol",
-            &[],
-        ),
-        step(2, "src/geometry.rs", "area", "replace_symbol", &[]),
-        step(3, "src/nowhere.rs", "x", "replace_symbol", &[]),
-        step(4, "src/geometry.rs", "Circle::area", "replace_symbol", &[4]),
-        step(
-            5,
-            "src/geometry.rs",
-            "Circle::area",
-            "replace_symbol",
-            &[42],
-        ),
-        step(6, "src/geometry.rs", "Circle::area", "replace_symbol", &[7]),
-        step(
-            7,
-            "src/geometry.rs",
-            "Circle::perimeter",
-            "replace_symbol",
-            &[6],
-        ),
-        step(8, "src/geometry.rs", "total_area", "replace_symbol", &[1]),
-        step(9, "src/geometry.rs", "total_area", "insert_before", &[]),
-        step(9, "src/main.rs", "main", "replace_symbol", &[]),
-        step(10, "src/geometry.rs", "", "create_file", &[]),
-        step(11, "src/made.rs", "", "create_file", &[]),
-        step(12, "src/made.rs", "", "edit_file", &[]),
-        step(13, "src/geometry.rs", "Circle", "replace_symbol", &[]),
-        step(14, "src/main.rs", "main", "replace_symbol", &[]),
-        step(15, "src/main.rs", "main", "insert_after", &[]),
-        step(16, "src/main.rs", "main", "delete_symbol", &[14]),
+    // Three plans, each within the schema's eight steps; steps that refer to each other
+    // stay in one plan.
+    let plans: [Vec<String>; 3] = [
+        vec![
+            step(1, "src/geometry.rs", "Circle::volume", "replace_symbol", &[]),
+            step(2, "src/geometry.rs", "area", "replace_symbol", &[]),
+            step(3, "src/nowhere.rs", "x", "replace_symbol", &[]),
+            step(4, "src/geometry.rs", "Circle::area", "replace_symbol", &[4]),
+            step(5, "src/geometry.rs", "Circle::area", "replace_symbol", &[42]),
+            step(8, "src/geometry.rs", "total_area", "replace_symbol", &[1]),
+        ],
+        vec![
+            step(6, "src/geometry.rs", "Circle::area", "replace_symbol", &[7]),
+            step(7, "src/geometry.rs", "Circle::perimeter", "replace_symbol", &[6]),
+            step(9, "src/geometry.rs", "total_area", "insert_before", &[]),
+            step(9, "src/main.rs", "main", "replace_symbol", &[]),
+            step(10, "src/geometry.rs", "", "create_file", &[]),
+            step(13, "src/geometry.rs", "Circle", "replace_symbol", &[]),
+        ],
+        vec![
+            step(11, "src/made.rs", "", "create_file", &[]),
+            step(12, "src/made.rs", "", "edit_file", &[]),
+            step(14, "src/main.rs", "main", "replace_symbol", &[]),
+            step(15, "src/main.rs", "main", "insert_after", &[]),
+            step(16, "src/main.rs", "main", "delete_symbol", &[14]),
+        ],
     ];
-    let plan = format!(r#"{{"summary": "bad", "steps": [{}]}}"#, steps.join(","));
-    insta::assert_snapshot!(check_validation("rust", |_| {}, &plan));
+    let shown: Vec<String> = plans
+        .iter()
+        .map(|steps| {
+            let plan = format!(r#"{{"summary": "bad", "steps": [{}]}}"#, steps.join(","));
+            check_validation("rust", |_| {}, &plan)
+        })
+        .collect();
+    insta::assert_snapshot!(shown.join("\n---\n\n"));
 }
 
 /// Runs a one-step replace of `Circle::area` whose executor answers `answers` in turn,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::path::workspace_relative;
-use super::{Action, Plan, RawPlan, RawStep, Rejected, Step};
+use super::{Action, MAX_STEPS, Plan, RawPlan, RawStep, Rejected, Step};
 
 /// What validation needs to know about the workspace.
 pub trait Workspace {
@@ -30,13 +30,27 @@ impl Workspace for crate::core::index::table::Index {
     }
 }
 
+/// Limits the plan schema puts on the planner's strings, checked again here for servers
+/// that ignore grammars.
+pub const MAX_SUMMARY_CHARS: usize = 200;
+pub const MAX_PATH_CHARS: usize = 160;
+pub const MAX_INSTRUCTION_CHARS: usize = 400;
+
 pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> Plan {
     let mut rejected: BTreeMap<u32, String> = BTreeMap::new();
     let mut candidates: Vec<Step> = Vec::new();
     let mut created: BTreeMap<String, u32> = BTreeMap::new();
-    for raw_step in &raw.steps {
+    let mut seen: HashSet<u32> = HashSet::new();
+    for (index, raw_step) in raw.steps.iter().enumerate() {
         let id = raw_step.id;
-        if candidates.iter().any(|step| step.id == id) || rejected.contains_key(&id) {
+        if index >= MAX_STEPS as usize {
+            // Only the schema's number of steps is looked at; the rest is refused unread.
+            rejected.entry(id).or_insert_with(|| {
+                format!("the plan has more than {MAX_STEPS} steps, the most a plan may have")
+            });
+            continue;
+        }
+        if !seen.insert(id) {
             // Two steps with one id make every dependency on it ambiguous: neither runs.
             rejected
                 .entry(id)
@@ -44,7 +58,7 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
             candidates.retain(|step| step.id != id);
             continue;
         }
-        match check_step(raw_step, workspace, &created) {
+        match check_step(instruction, raw_step, workspace, &created) {
             Ok(step) => {
                 if step.action == Action::CreateFile {
                     created.insert(step.file.clone(), step.id);
@@ -58,7 +72,12 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
     }
 
     // Dependencies: present, not on itself, not through a rejected step, not in a cycle.
-    let ids: HashSet<u32> = raw.steps.iter().map(|step| step.id).collect();
+    let ids: HashSet<u32> = raw
+        .steps
+        .iter()
+        .take(MAX_STEPS as usize)
+        .map(|step| step.id)
+        .collect();
     candidates.retain(|step| {
         let reason = if step.depends_on.contains(&step.id) {
             Some("it depends on itself".to_owned())
@@ -88,52 +107,15 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
             None => true,
         }
     });
-    // Steps are ordered so that dependencies come first. On the way, two steps that change
-    // the same symbol (or rewrite the same file) must be ordered between themselves:
-    // otherwise they would run at once and one would overwrite the other.
-    let mut ordered: Vec<Step> = Vec::new();
-    loop {
-        let before = candidates.len();
-        let mut still_waiting = Vec::new();
-        for step in candidates {
-            if let Some(dep) = step
-                .depends_on
-                .iter()
-                .find(|dep| rejected.contains_key(dep))
-            {
-                rejected.insert(
-                    step.id,
-                    format!("it depends on step {dep}, which cannot run"),
-                );
-            } else if step
-                .depends_on
-                .iter()
-                .all(|dep| ordered.iter().any(|done| done.id == *dep))
-            {
-                match unordered_clash(&ordered, &step) {
-                    Some(reason) => {
-                        rejected.insert(step.id, reason);
-                    }
-                    None => ordered.push(step),
-                }
-            } else {
-                still_waiting.push(step);
-            }
-        }
-        candidates = still_waiting;
-        if candidates.is_empty() {
-            break;
-        }
-        if candidates.len() == before {
-            for step in &candidates {
-                rejected.insert(step.id, "its dependencies form a cycle".to_owned());
-            }
-            break;
-        }
-    }
+    let ordered = order(candidates, &mut rejected);
     Plan {
         instruction: instruction.to_owned(),
-        summary: raw.summary.trim().to_owned(),
+        summary: raw
+            .summary
+            .trim()
+            .chars()
+            .take(MAX_SUMMARY_CHARS)
+            .collect(),
         steps: ordered,
         rejected: rejected
             .into_iter()
@@ -142,12 +124,103 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
     }
 }
 
+/// Orders the steps so that dependencies come first, each step as early as its
+/// dependencies allow and otherwise in the planner's order (Kahn's algorithm over the
+/// planner's order: near-linear in the steps and dependencies). On the way, two steps that
+/// change the same symbol (or rewrite the same file) must be ordered between themselves:
+/// otherwise they would run at once and one would overwrite the other.
+fn order(candidates: Vec<Step>, rejected: &mut BTreeMap<u32, String>) -> Vec<Step> {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+    let position: HashMap<u32, usize> = candidates
+        .iter()
+        .enumerate()
+        .map(|(index, step)| (step.id, index))
+        .collect();
+    let mut waiting_on: Vec<usize> = vec![0; candidates.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); candidates.len()];
+    let mut ready = BinaryHeap::new();
+    for (index, step) in candidates.iter().enumerate() {
+        for dep in &step.depends_on {
+            match position.get(dep) {
+                Some(&dep_index) => {
+                    waiting_on[index] += 1;
+                    dependents[dep_index].push(index);
+                }
+                // A dependency that was rejected earlier: resolved, and it fails below.
+                None => {}
+            }
+        }
+        if waiting_on[index] == 0 {
+            ready.push(Reverse(index));
+        }
+    }
+    let mut ordered: Vec<Step> = Vec::new();
+    // Every step placed so far, with all the steps it depends on, directly or not.
+    let mut ancestors: HashMap<u32, HashSet<u32>> = HashMap::new();
+    let mut resolved = vec![false; candidates.len()];
+    while let Some(Reverse(index)) = ready.pop() {
+        resolved[index] = true;
+        let step = &candidates[index];
+        let failed_dep = step
+            .depends_on
+            .iter()
+            .find(|dep| rejected.contains_key(dep));
+        if let Some(dep) = failed_dep {
+            rejected.insert(
+                step.id,
+                format!("it depends on step {dep}, which cannot run"),
+            );
+        } else {
+            let mut own: HashSet<u32> = HashSet::new();
+            for dep in &step.depends_on {
+                own.insert(*dep);
+                if let Some(further) = ancestors.get(dep) {
+                    own.extend(further);
+                }
+            }
+            match unordered_clash(&ordered, step, &own) {
+                Some(reason) => {
+                    rejected.insert(step.id, reason);
+                }
+                None => {
+                    ancestors.insert(step.id, own);
+                    ordered.push(step.clone());
+                }
+            }
+        }
+        for &dependent in &dependents[index] {
+            waiting_on[dependent] -= 1;
+            if waiting_on[dependent] == 0 {
+                ready.push(Reverse(dependent));
+            }
+        }
+    }
+    for (index, step) in candidates.iter().enumerate() {
+        if !resolved[index] {
+            rejected.insert(step.id, "its dependencies form a cycle".to_owned());
+        }
+    }
+    ordered
+}
+
 fn check_step(
+    plan_instruction: &str,
     raw: &RawStep,
     workspace: &dyn Workspace,
     created: &BTreeMap<String, u32>,
 ) -> Result<Step, String> {
+    check_lengths(raw)?;
     let file = workspace_relative(&raw.file)?;
+    if raw.action == Action::CreateFile && !is_new_file_name(&file) {
+        return Err(format!(
+            "`{}` is not a name a new file may have (letters, digits, `_`, `.`, `/` and `-`, at most 82 characters, ending in an extension)",
+            file.escape_debug()
+        ));
+    }
+    if let Some(reason) = protected_reason(&file, plan_instruction) {
+        return Err(reason);
+    }
     workspace.check_path(&file)?;
     let target = raw.target.trim().to_owned();
     let instruction = raw.instruction.trim().to_owned();
@@ -222,15 +295,99 @@ fn check_step(
     })
 }
 
+/// The schema's bounds on one step's strings and dependencies.
+fn check_lengths(raw: &RawStep) -> Result<(), String> {
+    let too_long = |what: &str, text: &str, limit: usize| {
+        (text.chars().count() > limit)
+            .then(|| format!("its {what} is longer than {limit} characters"))
+    };
+    if let Some(reason) = too_long("file", &raw.file, MAX_PATH_CHARS)
+        .or_else(|| too_long("target", &raw.target, MAX_PATH_CHARS))
+        .or_else(|| too_long("instruction", &raw.instruction, MAX_INSTRUCTION_CHARS))
+    {
+        return Err(reason);
+    }
+    if raw.depends_on.len() > MAX_STEPS as usize {
+        return Err(format!(
+            "it lists {} dependencies; a plan has at most {MAX_STEPS} steps",
+            raw.depends_on.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The schema's pattern for a new file: `^[A-Za-z0-9_][A-Za-z0-9_./-]{0,80}[.][a-z]{1,4}$`.
+fn is_new_file_name(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let Some(dot) = path.rfind('.') else {
+        return false;
+    };
+    let (stem, extension) = (&bytes[..dot], &bytes[dot + 1..]);
+    let body_ok = |byte: &u8| byte.is_ascii_alphanumeric() || b"_./-".contains(byte);
+    !stem.is_empty()
+        && stem.len() <= 81
+        && (stem[0].is_ascii_alphanumeric() || stem[0] == b'_')
+        && stem[1..].iter().all(body_ok)
+        && (1..=4).contains(&extension.len())
+        && extension.iter().all(u8::is_ascii_lowercase)
+}
+
+/// Folders and files a plan never writes on its own: version control's (always refused),
+/// and editor tasks, build-tool and CI configuration and tierls' own configuration, which
+/// run code or change what runs: refused unless the user's instruction names the path.
+fn protected_reason(file: &str, instruction: &str) -> Option<String> {
+    const VERSION_CONTROL: [&str; 5] = [".git", ".hg", ".svn", ".jj", ".bzr"];
+    const CONFIGURATION_FOLDERS: [&str; 8] = [
+        ".vscode", ".idea", ".helix", ".zed", ".cargo", ".github", ".gitlab", ".devcontainer",
+    ];
+    const CONFIGURATION_FILES: [&str; 8] = [
+        "tierls.toml",
+        ".gitlab-ci.yml",
+        ".envrc",
+        ".nvim.lua",
+        ".nvimrc",
+        ".exrc",
+        ".gitattributes",
+        ".gitmodules",
+    ];
+    let parts: Vec<&str> = file.split('/').collect();
+    if let Some(part) = parts.iter().find(|part| VERSION_CONTROL.contains(part)) {
+        return Some(format!(
+            "`{file}` is inside `{part}`, version control's own folder: plans never write there"
+        ));
+    }
+    let folder = parts[..parts.len() - 1]
+        .iter()
+        .find(|part| CONFIGURATION_FOLDERS.contains(part));
+    let name = parts[parts.len() - 1];
+    let what = match folder {
+        Some(folder) => format!("inside `{folder}`, which holds editor, build or CI configuration"),
+        None if CONFIGURATION_FILES.contains(&name) => {
+            "configuration that runs code or changes what runs".to_owned()
+        }
+        None => return None,
+    };
+    if instruction.contains(file) {
+        return None; // The user asked for this file by name.
+    }
+    Some(format!(
+        "`{file}` is {what}: a plan writes it only when the instruction names `{file}`"
+    ))
+}
+
 /// Why `step` cannot run beside an earlier step that changes the same thing without being
 /// one of its dependencies, if it cannot.
-fn unordered_clash(earlier_steps: &[Step], step: &Step) -> Option<String> {
+fn unordered_clash(
+    earlier_steps: &[Step],
+    step: &Step,
+    ancestors: &HashSet<u32>,
+) -> Option<String> {
     let earlier = earlier_steps.iter().find(|earlier| {
         earlier.file == step.file
             && (earlier.target == step.target
                 || earlier.target.is_empty()
                 || step.target.is_empty())
-            && !is_ancestor(earlier_steps, earlier.id, step)
+            && !ancestors.contains(&earlier.id)
     })?;
     let what = if step.target.is_empty() || earlier.target.is_empty() {
         step.file.clone()
@@ -241,21 +398,4 @@ fn unordered_clash(earlier_steps: &[Step], step: &Step) -> Option<String> {
         "it changes {what}, as step {} does, without depending on it",
         earlier.id
     ))
-}
-
-/// Whether `ancestor` is among the steps `step` depends on, directly or not.
-fn is_ancestor(steps: &[Step], ancestor: u32, step: &Step) -> bool {
-    let mut pending: Vec<u32> = step.depends_on.clone();
-    let mut seen = HashSet::new();
-    while let Some(id) = pending.pop() {
-        if id == ancestor {
-            return true;
-        }
-        if seen.insert(id)
-            && let Some(found) = steps.iter().find(|candidate| candidate.id == id)
-        {
-            pending.extend(&found.depends_on);
-        }
-    }
-    false
 }

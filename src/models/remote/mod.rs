@@ -420,6 +420,7 @@ impl Inner {
                                 &mut text,
                                 &mut usage,
                                 &mut pieces,
+                                request.max_tokens,
                                 events,
                                 cancel,
                             )? {
@@ -454,7 +455,15 @@ impl Inner {
                     continue;
                 }
                 if let Some(reason) =
-                    self.take(&data, &mut text, &mut usage, &mut pieces, events, cancel)?
+                    self.take(
+                    &data,
+                    &mut text,
+                    &mut usage,
+                    &mut pieces,
+                    request.max_tokens,
+                    events,
+                    cancel,
+                )?
                 {
                     break 'read reason;
                 }
@@ -484,6 +493,7 @@ impl Inner {
         text: &mut String,
         usage: &mut Usage,
         pieces: &mut u32,
+        max_tokens: u32,
         events: &UnboundedSender<GenerationEvent>,
         cancel: &Cancel,
     ) -> Result<Option<StopReason>, ModelError> {
@@ -496,6 +506,11 @@ impl Inner {
             *pieces += 1;
             cancel.note_decoded();
             let _ = events.send(GenerationEvent::Piece(chunk.text));
+            if *pieces >= max_tokens {
+                // Every piece holds at least one token: a node that keeps sending past the
+                // tokens asked for is stopped here, not trusted to stop itself.
+                return Ok(Some(StopReason::MaxTokens));
+            }
         }
         if let Some(n) = chunk.prompt_tokens {
             usage.prompt_tokens = n;
