@@ -506,9 +506,10 @@ impl Inner {
             *pieces += 1;
             cancel.note_decoded();
             let _ = events.send(GenerationEvent::Piece(chunk.text));
-            if *pieces >= max_tokens {
+            if *pieces > max_tokens {
                 // Every piece holds at least one token: a node that keeps sending past the
-                // tokens asked for is stopped here, not trusted to stop itself.
+                // tokens asked for is stopped here, not trusted to stop itself. (At exactly
+                // `max_tokens`, the node's last event, with its figures, is still to come.)
                 return Ok(Some(StopReason::MaxTokens));
             }
         }
