@@ -307,6 +307,9 @@ pub fn write_all(
                 made_folders,
             }),
             Err(err) => {
+                // The check again, now that earlier writes are on disk, names the cause
+                // better than the system's error ("`x/y.py` is a file", not "File exists").
+                let err = preflight(root, write, max_bytes).err().unwrap_or(err);
                 let mut failures = vec![(write.relative.to_owned(), err)];
                 // What this write may have made before it failed.
                 remove_folders(&made_folders);
@@ -378,7 +381,7 @@ fn missing_folders(root: &Path, relative: &str) -> Vec<PathBuf> {
 fn preflight(root: &Path, write: &FileWrite<'_>, max_bytes: u64) -> Result<(), WriteError> {
     let path = confine(root, write.relative)?;
     let blocked = |reason: String| WriteError::Blocked {
-        path: PathBuf::from(write.relative),
+        path: path.clone(),
         reason,
     };
     if write.text.len() as u64 > max_bytes {

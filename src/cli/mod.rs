@@ -178,6 +178,24 @@ fn serve(scripted_models: Option<PathBuf>) -> ExitCode {
 fn workspace_config(
     workspace: &std::path::Path,
 ) -> Result<config::Config, Vec<config::ConfigError>> {
+    let not_a_folder = |message: String| {
+        vec![config::ConfigError {
+            source_name: "--workspace".into(),
+            location: None,
+            key: None,
+            message,
+        }]
+    };
+    match std::fs::metadata(workspace) {
+        Ok(metadata) if metadata.is_dir() => {}
+        Ok(_) => {
+            return Err(not_a_folder(format!(
+                "{} is a file; give the workspace's folder",
+                workspace.display()
+            )));
+        }
+        Err(err) => return Err(not_a_folder(format!("{}: {err}", workspace.display()))),
+    }
     let mut sources = config::ConfigSources::new(
         config::user_config_path(),
         Some(workspace.join(config::CONFIG_FILE_NAME)),

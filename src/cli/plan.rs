@@ -187,9 +187,11 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
                 }
             }
             Err(problems) => {
-                for (file, problem) in problems {
-                    output::error(&format!("{file}: {problem}"));
+                // Each problem names its file.
+                for (_, problem) in problems {
+                    output::error(&problem.to_string());
                 }
+                output::error("nothing was written: the change lands all or none");
                 return Ok(ExitCode::FAILURE);
             }
         }

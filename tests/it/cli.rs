@@ -550,3 +550,24 @@ fn bench_nodes_prints_two_nodes_against_one_and_the_router_against_embedded() {
         assert!(stdout.contains(figure), "no {figure:?} in\n{stdout}");
     }
 }
+
+#[test]
+fn a_workspace_that_is_a_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("README.md");
+    std::fs::write(&file, "# not a folder\n").unwrap();
+    for command in ["status", "models"] {
+        let output = std::process::Command::new(TIERLS)
+            .args([command, "--workspace"])
+            .arg(&file)
+            .env("TIERLS_CONFIG_DIR", dir.path().join("none"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&format!("--workspace: {} is a file; give the workspace's folder", file.display())),
+            "{command}: {stderr}"
+        );
+    }
+}

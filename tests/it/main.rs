@@ -10,6 +10,8 @@ mod config;
 mod documents;
 mod editors;
 mod fake_node;
+mod fuzz;
+mod hostile;
 mod index;
 mod models;
 mod nodes;

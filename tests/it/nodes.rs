@@ -395,6 +395,23 @@ async fn executor_work_falls_back_to_the_planners_nodes_and_fast_work_fails_at_o
 }
 
 #[tokio::test]
+async fn a_failure_on_a_node_of_both_batch_tiers_is_told_once_and_not_retried_there() {
+    // One node serves the planner and the executor: when it fails a plan, the fallback to
+    // the executor's nodes has nowhere new to go, and the message names the planner tier
+    // once, without nesting.
+    let both = FakeNode::start(Behaviour::Fails);
+    let (router, _) = Router::new(&[node("both", &both.url, &[Tier::Planner, Tier::Executor])]);
+    let shown = show(&router, Tier::Planner, text("plan")).await;
+    let error = shown.lines().next().unwrap_or_default();
+    assert!(
+        error.starts_with("error: no node of the planner tier could serve: node `both`: "),
+        "{shown}"
+    );
+    assert!(!error.contains("executor"), "{shown}");
+    assert_eq!(both.generation_requests().len(), 1, "asked once");
+}
+
+#[tokio::test]
 async fn interactive_requests_are_never_stuck_behind_batch_work() {
     let node_url = FakeNode::start(Behaviour::Slowly(
         vec!["a", "b", "c", "d", "e"],

@@ -82,6 +82,13 @@ async fn unknown_request_gets_method_not_found() {
 }
 
 #[tokio::test]
+async fn dollar_request_gets_method_not_found() {
+    // LSP: `$/` notifications may be ignored, but a `$/` request must be answered.
+    let body = r#"{"jsonrpc":"2.0","id":8,"method":"$/somethingNew","params":{}}"#;
+    check_raw("dollar_request", Value::Null, &frame(body)).await;
+}
+
+#[tokio::test]
 async fn unknown_notification_is_ignored() {
     let body = r#"{"jsonrpc":"2.0","method":"tierls/noSuchNotification","params":{}}"#;
     check_raw("unknown_notification", Value::Null, &frame(body)).await;

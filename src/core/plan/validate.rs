@@ -212,14 +212,14 @@ fn check_step(
 ) -> Result<Step, String> {
     check_lengths(raw)?;
     let file = workspace_relative(&raw.file)?;
+    if let Some(reason) = protected_reason(&file, plan_instruction) {
+        return Err(reason);
+    }
     if raw.action == Action::CreateFile && !is_new_file_name(&file) {
         return Err(format!(
             "`{}` is not a name a new file may have (letters, digits, `_`, `.`, `/` and `-`, at most 82 characters, ending in an extension)",
             file.escape_debug()
         ));
-    }
-    if let Some(reason) = protected_reason(&file, plan_instruction) {
-        return Err(reason);
     }
     workspace.check_path(&file)?;
     let target = raw.target.trim().to_owned();

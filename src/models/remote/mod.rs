@@ -68,6 +68,9 @@ struct Inner {
     slots: AtomicU32,
     /// The slots our requests are pinned to now, one bit each.
     pinned: AtomicU64,
+    /// Our requests in flight that are not pinned: llama-server put each in a slot we do
+    /// not know, so no request may be pinned while there are any.
+    unpinned: AtomicU32,
     /// The context per slot llama-server reports in `/props` (0 until known).
     context: AtomicU32,
 }
@@ -116,6 +119,7 @@ impl RemoteNode {
             infill_checked: AtomicBool::new(false),
             slots: AtomicU32::new(0),
             pinned: AtomicU64::new(0),
+            unpinned: AtomicU32::new(0),
             config,
             info,
             client,
@@ -287,7 +291,10 @@ impl Inner {
             _ => None,
         };
         let claim = self.claim_slot(slot);
-        let pin = claim.as_ref().map(|claim| SlotPin(claim.slot));
+        let pin = match &claim {
+            SlotClaim::Pinned { slot, .. } => Some(SlotPin(*slot)),
+            SlotClaim::Unpinned { .. } => None,
+        };
         loop {
             let infill = self.infill.load(Ordering::Relaxed);
             let wire = wire::request_body(
@@ -332,21 +339,32 @@ impl Inner {
     }
 
     /// Pins the request to llama-server slot `slot` (modulo the slots `/slots` reported) when
-    /// no other request of ours holds it. llama-server refuses a slot id it does not have,
-    /// and makes a request pinned to a busy slot wait for it (with one thread, it then hardly
-    /// progresses at all); an unpinned request gets the slot whose cache is most alike.
-    fn claim_slot(self: &Arc<Self>, slot: usize) -> Option<SlotClaim> {
+    /// no other request of ours holds it and none of ours runs unpinned. llama-server refuses
+    /// a slot id it does not have, and makes a request pinned to a busy slot wait for it
+    /// (with one thread, it then hardly progresses at all, and cancelling such a waiting
+    /// request left a llama-server spinning with nothing served); an unpinned request gets
+    /// the idle slot whose cache is most alike, which may be any.
+    fn claim_slot(self: &Arc<Self>, slot: usize) -> SlotClaim {
         let slots = (self.slots.load(Ordering::Relaxed) as usize).min(64);
-        if slots == 0 {
-            return None;
+        let unpinned = |inner: &Arc<Self>| {
+            inner.unpinned.fetch_add(1, Ordering::AcqRel);
+            SlotClaim::Unpinned {
+                inner: inner.clone(),
+            }
+        };
+        if slots == 0 || self.unpinned.load(Ordering::Acquire) > 0 {
+            return unpinned(self);
         }
         let slot = slot % slots;
         let bit = 1u64 << slot;
         let held = self.pinned.fetch_or(bit, Ordering::AcqRel);
-        (held & bit == 0).then(|| SlotClaim {
+        if held & bit != 0 {
+            return unpinned(self);
+        }
+        SlotClaim::Pinned {
             inner: self.clone(),
             slot,
-        })
+        }
     }
 
     /// A whole (small) answer body, within the stall timeout.
@@ -550,17 +568,22 @@ impl Inner {
     }
 }
 
-/// A slot pinned by one of our requests; dropping it frees the slot for the next.
-struct SlotClaim {
-    inner: Arc<Inner>,
-    slot: usize,
+/// How one request of ours sits on the node's slots; dropping it frees what it held.
+enum SlotClaim {
+    Pinned { inner: Arc<Inner>, slot: usize },
+    Unpinned { inner: Arc<Inner> },
 }
 
 impl Drop for SlotClaim {
     fn drop(&mut self) {
-        self.inner
-            .pinned
-            .fetch_and(!(1u64 << self.slot), Ordering::AcqRel);
+        match self {
+            SlotClaim::Pinned { inner, slot } => {
+                inner.pinned.fetch_and(!(1u64 << *slot), Ordering::AcqRel);
+            }
+            SlotClaim::Unpinned { inner } => {
+                inner.unpinned.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 }
 

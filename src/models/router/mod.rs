@@ -415,6 +415,8 @@ impl Router {
         let mut pieces = 0u32;
         let mut excluded: Vec<usize> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
+        // Why each tier tried could not serve, in order.
+        let mut tiers_tried: Vec<String> = Vec::new();
         let mut serving_tier = tier;
         let mut attempt = 0u32;
         // A grammar constrains a whole answer: another node cannot continue half of one, so
@@ -441,16 +443,22 @@ impl Router {
                     } else {
                         format!(
                             "no node of the {serving_tier} tier could serve: {}",
-                            failures.join("; ")
+                            std::mem::take(&mut failures).join("; ")
                         )
                     };
-                    failures = vec![why];
-                    // The documented fallback: the other batch tier's nodes.
+                    tiers_tried.push(why);
+                    // The documented fallback: the other batch tier's nodes, if it has any
+                    // this request has not already failed on.
+                    let fresh = |other: Tier| {
+                        self.serving(other)
+                            .iter()
+                            .any(|index| !excluded.contains(index))
+                    };
                     match fallback(serving_tier).filter(|_| serving_tier == tier) {
-                        Some(other) if !self.serving(other).is_empty() => {
+                        Some(other) if fresh(other) => {
                             tracing::warn!(
-                                "{}: the {tier} request goes to the {other} tier's nodes",
-                                failures.join("; ")
+                                "{}: the {tier} request goes to the {other} tier's other nodes",
+                                tiers_tried.join("; ")
                             );
                             serving_tier = other;
                             continue;
@@ -458,7 +466,7 @@ impl Router {
                         _ => {
                             return Err(ModelError::NoNode {
                                 tier,
-                                reason: failures.join("; then "),
+                                reason: tiers_tried.join("; then "),
                             });
                         }
                     }
