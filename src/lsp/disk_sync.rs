@@ -111,6 +111,9 @@ fn reindex(session: &Mutex<Session>, key: &str) {
     if session.live.contains_key(key) {
         return; // Opened in the editor while we read.
     }
+    if session.scanning {
+        session.synced_during_scan.insert(key.to_owned());
+    }
     match indexed {
         Some(found) => {
             session

@@ -24,13 +24,14 @@ enum Event {
 /// Scans the workspace root, if there is one and indexing is enabled.
 pub fn start(session: Arc<Mutex<Session>>, client: Client, progress_supported: bool) {
     let (root, options) = {
-        let session = lock(&session);
+        let mut session = lock(&session);
         if !session.config.index.enabled {
             return;
         }
         let Some(root) = session.root.clone() else {
             return;
         };
+        session.scanning = true;
         (
             root,
             ScanOptions {
@@ -49,7 +50,9 @@ pub fn start(session: Arc<Mutex<Session>>, client: Client, progress_supported: b
             &options,
             &mut |file| {
                 let mut session = lock(&session);
-                if !session.live.contains_key(&file.path) {
+                if !session.live.contains_key(&file.path)
+                    && !session.synced_during_scan.contains(&file.path)
+                {
                     session
                         .index
                         .upsert(&file.path, file.language, file.symbols, file.bytes);
@@ -61,7 +64,12 @@ pub fn start(session: Arc<Mutex<Session>>, client: Client, progress_supported: b
                 }
             },
         );
-        let summary = lock(&session).index.stats();
+        let summary = {
+            let mut session = lock(&session);
+            session.scanning = false;
+            session.synced_during_scan.clear();
+            session.index.stats()
+        };
         let skipped: Vec<String> = Skip::ALL
             .iter()
             .filter(|reason| stats.skipped(**reason) > 0)

@@ -37,6 +37,11 @@ pub struct Session {
     pub document_changes: bool,
     /// The client creates files from a `WorkspaceEdit`.
     pub create_files: bool,
+    /// The start-up scan is running.
+    pub scanning: bool,
+    /// Files the disk sync indexed while the scan ran: the scan read them earlier, so its
+    /// copy must not replace the newer one.
+    pub synced_during_scan: HashSet<String>,
     /// Plans waiting for the user, and running plan work.
     pub plans: super::plans::PlanStore,
 }
