@@ -470,7 +470,11 @@ fn is_writable(folder: &Path) -> bool {
 /// Refuses a change that would not fit on the disk (with a margin for the temporary copies).
 fn check_free_space(root: &Path, writes: &[FileWrite<'_>]) -> Option<WriteError> {
     use std::os::unix::ffi::OsStrExt;
-    let needed: u64 = writes.iter().map(|write| write.text.len() as u64).sum::<u64>() + (1 << 20);
+    let needed: u64 = writes
+        .iter()
+        .map(|write| write.text.len() as u64)
+        .sum::<u64>()
+        + (1 << 20);
     let name = std::ffi::CString::new(root.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs only writes into the zeroed struct we pass; `name` outlives the call.
     let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -480,8 +484,6 @@ fn check_free_space(root: &Path, writes: &[FileWrite<'_>]) -> Option<WriteError>
     let available = (stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64);
     (available < needed).then(|| WriteError::Blocked {
         path: root.to_owned(),
-        reason: format!(
-            "the disk has {available} bytes free; the change needs about {needed}"
-        ),
+        reason: format!("the disk has {available} bytes free; the change needs about {needed}"),
     })
 }

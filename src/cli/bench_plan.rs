@@ -133,7 +133,9 @@ async fn bench(path: PathBuf) -> anyhow::Result<()> {
             instruction,
             &focus,
             512,
-            std::time::Duration::from_secs(crate::config::Config::default().plan.planner_seconds.into()),
+            std::time::Duration::from_secs(
+                crate::config::Config::default().plan.planner_seconds.into(),
+            ),
             model.as_ref(),
             Cancel::new(),
         )

@@ -16,15 +16,34 @@ pub fn user_config_path() -> Option<PathBuf> {
     Some(dir.join(CONFIG_FILE_NAME))
 }
 
+/// The largest `tierls.toml` read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Reads one `tierls.toml`; `Ok(None)` when the file does not exist.
 pub fn load_file(path: &Path) -> Result<Option<ConfigLayer>, ConfigError> {
-    let bytes = match std::fs::read(path) {
+    // A regular file of a sane size only: a FIFO or a device named tierls.toml must not
+    // freeze the server at start or on save.
+    let bytes = match crate::disk::read_regular(path, MAX_CONFIG_BYTES) {
         Ok(bytes) => bytes,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(crate::disk::ReadError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(None);
+        }
         Err(err) => {
+            let message = match err {
+                crate::disk::ReadError::Io { source, .. } => source.to_string(),
+                crate::disk::ReadError::TooLarge { size, .. } => {
+                    format!("{size} bytes is over the {MAX_CONFIG_BYTES} a configuration may have")
+                }
+                crate::disk::ReadError::NotRegular { kind, .. } => {
+                    format!("{kind}, not a regular file")
+                }
+                other => other.to_string(),
+            };
             return Err(whole_file_error(
                 path,
-                format!("cannot read the file: {err}"),
+                format!("cannot read the file: {message}"),
             ));
         }
     };

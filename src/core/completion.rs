@@ -295,6 +295,7 @@ fn to_line_end(text: String) -> String {
 /// Trims what the model wrote into a suggestion: one line in line mode, up to the end of the
 /// block in block mode, without the text the line already has after the cursor.
 pub fn finish_suggestion(plan: &CompletionPlan, generated: &str) -> String {
+    let generated = &super::hidden::without_bidi_controls(generated);
     let mut suggestion = match plan.mode {
         Mode::Line => generated.split('\n').next().unwrap_or_default().to_owned(),
         Mode::Block => {

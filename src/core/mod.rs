@@ -8,6 +8,7 @@ pub mod budget;
 pub mod completion;
 pub mod document;
 pub mod generation;
+pub mod hidden;
 pub mod index;
 pub mod plan;
 pub mod position;

@@ -52,12 +52,21 @@ pub fn check(body: &[u8]) -> Verdict {
         .is_ok_and(|_| value.get("method").is_some_and(Value::is_string));
     if is_request
         && value.get("id").is_some_and(|id| !id.is_null())
-        && value["method"].as_str().is_some_and(|method| method.starts_with("$/"))
+        && value["method"]
+            .as_str()
+            .is_some_and(|method| method.starts_with("$/"))
     {
         // LSP: a `$/` request the server does not implement gets MethodNotFound (tower-lsp
         // would drop it unanswered, as it does `$/` notifications).
-        let message = format!("Method not found: {}", value["method"].as_str().unwrap_or(""));
-        return Verdict::Reject(error_response(value["id"].clone(), METHOD_NOT_FOUND, &message));
+        let message = format!(
+            "Method not found: {}",
+            value["method"].as_str().unwrap_or("")
+        );
+        return Verdict::Reject(error_response(
+            value["id"].clone(),
+            METHOD_NOT_FOUND,
+            &message,
+        ));
     }
     if is_response || is_request {
         let is_exit = is_request && value["method"] == "exit";

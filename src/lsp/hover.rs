@@ -21,8 +21,12 @@ pub struct Facts {
     pub explain: Option<(GenerateRequest, u64)>,
 }
 
-pub fn facts(session: &mut Session, uri: &lsp::Url, position: lsp::Position) -> Option<Facts> {
-    session.refresh_index();
+pub fn facts(
+    session: &Session,
+    texts: &mut Texts<'_>,
+    uri: &lsp::Url,
+    position: lsp::Position,
+) -> Option<Facts> {
     let key = session.index_key(uri);
     let document = session.documents.get(uri.as_str())?;
     let offset = offset_of(
@@ -43,7 +47,6 @@ pub fn facts(session: &mut Session, uri: &lsp::Url, position: lsp::Position) -> 
     let found = *definitions.first()?;
     let references = session.index.references(&name);
     let files: std::collections::HashSet<&str> = references.iter().map(|(path, _)| *path).collect();
-    let mut texts = Texts::new(session);
     let line = texts
         .range(found.path, &found.symbol.name_range)
         .map_or(0, |range| range.start.line + 1);

@@ -13,11 +13,11 @@ use tower_lsp::jsonrpc::{Error, Result};
 use tower_lsp::lsp_types::*;
 use tower_lsp::{Client, LanguageServer};
 
+use super::disk_sync::{DiskSync, Job};
 use super::ext::{
     InlineCompletionItem, InlineCompletionList, InlineCompletionParams, ViewDocumentParams,
     ViewDocumentResult,
 };
-use super::disk_sync::{DiskSync, Job};
 use super::session::Session;
 use super::{
     ServerOptions, Shared, completion, convert, hover, indexing, plans, request_failed, symbols,
@@ -75,6 +75,36 @@ impl Backend {
 
     fn session(&self) -> MutexGuard<'_, Session> {
         lock(&self.session)
+    }
+
+    /// Runs `answer` on the session with the texts of the files it needs, never reading
+    /// the disk under the session lock: a first pass records which closed files it wants,
+    /// they are read off the runtime with the lock released, and a second pass answers
+    /// with them (a file it wants only then is left out rather than read under the lock).
+    async fn with_texts<T>(
+        &self,
+        answer: impl for<'s> Fn(&'s Session, &mut symbols::Texts<'s>) -> T,
+    ) -> T {
+        let (first, wanted, root, max_bytes) = {
+            let mut session = self.session();
+            session.refresh_index();
+            let mut texts = symbols::Texts::new(&session, HashMap::new());
+            let first = answer(&session, &mut texts);
+            let wanted = texts.wanted();
+            let root = session.root.clone();
+            (first, wanted, root, session.config.limits.max_file_bytes)
+        };
+        if wanted.is_empty() {
+            return first;
+        }
+        let read = tokio::task::spawn_blocking(move || {
+            symbols::read_from_disk(root.as_deref(), wanted, max_bytes)
+        })
+        .await
+        .unwrap_or_default();
+        let session = self.session();
+        let mut texts = symbols::Texts::new(&session, read);
+        answer(&session, &mut texts)
     }
 
     /// Re-resolves the configuration and applies what lives outside the session.
@@ -507,7 +537,8 @@ impl LanguageServer for Backend {
         let session = self.session();
         for change in params.changes {
             // A deleted file fails to read, and the worker forgets it: one path for all.
-            self.disk_sync.send(Job::Reindex(session.index_key(&change.uri)));
+            self.disk_sync
+                .send(Job::Reindex(session.index_key(&change.uri)));
         }
     }
 
@@ -541,14 +572,17 @@ impl LanguageServer for Backend {
 
     async fn hover(&self, params: HoverParams) -> Result<Option<Hover>> {
         let position = params.text_document_position_params;
-        let (facts, budget) = {
-            let mut session = self.session();
-            let budget = session.config.completion.hover_budget_ms;
-            (
-                hover::facts(&mut session, &position.text_document.uri, position.position),
-                budget,
-            )
-        };
+        let budget = self.session().config.completion.hover_budget_ms;
+        let facts = self
+            .with_texts(|session, texts| {
+                hover::facts(
+                    session,
+                    texts,
+                    &position.text_document.uri,
+                    position.position,
+                )
+            })
+            .await;
         let Some(facts) = facts else { return Ok(None) };
         let mut markdown = facts.markdown;
         if let Some((mut request, hash)) = facts.explain {
@@ -570,7 +604,8 @@ impl LanguageServer for Backend {
                             if answer.stop_reason
                                 != crate::core::generation::StopReason::TimeLimit =>
                         {
-                            let text = answer.text.trim().to_owned();
+                            let text =
+                                crate::core::hidden::without_bidi_controls(answer.text.trim());
                             lock(&self.explanations).insert(hash, text.clone());
                             Some(text)
                         }
@@ -613,12 +648,11 @@ impl LanguageServer for Backend {
         params: DocumentSymbolParams,
     ) -> Result<Option<DocumentSymbolResponse>> {
         self.disk_sync.settled(DISK_SYNC_WAIT).await;
-        let mut session = self.session();
-        session.refresh_index();
-        Ok(
-            symbols::document_symbols(&session, &params.text_document.uri)
-                .map(DocumentSymbolResponse::Nested),
-        )
+        let uri = &params.text_document.uri;
+        let found = self
+            .with_texts(|session, texts| symbols::document_symbols(session, texts, uri))
+            .await;
+        Ok(found.map(DocumentSymbolResponse::Nested))
     }
 
     async fn symbol(
@@ -626,9 +660,11 @@ impl LanguageServer for Backend {
         params: WorkspaceSymbolParams,
     ) -> Result<Option<Vec<SymbolInformation>>> {
         self.disk_sync.settled(DISK_SYNC_WAIT).await;
-        let mut session = self.session();
-        session.refresh_index();
-        Ok(Some(symbols::workspace_symbols(&session, &params.query)))
+        let query = &params.query;
+        let found = self
+            .with_texts(|session, texts| symbols::workspace_symbols(session, texts, query))
+            .await;
+        Ok(Some(found))
     }
 
     async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
@@ -661,13 +697,13 @@ impl LanguageServer for Backend {
     ) -> Result<Option<GotoDefinitionResponse>> {
         self.disk_sync.settled(DISK_SYNC_WAIT).await;
         let position = params.text_document_position_params;
-        let mut session = self.session();
-        session.refresh_index();
-        Ok(
-            symbols::definitions(&session, &position.text_document.uri, position.position)
-                .filter(|locations| !locations.is_empty())
-                .map(GotoDefinitionResponse::Array),
-        )
+        let (uri, at) = (&position.text_document.uri, position.position);
+        let found = self
+            .with_texts(|session, texts| symbols::definitions(session, texts, uri, at))
+            .await;
+        Ok(found
+            .filter(|locations| !locations.is_empty())
+            .map(GotoDefinitionResponse::Array))
     }
 
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {

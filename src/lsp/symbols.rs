@@ -14,21 +14,28 @@ use super::session::Session;
 use crate::core::index::extract::SymbolKind;
 use crate::core::position::{PositionEncoding, position_of};
 
-/// Texts of the files a response needs, read once each.
+/// Texts of the files a response needs: the editor's copy when open, else the disk's.
+///
+/// The disk is never read under the session lock: a handler runs once with no disk texts,
+/// which records the files it wanted ([`Texts::wanted`]); they are read with the lock
+/// released ([`read_from_disk`]), and the handler runs again with them.
 pub(super) struct Texts<'s> {
     session: &'s Session,
     from_disk: HashMap<String, Option<Rope>>,
+    wanted: Vec<String>,
 }
 
 impl<'s> Texts<'s> {
-    pub(super) fn new(session: &'s Session) -> Self {
+    /// Texts with what was read from disk so far.
+    pub(super) fn new(session: &'s Session, from_disk: HashMap<String, Option<Rope>>) -> Self {
         Texts {
             session,
-            from_disk: HashMap::new(),
+            from_disk,
+            wanted: Vec::new(),
         }
     }
 
-    /// The text of `key`: the editor's copy when open, else the disk's (read once).
+    /// The text of `key`: the editor's copy when open, else the disk's if it was read.
     pub(super) fn rope(&mut self, key: &str) -> Option<&Rope> {
         let session = self.session;
         if let Some(uri) = session.uri_of(key)
@@ -36,23 +43,42 @@ impl<'s> Texts<'s> {
         {
             return Some(document.text());
         }
-        self.from_disk
-            .entry(key.to_owned())
-            .or_insert_with(|| {
-                // Only workspace files, through the one confined reader.
-                let root = session.root.as_ref().filter(|_| !key.contains("://"))?;
-                let limit = session.config.limits.max_file_bytes;
-                crate::disk::read_text(root, std::path::Path::new(key), limit)
-                    .ok()
-                    .map(|text| Rope::from_str(&text))
-            })
-            .as_ref()
+        if !self.from_disk.contains_key(key) {
+            if !self.wanted.iter().any(|wanted| wanted == key) {
+                self.wanted.push(key.to_owned());
+            }
+            return None;
+        }
+        self.from_disk.get(key)?.as_ref()
     }
 
+    /// The files this pass wanted from disk and did not have.
+    pub(super) fn wanted(self) -> Vec<String> {
+        self.wanted
+    }
     pub(super) fn range(&mut self, key: &str, bytes: &Bytes<usize>) -> Option<lsp::Range> {
         let encoding = self.session.encoding;
         to_lsp_range(self.rope(key)?, bytes, encoding)
     }
+}
+
+/// Reads `keys` from disk (call it with the session lock released). Only workspace files,
+/// through the one confined reader; what cannot be read is `None`.
+pub(super) fn read_from_disk(
+    root: Option<&std::path::Path>,
+    keys: Vec<String>,
+    max_bytes: u64,
+) -> HashMap<String, Option<Rope>> {
+    keys.into_iter()
+        .map(|key| {
+            let text = root.filter(|_| !key.contains("://")).and_then(|root| {
+                crate::disk::read_text(root, std::path::Path::new(&key), max_bytes)
+                    .ok()
+                    .map(|text| Rope::from_str(&text))
+            });
+            (key, text)
+        })
+        .collect()
 }
 
 pub(super) fn to_lsp_range(
@@ -85,10 +111,13 @@ fn kind(kind: SymbolKind) -> lsp::SymbolKind {
 }
 
 /// The symbols of one document, nested as in the source.
-pub fn document_symbols(session: &Session, uri: &lsp::Url) -> Option<Vec<lsp::DocumentSymbol>> {
+pub fn document_symbols(
+    session: &Session,
+    texts: &mut Texts<'_>,
+    uri: &lsp::Url,
+) -> Option<Vec<lsp::DocumentSymbol>> {
     let key = session.index_key(uri);
     let entry = session.index.file(&key)?;
-    let mut texts = Texts::new(session);
     let mut converted: Vec<Option<lsp::DocumentSymbol>> = entry
         .symbols
         .iter()
@@ -132,8 +161,11 @@ pub fn document_symbols(session: &Session, uri: &lsp::Url) -> Option<Vec<lsp::Do
 }
 
 /// `workspace/symbol`: definitions whose name matches the query.
-pub fn workspace_symbols(session: &Session, query: &str) -> Vec<lsp::SymbolInformation> {
-    let mut texts = Texts::new(session);
+pub fn workspace_symbols(
+    session: &Session,
+    texts: &mut Texts<'_>,
+    query: &str,
+) -> Vec<lsp::SymbolInformation> {
     session
         .index
         .search(query, 256)
@@ -164,6 +196,7 @@ fn container(path: &str, name: &str) -> Option<String> {
 /// `textDocument/definition`: the definitions of the name under the cursor, this file's first.
 pub fn definitions(
     session: &Session,
+    texts: &mut Texts<'_>,
     uri: &lsp::Url,
     position: lsp::Position,
 ) -> Option<Vec<lsp::Location>> {
@@ -184,7 +217,6 @@ pub fn definitions(
             found.symbol.range.start,
         )
     });
-    let mut texts = Texts::new(session);
     Some(
         found
             .into_iter()

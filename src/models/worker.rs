@@ -132,7 +132,9 @@ fn exit_hint(status: &std::process::ExitStatus) -> &'static str {
     use std::os::unix::process::ExitStatusExt;
     match status.signal() {
         // A binary tuned to another CPU (see tests/llama-server.sh).
-        Some(4) => " (SIGILL: it uses an instruction this CPU cannot run; rebuild it portably with tests/llama-server.sh)",
+        Some(4) => {
+            " (SIGILL: it uses an instruction this CPU cannot run; rebuild it portably with tests/llama-server.sh)"
+        }
         _ => "",
     }
 }

@@ -566,7 +566,10 @@ fn a_workspace_that_is_a_file_is_named_as_such() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
         assert!(
-            stderr.contains(&format!("--workspace: {} is a file; give the workspace's folder", file.display())),
+            stderr.contains(&format!(
+                "--workspace: {} is a file; give the workspace's folder",
+                file.display()
+            )),
             "{command}: {stderr}"
         );
     }

@@ -56,7 +56,9 @@ fn a_huge_plan_is_refused_at_once() {
     let answer = format!(r#"{{"summary": "s", "steps": [{}]}}"#, steps.join(","));
     let error = parse_plan(&answer).unwrap_err().to_string();
     assert!(
-        error.starts_with("the planner's answer is not a plan (it has 10000 steps; a plan has at most 8)"),
+        error.starts_with(
+            "the planner's answer is not a plan (it has 10000 steps; a plan has at most 8)"
+        ),
         "{error}"
     );
 
@@ -147,7 +149,9 @@ fn check_write_all(
         Err(errors) => errors
             .iter()
             .map(|(_, err)| {
-                let message = err.to_string().replace(&root.display().to_string(), "<root>");
+                let message = err
+                    .to_string()
+                    .replace(&root.display().to_string(), "<root>");
                 format!("{message}\n")
             })
             .collect(),
@@ -164,57 +168,62 @@ fn check_write_all(
     shown
 }
 
+/// One all-or-none case: a title, the writes (path, old text or `None`, new text) and the
+/// files to show afterwards.
+type WriteCase<'a> = (
+    &'a str,
+    Vec<(&'a str, Option<&'a str>, &'a str)>,
+    Vec<&'a str>,
+);
+
 #[test]
 fn writes_land_all_or_none() {
     let dir = folder(&[("main.py", "print(1)\n"), ("a.py", "a = 1\n")]);
     let root = dir.path().canonicalize().unwrap();
     let long = format!("pkg/{}.py", "n".repeat(300));
-    let mut shown = String::new();
-    shown.push_str("# a new file under an existing file\n");
-    shown.push_str(&check_write_all(
-        &root,
-        &[
-            ("a.py", Some("a = 1\n"), "a = 2\n"),
-            ("main.py/inner.py", None, "x = 1\n"),
-        ],
-        &["a.py", "main.py"],
-    ));
-    shown.push_str("# a file name over the system's limit\n");
-    shown.push_str(&check_write_all(
-        &root,
-        &[("a.py", Some("a = 1\n"), "a = 2\n"), (&long, None, "x = 1\n")],
-        &["a.py", "pkg"],
-    ));
-    shown.push_str("# a file changed since it was read\n");
-    shown.push_str(&check_write_all(
-        &root,
-        &[
-            ("a.py", Some("a = 0\n"), "a = 2\n"),
-            ("b.py", None, "b = 1\n"),
-        ],
-        &["a.py", "b.py"],
-    ));
-    // The second new file needs the first to be a folder: only writing finds that out, and
-    // what was written before is undone.
-    shown.push_str("# a failure while writing: everything written is undone\n");
-    shown.push_str(&check_write_all(
-        &root,
-        &[
-            ("a.py", Some("a = 1\n"), "a = 2\n"),
-            ("x/y.py", None, "y = 1\n"),
-            ("x/y.py/z.py", None, "z = 1\n"),
-        ],
-        &["a.py", "x/y.py", "x"],
-    ));
-    shown.push_str("# all good\n");
-    shown.push_str(&check_write_all(
-        &root,
-        &[
-            ("a.py", Some("a = 1\n"), "a = 2\n"),
-            ("deep/er/b.py", None, "b = 1\n"),
-        ],
-        &["a.py", "deep/er/b.py"],
-    ));
+    let edit_a = ("a.py", Some("a = 1\n"), "a = 2\n");
+    let cases: Vec<WriteCase<'_>> = vec![
+        (
+            "a new file under an existing file",
+            vec![edit_a, ("main.py/inner.py", None, "x = 1\n")],
+            vec!["a.py", "main.py"],
+        ),
+        (
+            "a file name over the system's limit",
+            vec![edit_a, (&long, None, "x = 1\n")],
+            vec!["a.py", "pkg"],
+        ),
+        (
+            "a file changed since it was read",
+            vec![
+                ("a.py", Some("a = 0\n"), "a = 2\n"),
+                ("b.py", None, "b = 1\n"),
+            ],
+            vec!["a.py", "b.py"],
+        ),
+        // The last file needs `x/y.py` to be a folder: only writing finds that out, and
+        // what was written before is undone.
+        (
+            "a failure while writing: everything written is undone",
+            vec![
+                edit_a,
+                ("x/y.py", None, "y = 1\n"),
+                ("x/y.py/z.py", None, "z = 1\n"),
+            ],
+            vec!["a.py", "x/y.py", "x"],
+        ),
+        (
+            "all good",
+            vec![edit_a, ("deep/er/b.py", None, "b = 1\n")],
+            vec!["a.py", "deep/er/b.py"],
+        ),
+    ];
+    let shown: String = cases
+        .iter()
+        .map(|(title, writes, afterwards)| {
+            format!("# {title}\n{}", check_write_all(&root, writes, afterwards))
+        })
+        .collect();
     insta::assert_snapshot!(shown);
 }
 
@@ -286,10 +295,18 @@ async fn send_hostile_events(client: &mut LspClient, root: &Path, outside: &Path
     uris.push(json!(outside_uri));
     let changes: Vec<Value> = uris
         .iter()
-        .flat_map(|uri| [json!({ "uri": uri, "type": 1 }), json!({ "uri": uri, "type": 2 })])
+        .flat_map(|uri| {
+            [
+                json!({ "uri": uri, "type": 1 }),
+                json!({ "uri": uri, "type": 2 }),
+            ]
+        })
         .collect();
     client
-        .notify("workspace/didChangeWatchedFiles", json!({ "changes": changes }))
+        .notify(
+            "workspace/didChangeWatchedFiles",
+            json!({ "changes": changes }),
+        )
         .await
         .unwrap();
     let files: Vec<Value> = uris.iter().map(|uri| json!({ "uri": uri })).collect();
@@ -317,7 +334,10 @@ async fn send_hostile_events(client: &mut LspClient, root: &Path, outside: &Path
             .await
             .unwrap();
         client
-            .notify("textDocument/didClose", json!({ "textDocument": { "uri": uri } }))
+            .notify(
+                "textDocument/didClose",
+                json!({ "textDocument": { "uri": uri } }),
+            )
             .await
             .unwrap();
     }
@@ -481,7 +501,8 @@ fn the_server_ends_with_its_input_while_waiting_on_the_client() {
     let mut stdin = child.stdin.take().unwrap();
     // The server asks the client for a progress token (the scan) and a file watcher right
     // after `initialized`; this client never reads, so neither is ever answered.
-    let initialize = frame(json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    let initialize = frame(
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "processId": null,
         "rootUri": root_uri,
         "capabilities": {
@@ -489,7 +510,8 @@ fn the_server_ends_with_its_input_while_waiting_on_the_client() {
             "workspace": { "didChangeWatchedFiles": { "dynamicRegistration": true } }
         },
         "initializationOptions": { "index": { "enabled": true } },
-    } }));
+    } }),
+    );
     stdin.write_all(initialize.as_bytes()).unwrap();
     stdin.flush().unwrap();
     // As an editor would: `initialized` once `initialize` has been answered.
@@ -512,4 +534,49 @@ fn the_server_ends_with_its_input_while_waiting_on_the_client() {
     };
     // No `shutdown` came first: LSP's exit status 1.
     assert_eq!(status.code(), Some(1), "{status}");
+}
+
+#[test]
+fn completions_and_hovers_lose_hidden_bidirectional_controls() {
+    use tierls::core::hidden::{first_bidi_control, without_bidi_controls};
+    let sneaky = "if is_admin \u{202e}{ \u{2066}// check\u{2069}";
+    assert_eq!(first_bidi_control(sneaky), Some('\u{202e}'));
+    assert_eq!(without_bidi_controls(sneaky), "if is_admin { // check");
+    // Right-to-left text itself is fine: only the invisible controls go.
+    assert_eq!(
+        without_bidi_controls("let name = \"שלום\";"),
+        "let name = \"שלום\";"
+    );
+}
+
+#[test]
+fn a_configuration_that_is_a_fifo_is_refused_not_waited_on() {
+    let dir = folder(&[]);
+    let fifo = std::ffi::CString::new(dir.path().join("tierls.toml").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0, "mkfifo");
+    let mut child = std::process::Command::new(TIERLS)
+        .args(["status", "--workspace"])
+        .arg(dir.path())
+        .env("TIERLS_CONFIG_DIR", dir.path().join("none"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("tierls status waited on a FIFO named tierls.toml");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("tierls.toml: cannot read the file: a named pipe (FIFO), not a regular file"),
+        "{stderr}"
+    );
 }

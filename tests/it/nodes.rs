@@ -248,9 +248,17 @@ async fn an_endless_answer_is_cut_off() {
     let endless = FakeNode::start(Behaviour::Endless);
     let shown = check(&[("endless", &endless.url)], Tier::Executor, text("x")).await;
     let expected = format!("answer {:?} (MaxTokens)", "x".repeat(17 * 1000));
-    assert!(shown.starts_with(&expected), "{}", &shown[..300.min(shown.len())]);
+    assert!(
+        shown.starts_with(&expected),
+        "{}",
+        &shown[..300.min(shown.len())]
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(*endless.hung_up.lock().unwrap(), 1, "the node saw the hang-up");
+    assert_eq!(
+        *endless.hung_up.lock().unwrap(),
+        1,
+        "the node saw the hang-up"
+    );
 
     // Fewer, enormous pieces are stopped by the byte cap instead.
     let flood = FakeNode::start(Behaviour::Flood);
@@ -277,9 +285,16 @@ async fn a_node_that_never_ends_its_answer_meets_the_time_limit() {
     let started = Instant::now();
     let shown = check(&[("trickle", &trickle.url)], Tier::Executor, request).await;
     assert!(shown.contains("(TimeLimit)"), "{shown}");
-    assert!(started.elapsed() < Duration::from_secs(20), "the limit held");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the limit held"
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(*trickle.hung_up.lock().unwrap(), 1, "the node saw the hang-up");
+    assert_eq!(
+        *trickle.hung_up.lock().unwrap(),
+        1,
+        "the node saw the hang-up"
+    );
 }
 
 #[tokio::test]

@@ -280,16 +280,34 @@ fn unknown_symbols_and_bad_dependencies_are_rejected() {
     // stay in one plan.
     let plans: [Vec<String>; 3] = [
         vec![
-            step(1, "src/geometry.rs", "Circle::volume", "replace_symbol", &[]),
+            step(
+                1,
+                "src/geometry.rs",
+                "Circle::volume",
+                "replace_symbol",
+                &[],
+            ),
             step(2, "src/geometry.rs", "area", "replace_symbol", &[]),
             step(3, "src/nowhere.rs", "x", "replace_symbol", &[]),
             step(4, "src/geometry.rs", "Circle::area", "replace_symbol", &[4]),
-            step(5, "src/geometry.rs", "Circle::area", "replace_symbol", &[42]),
+            step(
+                5,
+                "src/geometry.rs",
+                "Circle::area",
+                "replace_symbol",
+                &[42],
+            ),
             step(8, "src/geometry.rs", "total_area", "replace_symbol", &[1]),
         ],
         vec![
             step(6, "src/geometry.rs", "Circle::area", "replace_symbol", &[7]),
-            step(7, "src/geometry.rs", "Circle::perimeter", "replace_symbol", &[6]),
+            step(
+                7,
+                "src/geometry.rs",
+                "Circle::perimeter",
+                "replace_symbol",
+                &[6],
+            ),
             step(9, "src/geometry.rs", "total_area", "insert_before", &[]),
             step(9, "src/main.rs", "main", "replace_symbol", &[]),
             step(10, "src/geometry.rs", "", "create_file", &[]),
@@ -561,4 +579,12 @@ fn the_plan_schema_constrains_names_and_dependencies() {
             .len(),
         8
     );
+}
+
+#[tokio::test]
+async fn hidden_bidirectional_controls_are_refused() {
+    // "Trojan Source": U+202E and U+2066 make the code read differently from how it runs.
+    // Every answer that holds one is refused with the reason, and nothing lands.
+    let sneaky = "pub fn area(&self) -> f64 {\n    // \u{202e} } \u{2066}\n    std::f64::consts::PI * self.radius * self.radius\n}";
+    insta::assert_snapshot!(check_executor_answers(&[sneaky, sneaky, sneaky], 512).await);
 }

@@ -334,6 +334,11 @@ pub enum AnswerProblem {
     Truncated,
     #[error("the answer is {bytes} bytes, over the {MAX_ANSWER_BYTES} a step may write")]
     Enormous { bytes: usize },
+    #[error(
+        "the answer holds the invisible bidirectional control character U+{:04X}, which makes code read differently from how it runs: write it without",
+        *codepoint as u32
+    )]
+    HiddenControl { codepoint: char },
 }
 
 /// The code in an executor's answer: the first fenced block when there is one (models
@@ -364,6 +369,9 @@ pub fn clean_answer(answer: &str, truncated: bool) -> Result<String, AnswerProbl
     let code = code.trim_matches('\n').trim_end();
     if code.trim().is_empty() {
         return Err(AnswerProblem::Empty);
+    }
+    if let Some(codepoint) = crate::core::hidden::first_bidi_control(code) {
+        return Err(AnswerProblem::HiddenControl { codepoint });
     }
     Ok(code.to_owned())
 }

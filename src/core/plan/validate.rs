@@ -110,12 +110,7 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
     let ordered = order(candidates, &mut rejected);
     Plan {
         instruction: instruction.to_owned(),
-        summary: raw
-            .summary
-            .trim()
-            .chars()
-            .take(MAX_SUMMARY_CHARS)
-            .collect(),
+        summary: raw.summary.trim().chars().take(MAX_SUMMARY_CHARS).collect(),
         steps: ordered,
         rejected: rejected
             .into_iter()
@@ -142,13 +137,11 @@ fn order(candidates: Vec<Step>, rejected: &mut BTreeMap<u32, String>) -> Vec<Ste
     let mut ready = BinaryHeap::new();
     for (index, step) in candidates.iter().enumerate() {
         for dep in &step.depends_on {
-            match position.get(dep) {
-                Some(&dep_index) => {
-                    waiting_on[index] += 1;
-                    dependents[dep_index].push(index);
-                }
-                // A dependency that was rejected earlier: resolved, and it fails below.
-                None => {}
+            // A dependency that is not a candidate was rejected earlier: it is resolved,
+            // and the step fails below.
+            if let Some(&dep_index) = position.get(dep) {
+                waiting_on[index] += 1;
+                dependents[dep_index].push(index);
             }
         }
         if waiting_on[index] == 0 {
@@ -338,7 +331,14 @@ fn is_new_file_name(path: &str) -> bool {
 fn protected_reason(file: &str, instruction: &str) -> Option<String> {
     const VERSION_CONTROL: [&str; 5] = [".git", ".hg", ".svn", ".jj", ".bzr"];
     const CONFIGURATION_FOLDERS: [&str; 8] = [
-        ".vscode", ".idea", ".helix", ".zed", ".cargo", ".github", ".gitlab", ".devcontainer",
+        ".vscode",
+        ".idea",
+        ".helix",
+        ".zed",
+        ".cargo",
+        ".github",
+        ".gitlab",
+        ".devcontainer",
     ];
     const CONFIGURATION_FILES: [&str; 8] = [
         "tierls.toml",

@@ -403,14 +403,21 @@ impl Inner {
         let first_token = Duration::from_secs(self.config.first_token_seconds.into());
         let stall = Duration::from_secs(self.config.stall_seconds.into());
         let mut decoder = SseDecoder::new(MAX_EVENT_LINE);
-        let mut text = String::new();
-        let mut usage = Usage::default();
+        let mut so_far = SoFar {
+            text: String::new(),
+            usage: Usage::default(),
+            pieces: 0,
+            max_tokens: request.max_tokens,
+        };
         let mut received = 0usize;
-        let mut pieces = 0u32;
         let mut first_piece_at = None;
         let mut ended = false;
         let stop_reason = 'read: loop {
-            let wait = if pieces == 0 { first_token } else { stall };
+            let wait = if so_far.pieces == 0 {
+                first_token
+            } else {
+                stall
+            };
             let wait = match deadline {
                 Some(deadline) => wait.min(deadline.saturating_duration_since(Instant::now())),
                 None => wait,
@@ -422,7 +429,7 @@ impl Inner {
                     break StopReason::TimeLimit;
                 }
                 Some(Err(_)) => {
-                    return Err(self.error(if pieces == 0 {
+                    return Err(self.error(if so_far.pieces == 0 {
                         format!("no token within {}s", wait.as_secs())
                     } else {
                         format!("the stream stalled: nothing for {}s", wait.as_secs())
@@ -433,15 +440,7 @@ impl Inner {
                     let rest = decoder.finish();
                     match rest {
                         Some(data) if !ended => {
-                            if let Some(reason) = self.take(
-                                &data,
-                                &mut text,
-                                &mut usage,
-                                &mut pieces,
-                                request.max_tokens,
-                                events,
-                                cancel,
-                            )? {
+                            if let Some(reason) = self.take(&data, &mut so_far, events, cancel)? {
                                 break reason;
                             }
                         }
@@ -472,17 +471,7 @@ impl Inner {
                     ended = true;
                     continue;
                 }
-                if let Some(reason) =
-                    self.take(
-                    &data,
-                    &mut text,
-                    &mut usage,
-                    &mut pieces,
-                    request.max_tokens,
-                    events,
-                    cancel,
-                )?
-                {
+                if let Some(reason) = self.take(&data, &mut so_far, events, cancel)? {
                     break 'read reason;
                 }
             }
@@ -492,6 +481,12 @@ impl Inner {
         };
         drop(response);
         let first = first_piece_at.unwrap_or_else(Instant::now);
+        let SoFar {
+            text,
+            mut usage,
+            pieces,
+            ..
+        } = so_far;
         usage.prompt_time = first.saturating_duration_since(started);
         usage.generation_time = first.elapsed();
         if usage.generated_tokens == 0 {
@@ -508,10 +503,7 @@ impl Inner {
     fn take(
         &self,
         data: &str,
-        text: &mut String,
-        usage: &mut Usage,
-        pieces: &mut u32,
-        max_tokens: u32,
+        so_far: &mut SoFar,
         events: &UnboundedSender<GenerationEvent>,
         cancel: &Cancel,
     ) -> Result<Option<StopReason>, ModelError> {
@@ -519,12 +511,18 @@ impl Inner {
         else {
             return Ok(Some(StopReason::EndOfGeneration));
         };
+        let SoFar {
+            text,
+            usage,
+            pieces,
+            max_tokens,
+        } = so_far;
         if !chunk.text.is_empty() {
             text.push_str(&chunk.text);
             *pieces += 1;
             cancel.note_decoded();
             let _ = events.send(GenerationEvent::Piece(chunk.text));
-            if *pieces > max_tokens {
+            if *pieces > *max_tokens {
                 // Every piece holds at least one token: a node that keeps sending past the
                 // tokens asked for is stopped here, not trusted to stop itself. (At exactly
                 // `max_tokens`, the node's last event, with its figures, is still to come.)
@@ -566,6 +564,15 @@ impl Inner {
         }
         Ok(generation)
     }
+}
+
+/// What a streamed answer has brought so far.
+struct SoFar {
+    text: String,
+    usage: Usage,
+    pieces: u32,
+    /// The tokens asked for: more pieces than this is a node that does not stop.
+    max_tokens: u32,
 }
 
 /// How one request of ours sits on the node's slots; dropping it frees what it held.
