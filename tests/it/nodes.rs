@@ -547,15 +547,21 @@ async fn two_requests_for_one_slot_do_not_both_pin_it() {
         (first.unwrap().text, second.unwrap().text),
         ("ab".into(), "ab".into())
     );
-    // llama-server would hold the second until the first is done: it goes unpinned.
-    let mut pins: Vec<Value> = slow
-        .generation_requests()
-        .iter()
-        .filter(|r| r.path == "/completion")
-        .map(|r| r.body.get("id_slot").cloned().unwrap_or(Value::Null))
-        .collect();
-    pins.sort_by_key(|v| v.is_null());
-    assert_eq!(pins, [serde_json::json!(0), Value::Null]);
+    // llama-server would hold the second until the first is done: it takes the other slot.
+    let pins = |requests: Vec<crate::fake_node::Received>| {
+        let mut pins: Vec<String> = requests
+            .iter()
+            .filter(|r| r.path == "/completion")
+            .map(|r| {
+                r.body
+                    .get("id_slot")
+                    .map_or("none".into(), |v| v.to_string())
+            })
+            .collect();
+        pins.sort();
+        pins
+    };
+    assert_eq!(pins(slow.generation_requests()), ["0", "1"]);
     // Once both are done, the slot is free to pin again.
     generate(route.as_ref(), 0, text("third"), Cancel::new())
         .await
@@ -566,4 +572,23 @@ async fn two_requests_for_one_slot_do_not_both_pin_it() {
         .find(|r| r.body["prompt"] == "third")
         .unwrap();
     assert_eq!(third.body["id_slot"], 0);
+    // With both slots held, a third request goes unpinned: llama-server gives it the first
+    // slot that frees.
+    let busy = FakeNode::start(Behaviour::Slowly(
+        vec!["a", "b"],
+        Duration::from_millis(200),
+    ));
+    // (More requests at once than slots: the router does not hold the third back.)
+    let mut config = node("busy", &busy.url, &[Tier::Executor]);
+    config.concurrency = 3;
+    let (router, _) = Router::new(&[config]);
+    router.probe_now().await;
+    let route = router.route(Tier::Executor).unwrap();
+    let (one, two, three) = tokio::join!(
+        generate(route.as_ref(), 0, text("one"), Cancel::new()),
+        generate(route.as_ref(), 0, text("two"), Cancel::new()),
+        generate(route.as_ref(), 0, text("three"), Cancel::new()),
+    );
+    assert!(one.is_ok() && two.is_ok() && three.is_ok());
+    assert_eq!(pins(busy.generation_requests()), ["0", "1", "none"]);
 }

@@ -338,12 +338,13 @@ impl Inner {
         }
     }
 
-    /// Pins the request to llama-server slot `slot` (modulo the slots `/slots` reported) when
-    /// no other request of ours holds it and none of ours runs unpinned. llama-server refuses
-    /// a slot id it does not have, and makes a request pinned to a busy slot wait for it
-    /// (with one thread, it then hardly progresses at all, and cancelling such a waiting
-    /// request left a llama-server spinning with nothing served); an unpinned request gets
-    /// the idle slot whose cache is most alike, which may be any.
+    /// Pins the request to llama-server slot `slot` (modulo the slots `/slots` reported), or
+    /// to another slot none of our requests holds, so that our requests never share one.
+    /// llama-server refuses a slot id it does not have, and makes a request pinned to a
+    /// busy slot wait for it (with one thread, it then hardly progresses at all, and
+    /// cancelling such a waiting request left a llama-server spinning with nothing served).
+    /// A request goes unpinned only when every slot is held; llama-server then puts it in
+    /// whichever slot frees first, so nothing is pinned again until it is done.
     fn claim_slot(self: &Arc<Self>, slot: usize) -> SlotClaim {
         let slots = (self.slots.load(Ordering::Relaxed) as usize).min(64);
         let unpinned = |inner: &Arc<Self>| {
@@ -355,16 +356,17 @@ impl Inner {
         if slots == 0 || self.unpinned.load(Ordering::Acquire) > 0 {
             return unpinned(self);
         }
-        let slot = slot % slots;
-        let bit = 1u64 << slot;
-        let held = self.pinned.fetch_or(bit, Ordering::AcqRel);
-        if held & bit != 0 {
-            return unpinned(self);
+        // The preferred slot first (its KV cache holds this document's prefix), then the rest.
+        for candidate in (0..slots).map(|offset| (slot + offset) % slots) {
+            let bit = 1u64 << candidate;
+            if self.pinned.fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+                return SlotClaim::Pinned {
+                    inner: self.clone(),
+                    slot: candidate,
+                };
+            }
         }
-        SlotClaim::Pinned {
-            inner: self.clone(),
-            slot,
-        }
+        unpinned(self)
     }
 
     /// A whole (small) answer body, within the stall timeout.
