@@ -406,6 +406,19 @@ async fn hostile_files_neither_freeze_the_server_nor_leak_outside_text() {
     assert!(server.finish().await.clean);
 }
 
+/// `initialize` params of a client that shows progress and watches files, with indexing on.
+fn initialize_params(root: &Path) -> Value {
+    json!({
+        "processId": null,
+        "rootUri": tower_lsp::lsp_types::Url::from_directory_path(root).unwrap(),
+        "capabilities": {
+            "window": { "workDoneProgress": true },
+            "workspace": { "didChangeWatchedFiles": { "dynamicRegistration": true } }
+        },
+        "initializationOptions": { "index": { "enabled": true } },
+    })
+}
+
 /// Peak resident memory of a process, from `/proc` (VmHWM), in KiB.
 fn peak_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -451,17 +464,10 @@ async fn the_server_stays_small_under_hostile_files_and_ends_with_its_input() {
     let mut child = command.spawn().unwrap();
     let pid = child.id().unwrap();
     let mut client = LspClient::new(child.stdout.take().unwrap(), child.stdin.take().unwrap());
-    let root_uri = tower_lsp::lsp_types::Url::from_directory_path(&root).unwrap();
-    let initialize = json!({
-        "processId": null,
-        "rootUri": root_uri,
-        "capabilities": {
-            "window": { "workDoneProgress": true },
-            "workspace": { "didChangeWatchedFiles": { "dynamicRegistration": true } }
-        },
-        "initializationOptions": { "index": { "enabled": true } },
-    });
-    let response = client.request("initialize", initialize).await.unwrap();
+    let response = client
+        .request("initialize", initialize_params(&root))
+        .await
+        .unwrap();
     assert!(response.get("result").is_some(), "{response}");
     client.notify("initialized", json!({})).await.unwrap();
     wait_for_the_scan(&mut client).await;
@@ -497,20 +503,11 @@ fn the_server_ends_with_its_input_while_waiting_on_the_client() {
         let body = body.to_string();
         format!("Content-Length: {}\r\n\r\n{body}", body.len())
     };
-    let root_uri = tower_lsp::lsp_types::Url::from_directory_path(&root).unwrap();
     let mut stdin = child.stdin.take().unwrap();
     // The server asks the client for a progress token (the scan) and a file watcher right
     // after `initialized`; this client never reads, so neither is ever answered.
     let initialize = frame(
-        json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "processId": null,
-        "rootUri": root_uri,
-        "capabilities": {
-            "window": { "workDoneProgress": true },
-            "workspace": { "didChangeWatchedFiles": { "dynamicRegistration": true } }
-        },
-        "initializationOptions": { "index": { "enabled": true } },
-    } }),
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize_params(&root) }),
     );
     stdin.write_all(initialize.as_bytes()).unwrap();
     stdin.flush().unwrap();
