@@ -28,7 +28,7 @@ pub(super) enum Job {
 }
 
 pub(super) struct DiskSync {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     /// Jobs sent and not yet done.
     pending: tokio::sync::watch::Sender<usize>,
 }
@@ -49,16 +49,13 @@ impl DiskSync {
         if let Err(err) = spawned {
             tracing::error!("cannot start the disk-sync thread: {err}");
         }
-        DiskSync {
-            jobs: Mutex::new(jobs),
-            pending,
-        }
+        DiskSync { jobs, pending }
     }
 
     /// Queues `job`; it runs after every job queued before it.
     pub(super) fn send(&self, job: Job) {
         self.pending.send_modify(|count| *count += 1);
-        if lock(&self.jobs).send(job).is_err() {
+        if self.jobs.send(job).is_err() {
             self.pending
                 .send_modify(|count| *count = count.saturating_sub(1));
             tracing::error!("the disk-sync thread is gone: the index may lag behind the disk");
