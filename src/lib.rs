@@ -15,3 +15,4 @@ pub mod models;
 pub mod refactor;
 pub mod scan;
 pub mod sync;
+pub mod workspace;

@@ -15,7 +15,7 @@ use crate::core::index::language::Language;
 use crate::core::index::live::LiveFile;
 use crate::core::index::repo_map::{RepoMapRequest, repo_map};
 use crate::core::position::{Position, PositionEncoding, Range};
-use crate::scan::ScanOptions;
+use crate::workspace::Limits;
 
 pub fn run(path: PathBuf) -> ExitCode {
     if !path.is_dir() {
@@ -24,7 +24,8 @@ pub fn run(path: PathBuf) -> ExitCode {
     }
     output::line(&format!("tree: {}", path.display()));
     let memory_before = peak_memory().unwrap_or(0);
-    let (index, stats) = scan_with_progress_bar(&path, &ScanOptions::default());
+    let (workspace, stats) = scan_with_progress_bar(&path, Limits::default());
+    let index = workspace.index();
     let summary = index.stats();
     let ours = stats.elapsed;
     let our_memory = peak_memory().unwrap_or(0);
@@ -75,7 +76,7 @@ pub fn run(path: PathBuf) -> ExitCode {
             focus_names: &[],
             token_budget: 2048,
         };
-        let map = repo_map(&index, &request);
+        let map = repo_map(index, &request);
         output::line(&format!(
             "repo map for {focus} (2,048 tokens, {} lines): {:.1} ms",
             map.lines().count(),

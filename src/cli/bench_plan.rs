@@ -15,12 +15,10 @@ use crate::core::plan::{RawPlan, RawStep, validate};
 use crate::models::embedded::{EmbeddedModel, EmbeddedOptions, test_model_path};
 use crate::models::scripted::ScriptedModel;
 use crate::models::{Cancel, Model};
-use crate::refactor::headless::{self, OnDisk};
-use crate::refactor::workspace::DiskWorkspace;
+use crate::refactor::driver::{Driver, PlanRequest, Team};
+use crate::refactor::workspace::PlanFacts;
 use crate::refactor::{ExecuteOptions, Execution};
-use crate::scan::{ScanOptions, scan_into_index};
-
-const MAX_FILE: u64 = 1 << 20;
+use crate::workspace::{Limits, Shared, Workspace};
 
 /// The fixture refactors: fixture folder, instruction, focus.
 const REFACTORS: [(&str, &str, &str, &str); 3] = [
@@ -119,40 +117,23 @@ async fn bench(path: PathBuf) -> anyhow::Result<()> {
     for (fixture, instruction, file, symbol) in REFACTORS {
         let dir = workspace(fixture)?;
         let root = dir.path().canonicalize()?;
-        let (index, _) = scan_into_index(&root, &ScanOptions::default(), &mut |_, _| {});
-        let focus = [Focus::Symbol {
-            file: file.into(),
-            path: symbol.into(),
-        }];
-        let (_, planned) = headless::plan(
-            OnDisk {
-                root: &root,
-                index: &index,
-                max_file_bytes: MAX_FILE,
-            },
-            instruction,
-            &focus,
-            512,
-            std::time::Duration::from_secs(
+        let driver = driver(&root, model.clone());
+        let request = PlanRequest {
+            instruction: instruction.into(),
+            focus: vec![Focus::Symbol {
+                file: file.into(),
+                path: symbol.into(),
+            }],
+            map_tokens: 512,
+            planner_time: Duration::from_secs(
                 crate::config::Config::default().plan.planner_seconds.into(),
             ),
-            model.as_ref(),
-            Cancel::new(),
-        )
-        .await?;
-        let (execution, _) = headless::execute_plan(
-            OnDisk {
-                root: &root,
-                index: &index,
-                max_file_bytes: MAX_FILE,
-            },
-            &planned.plan,
-            model.clone(),
-            options(1),
-            Cancel::new(),
-            Arc::new(|_| {}),
-        )
-        .await;
+        };
+        let (_, planned) = driver.plan(&request, Cancel::new()).await?;
+        let execution = driver
+            .execute(&planned.plan, |_| options(1), Cancel::new())
+            .await?
+            .execution;
         let planner_tokens = planned.usage.generated_tokens;
         let executor_tokens = execution.generated_tokens();
         let (asked, first) = first_try(&execution);
@@ -219,6 +200,16 @@ async fn bench(path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The plan driver on `root`, scanned now, with `model` as planner and executor.
+fn driver(root: &Path, model: Arc<dyn Model>) -> Driver {
+    let (workspace, _) = Workspace::scanned(root, Limits::default(), 0, &mut |_, _| {});
+    let team = Team::Given {
+        planner: model.clone(),
+        executor: model,
+    };
+    Driver::new(Shared::new(workspace), team)
+}
+
 fn share(part: u32, whole: u32) -> f64 {
     if whole == 0 {
         0.0
@@ -272,7 +263,7 @@ impl Timed {
 async fn timed_plan(executor: Arc<dyn Model>, concurrency: usize) -> anyhow::Result<Timed> {
     let dir = workspace("rust")?;
     let root = dir.path().canonicalize()?;
-    let (index, _) = scan_into_index(&root, &ScanOptions::default(), &mut |_, _| {});
+    let driver = driver(&root, executor);
     let step = |id: u32, file: &str, target: &str, instruction: &str| RawStep {
         id,
         file: file.into(),
@@ -305,28 +296,13 @@ async fn timed_plan(executor: Arc<dyn Model>, concurrency: usize) -> anyhow::Res
             ),
         ],
     };
-    let plan = validate(
-        "bench",
-        &raw,
-        &DiskWorkspace {
-            index: &index,
-            root: &root,
-        },
-    );
+    let facts = PlanFacts::gather(driver.workspace.lock().index(), &root, &raw);
+    let plan = validate("bench", &raw, &facts);
     let started = Instant::now();
-    let (execution, _) = headless::execute_plan(
-        OnDisk {
-            root: &root,
-            index: &index,
-            max_file_bytes: MAX_FILE,
-        },
-        &plan,
-        executor,
-        options(concurrency),
-        Cancel::new(),
-        Arc::new(|_| {}),
-    )
-    .await;
+    let execution = driver
+        .execute(&plan, |_| options(concurrency), Cancel::new())
+        .await?
+        .execution;
     anyhow::ensure!(execution.reports.len() == 4, "all four steps run");
     Ok(Timed {
         time: started.elapsed(),

@@ -10,14 +10,16 @@ use super::output;
 use crate::core::budget::human_bytes;
 use crate::core::index::repo_map::{RepoMapRequest, repo_map};
 use crate::core::index::table::Index;
-use crate::scan::{ScanOptions, ScanStats, Skip, scan_into_index};
+use crate::scan::{ScanStats, Skip};
+use crate::workspace::{Limits, Workspace};
 
 pub fn run(path: PathBuf, as_json: bool, map: Vec<String>, tokens: usize) -> ExitCode {
     if !path.is_dir() {
         output::error(&format!("{}: not a directory", path.display()));
         return ExitCode::from(2);
     }
-    let (index, stats) = scan_with_progress_bar(&path, &ScanOptions::default());
+    let (workspace, stats) = scan_with_progress_bar(&path, Limits::default());
+    let index = workspace.index();
     if !map.is_empty() {
         let focus: Vec<&str> = map.iter().map(String::as_str).collect();
         for file in &focus {
@@ -34,23 +36,22 @@ pub fn run(path: PathBuf, as_json: bool, map: Vec<String>, tokens: usize) -> Exi
             focus_names: &[],
             token_budget: tokens,
         };
-        output::line(repo_map(&index, &request).trim_end());
+        output::line(repo_map(index, &request).trim_end());
         return ExitCode::SUCCESS;
     }
     if as_json {
-        output::line(
-            &serde_json::to_string_pretty(&stats_json(&index, &stats)).unwrap_or_default(),
-        );
+        output::line(&serde_json::to_string_pretty(&stats_json(index, &stats)).unwrap_or_default());
     } else {
-        for line in describe(&index, &stats) {
+        for line in describe(index, &stats) {
             output::line(&line);
         }
     }
     ExitCode::SUCCESS
 }
 
-/// Scans with a spinner on stderr (the total is unknown until the walk ends).
-pub fn scan_with_progress_bar(root: &Path, options: &ScanOptions) -> (Index, ScanStats) {
+/// Scans `root` into a workspace with a spinner on stderr (the total is unknown until the
+/// walk ends).
+pub fn scan_with_progress_bar(root: &Path, limits: Limits) -> (Workspace, ScanStats) {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -59,7 +60,7 @@ pub fn scan_with_progress_bar(root: &Path, options: &ScanOptions) -> (Index, Sca
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
-    let result = scan_into_index(root, options, &mut |seen, path| {
+    let result = Workspace::scanned(root, limits, 0, &mut |seen, path| {
         bar.set_position(seen as u64);
         if seen % 64 == 0 {
             bar.set_message(path.to_owned());

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,11 +16,12 @@ use crate::core::plan::diff::unified;
 use crate::core::plan::render::render_plan;
 use crate::models::tiers::TierSet;
 use crate::models::{Cancel, ModelError};
-use crate::refactor::headless::{self, OnDisk};
-use crate::refactor::{
-    ExecuteOptions, Execution, Progress, StepOutcome, lease_executor, lease_planner,
+use crate::refactor::driver::{
+    Driver, DriverError, Executed, OnStage, PlanRequest, Stage, Team, apply_on_disk,
 };
-use crate::scan::ScanOptions;
+use crate::refactor::{ExecuteOptions, Execution, Progress, StepOutcome};
+use crate::sync::lock;
+use crate::workspace::{Limits, Shared};
 
 pub struct PlanArgs {
     pub instruction: String,
@@ -74,12 +75,12 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     }
     let config = super::workspace_config(&root)
         .map_err(|errors| errors.first().map(ToString::to_string).unwrap_or_default())?;
-    let focus: Vec<Focus> = args.focus.iter().map(|text| parse_focus(text)).collect();
-    let scan_options = ScanOptions {
-        max_file_bytes: config.index.max_file_bytes,
-        threads: 0,
+    let limits = Limits {
+        index_bytes: config.index.max_file_bytes,
+        read_bytes: config.limits.max_file_bytes,
     };
-    let (index, _) = scan_with_progress_bar(&root, &scan_options);
+    let (scanned, _) = scan_with_progress_bar(&root, limits);
+    let workspace = Shared::new(scanned);
 
     let tiers = TierSet::new(crate::models::machine::detect());
     for (tier, problem) in tiers.configure_all(&config.tiers, Some(&root)) {
@@ -90,35 +91,24 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     for note in notes {
         output::error(&note);
     }
+    let display = Display::default();
+    let driver = Driver::new(workspace.clone(), Team::Tiers(tiers)).on_stage(display.on_stage());
+    let request = PlanRequest {
+        instruction: args.instruction.clone(),
+        focus: args.focus.iter().map(|text| parse_focus(text)).collect(),
+        map_tokens: config.plan.map_tokens as usize,
+        planner_time: Duration::from_secs(config.plan.planner_seconds.into()),
+    };
     let cancel = Cancel::new();
-    let loading = spinner("loading the planner");
-    let lease = lease_planner(tiers.clone(), cancel.clone()).await;
-    loading.finish_and_clear();
-    let lease = lease.map_err(|err| match err {
-        ModelError::TierNotConfigured { .. } => format!(
+    let planned = driver.plan(&request, cancel.clone()).await;
+    display.clear();
+    let (_, planned) = planned.map_err(|err| match err {
+        DriverError::NoPlanner(ModelError::TierNotConfigured { .. }) => format!(
             "no model is configured to plan: set `tiers.planner.model` or `tiers.executor.model` in {}",
             root.join(CONFIG_FILE_NAME).display()
         ),
         err => err.to_string(),
     })?;
-    let planning = spinner(&format!("planning with the {} tier", lease.tier));
-    let planned = headless::plan(
-        OnDisk {
-            root: &root,
-            index: &index,
-            max_file_bytes: config.limits.max_file_bytes,
-        },
-        &args.instruction,
-        &focus,
-        config.plan.map_tokens as usize,
-        std::time::Duration::from_secs(config.plan.planner_seconds.into()),
-        lease.model.as_ref(),
-        cancel.clone(),
-    )
-    .await;
-    planning.finish_and_clear();
-    drop(lease);
-    let (_, planned) = planned.map_err(|err| err.to_string())?;
     let plan = planned.plan;
     output::line(&render_plan(&plan));
     output::line(&format!(
@@ -129,40 +119,18 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::FAILURE);
     }
 
-    let loading = spinner("loading the executor");
-    let executor = lease_executor(tiers, cancel.clone())
-        .await
-        .map_err(|err| err.to_string())?;
-    loading.finish_and_clear();
-    let options = ExecuteOptions::from_config(&config.plan, executor.as_ref());
-    let bar = ProgressBar::new(plan.steps.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps ({elapsed}) {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let progress: Arc<dyn Fn(Progress) + Send + Sync> = {
-        let bar = bar.clone();
-        Arc::new(move |event| match event {
-            Progress::Started { step, attempt } => {
-                bar.set_message(format!("step {step}, answer {attempt}"))
-            }
-            Progress::Finished { .. } => bar.inc(1),
-        })
-    };
-    let (execution, landing) = headless::execute_plan(
-        OnDisk {
-            root: &root,
-            index: &index,
-            max_file_bytes: config.limits.max_file_bytes,
-        },
-        &plan,
-        executor,
-        options,
-        cancel,
-        progress,
-    )
-    .await;
-    bar.finish_and_clear();
+    display.expect_steps(plan.steps.len());
+    let executed = driver
+        .execute(
+            &plan,
+            |executor| ExecuteOptions::from_config(&config.plan, executor),
+            cancel,
+        )
+        .await;
+    display.clear();
+    let Executed {
+        execution, landing, ..
+    } = executed.map_err(|err| err.to_string())?;
     describe_execution(&execution);
     for (step, reason) in &landing.refused {
         output::line(&format!("step {step}: refused: {reason}"));
@@ -180,7 +148,12 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     } else if landing.files.is_empty() {
         output::line("nothing to write");
     } else {
-        match headless::apply(&root, &plan, &execution, config.limits.max_file_bytes) {
+        let snapshot = workspace.snapshot();
+        let applied =
+            tokio::task::spawn_blocking(move || apply_on_disk(&snapshot, &plan, &execution))
+                .await
+                .map_err(|err| err.to_string())?;
+        match applied {
             Ok(applied) => {
                 for file in &applied.files {
                     output::line(&format!("wrote {}", file.file));
@@ -201,6 +174,59 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The driver's stages on stderr: a spinner while a model loads or plans, a bar over the
+/// steps.
+#[derive(Clone, Default)]
+struct Display {
+    bar: Arc<Mutex<Option<ProgressBar>>>,
+}
+
+impl Display {
+    fn show(&self, bar: ProgressBar) {
+        if let Some(old) = lock(&self.bar).replace(bar) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn clear(&self) {
+        if let Some(old) = lock(&self.bar).take() {
+            old.finish_and_clear();
+        }
+    }
+
+    fn expect_steps(&self, steps: usize) {
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps ({elapsed}) {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message("loading the executor");
+        self.show(bar);
+    }
+
+    fn on_stage(&self) -> OnStage {
+        let display = self.clone();
+        Arc::new(move |stage| match stage {
+            Stage::LoadingPlanner => display.show(spinner("loading the planner")),
+            Stage::Planning { tier } => {
+                display.show(spinner(&format!("planning with the {tier} tier")))
+            }
+            Stage::Checking => display.show(spinner("checking the plan")),
+            Stage::LoadingExecutor => {}
+            Stage::Step(event) => {
+                if let Some(bar) = lock(&display.bar).as_ref() {
+                    match event {
+                        Progress::Started { step, attempt } => {
+                            bar.set_message(format!("step {step}, answer {attempt}"))
+                        }
+                        Progress::Finished { .. } => bar.inc(1),
+                    }
+                }
+            }
+        })
+    }
 }
 
 fn describe_execution(execution: &Execution) {

@@ -34,10 +34,13 @@ pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
         async move { serve_nodes(&tiers, &nodes).await }
     });
     notes.extend(node_notes);
-    let nodes = router
+    let nodes: Vec<Value> = router
         .as_ref()
-        .map_or(Value::Array(Vec::new()), |r| r.status());
-    let nodes = nodes.as_array().cloned().unwrap_or_default();
+        .map(|router| router.status())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|node| serde_json::to_value(node).ok())
+        .collect();
     let tier_rows: Vec<Value> = Tier::ALL
         .iter()
         .map(|&tier| {

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod explain;
+
 use crate::core::completion::{CompletionPlan, finish_suggestion};
 use crate::core::generation::{GenerateRequest, StopReason, Usage};
 use crate::models::{Cancel, Model, ModelError, generate};
@@ -41,7 +43,8 @@ pub struct EngineStats {
     /// Tokens decoded after their cancel was raised, summed, and the most for one request.
     pub wasted_tokens: u32,
     pub most_wasted_tokens: u32,
-    /// One per finished generation, in order.
+    /// One per finished generation, in order: the most recent [`MAX_SAMPLES`] to
+    /// [`2 * MAX_SAMPLES`](MAX_SAMPLES) of them, so that a day-long session stays bounded.
     pub generations: Vec<GenerationSample>,
 }
 
@@ -55,6 +58,12 @@ pub struct GenerationSample {
     pub first_token_ms: f64,
     pub total_ms: f64,
 }
+
+/// How many generation samples the statistics keep (at least).
+pub const MAX_SAMPLES: usize = 512;
+
+/// How many documents' last suggestions the cache keeps; a closed document's goes at once.
+const MAX_CACHED_DOCUMENTS: usize = 64;
 
 struct Cached {
     /// The document text before the cursor when the suggestion was made.
@@ -89,6 +98,17 @@ impl CompletionEngine {
         if let Some(cancel) = lock(&self.inflight).remove(document) {
             cancel.cancel();
         }
+    }
+
+    /// The document closed: cancel its work and drop its cached suggestion.
+    pub fn forget(&self, document: &str) {
+        self.cancel(document);
+        lock(&self.cache).remove(document);
+    }
+
+    /// How many documents have a cached suggestion (for the memory benchmark and tests).
+    pub fn cached_documents(&self) -> usize {
+        lock(&self.cache).len()
     }
 
     /// Completes at the cursor: from the cache when it can, else from `model` on `slot`.
@@ -147,13 +167,23 @@ impl CompletionEngine {
         if text.trim().is_empty() {
             return Ok(Completed::Nothing);
         }
-        lock(&self.cache).insert(
-            document.to_owned(),
-            Cached {
-                prefix,
-                suggestion: text.clone(),
-            },
-        );
+        {
+            let mut cache = lock(&self.cache);
+            if cache.len() >= MAX_CACHED_DOCUMENTS && !cache.contains_key(document) {
+                // Documents that never close (outside the root, or a client that does not
+                // say): any one may go; the next request for it simply asks the model.
+                if let Some(evicted) = cache.keys().next().cloned() {
+                    cache.remove(&evicted);
+                }
+            }
+            cache.insert(
+                document.to_owned(),
+                Cached {
+                    prefix,
+                    suggestion: text.clone(),
+                },
+            );
+        }
         Ok(Completed::Suggestion {
             text,
             from_cache: false,
@@ -176,6 +206,9 @@ impl CompletionEngine {
                 first_token_ms: usage.prompt_time.as_secs_f64() * 1000.0,
                 total_ms: (usage.prompt_time + usage.generation_time).as_secs_f64() * 1000.0,
             });
+            if stats.generations.len() >= 2 * MAX_SAMPLES {
+                stats.generations.drain(..MAX_SAMPLES);
+            }
         }
     }
 }

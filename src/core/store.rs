@@ -1,4 +1,4 @@
-//! The documents the editor has open, keyed by URI.
+//! The documents the editor has open, keyed by workspace key (see `crate::workspace::Key`).
 
 use std::collections::HashMap;
 
@@ -59,6 +59,13 @@ impl DocumentStore {
 
     pub fn get(&self, uri: &str) -> Option<&Document> {
         self.documents.get(uri)
+    }
+
+    /// The open documents, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Document)> {
+        self.documents
+            .iter()
+            .map(|(key, document)| (key.as_str(), document))
     }
 
     pub fn len(&self) -> usize {

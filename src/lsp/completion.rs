@@ -9,14 +9,22 @@ use std::time::Duration;
 
 use tower_lsp::lsp_types as lsp;
 
-use super::session::Session;
 use crate::completion::Timing;
+use crate::config::CompletionConfig;
 use crate::core::completion::{CompletionInput, CompletionPlan, plan_completion};
 use crate::core::index::language::Language;
-use crate::core::position::{Position, offset_of, position_of};
+use crate::core::position::{Position, PositionEncoding, offset_of, position_of};
+use crate::models::ModelInfo;
+use crate::workspace::{Key, Workspace};
 
 /// The prompt's budget in bytes: about 1,500 tokens, a fraction of the fast tier's context.
 const PROMPT_BUDGET_BYTES: usize = 6000;
+
+/// Where the cursor is, and how the client counts columns.
+pub struct At {
+    pub position: lsp::Position,
+    pub encoding: PositionEncoding,
+}
 
 pub struct Prepared {
     pub key: String,
@@ -34,39 +42,39 @@ pub struct Prepared {
 /// Everything the engine needs for a completion at `position`, or `None` when there is
 /// nothing sensible to complete.
 pub fn prepare(
-    session: &Session,
-    uri: &lsp::Url,
-    position: lsp::Position,
-    has_fim: bool,
-    slots: usize,
-    context_tokens: u32,
+    workspace: &Workspace,
+    key: Key,
+    at: At,
+    config: &CompletionConfig,
+    model: &ModelInfo,
 ) -> Option<Prepared> {
+    let At { position, encoding } = at;
+    let (has_fim, slots, context_tokens) = (model.has_fim, model.slots, model.n_ctx);
     // No `refresh_index` here: re-extracting the edited document would cost milliseconds on
     // every keystroke, and the context only needs other files' definitions (current) and
     // this file's enclosing definition (its last extraction is close enough).
-    let key = session.index_key(uri);
-    let document = session.documents.get(uri.as_str())?;
+    let document = workspace.document(&key)?;
     let text = document.text().clone();
-    if text.len_bytes() as u64 > session.config.index.max_file_bytes {
+    if text.len_bytes() as u64 > workspace.limits().index_bytes {
         return None;
     }
     let offset = offset_of(
         &text,
         Position::new(position.line, position.character),
-        session.encoding,
+        encoding,
     )
     .ok()?;
     let language =
         Language::from_lsp_id(document.language_id()).or_else(|| Language::from_path(&key));
     // The prompt may take about half of the context; the rest is for the answer.
     let budget = PROMPT_BUDGET_BYTES.min(context_tokens as usize * 2);
-    let recent: Vec<_> = session.recent_edits.iter().cloned().collect();
+    let recent = workspace.recent_edits();
     let input = CompletionInput {
         path: &key,
         language,
         text: &text,
         offset,
-        index: &session.index,
+        index: workspace.index(),
         has_fim,
         budget_bytes: budget,
         recent_edits: &recent,
@@ -81,10 +89,9 @@ pub fn prepare(
         .into_iter()
         .rev()
         .collect();
-    let word_start = position_of(&text, offset - word.len(), session.encoding).ok()?;
+    let word_start = position_of(&text, offset - word.len(), encoding).ok()?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
-    let config = &session.config.completion;
     Some(Prepared {
         slot: hasher.finish() as usize % slots.max(1),
         key,

@@ -1,9 +1,9 @@
 //! The workspace scan at start, reported with `$/progress`.
 //!
-//! The scan runs on threads of its own and puts each file into the session's index as it is
-//! parsed, under a short lock; an open document's editor copy is never replaced by the disk's.
+//! The scan runs on a thread of its own through [`workspace::Shared::scan`], which puts each
+//! file into the index under a short lock; an open document's editor copy is never replaced
+//! by the disk's.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -12,64 +12,30 @@ use tower_lsp::lsp_types::notification::Progress;
 use tower_lsp::lsp_types::request::WorkDoneProgressCreate;
 use tower_lsp::lsp_types::*;
 
-use super::session::Session;
-use crate::scan::{self, ScanOptions, ScanStats, Skip};
-use crate::sync::lock;
+use crate::scan::{ScanStats, Skip};
+use crate::workspace;
 
 enum Event {
     Seen(usize),
     Done(ScanStats),
 }
 
-/// Scans the workspace root, if there is one and indexing is enabled.
-pub fn start(session: Arc<Mutex<Session>>, client: Client, progress_supported: bool) {
-    let (root, options) = {
-        let mut session = lock(&session);
-        if !session.config.index.enabled {
-            return;
-        }
-        let Some(root) = session.root.clone() else {
-            return;
-        };
-        session.scanning = true;
-        (
-            root,
-            ScanOptions {
-                max_file_bytes: session.config.index.max_file_bytes,
-                threads: 0,
-            },
-        )
-    };
+/// Scans the workspace root, if there is one.
+pub fn start(workspace: workspace::Shared, client: Client, progress_supported: bool) {
+    if workspace.lock().root().is_none() {
+        return;
+    }
     let (events, receiver) = mpsc::unbounded_channel();
     tokio::spawn(report(client, receiver, progress_supported));
     let span = tracing::Span::current();
     std::thread::spawn(move || {
         let _entered = span.enter();
-        let stats = scan::scan(
-            &root,
-            &options,
-            &mut |file| {
-                let mut session = lock(&session);
-                if !session.live.contains_key(&file.path)
-                    && !session.synced_during_scan.contains(&file.path)
-                {
-                    session
-                        .index
-                        .upsert(&file.path, file.language, file.symbols, file.bytes);
-                }
-            },
-            &mut |seen, _| {
-                if seen % 100 == 0 {
-                    let _ = events.send(Event::Seen(seen));
-                }
-            },
-        );
-        let summary = {
-            let mut session = lock(&session);
-            session.scanning = false;
-            session.synced_during_scan.clear();
-            session.index.stats()
-        };
+        let stats = workspace.scan(0, &mut |seen, _| {
+            if seen % 100 == 0 {
+                let _ = events.send(Event::Seen(seen));
+            }
+        });
+        let summary = workspace.lock().index().stats();
         let skipped: Vec<String> = Skip::ALL
             .iter()
             .filter(|reason| stats.skipped(**reason) > 0)

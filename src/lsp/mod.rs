@@ -3,10 +3,10 @@
 //! [`run`] puts a framing guard in front of tower-lsp (see `guard.rs` for why), serves one
 //! editor session, and forwards that session's logs to the editor.
 
+mod catch_panic;
 pub mod client;
 mod completion;
 mod convert;
-mod disk_sync;
 pub mod ext;
 mod framing;
 mod guard;
@@ -14,8 +14,11 @@ mod hover;
 mod indexing;
 mod plan_edit;
 mod plans;
+mod progress;
 mod server;
 mod session;
+mod startup;
+mod status;
 mod symbols;
 
 pub use framing::{FrameError, FrameReader, write_frame};
@@ -48,10 +51,7 @@ pub struct ServerOptions {
     pub user_config: Option<PathBuf>,
     /// Models already running, serving these tiers instead of what the configuration names
     /// (tests give scripted models here).
-    pub provided_models: Vec<(
-        crate::config::Tier,
-        std::sync::Arc<dyn crate::models::Model>,
-    )>,
+    pub provided_models: ProvidedModels,
 }
 
 /// How a session ended.
@@ -110,7 +110,7 @@ where
     // requests from holding up document notifications behind them.
     let serve = Server::new(server_input, server_output, socket)
         .concurrency_level(64)
-        .serve(service);
+        .serve(catch_panic::CatchPanic(service));
     let pump_in = pump_input(
         input,
         to_server,

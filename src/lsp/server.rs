@@ -1,110 +1,106 @@
-//! The tower-lsp handlers: convert in, call the core, convert out.
+//! The tower-lsp handlers: convert in, ask the workspace layer or an engine, convert out.
 //!
-//! Notification handlers mutate the session before their first `.await`: tower-lsp polls
+//! Notification handlers mutate state before their first `.await`: tower-lsp polls
 //! handlers concurrently, and a handler that awaited first could be overtaken by the next
-//! `didChange`.
+//! `didChange`. No lock is held across an `.await`, and the workspace lock and the session
+//! lock are never held together.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use serde_json::Value;
 use tower_lsp::jsonrpc::{Error, Result};
 use tower_lsp::lsp_types::*;
 use tower_lsp::{Client, LanguageServer};
 
-use super::disk_sync::{DiskSync, Job};
+use super::convert::{self, ClientFeatures};
 use super::ext::{
-    InlineCompletionItem, InlineCompletionList, InlineCompletionParams, ViewDocumentParams,
-    ViewDocumentResult,
+    self, Checked, InlineCompletionItem, InlineCompletionList, InlineCompletionParams, Status,
+    ViewDocumentParams, ViewDocumentResult,
 };
 use super::session::Session;
+use super::symbols::Texts;
 use super::{
-    ServerOptions, Shared, completion, convert, hover, indexing, plans, request_failed, symbols,
+    ServerOptions, Shared, completion, hover, indexing, plans, request_failed, startup, status,
+    symbols,
 };
+use crate::completion::explain::ExplainEngine;
 use crate::completion::{Completed, CompletionEngine};
-use crate::config::Tier;
-use crate::config::{self, CONFIG_FILE_NAME, ConfigError, ConfigSources};
+use crate::config::{self, CONFIG_FILE_NAME, ConfigError, ConfigSources, Tier};
 use crate::core::document::Document;
-use crate::disk;
 use crate::logging;
 use crate::models::Model;
 use crate::models::router::Router;
 use crate::models::tiers::TierSet;
 use crate::sync::lock;
-use std::collections::HashMap;
-use std::sync::OnceLock;
+use crate::workspace::disk_sync::{DiskSync, Job};
+use crate::workspace::{self, FileText, Key, Limits, Snapshot};
 
 /// How long a symbol request waits for file events that came before it to reach the index.
-const DISK_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const DISK_SYNC_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Backend {
-    client: Client,
+    pub(super) client: Client,
     shared: Arc<Shared>,
     options: ServerOptions,
-    session: Arc<Mutex<Session>>,
+    pub(super) session: Arc<Mutex<Session>>,
+    pub(super) workspace: workspace::Shared,
+    /// What the client can do, read once at `initialize`.
+    features: OnceLock<ClientFeatures>,
     /// The models of this machine, set up at `initialized`.
-    tiers: OnceLock<Arc<TierSet>>,
+    pub(super) tiers: OnceLock<Arc<TierSet>>,
     /// The worker nodes, when the configuration names any.
-    router: OnceLock<Arc<Router>>,
-    completion: CompletionEngine,
-    /// Brings the index up to date with the disk, off the session lock.
+    pub(super) router: OnceLock<Arc<Router>>,
+    pub(super) completion: CompletionEngine,
+    explain: ExplainEngine,
+    /// Brings the index up to date with the disk, off the workspace lock.
     disk_sync: DiskSync,
-    /// Explanations by the hash of the definition they explain.
-    explanations: Mutex<HashMap<u64, String>>,
     /// Configuration errors found during `initialize`, shown once the client can hear them.
     startup_errors: Mutex<Vec<ConfigError>>,
 }
 
 impl Backend {
     pub(super) fn new(client: Client, shared: Arc<Shared>, options: ServerOptions) -> Self {
-        let session: Arc<Mutex<Session>> = Arc::default();
+        let workspace = workspace::Shared::default();
         Backend {
             client,
             shared,
             options,
-            disk_sync: DiskSync::start(session.clone()),
-            session,
+            disk_sync: DiskSync::start(workspace.clone()),
+            workspace,
+            session: Arc::default(),
+            features: OnceLock::new(),
             startup_errors: Mutex::default(),
             tiers: OnceLock::new(),
             router: OnceLock::new(),
             completion: CompletionEngine::default(),
-            explanations: Mutex::default(),
+            explain: ExplainEngine::default(),
         }
     }
 
-    fn session(&self) -> MutexGuard<'_, Session> {
+    pub(super) fn session(&self) -> MutexGuard<'_, Session> {
         lock(&self.session)
     }
 
-    /// Runs `answer` on the session with the texts of the files it needs, never reading
-    /// the disk under the session lock: a first pass records which closed files it wants,
-    /// they are read off the runtime with the lock released, and a second pass answers
-    /// with them (a file it wants only then is left out rather than read under the lock).
-    async fn with_texts<T>(
-        &self,
-        answer: impl for<'s> Fn(&'s Session, &mut symbols::Texts<'s>) -> T,
-    ) -> T {
-        let (first, wanted, root, max_bytes) = {
-            let mut session = self.session();
-            session.refresh_index();
-            let mut texts = symbols::Texts::new(&session, HashMap::new());
-            let first = answer(&session, &mut texts);
-            let wanted = texts.wanted();
-            let root = session.root.clone();
-            (first, wanted, root, session.config.limits.max_file_bytes)
-        };
-        if wanted.is_empty() {
-            return first;
+    fn features(&self) -> ClientFeatures {
+        self.features.get().copied().unwrap_or_default()
+    }
+
+    /// The workspace key of `uri`.
+    fn key(&self, uri: &Url) -> Key {
+        convert::key(self.workspace.lock().root(), uri)
+    }
+
+    /// The current texts of `keys`, read off the runtime when any is not open.
+    async fn texts(snapshot: Snapshot, keys: Vec<Key>) -> HashMap<Key, FileText> {
+        if snapshot.all_open(keys.iter().map(String::as_str)) {
+            return snapshot.texts(keys.iter().map(String::as_str));
         }
-        let read = tokio::task::spawn_blocking(move || {
-            symbols::read_from_disk(root.as_deref(), wanted, max_bytes)
-        })
-        .await
-        .unwrap_or_default();
-        let session = self.session();
-        let mut texts = symbols::Texts::new(&session, read);
-        answer(&session, &mut texts)
+        tokio::task::spawn_blocking(move || snapshot.texts(keys.iter().map(String::as_str)))
+            .await
+            .unwrap_or_default()
     }
 
     /// Re-resolves the configuration and applies what lives outside the session.
@@ -114,6 +110,10 @@ impl Backend {
             .max_message_bytes
             .store(session.config.limits.max_message_bytes, Ordering::Relaxed);
         logging::set_session_level(self.shared.log_session, session.config.log.level);
+        self.workspace.lock().set_limits(Limits {
+            index_bytes: session.config.index.max_file_bytes,
+            read_bytes: session.config.limits.max_file_bytes,
+        });
     }
 
     async fn report_config_errors(&self, errors: Vec<ConfigError>) {
@@ -122,99 +122,6 @@ impl Backend {
             let message = format!("tierls: {error} (keeping the last good configuration)");
             self.client.show_message(MessageType::ERROR, message).await;
         }
-    }
-
-    /// Sets up the tiers the configuration names (reading GGUF headers only), then loads
-    /// the fast tier's model off the runtime; the executor and the planner load when a plan
-    /// needs them. Completions answer empty until the fast tier is ready.
-    async fn start_tiers(&self) {
-        let (tier_configs, node_configs, root) = {
-            let session = self.session();
-            (
-                session.config.tiers.clone(),
-                session.config.nodes.clone(),
-                session.root.clone(),
-            )
-        };
-        let tiers = TierSet::new(crate::models::machine::detect());
-        let _ = self.tiers.set(tiers.clone());
-        for (tier, problem) in tiers.configure_all(&tier_configs, root.as_deref()) {
-            self.client
-                .show_message(
-                    MessageType::ERROR,
-                    format!("tierls: the {tier} tier: {problem}"),
-                )
-                .await;
-        }
-        if !node_configs.is_empty() {
-            self.start_nodes(&tiers, &node_configs).await;
-        }
-        for (tier, model) in &self.options.provided_models {
-            tiers.provide(*tier, model.clone());
-        }
-        if !tiers.is_configured(Tier::Fast)
-            || self
-                .router
-                .get()
-                .is_some_and(|r| r.tiers().contains(&Tier::Fast))
-        {
-            return;
-        }
-        let loader = tiers.clone();
-        let client = self.client.clone();
-        let span = tracing::Span::current();
-        tokio::spawn(async move {
-            let loaded = tokio::task::spawn_blocking(move || loader.load(Tier::Fast)).await;
-            let _entered = span.enter();
-            match loaded {
-                Ok(Ok(())) => tracing::info!("the fast tier is ready"),
-                Ok(Err(err)) => {
-                    tracing::error!("the fast tier could not load: {err}");
-                    client
-                        .show_message(
-                            MessageType::ERROR,
-                            format!("tierls: the fast tier could not load: {err}"),
-                        )
-                        .await;
-                }
-                Err(err) => tracing::error!("loading the fast tier panicked: {err}"),
-            }
-        });
-    }
-
-    /// Routes the tiers worker nodes serve through the router, probes the nodes now and then
-    /// every few seconds, and tells the editor when a node's health changes.
-    async fn start_nodes(&self, tiers: &Arc<TierSet>, configs: &[config::NodeConfig]) {
-        let (router, mut notes) = Router::new(configs);
-        // Known to the status request before any tier is routed through it.
-        let _ = self.router.set(router.clone());
-        // Probed first: a route's context comes from what its nodes report.
-        router.probe_now().await;
-        notes.extend(router.serve(tiers));
-        for note in notes {
-            tracing::warn!("{note}");
-            self.client
-                .show_message(MessageType::WARNING, format!("tierls: {note}"))
-                .await;
-        }
-        let client = self.client.clone();
-        let runtime = tokio::runtime::Handle::current();
-        let watched = Arc::downgrade(&router);
-        router.set_on_change(move || {
-            let Some(router) = watched.upgrade() else {
-                return;
-            };
-            let client = client.clone();
-            let nodes = router.status();
-            runtime.spawn(async move {
-                client
-                    .send_notification::<super::ext::NodesChanged>(
-                        serde_json::json!({ "nodes": nodes }),
-                    )
-                    .await;
-            });
-        });
-        router.start_probing(crate::models::router::PROBE_EVERY);
     }
 
     fn fast_model(&self) -> Option<Arc<dyn Model>> {
@@ -228,15 +135,16 @@ impl Backend {
         position: Position,
     ) -> Option<(completion::Prepared, String)> {
         let model = self.fast_model()?;
-        let info = model.info().clone();
-        let prepared = completion::prepare(
-            &self.session(),
-            uri,
+        let config = self.session().config.completion.clone();
+        let at = completion::At {
             position,
-            info.has_fim,
-            info.slots,
-            info.n_ctx,
-        )?;
+            encoding: self.features().encoding,
+        };
+        let prepared = {
+            let workspace = self.workspace.lock();
+            let key = convert::key(workspace.root(), uri);
+            completion::prepare(&workspace, key, at, &config, model.info())?
+        };
         let outcome = self
             .completion
             .complete(
@@ -262,40 +170,19 @@ impl Backend {
         plans::PlanContext {
             client: self.client.clone(),
             session: self.session.clone(),
+            workspace: self.workspace.clone(),
             tiers: self.tiers.get().cloned(),
+            features: self.features(),
         }
     }
 
     /// `window/workDoneProgress/cancel`: stops the plan work behind the token.
     pub async fn work_done_progress_cancel(&self, params: WorkDoneProgressCancelParams) {
-        plans::cancel_progress(&mut self.session(), &params.token);
+        plans::cancel_progress(&self.session(), &params.token);
     }
 
-    pub async fn status(&self) -> Result<Value> {
-        let tiers: Vec<Value> = Tier::ALL
-            .iter()
-            .map(|&tier| {
-                let (model, state) = match self.tiers.get() {
-                    Some(tiers) => tiers.describe(tier),
-                    None => (None, crate::models::tiers::TierStatus::NotConfigured),
-                };
-                let (state, error) = match state {
-                    crate::models::tiers::TierStatus::Failed(error) => ("failed", Some(error)),
-                    other => (other.name(), None),
-                };
-                serde_json::json!({ "tier": tier.to_string(), "model": model, "state": state, "error": error })
-            })
-            .collect();
-        let session = self.session();
-        let index = session.index.stats();
-        Ok(serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "root": session.root,
-            "tiers": tiers,
-            "index": { "files": index.files, "definitions": index.definitions },
-            "plans": plans::summary(&session),
-            "nodes": self.router.get().map_or(Value::Array(Vec::new()), |router| router.status()),
-        }))
+    pub async fn status(&self) -> Result<Status> {
+        Ok(status::status(self))
     }
 
     pub async fn completion_stats(&self) -> Result<crate::completion::EngineStats> {
@@ -304,7 +191,7 @@ impl Backend {
 
     pub async fn inline_completion(
         &self,
-        params: InlineCompletionParams,
+        Checked(params): Checked<InlineCompletionParams>,
     ) -> Result<InlineCompletionList> {
         let cursor = params.position;
         let items = match self.suggest(&params.text_document.uri, cursor).await {
@@ -317,120 +204,63 @@ impl Backend {
         Ok(InlineCompletionList { items })
     }
 
-    /// Asks the client to tell us about source files that change on disk, when it can.
-    async fn watch_source_files(&self) {
-        if !self.session().watch_files {
-            return;
-        }
-        let options = DidChangeWatchedFilesRegistrationOptions {
-            watchers: vec![FileSystemWatcher {
-                glob_pattern: GlobPattern::String("**/*".into()),
-                kind: None,
-            }],
-        };
-        let registration = Registration {
-            id: "tierls/watch-source-files".into(),
-            method: "workspace/didChangeWatchedFiles".into(),
-            register_options: serde_json::to_value(options).ok(),
-        };
-        if let Err(err) = self.client.register_capability(vec![registration]).await {
-            tracing::warn!("the client refused to watch files: {err}");
-        }
-    }
-
-    pub async fn view_document(&self, params: ViewDocumentParams) -> Result<ViewDocumentResult> {
+    pub async fn view_document(
+        &self,
+        Checked(params): Checked<ViewDocumentParams>,
+    ) -> Result<ViewDocumentResult> {
         let uri = params.uri;
-        let (open, root, max_file_bytes) = {
-            let session = self.session();
-            let open = session
-                .documents
-                .get(uri.as_str())
-                .map(|document| (document.version(), document.text().to_string()));
-            (
-                open,
-                session.root.clone(),
-                session.config.limits.max_file_bytes,
-            )
+        let (key, snapshot) = {
+            let workspace = self.workspace.lock();
+            (convert::key(workspace.root(), &uri), workspace.snapshot())
         };
-        if let Some((version, text)) = open {
-            return Ok(ViewDocumentResult {
-                uri,
-                source: "editor".into(),
-                version: Some(version),
-                text,
-            });
+        if let Some(open) = snapshot.open_text(&key) {
+            return Ok(view(uri, "editor", open));
         }
-        let path = uri
-            .to_file_path()
+        uri.to_file_path()
             .map_err(|()| request_failed(format!("{uri} is not a file URI")))?;
-        let root = root.ok_or_else(|| request_failed("no workspace root: the client sent none"))?;
-        let read =
-            tokio::task::spawn_blocking(move || disk::read_text(&root, &path, max_file_bytes))
-                .await
-                .map_err(|err| request_failed(format!("reading failed: {err}")))?;
+        if snapshot.root().is_none() {
+            return Err(request_failed("no workspace root: the client sent none"));
+        }
+        let read = tokio::task::spawn_blocking(move || snapshot.text(&key))
+            .await
+            .map_err(|err| request_failed(format!("reading failed: {err}")))?;
         let text = read.map_err(|err| request_failed(err.to_string()))?;
-        Ok(ViewDocumentResult {
-            uri,
-            source: "disk".into(),
-            version: None,
-            text,
-        })
+        Ok(view(uri, "disk", text))
+    }
+}
+
+fn view(uri: Url, source: &str, text: FileText) -> ViewDocumentResult {
+    ViewDocumentResult {
+        uri,
+        source: source.into(),
+        version: text.version(),
+        text: text.rope().to_string(),
     }
 }
 
 #[tower_lsp::async_trait]
 impl LanguageServer for Backend {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
-        let encoding = convert::negotiate_encoding(&params.capabilities);
-        let root = workspace_root(&params);
+        let features = convert::client_features(&params.capabilities);
+        let _ = self.features.set(features);
+        let root = startup::workspace_root(&params);
         let init_layer = params
             .initialization_options
             .filter(|options| !options.is_null())
             .map(|options| config::parse_settings(options, "initializationOptions"));
-        {
-            let mut session = self.session();
-            session.encoding = encoding;
-            session.work_done_progress = params
-                .capabilities
-                .window
-                .as_ref()
-                .and_then(|window| window.work_done_progress)
-                .unwrap_or(false);
-            session.watch_files = params
-                .capabilities
-                .workspace
-                .as_ref()
-                .and_then(|workspace| workspace.did_change_watched_files.as_ref())
-                .and_then(|watched| watched.dynamic_registration)
-                .unwrap_or(false);
-            let workspace_caps = params.capabilities.workspace.as_ref();
-            let edit_caps = workspace_caps.and_then(|workspace| workspace.workspace_edit.as_ref());
-            session.document_changes = edit_caps
-                .and_then(|edit| edit.document_changes)
-                .unwrap_or(false);
-            session.create_files = edit_caps
-                .and_then(|edit| edit.resource_operations.as_ref())
-                .is_some_and(|operations| operations.contains(&ResourceOperationKind::Create));
-            session.show_document = params
-                .capabilities
-                .window
-                .as_ref()
-                .and_then(|window| window.show_document.as_ref())
-                .is_some_and(|show| show.support);
-            session.root = root.clone();
-            let workspace_file = root.map(|root| root.join(CONFIG_FILE_NAME));
-            session.config_sources =
-                ConfigSources::new(self.options.user_config.clone(), workspace_file);
-            let mut errors = session.config_sources.reload_files();
-            errors.extend(
-                init_layer
-                    .and_then(|layer| session.config_sources.set_initialization_options(layer)),
-            );
-            self.apply_config(&mut session);
-            *lock(&self.startup_errors) = errors;
-        }
+        self.workspace.lock().set_root(root.clone());
+        let mut session = self.session();
+        let workspace_file = root.map(|root| root.join(CONFIG_FILE_NAME));
+        session.config_sources =
+            ConfigSources::new(self.options.user_config.clone(), workspace_file);
+        let mut errors = session.config_sources.reload_files();
+        errors.extend(
+            init_layer.and_then(|layer| session.config_sources.set_initialization_options(layer)),
+        );
+        self.apply_config(&mut session);
+        *lock(&self.startup_errors) = errors;
         Ok(InitializeResult {
-            capabilities: capabilities(encoding),
+            capabilities: startup::capabilities(features.encoding),
             server_info: Some(ServerInfo {
                 name: "tierls".into(),
                 version: Some(env!("CARGO_PKG_VERSION").into()),
@@ -441,13 +271,34 @@ impl LanguageServer for Backend {
     async fn initialized(&self, _: InitializedParams) {
         // Logged here rather than in `initialize`: tower-lsp drops messages to the client
         // until `initialize` has returned.
-        tracing::info!(encoding = %self.session().encoding, "initialized");
+        let features = self.features();
+        tracing::info!(encoding = %features.encoding, "initialized");
         let errors = std::mem::take(&mut *lock(&self.startup_errors));
         self.report_config_errors(errors).await;
-        let progress = self.session().work_done_progress;
-        indexing::start(self.session.clone(), self.client.clone(), progress);
-        self.start_tiers().await;
-        self.watch_source_files().await;
+        let config = self.session().config.clone();
+        if config.index.enabled {
+            indexing::start(
+                self.workspace.clone(),
+                self.client.clone(),
+                features.work_done_progress,
+            );
+        }
+        let tiers = TierSet::new(crate::models::machine::detect());
+        let _ = self.tiers.set(tiers.clone());
+        let root = self.workspace.lock().root().map(ToOwned::to_owned);
+        let provided = &self.options.provided_models;
+        startup::start_tiers(
+            &self.client,
+            &tiers,
+            &config,
+            root.as_deref(),
+            provided,
+            &self.router,
+        )
+        .await;
+        if features.watch_files {
+            startup::watch_files(&self.client).await;
+        }
     }
 
     async fn shutdown(&self) -> Result<()> {
@@ -458,12 +309,11 @@ impl LanguageServer for Backend {
 
     async fn did_open(&self, params: DidOpenTextDocumentParams) {
         let item = params.text_document;
-        let document = Document::new(&item.text, item.version, item.language_id.clone());
+        let document = Document::new(&item.text, item.version, item.language_id);
         let replaced = {
-            let mut session = self.session();
-            let replaced = session.documents.open(item.uri.as_str(), document);
-            session.index_open_document(&item.uri, &item.language_id);
-            replaced
+            let mut workspace = self.workspace.lock();
+            let key = convert::key(workspace.root(), &item.uri);
+            workspace.open(&key, document)
         };
         if replaced.is_some() {
             tracing::warn!(uri = %item.uri, "didOpen for a document already open: replaced its text");
@@ -477,19 +327,11 @@ impl LanguageServer for Backend {
             .into_iter()
             .map(convert::text_change)
             .collect();
+        let encoding = self.features().encoding;
         let result = {
-            let mut session = self.session();
-            let encoding = session.encoding;
-            let result = session.documents.change(
-                uri.as_str(),
-                params.text_document.version,
-                &changes,
-                encoding,
-            );
-            if let Ok(edits) = &result {
-                session.reindex_changed_document(&uri, edits);
-            }
-            result
+            let mut workspace = self.workspace.lock();
+            let key = convert::key(workspace.root(), &uri);
+            workspace.change(&key, params.text_document.version, &changes, encoding)
         };
         if let Err(err) = result {
             tracing::warn!("didChange ignored: {err}");
@@ -516,123 +358,90 @@ impl LanguageServer for Backend {
     }
 
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
-        let closed = {
-            let mut session = self.session();
-            let uri = params.text_document.uri;
-            let closed = session.documents.close(uri.as_str());
-            let key = session.index_key(&uri);
-            self.completion.cancel(&key);
-            if session.live.remove(&key).is_some() {
-                // The editor's copy is gone: the index goes back to what is on disk.
-                self.disk_sync.send(Job::Reindex(key));
-            }
-            closed
-        };
-        if let Err(err) = closed {
-            tracing::warn!("didClose ignored: {err}");
+        let key = self.key(&params.text_document.uri);
+        self.completion.forget(&key);
+        let closed = self.workspace.lock().close(&key);
+        match closed {
+            // The editor's copy is gone: the index goes back to what is on disk.
+            Ok(true) => self.disk_sync.send(Job::Reindex(key)),
+            Ok(false) => {}
+            Err(err) => tracing::warn!("didClose ignored: {err}"),
         }
     }
 
     async fn did_change_watched_files(&self, params: DidChangeWatchedFilesParams) {
-        let session = self.session();
+        // A deleted file fails to read, and the worker forgets it: one path for all.
         for change in params.changes {
-            // A deleted file fails to read, and the worker forgets it: one path for all.
-            self.disk_sync
-                .send(Job::Reindex(session.index_key(&change.uri)));
+            self.disk_sync.send(Job::Reindex(self.key(&change.uri)));
         }
     }
 
     async fn did_create_files(&self, params: CreateFilesParams) {
-        let session = self.session();
         for file in params.files {
             if let Ok(uri) = Url::parse(&file.uri) {
-                self.disk_sync.send(Job::Reindex(session.index_key(&uri)));
+                self.disk_sync.send(Job::Reindex(self.key(&uri)));
             }
         }
     }
 
     async fn did_delete_files(&self, params: DeleteFilesParams) {
-        let session = self.session();
         for file in params.files {
             if let Ok(uri) = Url::parse(&file.uri) {
-                self.disk_sync.send(Job::Forget(session.index_key(&uri)));
+                self.disk_sync.send(Job::Forget(self.key(&uri)));
             }
         }
     }
 
     async fn did_rename_files(&self, params: RenameFilesParams) {
-        let session = self.session();
         for file in params.files {
             if let (Ok(old), Ok(new)) = (Url::parse(&file.old_uri), Url::parse(&file.new_uri)) {
-                let (from, to) = (session.index_key(&old), session.index_key(&new));
+                let (from, to) = (self.key(&old), self.key(&new));
                 self.disk_sync.send(Job::Rename { from, to });
             }
         }
     }
 
     async fn hover(&self, params: HoverParams) -> Result<Option<Hover>> {
-        let position = params.text_document_position_params;
-        let budget = self.session().config.completion.hover_budget_ms;
-        let facts = self
-            .with_texts(|session, texts| {
-                hover::facts(
-                    session,
-                    texts,
-                    &position.text_document.uri,
-                    position.position,
-                )
-            })
-            .await;
+        let at = params.text_document_position_params;
+        let encoding = self.features().encoding;
+        let budget = Duration::from_millis(self.session().config.completion.hover_budget_ms.into());
+        let (facts, snapshot) = {
+            let mut workspace = self.workspace.lock();
+            workspace.refresh_index();
+            let key = convert::key(workspace.root(), &at.text_document.uri);
+            let facts = workspace.document(&key).and_then(|document| {
+                let offset = convert::offset(document.text(), at.position, encoding)?;
+                workspace.hover_facts(&key, offset)
+            });
+            (facts, workspace.snapshot())
+        };
         let Some(facts) = facts else { return Ok(None) };
-        let mut markdown = facts.markdown;
-        if let Some((mut request, hash)) = facts.explain {
-            let cached = lock(&self.explanations).get(&hash).cloned();
-            let explanation = match (cached, self.fast_model()) {
-                (Some(cached), _) => Some(cached),
-                (None, Some(model)) if budget > 0 => {
-                    request.time_limit = Some(std::time::Duration::from_millis(budget.into()));
-                    let slots = model.info().slots;
-                    match crate::models::generate(
-                        &*model,
-                        slots - 1,
-                        request,
-                        crate::models::Cancel::new(),
-                    )
-                    .await
-                    {
-                        Ok(answer)
-                            if answer.stop_reason
-                                != crate::core::generation::StopReason::TimeLimit =>
-                        {
-                            let text =
-                                crate::core::hidden::without_bidi_controls(answer.text.trim());
-                            lock(&self.explanations).insert(hash, text.clone());
-                            Some(text)
-                        }
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
+        let root = snapshot.root().map(ToOwned::to_owned);
+        let files = Self::texts(snapshot, vec![facts.definition.file.clone()]).await;
+        let texts = Texts {
+            root: root.as_deref(),
+            encoding,
+            files: &files,
+        };
+        let hover::Facts {
+            mut markdown,
+            explain,
+        } = hover::facts(&texts, &facts);
+        if let Some((request, hash)) = explain {
+            let explanation = self
+                .explain
+                .explain(self.fast_model(), request, hash, budget)
+                .await;
             if let Some(explanation) = explanation.filter(|text| !text.is_empty()) {
-                markdown.push_str(&format!("\n\n---\n*fast tier:* {explanation}"));
+                markdown = crate::core::explain::with_explanation(&markdown, &explanation);
             }
         }
-        Ok(Some(Hover {
-            contents: HoverContents::Markup(MarkupContent {
-                kind: MarkupKind::Markdown,
-                value: markdown,
-            }),
-            range: None,
-        }))
+        Ok(Some(hover::hover(markdown)))
     }
 
     async fn completion(&self, params: CompletionParams) -> Result<Option<CompletionResponse>> {
-        let position = params.text_document_position;
-        let items = match self
-            .suggest(&position.text_document.uri, position.position)
-            .await
-        {
+        let at = params.text_document_position;
+        let items = match self.suggest(&at.text_document.uri, at.position).await {
             Some((prepared, text)) => vec![completion::completion_item(&prepared, &text)],
             None => Vec::new(),
         };
@@ -648,11 +457,28 @@ impl LanguageServer for Backend {
         params: DocumentSymbolParams,
     ) -> Result<Option<DocumentSymbolResponse>> {
         self.disk_sync.settled(DISK_SYNC_WAIT).await;
-        let uri = &params.text_document.uri;
-        let found = self
-            .with_texts(|session, texts| symbols::document_symbols(session, texts, uri))
-            .await;
-        Ok(found.map(DocumentSymbolResponse::Nested))
+        let (found, snapshot) = {
+            let mut workspace = self.workspace.lock();
+            workspace.refresh_index();
+            let key = convert::key(workspace.root(), &params.text_document.uri);
+            (workspace.document_symbols(&key), workspace.snapshot())
+        };
+        let Some(found) = found else { return Ok(None) };
+        let keys = found
+            .first()
+            .map(|symbol| symbol.file.clone())
+            .into_iter()
+            .collect();
+        let root = snapshot.root().map(ToOwned::to_owned);
+        let files = Self::texts(snapshot, keys).await;
+        let texts = Texts {
+            root: root.as_deref(),
+            encoding: self.features().encoding,
+            files: &files,
+        };
+        Ok(Some(DocumentSymbolResponse::Nested(
+            symbols::document_symbols(&texts, &found),
+        )))
     }
 
     async fn symbol(
@@ -660,29 +486,85 @@ impl LanguageServer for Backend {
         params: WorkspaceSymbolParams,
     ) -> Result<Option<Vec<SymbolInformation>>> {
         self.disk_sync.settled(DISK_SYNC_WAIT).await;
-        let query = &params.query;
-        let found = self
-            .with_texts(|session, texts| symbols::workspace_symbols(session, texts, query))
-            .await;
-        Ok(Some(found))
+        let (found, snapshot) = {
+            let mut workspace = self.workspace.lock();
+            workspace.refresh_index();
+            (workspace.search(&params.query), workspace.snapshot())
+        };
+        let keys = found.iter().map(|symbol| symbol.file.clone()).collect();
+        let root = snapshot.root().map(ToOwned::to_owned);
+        let files = Self::texts(snapshot, keys).await;
+        let texts = Texts {
+            root: root.as_deref(),
+            encoding: self.features().encoding,
+            files: &files,
+        };
+        Ok(Some(symbols::symbol_information(&texts, &found)))
+    }
+
+    async fn goto_definition(
+        &self,
+        params: GotoDefinitionParams,
+    ) -> Result<Option<GotoDefinitionResponse>> {
+        self.disk_sync.settled(DISK_SYNC_WAIT).await;
+        let at = params.text_document_position_params;
+        let encoding = self.features().encoding;
+        let (found, snapshot) = {
+            let mut workspace = self.workspace.lock();
+            workspace.refresh_index();
+            let key = convert::key(workspace.root(), &at.text_document.uri);
+            let found = workspace.document(&key).and_then(|document| {
+                let offset = convert::offset(document.text(), at.position, encoding)?;
+                workspace.definitions_at(&key, offset)
+            });
+            (found, workspace.snapshot())
+        };
+        let Some(found) = found else { return Ok(None) };
+        let keys = found.iter().map(|symbol| symbol.file.clone()).collect();
+        let root = snapshot.root().map(ToOwned::to_owned);
+        let files = Self::texts(snapshot, keys).await;
+        let texts = Texts {
+            root: root.as_deref(),
+            encoding,
+            files: &files,
+        };
+        let locations = symbols::locations(&texts, &found);
+        Ok((!locations.is_empty()).then_some(GotoDefinitionResponse::Array(locations)))
     }
 
     async fn code_action(&self, params: CodeActionParams) -> Result<Option<CodeActionResponse>> {
-        let session = self.session();
-        let actions = plans::code_actions(&session, &params.text_document.uri, params.range);
-        Ok(Some(actions))
+        let pending: Vec<(u32, String)> = self
+            .session()
+            .plans
+            .pending()
+            .map(|(id, plan)| (id, plan.instruction.clone()))
+            .collect();
+        let uri = &params.text_document.uri;
+        let workspace = self.workspace.lock();
+        let key = convert::key(workspace.root(), uri);
+        Ok(Some(plans::code_actions(
+            &workspace,
+            &pending,
+            uri,
+            &key,
+            params.range,
+        )))
     }
 
     async fn execute_command(&self, params: ExecuteCommandParams) -> Result<Option<Value>> {
         let token = params.work_done_progress_params.work_done_token;
         let context = self.plan_context();
         let result = match params.command.as_str() {
-            plans::PLAN_REFACTOR => plans::plan_refactor(&context, params.arguments, token).await,
-            plans::EXECUTE_PLAN => plans::execute_plan(&context, params.arguments, token).await,
-            plans::DISCARD_PLAN => plans::discard_plan(&context, params.arguments),
+            ext::PLAN_REFACTOR => {
+                to_json(plans::plan_refactor(&context, params.arguments, token).await)
+            }
+            ext::EXECUTE_PLAN => {
+                to_json(plans::execute_plan(&context, params.arguments, token).await)
+            }
+            ext::DISCARD_PLAN => to_json(plans::discard_plan(&context, params.arguments)),
             other => Err(Error::invalid_params(format!(
                 "unknown command `{other}`: tierls runs {}",
-                plans::COMMANDS.join(", ")
+                ext::COMMANDS.join(", ")
             ))),
         };
         if let Err(err) = &result {
@@ -691,23 +573,8 @@ impl LanguageServer for Backend {
         result.map(Some)
     }
 
-    async fn goto_definition(
-        &self,
-        params: GotoDefinitionParams,
-    ) -> Result<Option<GotoDefinitionResponse>> {
-        self.disk_sync.settled(DISK_SYNC_WAIT).await;
-        let position = params.text_document_position_params;
-        let (uri, at) = (&position.text_document.uri, position.position);
-        let found = self
-            .with_texts(|session, texts| symbols::definitions(session, texts, uri, at))
-            .await;
-        Ok(found
-            .filter(|locations| !locations.is_empty())
-            .map(GotoDefinitionResponse::Array))
-    }
-
     async fn did_change_configuration(&self, params: DidChangeConfigurationParams) {
-        let settings = settings_for_us(params.settings);
+        let settings = startup::settings_for_us(params.settings);
         let errors = {
             let mut session = self.session();
             let mut errors = session.config_sources.reload_files();
@@ -723,84 +590,10 @@ impl LanguageServer for Backend {
     }
 }
 
-fn capabilities(encoding: crate::core::position::PositionEncoding) -> ServerCapabilities {
-    ServerCapabilities {
-        position_encoding: Some(convert::encoding_kind(encoding)),
-        text_document_sync: Some(TextDocumentSyncCapability::Options(
-            TextDocumentSyncOptions {
-                open_close: Some(true),
-                change: Some(TextDocumentSyncKind::INCREMENTAL),
-                save: Some(TextDocumentSyncSaveOptions::SaveOptions(SaveOptions {
-                    include_text: Some(false),
-                })),
-                ..Default::default()
-            },
-        )),
-        hover_provider: Some(HoverProviderCapability::Simple(true)),
-        completion_provider: Some(CompletionOptions {
-            resolve_provider: Some(false),
-            ..Default::default()
-        }),
-        document_symbol_provider: Some(OneOf::Left(true)),
-        workspace_symbol_provider: Some(OneOf::Left(true)),
-        definition_provider: Some(OneOf::Left(true)),
-        code_action_provider: Some(CodeActionProviderCapability::Options(CodeActionOptions {
-            code_action_kinds: Some(vec![CodeActionKind::REFACTOR]),
-            ..CodeActionOptions::default()
-        })),
-        execute_command_provider: Some(ExecuteCommandOptions {
-            commands: plans::COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
-            work_done_progress_options: WorkDoneProgressOptions {
-                work_done_progress: Some(true),
-            },
-        }),
-        workspace: Some(WorkspaceServerCapabilities {
-            workspace_folders: None,
-            file_operations: Some(WorkspaceFileOperationsServerCapabilities {
-                did_rename: Some(all_files_filter()),
-                did_create: Some(all_files_filter()),
-                did_delete: Some(all_files_filter()),
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    }
-}
-
-fn all_files_filter() -> FileOperationRegistrationOptions {
-    FileOperationRegistrationOptions {
-        filters: vec![FileOperationFilter {
-            scheme: Some("file".into()),
-            pattern: FileOperationPattern {
-                glob: "**/*".into(),
-                matches: None,
-                options: None,
-            },
-        }],
-    }
-}
-
-fn workspace_root(params: &InitializeParams) -> Option<PathBuf> {
-    let folder = params
-        .workspace_folders
-        .as_ref()
-        .and_then(|folders| folders.first())
-        .map(|folder| &folder.uri);
-    #[allow(deprecated)] // `rootUri` and `rootPath` are what older clients send.
-    let uri = folder.or(params.root_uri.as_ref());
-    #[allow(deprecated)]
-    let from_path = params.root_path.as_ref().map(PathBuf::from);
-    uri.and_then(|uri| uri.to_file_path().ok()).or(from_path)
-}
-
-/// Editors send either our section (`{"tierls": {...}}`, as VS Code does) or the bare table.
-fn settings_for_us(settings: Value) -> Option<Value> {
-    match settings {
-        Value::Null => None,
-        Value::Object(mut map) if map.contains_key("tierls") => {
-            map.remove("tierls").filter(|v| !v.is_null())
-        }
-        Value::Object(map) if map.is_empty() => None,
-        other => Some(other),
-    }
+/// A command's typed result as the JSON `workspace/executeCommand` answers with.
+fn to_json<T: serde::Serialize>(result: Result<T>) -> Result<Value> {
+    result.and_then(|value| {
+        serde_json::to_value(value)
+            .map_err(|err| request_failed(format!("encoding the result: {err}")))
+    })
 }

@@ -1,13 +1,14 @@
 //! "Plan this refactor": the planner writes a plan, executors carry out its steps, and the
-//! result lands as one set of file changes. The LSP shell and `tierls plan` both drive this.
+//! result lands as one set of file changes. [`driver`] conducts it for every front end.
 //!
 //! Steps whose dependencies are done run at once, one per executor slot. Each step reads
 //! the plan's working copy of its file, asks the executor for plain code, and splices it by
 //! symbol path; a splice that adds syntax errors goes back to the executor with the errors,
 //! a bounded number of times. Nothing touches a file here: the caller lands the edits.
 
+pub mod driver;
 mod execute;
-pub mod headless;
+pub mod store;
 pub mod workspace;
 
 pub use execute::{ExecuteOptions, Execution, Progress, StepOutcome, StepReport, execute};

@@ -14,25 +14,6 @@ use crate::disk;
 /// The most definitions an executor is shown for one step.
 const MAX_DEFINITIONS: usize = 12;
 
-pub struct DiskWorkspace<'a> {
-    pub index: &'a Index,
-    pub root: &'a Path,
-}
-
-impl Workspace for DiskWorkspace<'_> {
-    fn symbols(&self, file: &str) -> Option<Vec<String>> {
-        self.index.symbols(file)
-    }
-
-    fn exists(&self, file: &str) -> bool {
-        self.index.file(file).is_some() || disk::exists(&self.root.join(file))
-    }
-
-    fn check_path(&self, file: &str) -> Result<(), String> {
-        check_on_disk(self.root, file)
-    }
-}
-
 /// What validation needs of the index for one plan, copied out under the session lock so
 /// that validating (which also asks the disk) runs with no lock held.
 pub struct PlanFacts {

@@ -8,17 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::copy_tree;
-use tierls::core::index::table::Index;
 use tierls::core::plan::context::Focus;
 use tierls::core::plan::diff::unified;
 use tierls::core::plan::land::{Landing, land};
 use tierls::core::plan::render::render_plan;
 use tierls::core::plan::{Plan, RawPlan};
 use tierls::models::Cancel;
+use tierls::models::Model;
 use tierls::models::scripted::ScriptedModel;
-use tierls::refactor::headless::{self, OnDisk, read_files};
+use tierls::refactor::driver::{Driver, PlanRequest, Stage, Team, apply_on_disk};
+use tierls::refactor::workspace::PlanFacts;
 use tierls::refactor::{ExecuteOptions, Execution, Progress, StepOutcome, parse_plan};
-use tierls::scan::{ScanOptions, scan_into_index};
+use tierls::workspace::{Limits, Shared};
 
 const MAX_FILE: u64 = 1 << 20;
 
@@ -26,7 +27,48 @@ const MAX_FILE: u64 = 1 << 20;
 struct Workspace {
     _dir: tempfile::TempDir,
     root: PathBuf,
-    index: Index,
+    shared: Shared,
+}
+
+impl Workspace {
+    fn driver(&self, planner: Arc<dyn Model>, executor: Arc<dyn Model>) -> Driver {
+        Driver::new(self.shared.clone(), Team::Given { planner, executor })
+    }
+
+    /// Runs `plan` through the driver, with each step's progress to `progress`.
+    async fn execute(
+        &self,
+        plan: &Plan,
+        executor: Arc<dyn Model>,
+        options: ExecuteOptions,
+        cancel: Cancel,
+        progress: Arc<dyn Fn(Progress) + Send + Sync>,
+    ) -> (Execution, Landing) {
+        let driver = self
+            .driver(executor.clone(), executor)
+            .on_stage(Arc::new(move |stage| {
+                if let Stage::Step(event) = stage {
+                    progress(event);
+                }
+            }));
+        let executed = driver.execute(plan, |_| options, cancel).await.unwrap();
+        (executed.execution, executed.landing)
+    }
+
+    /// Lands and writes the plan on the files as they are on disk now.
+    fn apply(&self, plan: &Plan, execution: &Execution) -> Landing {
+        apply_on_disk(&self.shared.snapshot(), plan, execution).unwrap()
+    }
+
+    /// The current text of each file the plan touches.
+    fn read_files(&self, plan: &Plan) -> BTreeMap<String, Option<String>> {
+        self.shared
+            .snapshot()
+            .current_files(plan.files())
+            .into_iter()
+            .map(|(file, current)| (file, current.text))
+            .collect()
+    }
 }
 
 fn workspace(fixture: &str) -> Workspace {
@@ -36,18 +78,15 @@ fn workspace(fixture: &str) -> Workspace {
         .join(fixture);
     copy_tree(&source, dir.path());
     let root = dir.path().canonicalize().unwrap();
-    let (index, _) = scan_into_index(
-        &root,
-        &ScanOptions {
-            max_file_bytes: MAX_FILE,
-            threads: 1,
-        },
-        &mut |_, _| {},
-    );
+    let limits = Limits {
+        index_bytes: MAX_FILE,
+        read_bytes: MAX_FILE,
+    };
+    let (scanned, _) = tierls::workspace::Workspace::scanned(&root, limits, 1, &mut |_, _| {});
     Workspace {
         _dir: dir,
         root,
-        index,
+        shared: Shared::new(scanned),
     }
 }
 
@@ -82,36 +121,28 @@ async fn check_plan(case: Case<'_>) -> String {
     for (needle, answers) in &case.executor {
         executor = executor.answer(needle, answers);
     }
-    let executor = Arc::new(executor);
-    let (_, planned) = headless::plan(
-        OnDisk {
-            root: &ws.root,
-            index: &ws.index,
-            max_file_bytes: MAX_FILE,
-        },
-        case.instruction,
-        &case.focus,
-        512,
-        std::time::Duration::from_secs(600),
-        &planner,
-        Cancel::new(),
-    )
-    .await
-    .unwrap();
+    let (planner, executor) = (Arc::new(planner), Arc::new(executor));
+    let request = PlanRequest {
+        instruction: case.instruction.into(),
+        focus: case.focus,
+        map_tokens: 512,
+        planner_time: Duration::from_secs(600),
+    };
+    let (_, planned) = ws
+        .driver(planner.clone(), executor.clone())
+        .plan(&request, Cancel::new())
+        .await
+        .unwrap();
     let plan = planned.plan;
-    let (execution, landing) = headless::execute_plan(
-        OnDisk {
-            root: &ws.root,
-            index: &ws.index,
-            max_file_bytes: MAX_FILE,
-        },
-        &plan,
-        executor.clone(),
-        options(2),
-        Cancel::new(),
-        no_progress(),
-    )
-    .await;
+    let (execution, landing) = ws
+        .execute(
+            &plan,
+            executor.clone(),
+            options(2),
+            Cancel::new(),
+            no_progress(),
+        )
+        .await;
     let mut out = String::new();
     out.push_str(&format!("== planner prompt ==\n{}\n", planner.prompts()[0]));
     out.push_str(&format!("== plan ==\n{}\n", render_plan(&plan)));
@@ -122,7 +153,7 @@ async fn check_plan(case: Case<'_>) -> String {
         out.push_str(&format!("== executor prompt ==\n{prompt}\n"));
     }
     out.push_str(&report(&plan, &execution, &landing));
-    let written = headless::apply(&ws.root, &plan, &execution, MAX_FILE).unwrap();
+    let written = ws.apply(&plan, &execution);
     for file in &written.files {
         assert_eq!(
             std::fs::read_to_string(ws.root.join(&file.file)).unwrap(),
@@ -223,11 +254,8 @@ fn check_validation(fixture: &str, setup: impl FnOnce(&Path), plan: &str) -> Str
     let ws = workspace(fixture);
     setup(&ws.root);
     let raw: RawPlan = parse_plan(plan).unwrap();
-    let workspace = tierls::refactor::workspace::DiskWorkspace {
-        index: &ws.index,
-        root: &ws.root,
-    };
-    let plan = tierls::core::plan::validate("test", &raw, &workspace);
+    let facts = PlanFacts::gather(ws.shared.lock().index(), &ws.root, &raw);
+    let plan = tierls::core::plan::validate("test", &raw, &facts);
     render_plan(&plan)
 }
 
@@ -238,7 +266,7 @@ fn checked_plan(ws: &Workspace, steps: &[String]) -> Plan {
         steps.join(", ")
     ))
     .unwrap();
-    tierls::core::plan::validate("t", &raw, &ws.index)
+    tierls::core::plan::validate("t", &raw, ws.shared.lock().index())
 }
 
 fn step(id: u32, file: &str, target: &str, action: &str, depends_on: &[u32]) -> String {
@@ -359,20 +387,10 @@ async fn check_executor_answers(answers: &[&str], max_step_tokens: u32) -> Strin
     );
     let mut options = options(1);
     options.max_step_tokens = max_step_tokens;
-    let (execution, landing) = headless::execute_plan(
-        OnDisk {
-            root: &ws.root,
-            index: &ws.index,
-            max_file_bytes: MAX_FILE,
-        },
-        &plan,
-        executor,
-        options,
-        Cancel::new(),
-        no_progress(),
-    )
-    .await;
-    let applied = headless::apply(&ws.root, &plan, &execution, MAX_FILE).unwrap();
+    let (execution, landing) = ws
+        .execute(&plan, executor, options, Cancel::new(), no_progress())
+        .await;
+    let applied = ws.apply(&plan, &execution);
     assert!(
         applied.files.is_empty(),
         "nothing lands when the first step fails"
@@ -445,20 +463,10 @@ async fn a_file_edited_during_the_plan_re_anchors_or_refuses() {
             .answer("Your step: 2.", &["pub fn perimeter(&self) -> f64 {\n    std::f64::consts::TAU * self.radius\n}"])
             .answer("Your step: 3.", &["fn main() {\n    println!(\"done\");\n}"]),
     );
-    let files = read_files(&ws.root, &plan, MAX_FILE);
-    let (execution, _) = headless::execute_plan(
-        OnDisk {
-            root: &ws.root,
-            index: &ws.index,
-            max_file_bytes: MAX_FILE,
-        },
-        &plan,
-        executor,
-        options(2),
-        Cancel::new(),
-        no_progress(),
-    )
-    .await;
+    let files = ws.read_files(&plan);
+    let (execution, _) = ws
+        .execute(&plan, executor, options(2), Cancel::new(), no_progress())
+        .await;
     // Meanwhile the user added a line at the top and edited `perimeter`.
     let original = files["src/geometry.rs"].clone().unwrap();
     let edited = format!(
@@ -471,7 +479,7 @@ async fn a_file_edited_during_the_plan_re_anchors_or_refuses() {
     insta::assert_snapshot!(report(&plan, &execution, &landing));
     // The same through the disk: `apply` reads the files again and lands on what it finds.
     std::fs::write(ws.root.join("src/geometry.rs"), &edited).unwrap();
-    let applied = headless::apply(&ws.root, &plan, &execution, MAX_FILE).unwrap();
+    let applied = ws.apply(&plan, &execution);
     assert_eq!(applied.landed, vec![1]);
     let on_disk = std::fs::read_to_string(ws.root.join("src/geometry.rs")).unwrap();
     assert!(
@@ -524,19 +532,9 @@ async fn cancelling_mid_step_lands_nothing() {
         })
     };
     let before = std::fs::read_to_string(ws.root.join("src/geometry.rs")).unwrap();
-    let (execution, landing) = headless::execute_plan(
-        OnDisk {
-            root: &ws.root,
-            index: &ws.index,
-            max_file_bytes: MAX_FILE,
-        },
-        &plan,
-        executor,
-        options(1),
-        cancel.clone(),
-        progress,
-    )
-    .await;
+    let (execution, landing) = ws
+        .execute(&plan, executor, options(1), cancel.clone(), progress)
+        .await;
     assert!(execution.cancelled);
     assert!(
         cancel.decoded_after_cancel() <= 1,

@@ -27,6 +27,8 @@ struct Spec {
     query: &'static str,
     /// Joins the parts of a qualified path: `Type::method` or `Class.method`.
     separator: &'static str,
+    /// What starts a line comment.
+    line_comment: &'static str,
 }
 
 const fn spec(language: Language) -> &'static Spec {
@@ -41,6 +43,7 @@ static SPECS: [Spec; 9] = [
         grammar: tree_sitter_rust::LANGUAGE,
         query: include_str!("../../../queries/rust/tags.scm"),
         separator: "::",
+        line_comment: "//",
     },
     Spec {
         name: "python",
@@ -49,6 +52,7 @@ static SPECS: [Spec; 9] = [
         grammar: tree_sitter_python::LANGUAGE,
         query: include_str!("../../../queries/python/tags.scm"),
         separator: ".",
+        line_comment: "#",
     },
     Spec {
         name: "javascript",
@@ -57,6 +61,7 @@ static SPECS: [Spec; 9] = [
         grammar: tree_sitter_javascript::LANGUAGE,
         query: include_str!("../../../queries/javascript/tags.scm"),
         separator: ".",
+        line_comment: "//",
     },
     Spec {
         name: "typescript",
@@ -65,6 +70,7 @@ static SPECS: [Spec; 9] = [
         grammar: tree_sitter_typescript::LANGUAGE_TYPESCRIPT,
         query: include_str!("../../../queries/typescript/tags.scm"),
         separator: ".",
+        line_comment: "//",
     },
     Spec {
         name: "tsx",
@@ -73,6 +79,7 @@ static SPECS: [Spec; 9] = [
         grammar: tree_sitter_typescript::LANGUAGE_TSX,
         query: include_str!("../../../queries/tsx/tags.scm"),
         separator: ".",
+        line_comment: "//",
     },
     Spec {
         name: "go",
@@ -81,6 +88,7 @@ static SPECS: [Spec; 9] = [
         grammar: tree_sitter_go::LANGUAGE,
         query: include_str!("../../../queries/go/tags.scm"),
         separator: ".",
+        line_comment: "//",
     },
     Spec {
         name: "c",
@@ -89,6 +97,7 @@ static SPECS: [Spec; 9] = [
         grammar: tree_sitter_c::LANGUAGE,
         query: include_str!("../../../queries/c/tags.scm"),
         separator: "::",
+        line_comment: "//",
     },
     Spec {
         name: "cpp",
@@ -99,6 +108,7 @@ static SPECS: [Spec; 9] = [
         grammar: tree_sitter_cpp::LANGUAGE,
         query: include_str!("../../../queries/cpp/tags.scm"),
         separator: "::",
+        line_comment: "//",
     },
     Spec {
         name: "java",
@@ -107,6 +117,7 @@ static SPECS: [Spec; 9] = [
         grammar: tree_sitter_java::LANGUAGE,
         query: include_str!("../../../queries/java/tags.scm"),
         separator: ".",
+        line_comment: "//",
     },
 ];
 
@@ -155,6 +166,11 @@ impl Language {
 
     pub fn separator(self) -> &'static str {
         spec(self).separator
+    }
+
+    /// What starts a line comment (`//`, `#`).
+    pub fn line_comment(self) -> &'static str {
+        spec(self).line_comment
     }
 
     /// The query text, with the queries it `; inherits:` appended after its own patterns

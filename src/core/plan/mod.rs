@@ -5,6 +5,7 @@
 //! the workspace and a symbol the index knows, or reports why not.
 
 pub mod anchor;
+pub mod comment;
 pub mod context;
 pub mod diff;
 pub mod land;

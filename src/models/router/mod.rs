@@ -17,7 +17,6 @@ pub mod choose;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -31,6 +30,38 @@ use choose::{Choice, NodeState, Priority, backoff, choose};
 /// How often nodes are probed.
 pub const PROBE_EVERY: Duration = Duration::from_secs(5);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One worker node as `tierls/status` and `tierls status` show it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    pub name: String,
+    pub url: String,
+    pub api: String,
+    pub tiers: Vec<String>,
+    pub model: Option<String>,
+    /// `healthy`, `degraded`, `down`, …
+    pub health: String,
+    pub busy: u32,
+    pub concurrency: u32,
+    pub first_token_ms: Option<f64>,
+    pub tokens_per_second: Option<f64>,
+    pub served: u64,
+    pub failed: u64,
+    pub last_error: Option<String>,
+    /// llama-server's own slot count from `/slots`.
+    pub slots: Option<SlotCount>,
+    pub probe_ms: Option<u64>,
+    /// llama-server's own view of its load, from `/metrics`.
+    pub processing: Option<f64>,
+    pub deferred: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SlotCount {
+    pub busy: usize,
+    pub total: usize,
+}
 
 pub struct Router {
     nodes: Vec<RoutedNode>,
@@ -234,38 +265,38 @@ impl Router {
     }
 
     /// Every node's state, for `tierls status` and the editor.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> Vec<NodeReport> {
         let now = Instant::now();
-        let nodes: Vec<Value> = self
-            .nodes
+        self.nodes
             .iter()
             .map(|routed| {
                 let config = routed.node.config();
                 let state = lock(&routed.state).clone();
                 let probe = lock(&routed.probe).clone();
-                json!({
-                    "name": config.name,
-                    "url": config.url,
-                    "api": config.api.to_string(),
-                    "tiers": config.tiers.iter().map(Tier::to_string).collect::<Vec<_>>(),
-                    "model": config.model,
-                    "health": state.health(now),
-                    "busy": state.busy(),
-                    "concurrency": state.concurrency,
-                    "firstTokenMs": state.first_token_ms.map(|ms| ms.round()),
-                    "tokensPerSecond": state.tokens_per_second.map(|t| (t * 10.0).round() / 10.0),
-                    "served": state.served,
-                    "failed": state.failed,
-                    "lastError": state.last_error,
-                    "slots": probe.as_ref().and_then(|p| p.slots).map(|(busy, total)| json!({"busy": busy, "total": total})),
-                    "probeMs": probe.as_ref().map(|p| p.latency.as_millis() as u64),
-                    // llama-server's own view of its load, from `/metrics`.
-                    "processing": probe.as_ref().and_then(|p| p.metrics.requests_processing),
-                    "deferred": probe.as_ref().and_then(|p| p.metrics.requests_deferred),
-                })
+                NodeReport {
+                    name: config.name.clone(),
+                    url: config.url.clone(),
+                    api: config.api.to_string(),
+                    tiers: config.tiers.iter().map(Tier::to_string).collect(),
+                    model: config.model.clone(),
+                    health: state.health(now).to_owned(),
+                    busy: state.busy(),
+                    concurrency: state.concurrency,
+                    first_token_ms: state.first_token_ms.map(f64::round),
+                    tokens_per_second: state.tokens_per_second.map(|t| (t * 10.0).round() / 10.0),
+                    served: state.served,
+                    failed: state.failed,
+                    last_error: state.last_error.clone(),
+                    slots: probe
+                        .as_ref()
+                        .and_then(|p| p.slots)
+                        .map(|(busy, total)| SlotCount { busy, total }),
+                    probe_ms: probe.as_ref().map(|p| p.latency.as_millis() as u64),
+                    processing: probe.as_ref().and_then(|p| p.metrics.requests_processing),
+                    deferred: probe.as_ref().and_then(|p| p.metrics.requests_deferred),
+                }
             })
-            .collect();
-        Value::Array(nodes)
+            .collect()
     }
 
     fn serving(&self, tier: Tier) -> Vec<usize> {

@@ -1,24 +1,22 @@
 //! Bringing the index up to date with the disk after file events and closes, off the
-//! session lock and off the async runtime.
+//! workspace lock and off the async runtime.
 //!
 //! One worker thread takes the jobs in the order the editor sent them, so the index ends
-//! where the disk is. For each file it reads (through the one confined reader,
-//! [`crate::disk::read_text`]: regular files inside the root only) and parses with no lock
+//! where the disk is. For each file it reads (through the workspace's one reader,
+//! [`super::Snapshot`]: regular files inside the root only) and parses with no lock
 //! held, then swaps the result in under a short lock. A branch switch of thousands of files
 //! therefore delays a completion by one swap at most, never by the reads.
 
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::session::Session;
-use crate::core::index::extract::{FileSymbols, extract, parse};
+use super::{DiskIndexed, Shared};
+use crate::core::index::extract::{extract, parse};
 use crate::core::index::language::Language;
-use crate::sync::lock;
 
 /// What the worker does for one notification.
 #[derive(Debug)]
-pub(super) enum Job {
+pub enum Job {
     /// Index the file as the disk has it now, or forget it when it is gone or unreadable.
     Reindex(String),
     /// A deleted file or directory: forget everything under it.
@@ -27,14 +25,14 @@ pub(super) enum Job {
     Rename { from: String, to: String },
 }
 
-pub(super) struct DiskSync {
+pub struct DiskSync {
     jobs: mpsc::Sender<Job>,
     /// Jobs sent and not yet done.
     pending: tokio::sync::watch::Sender<usize>,
 }
 
 impl DiskSync {
-    pub(super) fn start(session: Arc<Mutex<Session>>) -> Self {
+    pub fn start(workspace: Shared) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
         let pending = tokio::sync::watch::Sender::new(0usize);
         let done = pending.clone();
@@ -42,7 +40,7 @@ impl DiskSync {
             .name("tierls-disk-sync".into())
             .spawn(move || {
                 for job in queue {
-                    run(&session, job);
+                    run(&workspace, job);
                     done.send_modify(|count| *count = count.saturating_sub(1));
                 }
             });
@@ -53,7 +51,7 @@ impl DiskSync {
     }
 
     /// Queues `job`; it runs after every job queued before it.
-    pub(super) fn send(&self, job: Job) {
+    pub fn send(&self, job: Job) {
         self.pending.send_modify(|count| *count += 1);
         if self.jobs.send(job).is_err() {
             self.pending
@@ -65,67 +63,45 @@ impl DiskSync {
     /// Waits until every job queued so far is done, for at most `limit`. Handlers that
     /// answer from the whole index (symbols, definitions) call this so that they see the
     /// notifications that came before them; completions never do.
-    pub(super) async fn settled(&self, limit: Duration) {
+    pub async fn settled(&self, limit: Duration) {
         let mut pending = self.pending.subscribe();
         let _ = tokio::time::timeout(limit, pending.wait_for(|count| *count == 0)).await;
     }
 }
 
-fn run(session: &Mutex<Session>, job: Job) {
+fn run(workspace: &Shared, job: Job) {
     match job {
-        Job::Reindex(key) => reindex(session, &key),
-        Job::Forget(key) => lock(session).forget_path(&key),
+        Job::Reindex(key) => reindex(workspace, &key),
+        Job::Forget(key) => workspace.lock().forget_path(&key),
         Job::Rename { from, to } => {
-            let needs_reading = lock(session).rename_path(&from, &to);
+            let needs_reading = workspace.lock().rename_path(&from, &to);
             if needs_reading {
-                reindex(session, &to);
+                reindex(workspace, &to);
             }
         }
     }
 }
 
-/// What reading and parsing one file gave.
-struct Indexed {
-    language: Language,
-    symbols: FileSymbols,
-    bytes: usize,
-}
-
-fn reindex(session: &Mutex<Session>, key: &str) {
-    let (root, max_bytes) = {
-        let session = lock(session);
-        if session.live.contains_key(key) {
+fn reindex(workspace: &Shared, key: &str) {
+    let (snapshot, max_bytes) = {
+        let workspace = workspace.lock();
+        if workspace.has_editor_tree(key) {
             return; // The editor's copy wins.
         }
-        (session.root.clone(), session.config.index.max_file_bytes)
+        (workspace.snapshot(), workspace.limits().index_bytes)
     };
-    // A key that is a URI lies outside the workspace root: its disk text is never read.
-    let indexed = match root {
-        Some(root) if !key.contains("://") => read_and_parse(&root, key, max_bytes),
-        _ => None,
+    // A key outside the root is never read: it is forgotten.
+    let indexed = if super::is_outside(key) {
+        None
+    } else {
+        read_and_parse(&snapshot, key, max_bytes)
     };
-    let mut session = lock(session);
-    if session.live.contains_key(key) {
-        return; // Opened in the editor while we read.
-    }
-    if session.scanning {
-        session.synced_during_scan.insert(key.to_owned());
-    }
-    match indexed {
-        Some(found) => {
-            session
-                .index
-                .upsert(key, found.language, found.symbols, found.bytes);
-        }
-        None => {
-            session.index.remove(key);
-        }
-    }
+    workspace.lock().apply_disk(key, indexed);
 }
 
-fn read_and_parse(root: &std::path::Path, key: &str, max_bytes: u64) -> Option<Indexed> {
+fn read_and_parse(snapshot: &super::Snapshot, key: &str, max_bytes: u64) -> Option<DiskIndexed> {
     let language = Language::from_path(key)?;
-    let text = match crate::disk::read_text(root, std::path::Path::new(key), max_bytes) {
+    let text = match snapshot.read_disk_limited(key, max_bytes) {
         Ok(text) => text,
         Err(err) => {
             if !matches!(&err, crate::disk::ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
@@ -139,7 +115,7 @@ fn read_and_parse(root: &std::path::Path, key: &str, max_bytes: u64) -> Option<I
         return None;
     }
     let tree = parse(language, &text, None)?;
-    Some(Indexed {
+    Some(DiskIndexed {
         language,
         symbols: extract(language, &tree, &text),
         bytes: text.len(),

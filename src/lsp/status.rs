@@ -1,0 +1,66 @@
+//! `tierls/status`: what the editor extensions show, gathered from the tiers, the workspace,
+//! the plans and the worker nodes.
+
+use super::ext::{IndexReport, PendingPlanReport, PlansReport, Status, TierReport};
+use super::server::Backend;
+use crate::config::Tier;
+use crate::models::tiers::TierStatus;
+
+pub fn status(backend: &Backend) -> Status {
+    let tiers = Tier::ALL
+        .iter()
+        .map(|&tier| {
+            let (model, state) = match backend.tiers.get() {
+                Some(tiers) => tiers.describe(tier),
+                None => (None, TierStatus::NotConfigured),
+            };
+            let (state, error) = match state {
+                TierStatus::Failed(error) => ("failed".to_owned(), Some(error)),
+                other => (other.name().to_owned(), None),
+            };
+            TierReport {
+                tier: tier.to_string(),
+                model,
+                state,
+                error,
+            }
+        })
+        .collect();
+    let (root, index) = {
+        let workspace = backend.workspace.lock();
+        let stats = workspace.index().stats();
+        let index = IndexReport {
+            files: stats.files,
+            definitions: stats.definitions,
+        };
+        (workspace.root().map(ToOwned::to_owned), index)
+    };
+    let plans = {
+        let session = backend.session();
+        PlansReport {
+            pending: session
+                .plans
+                .summary()
+                .into_iter()
+                .map(|plan| PendingPlanReport {
+                    plan_id: plan.id,
+                    instruction: plan.instruction,
+                    steps: plan.steps,
+                })
+                .collect(),
+            running: session.plans.running(),
+        }
+    };
+    Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        root,
+        tiers,
+        index,
+        plans,
+        nodes: backend
+            .router
+            .get()
+            .map(|router| router.status())
+            .unwrap_or_default(),
+    }
+}

@@ -1,0 +1,299 @@
+//! The one plan driver: lease the planner → plan → validate → lease the executor → execute →
+//! land. The LSP shell, `tierls plan`, `tierls bench plan` and the tests all call it; each
+//! turns its [`Stage`]s into what its user sees (`$/progress`, a progress bar) and its
+//! result into what it delivers (one `WorkspaceEdit`, a diff and `--apply`).
+//!
+//! The workspace layer is its only file source. The lock is held only to copy facts out;
+//! reads run on blocking threads, models on their own.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::workspace::{PlanFacts, definitions_for};
+use super::{
+    ExecuteOptions, Execution, PlanError, Planned, Progress, ask_planner, execute, lease_executor,
+    lease_planner,
+};
+use crate::config::Tier;
+use crate::core::plan::context::{Focus, planner_input};
+use crate::core::plan::land::{Landing, land};
+use crate::core::plan::prompt::PlannerInput;
+use crate::core::plan::{Plan, validate};
+use crate::disk::{self, WriteError};
+use crate::models::tiers::TierSet;
+use crate::models::{Cancel, Model, ModelError};
+use crate::workspace::{CurrentFile, Shared, Snapshot};
+
+/// Who does the work: the tiers of this machine and its worker nodes (leased per plan), or
+/// models given outright (the tests and the benchmark).
+#[derive(Clone)]
+pub enum Team {
+    Tiers(Arc<TierSet>),
+    Given {
+        planner: Arc<dyn Model>,
+        executor: Arc<dyn Model>,
+    },
+}
+
+/// Where the work is, for progress displays.
+#[derive(Debug)]
+pub enum Stage {
+    LoadingPlanner,
+    Planning { tier: Tier },
+    Checking,
+    LoadingExecutor,
+    Step(Progress),
+}
+
+pub type OnStage = Arc<dyn Fn(Stage) + Send + Sync>;
+
+/// A refactor to plan.
+pub struct PlanRequest {
+    pub instruction: String,
+    pub focus: Vec<Focus>,
+    /// The repo map's token budget (`plan.map_tokens`).
+    pub map_tokens: usize,
+    /// The planner's whole answer must arrive within this (`plan.planner_seconds`).
+    pub planner_time: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("no planner: {0}")]
+    NoPlanner(ModelError),
+    #[error("no executor: {0}")]
+    NoExecutor(ModelError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("checking the plan failed: {0}")]
+    Checking(String),
+}
+
+/// An executed plan, landed on the files as they were when its steps were done.
+pub struct Executed {
+    pub execution: Execution,
+    pub landing: Landing,
+    /// The editor's version of each file the landing is based on (`None`: the disk's).
+    pub versions: BTreeMap<String, Option<i32>>,
+}
+
+pub struct Driver {
+    pub workspace: Shared,
+    pub team: Team,
+    pub on_stage: OnStage,
+}
+
+impl Driver {
+    pub fn new(workspace: Shared, team: Team) -> Self {
+        Driver {
+            workspace,
+            team,
+            on_stage: Arc::new(|_| {}),
+        }
+    }
+
+    pub fn on_stage(mut self, on_stage: OnStage) -> Self {
+        self.on_stage = on_stage;
+        self
+    }
+
+    /// Plans `request`: the planner's prompt and the checked plan.
+    pub async fn plan(
+        &self,
+        request: &PlanRequest,
+        cancel: Cancel,
+    ) -> Result<(PlannerInput, Planned), DriverError> {
+        let input = self.planner_input(request).await?;
+        let planned = self.plan_with(input.clone(), request, cancel).await?;
+        Ok((input, planned))
+    }
+
+    /// Asks the planner with `input` (from [`Driver::planner_input`]) and checks its plan.
+    pub async fn plan_with(
+        &self,
+        input: PlannerInput,
+        request: &PlanRequest,
+        cancel: Cancel,
+    ) -> Result<Planned, DriverError> {
+        (self.on_stage)(Stage::LoadingPlanner);
+        let (model, tier, lease) = match &self.team {
+            Team::Tiers(tiers) => {
+                let lease = lease_planner(tiers.clone(), cancel.clone())
+                    .await
+                    .map_err(DriverError::NoPlanner)?;
+                (lease.model.clone(), lease.tier, Some(lease))
+            }
+            Team::Given { planner, .. } => (planner.clone(), Tier::Planner, None),
+        };
+        (self.on_stage)(Stage::Planning { tier });
+        let answer = ask_planner(model.as_ref(), &input, request.planner_time, cancel).await;
+        drop(model);
+        // Ending the flow unloads the planner: off the runtime.
+        let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+        let answer = answer?;
+        (self.on_stage)(Stage::Checking);
+        // Validation asks the disk: off the runtime, on index facts copied out.
+        let facts = {
+            let workspace = self.workspace.lock();
+            let root = workspace.root().map(ToOwned::to_owned).unwrap_or_default();
+            PlanFacts::gather(workspace.index(), &root, &answer.raw)
+        };
+        let instruction = request.instruction.clone();
+        let raw = answer.raw.clone();
+        let plan = tokio::task::spawn_blocking(move || validate(&instruction, &raw, &facts))
+            .await
+            .map_err(|err| DriverError::Checking(err.to_string()))?;
+        Ok(Planned {
+            plan,
+            answer: answer.answer,
+            usage: answer.usage,
+        })
+    }
+
+    /// The planner's prompt for `request`, from the focus files as they are now.
+    pub async fn planner_input(&self, request: &PlanRequest) -> Result<PlannerInput, DriverError> {
+        let snapshot = {
+            let mut workspace = self.workspace.lock();
+            workspace.refresh_index();
+            for item in &request.focus {
+                let file = item.file();
+                if workspace.index().file(file).is_none() && !workspace.is_open(file) {
+                    return Err(PlanError::Focus(format!(
+                        "{file}: not a source file in the index (give a path relative to the workspace root)"
+                    ))
+                    .into());
+                }
+            }
+            workspace.snapshot()
+        };
+        let files: Vec<String> = request
+            .focus
+            .iter()
+            .map(|item| item.file().to_owned())
+            .collect();
+        let texts = tokio::task::spawn_blocking(move || {
+            files
+                .iter()
+                .map(|file| {
+                    let text = snapshot.text(file).map_err(|err| err.to_string())?;
+                    Ok((file.clone(), text.rope().to_string()))
+                })
+                .collect::<Result<BTreeMap<String, String>, String>>()
+        })
+        .await
+        .map_err(|err| err.to_string())
+        .and_then(|texts| texts)
+        .map_err(PlanError::Focus)?;
+        let workspace = self.workspace.lock();
+        planner_input(
+            workspace.index(),
+            &texts,
+            &request.instruction,
+            &request.focus,
+            request.map_tokens,
+        )
+        .map_err(|reason| PlanError::Focus(reason).into())
+    }
+
+    /// Runs the plan's steps on the files as they are now, then lands them on the files as
+    /// they are when the steps are done (the user may have typed meanwhile). A cancelled
+    /// plan lands nothing.
+    pub async fn execute(
+        &self,
+        plan: &Plan,
+        options: impl FnOnce(&dyn Model) -> ExecuteOptions,
+        cancel: Cancel,
+    ) -> Result<Executed, DriverError> {
+        (self.on_stage)(Stage::LoadingExecutor);
+        let executor = match &self.team {
+            Team::Tiers(tiers) => lease_executor(tiers.clone(), cancel.clone())
+                .await
+                .map_err(DriverError::NoExecutor)?,
+            Team::Given { executor, .. } => executor.clone(),
+        };
+        let options = options(executor.as_ref());
+        let files: BTreeMap<String, Option<String>> = self
+            .current_files(plan)
+            .await
+            .into_iter()
+            .map(|(file, current)| (file, current.text))
+            .collect();
+        let definitions = definitions_for(plan, self.workspace.lock().index(), &files);
+        let on_stage = self.on_stage.clone();
+        let execution = execute(
+            plan.clone(),
+            executor,
+            files,
+            definitions,
+            options,
+            cancel,
+            Arc::new(move |event| on_stage(Stage::Step(event))),
+        )
+        .await;
+        if execution.cancelled {
+            return Ok(Executed {
+                execution,
+                landing: Landing::default(),
+                versions: BTreeMap::new(),
+            });
+        }
+        let current = self.current_files(plan).await;
+        let bases = current
+            .iter()
+            .map(|(file, now)| (file.clone(), now.text.clone()))
+            .collect();
+        let landing = land(plan, &execution.edits, &bases);
+        let versions = current
+            .into_iter()
+            .map(|(file, now)| (file, now.version))
+            .collect();
+        Ok(Executed {
+            execution,
+            landing,
+            versions,
+        })
+    }
+
+    /// Each file the plan touches as it is now, read off the runtime.
+    async fn current_files(&self, plan: &Plan) -> BTreeMap<String, CurrentFile> {
+        let snapshot = self.workspace.snapshot();
+        let files: Vec<String> = plan.files().into_iter().map(ToOwned::to_owned).collect();
+        off_runtime(move || snapshot.current_files(files.iter().map(String::as_str))).await
+    }
+}
+
+/// Lands the executed steps on the files as they are on disk now (a file edited meanwhile
+/// takes the steps whose symbols it still holds) and writes them: all files or none
+/// ([`disk::write_all`]: every file is checked before the first is written, each write is
+/// atomic and refused if the file changed after the check, and a failed write restores the
+/// files already written). For `tierls plan --apply`, with no editor.
+pub fn apply_on_disk(
+    snapshot: &Snapshot,
+    plan: &Plan,
+    execution: &Execution,
+) -> Result<Landing, Vec<(String, WriteError)>> {
+    let current: BTreeMap<String, Option<String>> = snapshot
+        .current_files(plan.files())
+        .into_iter()
+        .map(|(file, current)| (file, current.text))
+        .collect();
+    let landing = land(plan, &execution.edits, &current);
+    let writes: Vec<disk::FileWrite<'_>> = landing
+        .files
+        .iter()
+        .map(|file| disk::FileWrite {
+            relative: &file.file,
+            expected: file.base.as_deref(),
+            text: &file.text,
+        })
+        .collect();
+    let root = snapshot.root().map(ToOwned::to_owned).unwrap_or_default();
+    disk::write_all(&root, &writes, snapshot.max_read_bytes())?;
+    Ok(landing)
+}
+
+/// Runs blocking work (disk reads) on tokio's blocking threads.
+async fn off_runtime<T: Send + Default + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work).await.unwrap_or_default()
+}
