@@ -31,6 +31,8 @@ pub struct ScriptedModel {
     prompts: Mutex<Vec<String>>,
     /// How long each token takes: a stand-in for decoding time.
     per_token: Duration,
+    /// `submit` panics on prompts containing this: a stand-in for a bug in a backend.
+    panics_on: Option<String>,
 }
 
 impl ScriptedModel {
@@ -46,6 +48,7 @@ impl ScriptedModel {
             rules: Mutex::default(),
             prompts: Mutex::default(),
             per_token: Duration::ZERO,
+            panics_on: None,
         }
     }
 
@@ -62,6 +65,12 @@ impl ScriptedModel {
 
     pub fn per_token(mut self, per_token: Duration) -> Self {
         self.per_token = per_token;
+        self
+    }
+
+    /// Panics in `submit` on every prompt containing `needle`.
+    pub fn panics_on(mut self, needle: &str) -> Self {
+        self.panics_on = Some(needle.to_owned());
         self
     }
 
@@ -106,6 +115,13 @@ impl Model for ScriptedModel {
         events: UnboundedSender<GenerationEvent>,
     ) {
         let prompt = render_prompt(&request.prompt);
+        if let Some(needle) = self
+            .panics_on
+            .as_deref()
+            .filter(|needle| prompt.contains(needle))
+        {
+            panic!("the scripted model was told to fail on `{needle}`");
+        }
         let answer = self.next_answer(&prompt);
         lock(&self.prompts).push(prompt.clone());
         let per_token = self.per_token;

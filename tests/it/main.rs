@@ -23,3 +23,4 @@ mod queries;
 mod support;
 mod tiers;
 mod workers;
+mod workspace;
