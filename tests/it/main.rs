@@ -7,6 +7,7 @@ mod budget;
 mod cli;
 mod completion;
 mod config;
+mod consistency;
 mod documents;
 mod editors;
 mod fake_node;
