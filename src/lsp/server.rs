@@ -103,6 +103,24 @@ impl Backend {
             .unwrap_or_default()
     }
 
+    /// Asks `query` about the open document's byte offset under `at`, on a refreshed index,
+    /// and takes a snapshot in the same short lock.
+    fn at_cursor<T>(
+        &self,
+        at: &TextDocumentPositionParams,
+        query: impl FnOnce(&workspace::Workspace, &str, usize) -> Option<T>,
+    ) -> (Option<T>, Snapshot) {
+        let encoding = self.features().encoding;
+        let mut workspace = self.workspace.lock();
+        workspace.refresh_index();
+        let key = convert::key(workspace.root(), &at.text_document.uri);
+        let found = workspace.document(&key).and_then(|document| {
+            let offset = convert::offset(document.text(), at.position, encoding)?;
+            query(&workspace, &key, offset)
+        });
+        (found, workspace.snapshot())
+    }
+
     /// Re-resolves the configuration and applies what lives outside the session.
     fn apply_config(&self, session: &mut Session) {
         session.config = session.config_sources.resolve();
@@ -405,16 +423,9 @@ impl LanguageServer for Backend {
         let at = params.text_document_position_params;
         let encoding = self.features().encoding;
         let budget = Duration::from_millis(self.session().config.completion.hover_budget_ms.into());
-        let (facts, snapshot) = {
-            let mut workspace = self.workspace.lock();
-            workspace.refresh_index();
-            let key = convert::key(workspace.root(), &at.text_document.uri);
-            let facts = workspace.document(&key).and_then(|document| {
-                let offset = convert::offset(document.text(), at.position, encoding)?;
-                workspace.hover_facts(&key, offset)
-            });
-            (facts, workspace.snapshot())
-        };
+        let (facts, snapshot) = self.at_cursor(&at, |workspace, key, offset| {
+            workspace.hover_facts(key, offset)
+        });
         let Some(facts) = facts else { return Ok(None) };
         let root = snapshot.root().map(ToOwned::to_owned);
         let files = Self::texts(snapshot, vec![facts.definition.file.clone()]).await;
@@ -509,16 +520,9 @@ impl LanguageServer for Backend {
         self.disk_sync.settled(DISK_SYNC_WAIT).await;
         let at = params.text_document_position_params;
         let encoding = self.features().encoding;
-        let (found, snapshot) = {
-            let mut workspace = self.workspace.lock();
-            workspace.refresh_index();
-            let key = convert::key(workspace.root(), &at.text_document.uri);
-            let found = workspace.document(&key).and_then(|document| {
-                let offset = convert::offset(document.text(), at.position, encoding)?;
-                workspace.definitions_at(&key, offset)
-            });
-            (found, workspace.snapshot())
-        };
+        let (found, snapshot) = self.at_cursor(&at, |workspace, key, offset| {
+            workspace.definitions_at(key, offset)
+        });
         let Some(found) = found else { return Ok(None) };
         let keys = found.iter().map(|symbol| symbol.file.clone()).collect();
         let root = snapshot.root().map(ToOwned::to_owned);

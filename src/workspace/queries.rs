@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 use super::{Key, Workspace};
-use crate::core::index::extract::SymbolKind;
+use crate::core::index::extract::{Symbol, SymbolKind};
 use crate::core::index::language::Language;
 use crate::core::index::table::Found;
 
@@ -31,10 +31,13 @@ pub struct SymbolAt {
 
 impl SymbolAt {
     fn of(found: &Found<'_>) -> Self {
-        let symbol = found.symbol;
+        SymbolAt::new(found.path, found.language, found.symbol)
+    }
+
+    fn new(file: &str, language: Language, symbol: &Symbol) -> Self {
         SymbolAt {
-            file: found.path.to_owned(),
-            language: found.language,
+            file: file.to_owned(),
+            language,
             name: symbol.name.clone(),
             path: symbol.path.clone(),
             kind: symbol.kind,
@@ -73,17 +76,7 @@ impl Workspace {
             entry
                 .symbols
                 .iter()
-                .map(|symbol| SymbolAt {
-                    file: key.to_owned(),
-                    language: entry.language,
-                    name: symbol.name.clone(),
-                    path: symbol.path.clone(),
-                    kind: symbol.kind,
-                    signature: symbol.signature.clone(),
-                    range: symbol.range.clone(),
-                    name_range: symbol.name_range.clone(),
-                    parent: symbol.parent,
-                })
+                .map(|symbol| SymbolAt::new(key, entry.language, symbol))
                 .collect(),
         )
     }
