@@ -27,9 +27,12 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
     if name == "nodes" {
         return super::bench_nodes::run(model);
     }
+    if name == "server" {
+        return super::bench_server::run();
+    }
     if name != "models" {
         output::error(&format!(
-            "unknown benchmark `{name}`: available: models, index, completion, plan, nodes"
+            "unknown benchmark `{name}`: available: models, index, completion, plan, nodes, server"
         ));
         return ExitCode::from(2);
     }

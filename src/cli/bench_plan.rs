@@ -125,6 +125,8 @@ async fn bench(path: PathBuf) -> anyhow::Result<()> {
                 path: symbol.into(),
             }],
             map_tokens: 512,
+            reference_tokens: 1024,
+            max_fan_out: 256,
             planner_time: Duration::from_secs(
                 crate::config::Config::default().plan.planner_seconds.into(),
             ),

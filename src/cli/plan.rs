@@ -97,6 +97,8 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
         instruction: args.instruction.clone(),
         focus: args.focus.iter().map(|text| parse_focus(text)).collect(),
         map_tokens: config.plan.map_tokens as usize,
+        reference_tokens: config.plan.reference_tokens as usize,
+        max_fan_out: config.plan.max_fan_out as usize,
         planner_time: Duration::from_secs(config.plan.planner_seconds.into()),
     };
     let cancel = Cancel::new();

@@ -37,6 +37,10 @@ pub struct Config {
 pub struct PlanConfig {
     /// The repo map's share of the planner's prompt, in tokens.
     pub map_tokens: u32,
+    /// The focus symbols' reference sites' share of the planner's prompt, in tokens.
+    pub reference_tokens: u32,
+    /// The most jobs one fan-out step (`update_references`) expands into.
+    pub max_fan_out: u32,
     /// Answers asked of the executor per step (the first included) before the step fails.
     pub max_attempts: u32,
     /// The most tokens an executor may write for one step.
@@ -101,6 +105,8 @@ impl Default for Config {
             },
             plan: PlanConfig {
                 map_tokens: 1024,
+                reference_tokens: 2048,
+                max_fan_out: 256,
                 max_attempts: 3,
                 max_step_tokens: 1024,
                 step_seconds: 300,
@@ -152,6 +158,8 @@ pub struct ConfigLayer {
 #[serde(default, deny_unknown_fields)]
 pub struct PlanLayer {
     pub map_tokens: Option<tiers::Bounded<0, 32768>>,
+    pub reference_tokens: Option<tiers::Bounded<0, 65536>>,
+    pub max_fan_out: Option<tiers::Bounded<1, 10000>>,
     pub max_attempts: Option<tiers::Bounded<1, 10>>,
     pub max_step_tokens: Option<tiers::Bounded<16, 32768>>,
     pub step_seconds: Option<tiers::Bounded<1, 3600>>,
@@ -249,6 +257,11 @@ impl Config {
             let plan = &layer.plan;
             for (value, target) in [
                 (plan.map_tokens.map(|b| b.0), &mut config.plan.map_tokens),
+                (
+                    plan.reference_tokens.map(|b| b.0),
+                    &mut config.plan.reference_tokens,
+                ),
+                (plan.max_fan_out.map(|b| b.0), &mut config.plan.max_fan_out),
                 (
                     plan.max_attempts.map(|b| b.0),
                     &mut config.plan.max_attempts,

@@ -23,8 +23,8 @@ use super::ext::{
 use super::session::Session;
 use super::symbols::Texts;
 use super::{
-    ServerOptions, Shared, completion, hover, indexing, plans, request_failed, startup, status,
-    symbols,
+    ServerOptions, Shared, completion, hover, indexing, plan_actions, plans, request_failed,
+    startup, status, symbols,
 };
 use crate::completion::explain::ExplainEngine;
 use crate::completion::{Completed, CompletionEngine};
@@ -546,7 +546,7 @@ impl LanguageServer for Backend {
         let uri = &params.text_document.uri;
         let workspace = self.workspace.lock();
         let key = convert::key(workspace.root(), uri);
-        Ok(Some(plans::code_actions(
+        Ok(Some(plan_actions::code_actions(
             &workspace,
             &pending,
             uri,

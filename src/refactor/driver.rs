@@ -16,10 +16,10 @@ use super::{
     lease_planner,
 };
 use crate::config::Tier;
-use crate::core::plan::context::{Focus, planner_input};
+use crate::core::plan::context::{Focus, PromptBudget, planner_input, reference_files};
 use crate::core::plan::land::{Landing, land};
 use crate::core::plan::prompt::PlannerInput;
-use crate::core::plan::{Plan, validate};
+use crate::core::plan::{Plan, fan_out, validate};
 use crate::disk::{self, WriteError};
 use crate::models::tiers::TierSet;
 use crate::models::{Cancel, Model, ModelError};
@@ -54,6 +54,10 @@ pub struct PlanRequest {
     pub focus: Vec<Focus>,
     /// The repo map's token budget (`plan.map_tokens`).
     pub map_tokens: usize,
+    /// The reference sites' token budget (`plan.reference_tokens`).
+    pub reference_tokens: usize,
+    /// The most jobs a fan-out step expands into (`plan.max_fan_out`).
+    pub max_fan_out: usize,
     /// The planner's whole answer must arrive within this (`plan.planner_seconds`).
     pub planner_time: Duration,
 }
@@ -141,9 +145,15 @@ impl Driver {
         };
         let instruction = request.instruction.clone();
         let raw = answer.raw.clone();
-        let plan = tokio::task::spawn_blocking(move || validate(&instruction, &raw, &facts))
+        let mut plan = tokio::task::spawn_blocking(move || validate(&instruction, &raw, &facts))
             .await
             .map_err(|err| DriverError::Checking(err.to_string()))?;
+        // Fan-outs become jobs now, from the index, so that the plan shown is what runs.
+        fan_out::expand(
+            &mut plan,
+            self.workspace.lock().index(),
+            request.max_fan_out,
+        );
         Ok(Planned {
             plan,
             answer: answer.answer,
@@ -165,21 +175,32 @@ impl Driver {
                     .into());
                 }
             }
-            workspace.snapshot()
+            let using = reference_files(workspace.index(), &request.focus);
+            (workspace.snapshot(), using)
         };
+        let (snapshot, using) = snapshot;
         let files: Vec<String> = request
             .focus
             .iter()
             .map(|item| item.file().to_owned())
             .collect();
         let texts = tokio::task::spawn_blocking(move || {
-            files
+            let mut texts = files
                 .iter()
                 .map(|file| {
                     let text = snapshot.text(file).map_err(|err| err.to_string())?;
                     Ok((file.clone(), text.rope().to_string()))
                 })
-                .collect::<Result<BTreeMap<String, String>, String>>()
+                .collect::<Result<BTreeMap<String, String>, String>>()?;
+            // A file that uses a focus symbol and cannot be read now: its sites go unshown.
+            for file in using {
+                if !texts.contains_key(&file)
+                    && let Ok(text) = snapshot.text(&file)
+                {
+                    texts.insert(file, text.rope().to_string());
+                }
+            }
+            Ok(texts)
         })
         .await
         .map_err(|err| err.to_string())
@@ -191,7 +212,10 @@ impl Driver {
             &texts,
             &request.instruction,
             &request.focus,
-            request.map_tokens,
+            PromptBudget {
+                map_tokens: request.map_tokens,
+                reference_tokens: request.reference_tokens,
+            },
         )
         .map_err(|reason| PlanError::Focus(reason).into())
     }

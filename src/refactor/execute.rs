@@ -209,6 +209,10 @@ fn read_step(context: &Context, step: &Step) -> Result<(String, String), String>
     let working = context.working();
     let current = working.get(&step.file).cloned().flatten();
     match (step.action, current) {
+        (Action::UpdateReferences, _) => Err(format!(
+            "the fan-out on `{}` runs as the jobs it expands into, and was never expanded",
+            step.target
+        )),
         (Action::CreateFile, None) => Ok((String::new(), String::new())),
         (Action::CreateFile, Some(_)) => Err(format!("{} already exists", step.file)),
         (_, None) => Err(format!("{} does not exist", step.file)),

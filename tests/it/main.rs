@@ -2,7 +2,10 @@
 // Tests that run a model hold `support::one_model_at_a_time` across awaits on purpose: each
 // test has a runtime and a thread of its own, and the guard only orders whole tests.
 #![allow(clippy::await_holding_lock)]
+// Tests report seeds and figures on stderr, where cargo test shows them on failure.
+#![allow(clippy::print_stderr)]
 
+mod agent_edits;
 mod budget;
 mod cli;
 mod completion;

@@ -126,6 +126,8 @@ async fn check_plan(case: Case<'_>) -> String {
         instruction: case.instruction.into(),
         focus: case.focus,
         map_tokens: 512,
+        reference_tokens: 1024,
+        max_fan_out: 256,
         planner_time: Duration::from_secs(600),
     };
     let (_, planned) = ws

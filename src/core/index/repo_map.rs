@@ -42,7 +42,14 @@ fn specificity(name: &str) -> f64 {
 }
 
 pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
-    let files: Vec<FileId> = index.files().map(|(id, _)| id).collect();
+    // Everything below runs in path order, and sums in the same order every time: the map
+    // is a function of the files' contents and the request, never of the scan order.
+    let mut files: Vec<(FileId, &str)> = index
+        .files()
+        .map(|(id, entry)| (id, entry.path.as_str()))
+        .collect();
+    files.sort_by_key(|(_, path)| *path);
+    let files: Vec<FileId> = files.into_iter().map(|(id, _)| id).collect();
     if files.is_empty() {
         return String::new();
     }
@@ -80,7 +87,7 @@ pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
     };
     let mut edges: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
     for (from, out) in edges.iter_mut().enumerate() {
-        let mut targets: HashMap<usize, f64> = HashMap::new();
+        let mut targets: BTreeMap<usize, f64> = BTreeMap::new();
         for (name, weight) in uses_of(from) {
             for (defining_file, _) in index.defining(name) {
                 if *defining_file != files[from] {
@@ -165,7 +172,13 @@ pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
             candidates.push(((file, symbol_index), score));
         }
     }
-    candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let place = |(file, symbol_index): (FileId, usize)| {
+        (
+            index.entry(file).map_or("", |entry| entry.path.as_str()),
+            symbol_index,
+        )
+    };
+    candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(place(a.0).cmp(&place(b.0))));
 
     // Take the best until the budget is spent, then print them grouped by file, in order.
     let mut chosen: BTreeMap<(usize, String), Vec<usize>> = BTreeMap::new();

@@ -113,13 +113,11 @@ impl Index {
                 end: reference.range.end as u32,
             })
             .collect();
-        for (index, symbol) in found.symbols.iter().enumerate() {
-            let name = self.names.intern(&symbol.name);
-            self.definitions
-                .entry(name)
-                .or_default()
-                .push((id, index as u32));
-        }
+        let names: Vec<NameId> = found
+            .symbols
+            .iter()
+            .map(|symbol| self.names.intern(&symbol.name))
+            .collect();
         self.files[id.0 as usize] = Some(FileEntry {
             path: path.to_owned(),
             language,
@@ -129,6 +127,14 @@ impl Index {
             has_errors: found.has_errors,
         });
         self.by_path.insert(path.to_owned(), id);
+        for (index, name) in names.into_iter().enumerate() {
+            let place = (id, index as u32);
+            let files = &self.files;
+            let key = place_key(files, place);
+            let places = self.definitions.entry(name).or_default();
+            let at = places.partition_point(|&other| place_key(files, other) < key);
+            places.insert(at, place);
+        }
         id
     }
 
@@ -166,6 +172,22 @@ impl Index {
             entry.path = to.to_owned();
         }
         self.by_path.insert(to.to_owned(), id);
+        // The file's definitions move in the order of their names' places.
+        let names: Vec<NameId> = self
+            .entry(id)
+            .map(|entry| {
+                let names = entry.symbols.iter();
+                names
+                    .filter_map(|symbol| self.names.get(&symbol.name))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let files = &self.files;
+        for name in names {
+            if let Some(places) = self.definitions.get_mut(&name) {
+                places.sort_by(|a, b| place_key(files, *a).cmp(&place_key(files, *b)));
+            }
+        }
         true
     }
 
@@ -212,12 +234,13 @@ impl Index {
         })
     }
 
-    /// Every use of `name`: the file and the byte range.
+    /// Every use of `name`: the file and the byte range, by path and then position.
     pub fn references(&self, name: &str) -> Vec<(&str, Range<usize>)> {
         let Some(id) = self.names.get(name) else {
             return Vec::new();
         };
-        self.files()
+        let mut found: Vec<(&str, Range<usize>)> = self
+            .files()
             .flat_map(|(_, entry)| {
                 entry
                     .references
@@ -230,7 +253,9 @@ impl Index {
                         )
                     })
             })
-            .collect()
+            .collect();
+        found.sort_by(|a, b| (a.0, a.1.start).cmp(&(b.0, b.1.start)));
+        found
     }
 
     /// The innermost definition that contains `offset`.
@@ -259,7 +284,8 @@ impl Index {
         })
     }
 
-    /// The names a file uses, with how often, by id (cheap: no strings).
+    /// The names a file uses, with how often, by id, in the order of the names (not of
+    /// the ids, which follow the scan order).
     pub fn name_uses(&self, file: FileId) -> Vec<(NameId, u32)> {
         let Some(entry) = self.entry(file) else {
             return Vec::new();
@@ -269,7 +295,7 @@ impl Index {
             .iter()
             .map(|reference| reference.name)
             .collect();
-        names.sort_unstable();
+        names.sort_unstable_by(|a, b| self.names.name(*a).cmp(self.names.name(*b)));
         let mut uses: Vec<(NameId, u32)> = Vec::new();
         for name in names {
             match uses.last_mut() {
@@ -351,6 +377,15 @@ impl Index {
             .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         stats
     }
+}
+
+/// Where a definition sorts among those of its name: by path, then by its place in the
+/// file. Never by file id, which follows the order files were scanned in.
+fn place_key(files: &[Option<FileEntry>], (file, index): (FileId, u32)) -> (&str, u32) {
+    let path = files[file.0 as usize]
+        .as_ref()
+        .map_or("", |entry| entry.path.as_str());
+    (path, index)
 }
 
 fn is_subsequence(needle: &str, haystack: &str) -> bool {

@@ -88,6 +88,8 @@ pub enum SpliceError {
     FileTooLarge { file: String, bytes: usize },
     #[error("the code has syntax errors: {}", .errors.join("; "))]
     SyntaxErrors { errors: Vec<String> },
+    #[error("step on `{target}` is a fan-out, which runs as the jobs it expands into")]
+    NotExpanded { target: String },
 }
 
 /// Finds `target` (a qualified symbol path) in `text`.
@@ -141,6 +143,11 @@ fn leading_lines_start(language: Language, text: &str, start: usize) -> usize {
 /// returns the new text, or why the step cannot land.
 pub fn splice(text: Option<&str>, edit: &StepEdit) -> Result<String, SpliceError> {
     let file = edit.file.clone();
+    if edit.action == Action::UpdateReferences {
+        return Err(SpliceError::NotExpanded {
+            target: edit.target.clone(),
+        });
+    }
     let language = Language::from_path(&edit.file);
     if edit.action == Action::CreateFile {
         if text.is_some() {
@@ -189,7 +196,9 @@ pub fn splice(text: Option<&str>, edit: &StepEdit) -> Result<String, SpliceError
         Action::InsertBefore => (start..start, format!("{code}\n\n{indent}"), 0),
         Action::InsertAfter => (end..end, format!("\n\n{indent}{code}"), 2 + indent.len()),
         Action::DeleteSymbol => (deletion_range(text, start, end), String::new(), 0),
-        Action::CreateFile | Action::EditFile => unreachable!("handled above"),
+        Action::CreateFile | Action::EditFile | Action::UpdateReferences => {
+            unreachable!("handled above")
+        }
     };
     let new = format!(
         "{}{inserted}{}",

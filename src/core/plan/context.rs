@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::anchor::locate;
 use super::prompt::{PlannerInput, TargetSource};
 use crate::core::index::extract::Symbol;
-use crate::core::index::repo_map::{RepoMapRequest, repo_map};
+use crate::core::index::repo_map::{RepoMapRequest, estimate_tokens, repo_map};
 use crate::core::index::table::Index;
 
 /// Definitions in the index named by identifiers of `source`, as `file: signature`, leaving
@@ -69,14 +69,167 @@ impl Focus {
 /// The most symbols of a focus file the planner is shown.
 const MAX_LISTED_SYMBOLS: usize = 80;
 
+/// The most files whose reference sites are read for the planner; sites in the files past
+/// it are counted, not shown.
+pub const MAX_REFERENCE_FILES: usize = 512;
+
+/// The longest line of a reference site shown, in characters.
+const MAX_SITE_CHARS: usize = 160;
+
+/// Where a focus symbol is used, as the planner is shown it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct References {
+    /// The symbol's qualified path, and the name its uses are found by.
+    pub path: String,
+    pub name: String,
+    /// How many files define the name: above 1, a site may use another definition.
+    pub definitions: usize,
+    pub sites: Vec<ReferenceSite>,
+    /// Every site found and the files they are in, shown or not.
+    pub total_sites: usize,
+    pub total_files: usize,
+}
+
+/// One use: its file, the innermost symbol it sits in (`""` at the top level), its line
+/// (1-based) and that line's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReferenceSite {
+    pub file: String,
+    pub enclosing: String,
+    pub line: usize,
+    pub text: String,
+}
+
+/// How many files define `name` (a type and its `impl` in one file are one definition).
+pub fn defining_files(index: &Index, name: &str) -> usize {
+    let mut files: Vec<&str> = index
+        .definitions(name)
+        .iter()
+        .map(|found| found.path)
+        .collect();
+    files.dedup();
+    files.len()
+}
+
+/// The symbols `focus` is about, by file: what [`planner_input`] shows in full.
+fn focus_symbols<'i>(index: &'i Index, focus: &[Focus]) -> Vec<(&'i str, &'i Symbol)> {
+    let mut chosen = Vec::new();
+    for item in focus {
+        let Some(entry) = index.file(item.file()) else {
+            continue;
+        };
+        let symbols = match item {
+            Focus::File(_) => Vec::new(),
+            Focus::Symbol { path, .. } => entry
+                .symbols
+                .iter()
+                .find(|symbol| &symbol.path == path)
+                .into_iter()
+                .collect(),
+            Focus::Selection { range, .. } => selected_symbols(&entry.symbols, range),
+        };
+        chosen.extend(
+            symbols
+                .into_iter()
+                .map(|symbol| (entry.path.as_str(), symbol)),
+        );
+    }
+    chosen
+}
+
+/// The files whose text [`planner_input`] needs besides the focus files: those where the
+/// focus symbols are used, in path order, at most [`MAX_REFERENCE_FILES`].
+pub fn reference_files(index: &Index, focus: &[Focus]) -> Vec<String> {
+    let mut files = std::collections::BTreeSet::new();
+    for (_, symbol) in focus_symbols(index, focus) {
+        for (file, _) in index.references(&symbol.name) {
+            files.insert(file.to_owned());
+        }
+    }
+    files.into_iter().take(MAX_REFERENCE_FILES).collect()
+}
+
+/// Where each focus symbol is used, under `budget` tokens for all of them: sites in path
+/// order, then by position, each with the symbol it sits in.
+fn references_of(
+    index: &Index,
+    texts: &std::collections::BTreeMap<String, String>,
+    targets: &[(&str, &Symbol)],
+    budget: usize,
+) -> Vec<References> {
+    let mut spent = 0;
+    let mut all = Vec::new();
+    for (_, symbol) in targets {
+        let found = index.references(&symbol.name);
+        let mut references = References {
+            path: symbol.path.clone(),
+            name: symbol.name.clone(),
+            definitions: defining_files(index, &symbol.name),
+            total_sites: found.len(),
+            total_files: found
+                .iter()
+                .map(|(file, _)| *file)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            sites: Vec::new(),
+        };
+        for (file, range) in found {
+            let Some(text) = texts.get(file) else {
+                continue;
+            };
+            let Some(before) = text.get(..range.start) else {
+                continue;
+            };
+            let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+            let line_end = text[range.start..]
+                .find('\n')
+                .map_or(text.len(), |at| range.start + at);
+            let line: String = text[line_start..line_end]
+                .trim()
+                .chars()
+                .take(MAX_SITE_CHARS)
+                .collect();
+            let enclosing = index
+                .enclosing_symbol(file, range.start)
+                .map(|symbol| symbol.path.clone())
+                .unwrap_or_default();
+            let cost =
+                estimate_tokens(&line) + estimate_tokens(file) + estimate_tokens(&enclosing) + 4;
+            // In path order to the end of the budget: the sites shown are the first ones.
+            if spent + cost > budget {
+                break;
+            }
+            spent += cost;
+            references.sites.push(ReferenceSite {
+                file: file.to_owned(),
+                enclosing,
+                line: before.matches('\n').count() + 1,
+                text: line,
+            });
+        }
+        all.push(references);
+    }
+    all
+}
+
+/// The planner's share of tokens for each part of its prompt.
+#[derive(Clone, Copy, Debug)]
+pub struct PromptBudget {
+    /// The repo map (`plan.map_tokens`).
+    pub map_tokens: usize,
+    /// The focus symbols' reference sites (`plan.reference_tokens`).
+    pub reference_tokens: usize,
+}
+
 /// Builds the planner's input: the focus symbols' source (from `texts`, each focus file's
-/// current text), the symbols of the focus files, and the repo map under `map_tokens`.
+/// current text, and those of [`reference_files`]), the symbols of the focus files, where
+/// the focus symbols are used, and the repo map.
 pub fn planner_input(
     index: &Index,
     texts: &std::collections::BTreeMap<String, String>,
     instruction: &str,
     focus: &[Focus],
-    map_tokens: usize,
+    budget: PromptBudget,
 ) -> Result<PlannerInput, String> {
     let mut targets = Vec::new();
     let mut files: Vec<&str> = Vec::new();
@@ -136,7 +289,7 @@ pub fn planner_input(
         &RepoMapRequest {
             focus_files: &files,
             focus_names: &names,
-            token_budget: map_tokens,
+            token_budget: budget.map_tokens,
         },
     );
     let mut files_shown: Vec<String> = files.iter().map(|file| (*file).to_owned()).collect();
@@ -148,7 +301,21 @@ pub fn planner_input(
             files_shown.push(file.to_owned());
         }
     }
-    let allowed = files_shown
+    let shown_targets: Vec<(&str, &Symbol)> = focus_symbols(index, focus)
+        .into_iter()
+        .filter(|(file, symbol)| {
+            targets
+                .iter()
+                .any(|target| target.file == *file && target.path == symbol.path)
+        })
+        .collect();
+    let references = references_of(index, texts, &shown_targets, budget.reference_tokens);
+    for site in references.iter().flat_map(|references| &references.sites) {
+        if !files_shown.contains(&site.file) {
+            files_shown.push(site.file.clone());
+        }
+    }
+    let mut allowed: Vec<(String, Vec<String>)> = files_shown
         .into_iter()
         .map(|file| {
             let symbols = index.file(&file).map_or_else(Vec::new, |entry| {
@@ -163,10 +330,20 @@ pub fn planner_input(
             (file, symbols)
         })
         .collect();
+    // Every symbol a use sits in is a target a step may name, however far down its file.
+    for site in references.iter().flat_map(|references| &references.sites) {
+        if let Some((_, symbols)) = allowed.iter_mut().find(|(file, _)| *file == site.file)
+            && !site.enclosing.is_empty()
+            && !symbols.contains(&site.enclosing)
+        {
+            symbols.push(site.enclosing.clone());
+        }
+    }
     Ok(PlannerInput {
         instruction: instruction.trim().to_owned(),
         targets,
         file_symbols,
+        references,
         repo_map: map,
         allowed,
     })

@@ -8,6 +8,7 @@ pub mod anchor;
 pub mod comment;
 pub mod context;
 pub mod diff;
+pub mod fan_out;
 pub mod land;
 pub mod path;
 pub mod prompt;
@@ -33,8 +34,7 @@ pub const MAX_STEPS: u32 = 8;
 /// Servers that ignore grammars are covered by [`validate`], which checks all of it again.
 pub fn plan_schema(files: &[(String, Vec<String>)]) -> String {
     let free = r#"{ "type": "string", "maxLength": 160 }"#;
-    let edit_actions =
-        r#""replace_symbol", "insert_before", "insert_after", "delete_symbol", "edit_file""#;
+    let edit_actions = r#""replace_symbol", "insert_before", "insert_after", "delete_symbol", "edit_file", "update_references""#;
     let step_shapes = |id: u32| -> Vec<String> {
         let depends_on = if id == 1 {
             r#"{ "type": "array", "maxItems": 0 }"#.to_owned()
@@ -165,6 +165,9 @@ pub enum Action {
     CreateFile,
     /// Rewrite a whole (small) file.
     EditFile,
+    /// Change every use of a symbol: expanded from the index into one job per symbol that
+    /// uses it ([`fan_out`]) before anything runs.
+    UpdateReferences,
 }
 
 impl Action {
@@ -176,6 +179,7 @@ impl Action {
             Action::DeleteSymbol => "delete_symbol",
             Action::CreateFile => "create_file",
             Action::EditFile => "edit_file",
+            Action::UpdateReferences => "update_references",
         }
     }
 
@@ -187,6 +191,7 @@ impl Action {
                 | Action::InsertBefore
                 | Action::InsertAfter
                 | Action::DeleteSymbol
+                | Action::UpdateReferences
         )
     }
 
@@ -207,6 +212,8 @@ pub struct Step {
     pub action: Action,
     pub instruction: String,
     pub depends_on: Vec<u32>,
+    /// The fan-out step this job was expanded from.
+    pub part_of: Option<u32>,
 }
 
 /// Why a step of the planner's answer cannot run.
@@ -224,6 +231,8 @@ pub struct Plan {
     pub summary: String,
     pub steps: Vec<Step>,
     pub rejected: Vec<Rejected>,
+    /// The fan-out steps, each expanded into jobs among `steps`.
+    pub fan_outs: Vec<fan_out::FanOut>,
 }
 
 impl Plan {

@@ -1,5 +1,6 @@
 //! The exact conversations the planner and the executors receive.
 
+use super::context::References;
 use super::{Action, Plan, Step};
 use crate::core::generation::ChatMessage;
 
@@ -10,12 +11,12 @@ Answer with a JSON plan:
   - id: 1, 2, 3...
   - file: the workspace-relative path of the file the step changes.
   - target: the qualified path of the symbol the step changes, exactly as listed; empty for create_file and edit_file.
-  - action: replace_symbol (rewrite the target), insert_before or insert_after (add new code next to the target), delete_symbol, create_file (write a new file), edit_file (rewrite a whole small file).
+  - action: replace_symbol (rewrite the target), insert_before or insert_after (add new code next to the target), delete_symbol, create_file (write a new file), edit_file (rewrite a whole small file), update_references (change every use of the target, wherever it is used: one step for all of them).
   - instruction: what to do in this step, precise enough to do without seeing the other steps.
   - depends_on: the ids of the steps that must be done first.
 Use as few steps as the request needs. Name only files and symbols listed below, or a new file for create_file.
 Example, for \"rename parse to parse_line\":
-{\"summary\": \"Rename parse to parse_line.\", \"steps\": [{\"id\": 1, \"action\": \"replace_symbol\", \"file\": \"src/reader.rs\", \"target\": \"Reader::parse\", \"instruction\": \"Rename the method to parse_line.\", \"depends_on\": []}, {\"id\": 2, \"action\": \"replace_symbol\", \"file\": \"src/main.rs\", \"target\": \"main\", \"instruction\": \"Call reader.parse_line instead of reader.parse.\", \"depends_on\": [1]}]}";
+{\"summary\": \"Rename parse to parse_line.\", \"steps\": [{\"id\": 1, \"action\": \"replace_symbol\", \"file\": \"src/reader.rs\", \"target\": \"Reader::parse\", \"instruction\": \"Rename the method to parse_line.\", \"depends_on\": []}, {\"id\": 2, \"action\": \"update_references\", \"file\": \"src/reader.rs\", \"target\": \"Reader::parse\", \"instruction\": \"Call parse_line instead of parse.\", \"depends_on\": [1]}]}";
 
 const EXECUTOR_SYSTEM: &str = "You carry out one step of a refactor plan. Answer with only the code the step asks for, in one fenced code block, with no explanation.";
 
@@ -36,6 +37,8 @@ pub struct PlannerInput {
     pub targets: Vec<TargetSource>,
     /// The symbols of each focus file, as `(path, kind)`: the targets a step may name.
     pub file_symbols: Vec<(String, Vec<(String, String)>)>,
+    /// Where each target is used, under its token budget.
+    pub references: Vec<References>,
     /// The repo map, already cut to its token budget.
     pub repo_map: String,
     /// Every file the planner is shown (the focus files, then the repo map's) with the
@@ -57,6 +60,9 @@ pub fn planner_prompt(input: &PlannerInput) -> Vec<ChatMessage> {
             user.push_str(&format!("- `{path}` ({kind})\n"));
         }
     }
+    for references in &input.references {
+        push_references(&mut user, references);
+    }
     if !input.repo_map.trim().is_empty() {
         user.push_str(&format!(
             "\nThe most relevant definitions elsewhere in the repository:\n{}\n",
@@ -67,6 +73,49 @@ pub fn planner_prompt(input: &PlannerInput) -> Vec<ChatMessage> {
         ChatMessage::new("system", PLANNER_SYSTEM),
         ChatMessage::new("user", &user),
     ]
+}
+
+/// "Where `total_price` is used: 24 sites in 24 files, each with the symbol it is in:"
+fn push_references(user: &mut String, references: &References) {
+    let plural = |count: usize, one: &str, many: &str| {
+        format!("{count} {}", if count == 1 { one } else { many })
+    };
+    if references.total_sites == 0 {
+        user.push_str(&format!(
+            "\n`{}` is not used anywhere else in the workspace.\n",
+            references.path
+        ));
+        return;
+    }
+    user.push_str(&format!(
+        "\nWhere `{}` is used: {} in {}, each with the symbol it is in:\n",
+        references.path,
+        plural(references.total_sites, "site", "sites"),
+        plural(references.total_files, "file", "files"),
+    ));
+    for site in &references.sites {
+        let within = match site.enclosing.as_str() {
+            "" => "(top level)".to_owned(),
+            enclosing => format!("`{enclosing}`"),
+        };
+        user.push_str(&format!(
+            "- {} {within} line {}: {}\n",
+            site.file, site.line, site.text
+        ));
+    }
+    let left_out = references.total_sites - references.sites.len();
+    if left_out > 0 {
+        user.push_str(&format!(
+            "({} not shown.)\n",
+            plural(left_out, "more site is", "more sites are")
+        ));
+    }
+    if references.definitions > 1 {
+        user.push_str(&format!(
+            "`{}` is defined in {} places and uses are found by name: some of these may use another definition.\n",
+            references.name, references.definitions
+        ));
+    }
 }
 
 /// What an executor is shown for one step.
@@ -88,6 +137,27 @@ pub fn executor_prompt(input: &ExecutorInput<'_>) -> Vec<ChatMessage> {
     let step = input.step;
     let mut user = format!("The plan: {}\n", input.plan.summary);
     for other in &input.plan.steps {
+        // A fan-out's jobs read as the one step the planner wrote.
+        if let Some(fan_out) = other.part_of {
+            let first = input
+                .plan
+                .steps
+                .iter()
+                .find(|job| job.part_of == Some(fan_out));
+            if first == Some(other)
+                && let Some(fan_out) = input.plan.fan_outs.iter().find(|f| f.step == fan_out)
+            {
+                user.push_str(&format!(
+                    "{}. update_references {} `{}`: {} ({} jobs, one for each symbol that uses it)\n",
+                    fan_out.step,
+                    fan_out.file,
+                    fan_out.symbol,
+                    fan_out.instruction,
+                    fan_out.jobs.len()
+                ));
+            }
+            continue;
+        }
         user.push_str(&format!(
             "{}. {} {}{}: {}\n",
             other.id,
@@ -121,7 +191,7 @@ pub fn executor_prompt(input: &ExecutorInput<'_>) -> Vec<ChatMessage> {
             step.file,
             fenced(input.source)
         )),
-        Action::DeleteSymbol => {}
+        Action::DeleteSymbol | Action::UpdateReferences => {}
     }
     if !input.definitions.is_empty() {
         user.push_str("\nDefinitions it uses:\n");

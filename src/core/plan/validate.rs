@@ -116,6 +116,7 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
             .into_iter()
             .map(|(id, reason)| Rejected { id, reason })
             .collect(),
+        fan_outs: Vec::new(),
     }
 }
 
@@ -285,6 +286,7 @@ fn check_step(
         action: raw.action,
         instruction,
         depends_on,
+        part_of: None,
     })
 }
 
@@ -382,8 +384,15 @@ fn unordered_clash(
     step: &Step,
     ancestors: &HashSet<u32>,
 ) -> Option<String> {
+    // A fan-out changes the symbol's users, not the symbol: its jobs are checked as they
+    // are expanded.
+    let fans_out = |step: &Step| step.action == Action::UpdateReferences;
+    if fans_out(step) {
+        return None;
+    }
     let earlier = earlier_steps.iter().find(|earlier| {
-        earlier.file == step.file
+        !fans_out(earlier)
+            && earlier.file == step.file
             && (earlier.target == step.target
                 || earlier.target.is_empty()
                 || step.target.is_empty())

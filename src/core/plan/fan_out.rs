@@ -1,0 +1,171 @@
+//! Fan-out steps: "change every use of `S`" (`update_references`), expanded from the index
+//! into one job per symbol that uses `S`, before anything runs and before the plan is
+//! shown. The planner writes one step; each job is an ordinary `replace_symbol` step,
+//! anchored and landed like any other; no step cap applies to the expansion, only
+//! `plan.max_fan_out`.
+
+use std::collections::BTreeMap;
+
+use super::context::defining_files;
+use super::{Action, Plan, Step};
+use crate::core::index::table::Index;
+
+/// One fan-out step and what it became.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FanOut {
+    /// The planner's step id.
+    pub step: u32,
+    /// Where the symbol is defined, and its qualified path.
+    pub file: String,
+    pub symbol: String,
+    pub instruction: String,
+    /// The jobs' step ids, in path order.
+    pub jobs: Vec<u32>,
+    /// Every use found and the files they are in.
+    pub sites: usize,
+    pub files: usize,
+    /// Uses no job changes, and why: `(where, reason)`.
+    pub not_done: Vec<(String, String)>,
+}
+
+/// Expands every `update_references` step of `plan` into jobs, at most `max_jobs` per
+/// fan-out. Steps that depended on a fan-out depend on all of its jobs instead.
+pub fn expand(plan: &mut Plan, index: &Index, max_jobs: usize) {
+    let mut next_id = plan.steps.iter().map(|step| step.id).max().unwrap_or(0) + 1;
+    let mut expanded: Vec<Step> = Vec::new();
+    let mut jobs_of: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    let mut claimed: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let others: Vec<Step> = plan
+        .steps
+        .iter()
+        .filter(|step| step.action != Action::UpdateReferences)
+        .cloned()
+        .collect();
+    for step in std::mem::take(&mut plan.steps) {
+        if step.action != Action::UpdateReferences {
+            expanded.push(step);
+            continue;
+        }
+        let fan_out = expand_one(&step, index, &others, max_jobs, &mut next_id, &mut claimed);
+        for job in &fan_out.1 {
+            expanded.push(job.clone());
+        }
+        jobs_of.insert(step.id, fan_out.0.jobs.clone());
+        plan.fan_outs.push(fan_out.0);
+    }
+    for step in &mut expanded {
+        let mut depends_on = Vec::new();
+        for dep in &step.depends_on {
+            match jobs_of.get(dep) {
+                Some(jobs) => depends_on.extend(jobs),
+                None => depends_on.push(*dep),
+            }
+        }
+        step.depends_on = depends_on;
+    }
+    plan.steps = expanded;
+}
+
+fn expand_one(
+    step: &Step,
+    index: &Index,
+    others: &[Step],
+    max_jobs: usize,
+    next_id: &mut u32,
+    claimed: &mut BTreeMap<(String, String), u32>,
+) -> (FanOut, Vec<Step>) {
+    let mut fan_out = FanOut {
+        step: step.id,
+        file: step.file.clone(),
+        symbol: step.target.clone(),
+        instruction: step.instruction.clone(),
+        ..FanOut::default()
+    };
+    let Some(symbol) = index.file(&step.file).and_then(|entry| {
+        entry
+            .symbols
+            .iter()
+            .find(|symbol| symbol.path == step.target)
+    }) else {
+        fan_out.not_done.push((
+            format!("{} `{}`", step.file, step.target),
+            "the symbol is not in the index".into(),
+        ));
+        return (fan_out, Vec::new());
+    };
+    let definitions = defining_files(index, &symbol.name);
+    let sites = index.references(&symbol.name);
+    fan_out.sites = sites.len();
+    // The symbols the uses sit in, in path order, each once.
+    let mut users: Vec<(String, String)> = Vec::new();
+    for (file, range) in &sites {
+        let enclosing = index
+            .enclosing_symbol(file, range.start)
+            .map(|symbol| symbol.path.clone())
+            .unwrap_or_default();
+        let user = ((*file).to_owned(), enclosing);
+        if users.last() != Some(&user) && !users.contains(&user) {
+            users.push(user);
+        }
+    }
+    let mut files: Vec<&str> = sites.iter().map(|(file, _)| *file).collect();
+    files.dedup();
+    fan_out.files = files.len();
+    let mut jobs = Vec::new();
+    for (file, enclosing) in users {
+        let place = if enclosing.is_empty() {
+            format!("{file} (top level)")
+        } else {
+            format!("{file} `{enclosing}`")
+        };
+        let owner = others.iter().find(|other| {
+            other.file == file && (other.target == enclosing || other.target.is_empty())
+        });
+        let reason = if enclosing.is_empty() {
+            Some("the use is outside any symbol: change it with an edit_file step".to_owned())
+        } else if file == step.file && enclosing == step.target {
+            Some(format!(
+                "the use is inside `{}` itself: its own step changes it",
+                step.target
+            ))
+        } else if let Some(owner) = owner {
+            Some(format!("step {} changes this symbol", owner.id))
+        } else if definitions > 1 && file != step.file {
+            Some(format!(
+                "`{}` is defined in {definitions} places and uses are found by name: confirm this one uses {} `{}` and change it with a step of its own",
+                symbol.name, step.file, step.target
+            ))
+        } else if jobs.len() >= max_jobs {
+            Some(format!(
+                "over the {max_jobs} jobs a fan-out may have (`plan.max_fan_out`)"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            fan_out.not_done.push((place, reason));
+            continue;
+        }
+        let id = *next_id;
+        *next_id += 1;
+        fan_out.jobs.push(id);
+        // A symbol that uses two fanned-out symbols gets one job per fan-out, in turn.
+        let mut depends_on = step.depends_on.clone();
+        if let Some(earlier) = claimed.insert((file.clone(), enclosing.clone()), id) {
+            depends_on.push(earlier);
+        }
+        jobs.push(Step {
+            id,
+            file,
+            target: enclosing,
+            action: Action::ReplaceSymbol,
+            instruction: format!(
+                "{} (This symbol uses `{}` from {}: change its uses of it.)",
+                step.instruction, step.target, step.file
+            ),
+            depends_on,
+            part_of: Some(step.id),
+        });
+    }
+    (fan_out, jobs)
+}
