@@ -98,13 +98,14 @@ fn expand_one(
     fan_out.sites = sites.len();
     // The symbols the uses sit in, in path order, each once.
     let mut users: Vec<(String, String)> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for (file, range) in &sites {
         let enclosing = index
             .enclosing_symbol(file, range.start)
             .map(|symbol| symbol.path.clone())
             .unwrap_or_default();
         let user = ((*file).to_owned(), enclosing);
-        if users.last() != Some(&user) && !users.contains(&user) {
+        if seen.insert(user.clone()) {
             users.push(user);
         }
     }
