@@ -127,10 +127,10 @@ async fn start(root: &Path) -> anyhow::Result<Server> {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        anyhow::bail!("the server's pipes are missing");
+    let Some(client) = LspClient::of_child(&mut child) else {
+        anyhow::bail!("the server's stdio was not captured");
     };
-    let client = LspClient::new(stdout, stdin).with_timeout(Duration::from_secs(60));
+    let client = client.with_timeout(Duration::from_secs(60));
     let root = Url::from_directory_path(root).map_err(|()| anyhow::anyhow!("bad root"))?;
     Ok(Server {
         client,

@@ -56,12 +56,11 @@ async fn demo(workspace: &Path) -> anyhow::Result<()> {
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let (Some(stdin), Some(stdout)) = (server.stdin.take(), server.stdout.take()) else {
+    let Some(client) = LspClient::of_child(&mut server) else {
         anyhow::bail!("the server's stdio was not captured");
     };
     // Planning on a loaded machine can take a while: wait for answers as an editor would.
-    let mut client =
-        LspClient::new(stdout, stdin).with_timeout(std::time::Duration::from_secs(600));
+    let mut client = client.with_timeout(std::time::Duration::from_secs(600));
 
     let init = client
         .request(

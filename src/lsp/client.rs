@@ -65,6 +65,12 @@ impl LspClient {
         }
     }
 
+    /// A client of a server running as `child` (`tierls serve` with piped stdin and
+    /// stdout); `None` when its pipes were not captured.
+    pub fn of_child(child: &mut tokio::process::Child) -> Option<Self> {
+        Some(LspClient::new(child.stdout.take()?, child.stdin.take()?))
+    }
+
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

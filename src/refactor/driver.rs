@@ -163,7 +163,7 @@ impl Driver {
 
     /// The planner's prompt for `request`, from the focus files as they are now.
     pub async fn planner_input(&self, request: &PlanRequest) -> Result<PlannerInput, DriverError> {
-        let snapshot = {
+        let (snapshot, using) = {
             let mut workspace = self.workspace.lock();
             workspace.refresh_index();
             for item in &request.focus {
@@ -175,10 +175,10 @@ impl Driver {
                     .into());
                 }
             }
-            let using = reference_files(workspace.index(), &request.focus);
+            let using =
+                reference_files(workspace.index(), &request.focus, request.reference_tokens);
             (workspace.snapshot(), using)
         };
-        let (snapshot, using) = snapshot;
         let files: Vec<String> = request
             .focus
             .iter()

@@ -285,3 +285,66 @@ fn a_fan_out_is_bounded_and_says_what_it_leaves() {
         "at most 10 jobs:\n{bounded}\nwith a second `total_price`:\n{defined_twice}"
     ));
 }
+
+/// The fan-out's jobs go to llama.cpp like any step: the test model as the executor (two
+/// slots) answers each job of a four-caller fan-out; every job is reported with the tokens
+/// it decoded, and whatever lands parses (a job whose answer does not is refused, never
+/// spliced).
+#[tokio::test]
+async fn fan_out_jobs_run_on_the_test_model() {
+    use tierls::models::embedded::{EmbeddedModel, EmbeddedOptions, test_model_path};
+    let _turn = crate::support::one_model_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let callers = 4;
+    pricing_workspace(&root, 6, callers);
+    let options = EmbeddedOptions {
+        n_ctx: 4096,
+        slots: 2,
+        threads: 2,
+        chat_template: Some("gemma".into()),
+        ..EmbeddedOptions::default()
+    };
+    let executor = EmbeddedModel::load(&test_model_path(), &options).expect("the test model loads");
+    let planner = ScriptedModel::new(1).answer("Request:", &[PRICING_PLAN]);
+    let driver = Driver::new(
+        scanned(&root, 1),
+        Team::Given {
+            planner: std::sync::Arc::new(planner),
+            executor: std::sync::Arc::new(executor),
+        },
+    );
+    let (_, planned) = driver
+        .plan(&pricing_request(256, 2048), tierls::models::Cancel::new())
+        .await
+        .unwrap();
+    let plan = planned.plan;
+    assert_eq!(plan.fan_outs[0].jobs.len(), callers, "{:?}", plan.fan_outs);
+    let options = tierls::refactor::ExecuteOptions {
+        max_attempts: 1,
+        max_step_tokens: 96,
+        step_time_limit: Some(Duration::from_secs(120)),
+        concurrency: 2,
+    };
+    let executed = driver
+        .execute(&plan, |_| options, tierls::models::Cancel::new())
+        .await
+        .unwrap();
+    let reports = &executed.execution.reports;
+    assert_eq!(reports.len(), plan.steps.len(), "{reports:?}");
+    for report in reports {
+        if report.attempts > 0 {
+            assert!(report.generated_tokens > 0, "{report:?}");
+        }
+    }
+    for file in &executed.landing.files {
+        let language = tierls::core::index::language::Language::from_path(&file.file).unwrap();
+        let errors = tierls::core::plan::anchor::syntax_errors(language, &file.text);
+        assert!(
+            errors.is_empty(),
+            "{}: {errors:?}\n{}",
+            file.file,
+            file.text
+        );
+    }
+}

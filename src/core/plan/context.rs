@@ -7,7 +7,7 @@ use super::anchor::locate;
 use super::prompt::{PlannerInput, TargetSource};
 use crate::core::index::extract::Symbol;
 use crate::core::index::repo_map::{RepoMapRequest, estimate_tokens, repo_map};
-use crate::core::index::table::Index;
+use crate::core::index::table::{FileEntry, Index};
 
 /// Definitions in the index named by identifiers of `source`, as `file: signature`, leaving
 /// out `file`'s own `target` and names defined in many places (they say little).
@@ -69,10 +69,6 @@ impl Focus {
 /// The most symbols of a focus file the planner is shown.
 const MAX_LISTED_SYMBOLS: usize = 80;
 
-/// The most files whose reference sites are read for the planner; sites in the files past
-/// it are counted, not shown.
-pub const MAX_REFERENCE_FILES: usize = 512;
-
 /// The longest line of a reference site shown, in characters.
 const MAX_SITE_CHARS: usize = 160;
 
@@ -111,42 +107,48 @@ pub fn defining_files(index: &Index, name: &str) -> usize {
     files.len()
 }
 
-/// The symbols `focus` is about, by file: what [`planner_input`] shows in full.
-fn focus_symbols<'i>(index: &'i Index, focus: &[Focus]) -> Vec<(&'i str, &'i Symbol)> {
-    let mut chosen = Vec::new();
+/// The symbols one focus item is about, in its file's entry.
+fn chosen_symbols<'i>(entry: &'i FileEntry, item: &Focus) -> Result<Vec<&'i Symbol>, String> {
+    match item {
+        Focus::File(_) => Ok(Vec::new()),
+        Focus::Symbol { path, .. } => entry
+            .symbols
+            .iter()
+            .find(|symbol| &symbol.path == path)
+            .map(|symbol| vec![symbol])
+            .ok_or_else(|| format!("{} has no symbol `{path}`", item.file())),
+        Focus::Selection { range, .. } => Ok(selected_symbols(&entry.symbols, range)),
+    }
+}
+
+/// What [`references_of`] spends on a site at least: its path, its line (a token or more:
+/// it holds the name) and the punctuation.
+fn least_site_cost(file: &str) -> usize {
+    estimate_tokens(file) + 5
+}
+
+/// The files whose text [`planner_input`] needs besides the focus files: those holding the
+/// uses of the focus symbols that can fit in `budget` tokens, in path order. Each symbol's
+/// sites are priced at [`least_site_cost`], so no site the planner is shown lies in a file
+/// left unread, and the files read stay within what the budget can show.
+pub fn reference_files(index: &Index, focus: &[Focus], budget: usize) -> Vec<String> {
+    let mut files = BTreeSet::new();
     for item in focus {
         let Some(entry) = index.file(item.file()) else {
             continue;
         };
-        let symbols = match item {
-            Focus::File(_) => Vec::new(),
-            Focus::Symbol { path, .. } => entry
-                .symbols
-                .iter()
-                .find(|symbol| &symbol.path == path)
-                .into_iter()
-                .collect(),
-            Focus::Selection { range, .. } => selected_symbols(&entry.symbols, range),
-        };
-        chosen.extend(
-            symbols
-                .into_iter()
-                .map(|symbol| (entry.path.as_str(), symbol)),
-        );
-    }
-    chosen
-}
-
-/// The files whose text [`planner_input`] needs besides the focus files: those where the
-/// focus symbols are used, in path order, at most [`MAX_REFERENCE_FILES`].
-pub fn reference_files(index: &Index, focus: &[Focus]) -> Vec<String> {
-    let mut files = std::collections::BTreeSet::new();
-    for (_, symbol) in focus_symbols(index, focus) {
-        for (file, _) in index.references(&symbol.name) {
-            files.insert(file.to_owned());
+        for symbol in chosen_symbols(entry, item).unwrap_or_default() {
+            let mut spent = 0;
+            for (file, _) in index.references(&symbol.name) {
+                spent += least_site_cost(file);
+                if spent > budget {
+                    break;
+                }
+                files.insert(file.to_owned());
+            }
         }
     }
-    files.into_iter().take(MAX_REFERENCE_FILES).collect()
+    files.into_iter().collect()
 }
 
 /// Where each focus symbol is used, under `budget` tokens for all of them: sites in path
@@ -193,6 +195,7 @@ fn references_of(
                 .enclosing_symbol(file, range.start)
                 .map(|symbol| symbol.path.clone())
                 .unwrap_or_default();
+            // Never below `least_site_cost`: the line holds the name, so it is a token at least.
             let cost =
                 estimate_tokens(&line) + estimate_tokens(file) + estimate_tokens(&enclosing) + 4;
             // In path order to the end of the budget: the sites shown are the first ones.
@@ -232,6 +235,8 @@ pub fn planner_input(
     budget: PromptBudget,
 ) -> Result<PlannerInput, String> {
     let mut targets = Vec::new();
+    // The targets shown, whose uses the planner sees too.
+    let mut shown: Vec<(&str, &Symbol)> = Vec::new();
     let mut files: Vec<&str> = Vec::new();
     for item in focus {
         let file = item.file();
@@ -244,23 +249,12 @@ pub fn planner_input(
         if !files.contains(&file) {
             files.push(file);
         }
-        let chosen: Vec<&Symbol> = match item {
-            Focus::File(_) => Vec::new(),
-            Focus::Symbol { path, .. } => {
-                let symbol = entry
-                    .symbols
-                    .iter()
-                    .find(|symbol| &symbol.path == path)
-                    .ok_or_else(|| format!("{file} has no symbol `{path}`"))?;
-                vec![symbol]
-            }
-            Focus::Selection { range, .. } => selected_symbols(&entry.symbols, range),
-        };
-        for symbol in chosen {
+        for symbol in chosen_symbols(entry, item)? {
             let Some(located) = locate(entry.language, text, &symbol.path) else {
                 continue;
             };
             let source = located.display(text);
+            shown.push((file, symbol));
             targets.push(TargetSource {
                 file: file.to_owned(),
                 path: symbol.path.clone(),
@@ -301,15 +295,7 @@ pub fn planner_input(
             files_shown.push(file.to_owned());
         }
     }
-    let shown_targets: Vec<(&str, &Symbol)> = focus_symbols(index, focus)
-        .into_iter()
-        .filter(|(file, symbol)| {
-            targets
-                .iter()
-                .any(|target| target.file == *file && target.path == symbol.path)
-        })
-        .collect();
-    let references = references_of(index, texts, &shown_targets, budget.reference_tokens);
+    let references = references_of(index, texts, &shown, budget.reference_tokens);
     for site in references.iter().flat_map(|references| &references.sites) {
         if !files_shown.contains(&site.file) {
             files_shown.push(site.file.clone());

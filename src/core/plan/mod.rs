@@ -240,6 +240,16 @@ impl Plan {
         self.steps.iter().find(|step| step.id == id)
     }
 
+    /// The fan-out whose first job is `step`: where a listing shows the fan-out as the one
+    /// step the planner wrote.
+    pub fn fan_out_starting_at(&self, step: &Step) -> Option<&fan_out::FanOut> {
+        let fan_out = self
+            .fan_outs
+            .iter()
+            .find(|f| Some(f.step) == step.part_of)?;
+        (fan_out.jobs.first() == Some(&step.id)).then_some(fan_out)
+    }
+
     /// Every distinct file the plan touches, in step order.
     pub fn files(&self) -> Vec<&str> {
         let mut files: Vec<&str> = Vec::new();

@@ -138,15 +138,8 @@ pub fn executor_prompt(input: &ExecutorInput<'_>) -> Vec<ChatMessage> {
     let mut user = format!("The plan: {}\n", input.plan.summary);
     for other in &input.plan.steps {
         // A fan-out's jobs read as the one step the planner wrote.
-        if let Some(fan_out) = other.part_of {
-            let first = input
-                .plan
-                .steps
-                .iter()
-                .find(|job| job.part_of == Some(fan_out));
-            if first == Some(other)
-                && let Some(fan_out) = input.plan.fan_outs.iter().find(|f| f.step == fan_out)
-            {
+        if other.part_of.is_some() {
+            if let Some(fan_out) = input.plan.fan_out_starting_at(other) {
                 user.push_str(&format!(
                     "{}. update_references {} `{}`: {} ({} jobs, one for each symbol that uses it)\n",
                     fan_out.step,

@@ -13,14 +13,8 @@ pub fn render_plan(plan: &Plan) -> String {
     } else {
         out.push_str("## Steps\n\n");
         for step in &plan.steps {
-            if let Some(fan_out) = step.part_of {
-                if plan
-                    .steps
-                    .iter()
-                    .find(|first| first.part_of == Some(fan_out))
-                    == Some(step)
-                    && let Some(fan_out) = plan.fan_outs.iter().find(|f| f.step == fan_out)
-                {
+            if step.part_of.is_some() {
+                if let Some(fan_out) = plan.fan_out_starting_at(step) {
                     push_fan_out(&mut out, plan, fan_out);
                 }
                 continue;
