@@ -66,6 +66,9 @@ enum Command {
         /// Only print the plan and the diff (the default).
         #[arg(long)]
         dry_run: bool,
+        /// With `--apply`: write the files even when `plan.check` fails on them.
+        #[arg(long, requires = "apply")]
+        apply_failing: bool,
     },
     /// Index a workspace with tree-sitter and print statistics, or its repo map.
     Index {
@@ -131,11 +134,13 @@ pub fn main() -> ExitCode {
             focus,
             apply,
             dry_run: _,
+            apply_failing,
         } => plan::run(plan::PlanArgs {
             instruction,
             workspace,
             focus,
             apply,
+            apply_failing,
         }),
         Command::Index {
             path,

@@ -16,6 +16,7 @@ use crate::core::plan::diff::unified;
 use crate::core::plan::render::render_plan;
 use crate::models::tiers::TierSet;
 use crate::models::{Cancel, ModelError};
+use crate::refactor::check::CheckSpec;
 use crate::refactor::driver::{
     Driver, DriverError, Executed, OnStage, PlanRequest, Stage, Team, apply_on_disk,
 };
@@ -28,6 +29,8 @@ pub struct PlanArgs {
     pub workspace: Option<PathBuf>,
     pub focus: Vec<String>,
     pub apply: bool,
+    /// Write even when `plan.check` fails on the result.
+    pub apply_failing: bool,
 }
 
 pub fn run(args: PlanArgs) -> ExitCode {
@@ -64,6 +67,9 @@ fn spinner(message: &str) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }
+
+/// The most output of a check kept for the report (its last bytes).
+const CHECK_OUTPUT_BYTES: usize = 256 * 1024;
 
 async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     let workspace = args.workspace.unwrap_or_else(|| PathBuf::from("."));
@@ -145,6 +151,32 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
             .reports
             .iter()
             .all(|report| report.outcome == StepOutcome::Done);
+    let check_holds = match (&config.plan.check, landing.files.is_empty()) {
+        (Some(command), false) => {
+            let spec = CheckSpec {
+                command: command.clone(),
+                time_limit: Duration::from_secs(config.plan.check_seconds.into()),
+                output_cap: CHECK_OUTPUT_BYTES,
+            };
+            display.show(spinner(&format!(
+                "checking: {command} (before and after the plan)"
+            )));
+            let checked = driver.check(&landing, spec).await;
+            display.clear();
+            let checked = checked.map_err(|err| err.to_string())?;
+            for line in checked.summary(command) {
+                output::line(&line);
+            }
+            checked.holds()
+        }
+        _ => true,
+    };
+    if args.apply && !check_holds && !args.apply_failing {
+        output::error(
+            "nothing was written: the check fails on the change (--apply-failing writes it anyway)",
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     if !args.apply {
         output::line("(dry run: nothing was written; --apply writes the files)");
     } else if landing.files.is_empty() {
@@ -171,7 +203,7 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
             }
         }
     }
-    Ok(if complete {
+    Ok(if complete && check_holds {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

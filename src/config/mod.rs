@@ -41,6 +41,10 @@ pub struct PlanConfig {
     pub reference_tokens: u32,
     /// The most jobs one fan-out step (`update_references`) expands into.
     pub max_fan_out: u32,
+    /// The command that checks a plan's result on a scratch copy of the workspace.
+    pub check: Option<String>,
+    /// The most seconds one run of the check may take.
+    pub check_seconds: u32,
     /// Answers asked of the executor per step (the first included) before the step fails.
     pub max_attempts: u32,
     /// The most tokens an executor may write for one step.
@@ -107,6 +111,8 @@ impl Default for Config {
                 map_tokens: 1024,
                 reference_tokens: 2048,
                 max_fan_out: 256,
+                check: None,
+                check_seconds: 600,
                 max_attempts: 3,
                 max_step_tokens: 1024,
                 step_seconds: 300,
@@ -160,6 +166,8 @@ pub struct PlanLayer {
     pub map_tokens: Option<tiers::Bounded<0, 32768>>,
     pub reference_tokens: Option<tiers::Bounded<0, 65536>>,
     pub max_fan_out: Option<tiers::Bounded<1, 10000>>,
+    pub check: Option<CheckCommand>,
+    pub check_seconds: Option<tiers::Bounded<1, 7200>>,
     pub max_attempts: Option<tiers::Bounded<1, 10>>,
     pub max_step_tokens: Option<tiers::Bounded<16, 32768>>,
     pub step_seconds: Option<tiers::Bounded<1, 3600>>,
@@ -179,6 +187,23 @@ pub struct CompletionLayer {
 pub struct IndexLayer {
     pub enabled: Option<bool>,
     pub max_file_kb: Option<Kilobytes>,
+}
+
+/// A check command: one line of shell, not empty, at most 2,000 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckCommand(pub String);
+
+impl<'de> Deserialize<'de> for CheckCommand {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let command = String::deserialize(deserializer)?;
+        let trimmed = command.trim();
+        if trimmed.is_empty() || trimmed.chars().count() > 2000 || trimmed.contains('\0') {
+            return Err(serde::de::Error::custom(
+                "expected a command of 1 to 2000 characters, such as \"cargo check --message-format short\"",
+            ));
+        }
+        Ok(CheckCommand(trimmed.to_owned()))
+    }
 }
 
 /// A size in KiB between 1 and 1048576 (1 GiB).
@@ -263,6 +288,10 @@ impl Config {
                 ),
                 (plan.max_fan_out.map(|b| b.0), &mut config.plan.max_fan_out),
                 (
+                    plan.check_seconds.map(|b| b.0),
+                    &mut config.plan.check_seconds,
+                ),
+                (
                     plan.max_attempts.map(|b| b.0),
                     &mut config.plan.max_attempts,
                 ),
@@ -282,6 +311,9 @@ impl Config {
                 if let Some(value) = value {
                     *target = value;
                 }
+            }
+            if let Some(CheckCommand(command)) = &plan.check {
+                config.plan.check = Some(command.clone());
             }
             if let Some(enabled) = layer.index.enabled {
                 config.index.enabled = enabled;

@@ -72,8 +72,13 @@ impl LspClient {
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.set_timeout(timeout);
         self
+    }
+
+    /// How long each wait for the server lasts from now on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// Sends a request and returns the whole response message (`result` or `error`).

@@ -10,13 +10,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::check::{CheckError, CheckRun, CheckSpec, CheckStatus, cargo_target_for, run_check};
 use super::workspace::{PlanFacts, definitions_for};
 use super::{
     ExecuteOptions, Execution, PlanError, Planned, Progress, ask_planner, execute, lease_executor,
     lease_planner,
 };
 use crate::config::Tier;
+use crate::core::index::language::Language;
 use crate::core::plan::context::{Focus, PromptBudget, planner_input, reference_files};
+use crate::core::plan::failures::{Failure, symbol_at_line};
 use crate::core::plan::land::{Landing, land};
 use crate::core::plan::prompt::PlannerInput;
 use crate::core::plan::{Plan, fan_out, validate};
@@ -72,6 +75,8 @@ pub enum DriverError {
     Plan(#[from] PlanError),
     #[error("checking the plan failed: {0}")]
     Checking(String),
+    #[error(transparent)]
+    Check(#[from] CheckError),
 }
 
 /// An executed plan, landed on the files as they were when its steps were done.
@@ -80,6 +85,59 @@ pub struct Executed {
     pub landing: Landing,
     /// The editor's version of each file the landing is based on (`None`: the disk's).
     pub versions: BTreeMap<String, Option<i32>>,
+}
+
+/// `plan.check` on an executed plan: on the files as they were before it, then with its
+/// landing over them.
+#[derive(Debug)]
+pub struct Checked {
+    pub before: CheckRun,
+    pub after: CheckRun,
+    /// Failures after the plan that the check did not report before it (matched by file
+    /// and message: lines move), each with the symbol it is in.
+    pub new_failures: Vec<(Failure, Option<String>)>,
+}
+
+impl Checked {
+    /// The result holds: the check passes, or it failed before the plan and reports
+    /// nothing new after it.
+    pub fn holds(&self) -> bool {
+        self.after.status == CheckStatus::Passed
+            || (self.before.status != CheckStatus::Passed
+                && self.after.status != CheckStatus::TimedOut
+                && self.new_failures.is_empty())
+    }
+
+    /// What a person is told, a line each.
+    pub fn summary(&self, command: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.before.status != CheckStatus::Passed {
+            lines.push(format!(
+                "`{command}` already {} before any step ran: its failures then are not the plan's",
+                self.before.verdict()
+            ));
+        }
+        lines.push(format!(
+            "`{command}` {} on the changed workspace ({:.1} s)",
+            self.after.verdict(),
+            self.after.elapsed.as_secs_f64()
+        ));
+        for (failure, symbol) in &self.new_failures {
+            let within = symbol
+                .as_ref()
+                .map(|symbol| format!(" (in `{symbol}`)"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "  {}:{}{within}: {}",
+                failure.file, failure.line, failure.message
+            ));
+        }
+        if self.after.status != CheckStatus::Passed && self.new_failures.is_empty() {
+            let tail: Vec<&str> = self.after.output.lines().rev().take(10).collect();
+            lines.extend(tail.into_iter().rev().map(|line| format!("  | {line}")));
+        }
+        lines
+    }
 }
 
 pub struct Driver {
@@ -277,6 +335,62 @@ impl Driver {
             landing,
             versions,
         })
+    }
+
+    /// Runs `spec` on a scratch copy of the workspace before and after `landing` (both on
+    /// the texts the landing is based on: the editor's, else the disk's), off the runtime.
+    pub async fn check(&self, landing: &Landing, spec: CheckSpec) -> Result<Checked, DriverError> {
+        let snapshot = self.workspace.snapshot();
+        let root = snapshot
+            .root()
+            .map(ToOwned::to_owned)
+            .ok_or_else(|| DriverError::Checking("the workspace has no root".into()))?;
+        let before: BTreeMap<String, Option<String>> = landing
+            .files
+            .iter()
+            .map(|file| (file.file.clone(), file.base.clone()))
+            .collect();
+        let after: BTreeMap<String, Option<String>> = landing
+            .files
+            .iter()
+            .map(|file| (file.file.clone(), Some(file.text.clone())))
+            .collect();
+        let checked = tokio::task::spawn_blocking(move || {
+            let target = cargo_target_for(&root);
+            let before_run = run_check(&root, &before, &spec, target.as_deref())?;
+            let after_run = run_check(&root, &after, &spec, target.as_deref())?;
+            let new_failures = after_run
+                .failures
+                .iter()
+                .filter(|failure| {
+                    !before_run
+                        .failures
+                        .iter()
+                        .any(|old| old.file == failure.file && old.message == failure.message)
+                })
+                .map(|failure| {
+                    let text = match after.get(&failure.file) {
+                        Some(text) => text.clone(),
+                        None => snapshot
+                            .text(&failure.file)
+                            .ok()
+                            .map(|text| text.rope().to_string()),
+                    };
+                    let symbol = Language::from_path(&failure.file)
+                        .zip(text)
+                        .and_then(|(language, text)| symbol_at_line(language, &text, failure.line));
+                    (failure.clone(), symbol)
+                })
+                .collect();
+            Ok::<_, CheckError>(Checked {
+                before: before_run,
+                after: after_run,
+                new_failures,
+            })
+        })
+        .await
+        .map_err(|err| DriverError::Checking(err.to_string()))??;
+        Ok(checked)
     }
 
     /// Each file the plan touches as it is now, read off the runtime.

@@ -6,6 +6,7 @@
 //! symbol path; a splice that adds syntax errors goes back to the executor with the errors,
 //! a bounded number of times. Nothing touches a file here: the caller lands the edits.
 
+pub mod check;
 pub mod driver;
 mod execute;
 pub mod store;

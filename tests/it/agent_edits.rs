@@ -256,8 +256,9 @@ fn expansion_report(root: &Path, raw: &str, limit: usize) -> String {
 }
 
 /// The expansion's bad inputs, on the index alone: a limit on the jobs, a use inside the
-/// symbol itself, a symbol another step already changes, a name defined twice, and
-/// fan-outs on a symbol that does not exist or that the plan itself writes.
+/// symbol itself, a symbol another step already changes, a name defined twice, a second
+/// fan-out on the same symbol, and fan-outs on a symbol that does not exist or that the
+/// plan itself writes.
 #[test]
 fn a_fan_out_is_bounded_and_says_what_it_leaves() {
     let dir = tempfile::tempdir().unwrap();
@@ -273,7 +274,8 @@ fn a_fan_out_is_bounded_and_says_what_it_leaves() {
       {"id": 2, "action": "update_references", "file": "src/pricing.rs", "target": "total_price", "instruction": "Pass \"EUR\".", "depends_on": []},
       {"id": 3, "action": "update_references", "file": "src/pricing.rs", "target": "no_such_function", "instruction": "Pass \"EUR\".", "depends_on": []},
       {"id": 4, "action": "insert_after", "file": "src/pricing.rs", "target": "total_price", "instruction": "Add total_price_eur.", "depends_on": [2]},
-      {"id": 5, "action": "update_references", "file": "src/pricing.rs", "target": "total_price_eur", "instruction": "Use it.", "depends_on": [4]}]}"#;
+      {"id": 5, "action": "update_references", "file": "src/pricing.rs", "target": "total_price_eur", "instruction": "Use it.", "depends_on": [4]},
+      {"id": 6, "action": "update_references", "file": "src/pricing.rs", "target": "total_price", "instruction": "Pass \"EUR\" again.", "depends_on": []}]}"#;
     let bounded = expansion_report(&root, raw, 10);
     std::fs::write(
         root.join("src/part00/legacy.rs"),
@@ -347,4 +349,135 @@ async fn fan_out_jobs_run_on_the_test_model() {
             file.text
         );
     }
+}
+
+/// A tiny crate: `total_price` and two callers, so that `cargo check` can judge a plan.
+fn pricing_crate(root: &Path) {
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "Cargo.toml",
+        "[package]\nname = \"shop\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    );
+    write("src/lib.rs", "pub mod checkout;\npub mod pricing;\n");
+    write(
+        "src/pricing.rs",
+        "pub fn total_price(cart: &[u32]) -> u32 {\n    cart.iter().sum()\n}\n",
+    );
+    write(
+        "src/checkout.rs",
+        "use crate::pricing::total_price;\n\npub fn checkout_a(cart: &[u32]) -> u32 {\n    total_price(cart)\n}\n\npub fn checkout_b(cart: &[u32]) -> u32 {\n    total_price(cart) + 1\n}\n",
+    );
+}
+
+/// `plan.check` judges the landed plan with the real `cargo check`, on a scratch copy: a
+/// call site the executor left with the old arity is a new failure, named by file, line
+/// and the symbol it is in; the same check on the files before the plan passed. Then a
+/// workspace that already failed: the failure is reported as the workspace's, not the
+/// plan's.
+#[tokio::test]
+async fn the_check_finds_the_call_site_a_job_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    pricing_crate(&root);
+    let planner = ScriptedModel::new(1).answer("Request:", &[PRICING_PLAN]);
+    let executor = ScriptedModel::new(1)
+        .answer(
+            "Rewrite `total_price`",
+            &["pub fn total_price(cart: &[u32], currency: &str) -> u32 {\n    let _ = currency;\n    cart.iter().sum()\n}"],
+        )
+        .answer(
+            "Rewrite `checkout_a`",
+            &["pub fn checkout_a(cart: &[u32]) -> u32 {\n    total_price(cart, \"EUR\")\n}"],
+        )
+        // The job on checkout_b answers the code unchanged: the old arity stays.
+        .answer(
+            "Rewrite `checkout_b`",
+            &["pub fn checkout_b(cart: &[u32]) -> u32 {\n    total_price(cart) + 1\n}"],
+        );
+    let driver = Driver::new(
+        scanned(&root, 1),
+        Team::Given {
+            planner: std::sync::Arc::new(planner),
+            executor: std::sync::Arc::new(executor),
+        },
+    );
+    let (_, planned) = driver
+        .plan(&pricing_request(256, 2048), tierls::models::Cancel::new())
+        .await
+        .unwrap();
+    let options = tierls::refactor::ExecuteOptions {
+        max_attempts: 1,
+        max_step_tokens: 256,
+        step_time_limit: None,
+        concurrency: 1,
+    };
+    let executed = driver
+        .execute(&planned.plan, |_| options, tierls::models::Cancel::new())
+        .await
+        .unwrap();
+    let command = "cargo check --quiet --offline --message-format short";
+    let spec = |command: &str| tierls::refactor::check::CheckSpec {
+        command: command.to_owned(),
+        time_limit: Duration::from_secs(300),
+        output_cap: 256 * 1024,
+    };
+    let checked = driver
+        .check(&executed.landing, spec(command))
+        .await
+        .unwrap();
+    assert!(!checked.holds());
+    let found: Vec<(String, usize, Option<String>)> = checked
+        .new_failures
+        .iter()
+        .map(|(failure, symbol)| (failure.file.clone(), failure.line, symbol.clone()))
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "src/checkout.rs".to_owned(),
+            8,
+            Some("checkout_b".to_owned())
+        )],
+        "{}",
+        checked.summary(command).join("\n")
+    );
+    assert!(
+        checked.new_failures[0].0.message.contains("E0061"),
+        "{:?}",
+        checked.new_failures
+    );
+    let summary = checked.summary(command);
+    assert_eq!(
+        summary[0],
+        format!(
+            "`{command}` failed (exit 101) on the changed workspace ({:.1} s)",
+            checked.after.elapsed.as_secs_f64()
+        )
+    );
+
+    // The workspace was broken before the plan: its failure is not blamed on the steps.
+    std::fs::write(
+        root.join("src/lib.rs"),
+        "pub mod checkout;\npub mod pricing;\npub fn broken() -> u32 { \"no\" }\n",
+    )
+    .unwrap();
+    let checked = driver
+        .check(&executed.landing, spec(command))
+        .await
+        .unwrap();
+    assert!(
+        checked.summary(command)[0].contains("already failed (exit 101) before any step ran"),
+        "{:?}",
+        checked.summary(command)
+    );
+    let blamed: Vec<&str> = checked
+        .new_failures
+        .iter()
+        .map(|(failure, _)| failure.file.as_str())
+        .collect();
+    assert_eq!(blamed, ["src/checkout.rs"], "{:?}", checked.new_failures);
 }

@@ -7,6 +7,7 @@
 
 mod agent_edits;
 mod budget;
+mod checks;
 mod cli;
 mod completion;
 mod config;

@@ -551,6 +551,11 @@ async fn the_whole_flow_runs_on_the_test_model() {
         ("src/geometry.rs", GEOMETRY.as_bytes()),
         ("src/main.rs", MAIN.as_bytes()),
     ]);
+    // llama.cpp on two shared cores: planning and each step's answers take their time (the
+    // server bounds them itself: `plan.planner_seconds`, `plan.step_seconds`).
+    server
+        .client
+        .set_timeout(std::time::Duration::from_secs(300));
     let options = json!({
         "index": { "enabled": true },
         "tiers": { "executor": { "model": model, "chat_template": "gemma", "context": 4096 } },

@@ -46,6 +46,28 @@ pub fn expand(plan: &mut Plan, index: &Index, max_jobs: usize) {
             expanded.push(step);
             continue;
         }
+        // A second fan-out on the same symbol has nothing left to do: the first one's jobs
+        // stand for it.
+        if let Some(first) = plan
+            .fan_outs
+            .iter()
+            .find(|fan_out| fan_out.file == step.file && fan_out.symbol == step.target)
+        {
+            let duplicate = FanOut {
+                step: step.id,
+                file: step.file.clone(),
+                symbol: step.target.clone(),
+                instruction: step.instruction.clone(),
+                not_done: vec![(
+                    format!("{} `{}`", step.file, step.target),
+                    format!("step {} already changes every use", first.step),
+                )],
+                ..FanOut::default()
+            };
+            jobs_of.insert(step.id, first.jobs.clone());
+            plan.fan_outs.push(duplicate);
+            continue;
+        }
         let fan_out = expand_one(&step, index, &others, max_jobs, &mut next_id, &mut claimed);
         for job in &fan_out.1 {
             expanded.push(job.clone());

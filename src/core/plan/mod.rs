@@ -8,6 +8,7 @@ pub mod anchor;
 pub mod comment;
 pub mod context;
 pub mod diff;
+pub mod failures;
 pub mod fan_out;
 pub mod land;
 pub mod path;
