@@ -2,7 +2,8 @@
 //! - tokens the planner writes against tokens the executors write (the share of the work
 //!   the big model is spared);
 //! - wall time of a plan with independent steps on one executor against two;
-//! - the share of executor answers that anchor and parse on the first try.
+//! - the share of executor answers that anchor and parse on the first try;
+//! - fan-out steps over 24 and 200 call sites (`bench_fan_out.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -199,7 +200,7 @@ async fn bench(path: PathBuf) -> anyhow::Result<()> {
         two_nodes.describe(),
         one_node.ratio(&two_nodes)
     ));
-    Ok(())
+    super::bench_fan_out::bench().await
 }
 
 /// The plan driver on `root`, scanned now, with `model` as planner and executor.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_completion;
+mod bench_fan_out;
 mod bench_index;
 mod bench_nodes;
 mod bench_plan;
@@ -106,7 +107,8 @@ enum Command {
     /// Run a benchmark and print its figures: `models` (the embedded llama.cpp backend),
     /// `index PATH` (the workspace index against ctags), `completion [TRACE]` (a recorded
     /// typing session replayed through the server), `plan` (fixture refactors: planner
-    /// against executor tokens, one executor against two, answers right the first time),
+    /// against executor tokens, one executor against two, answers right the first time, then
+    /// the fan-out cases, which `fan-out` runs alone),
     /// `nodes` (llama-server worker nodes on loopback through the router) or `server`
     /// (completion latency idle against during a 2,000-file reindex; memory over 20,000
     /// completions).
