@@ -91,11 +91,18 @@ fn a_check_that_hangs_is_stopped_with_its_whole_process_group() {
     assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
     let pid = std::fs::read_to_string(&pid_file).unwrap();
     let proc = Path::new("/proc").join(pid.trim());
-    // Killed processes linger as zombies until reaped by init: gone or a zombie.
-    let alive = std::fs::read_to_string(proc.join("stat"))
-        .map(|stat| !stat.contains(") Z"))
-        .unwrap_or(false);
-    assert!(!alive, "the background sleep {} still runs", pid.trim());
+    // SIGKILL lands asynchronously, and a killed process lingers as a zombie until it is
+    // reaped: wait (at most 5 s) for it to be gone or a zombie.
+    let running = || {
+        std::fs::read_to_string(proc.join("stat"))
+            .map(|stat| !stat.contains(") Z"))
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!running(), "the background sleep {} still runs", pid.trim());
 }
 
 #[test]
