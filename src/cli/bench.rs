@@ -39,12 +39,24 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
             }
         };
     }
+    if name == "rounds" {
+        let Some(runtime) = super::runtime(tokio::runtime::Builder::new_multi_thread()) else {
+            return ExitCode::FAILURE;
+        };
+        return match runtime.block_on(super::bench_rounds::bench(model)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                output::error(&format!("benchmark failed: {err:#}"));
+                ExitCode::FAILURE
+            }
+        };
+    }
     if name == "server" {
         return super::bench_server::run();
     }
     if name != "models" {
         output::error(&format!(
-            "unknown benchmark `{name}`: available: models, index, completion, plan, fan-out, nodes, server"
+            "unknown benchmark `{name}`: available: models, index, completion, plan, fan-out, rounds, nodes, server"
         ));
         return ExitCode::from(2);
     }

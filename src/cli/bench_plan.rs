@@ -3,7 +3,9 @@
 //!   the big model is spared);
 //! - wall time of a plan with independent steps on one executor against two;
 //! - the share of executor answers that anchor and parse on the first try;
-//! - fan-out steps over 24 and 200 call sites (`bench_fan_out.rs`).
+//! - fan-out steps over 24 and 200 call sites (`bench_fan_out.rs`);
+//! - check rounds: `cargo check` after the plan, repairs, the test model as executor
+//!   (`bench_rounds.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -200,7 +202,8 @@ async fn bench(path: PathBuf) -> anyhow::Result<()> {
         two_nodes.describe(),
         one_node.ratio(&two_nodes)
     ));
-    super::bench_fan_out::bench().await
+    super::bench_fan_out::bench().await?;
+    super::bench_rounds::bench(Some(path)).await
 }
 
 /// The plan driver on `root`, scanned now, with `model` as planner and executor.

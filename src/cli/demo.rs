@@ -45,22 +45,7 @@ async fn demo(workspace: &Path) -> anyhow::Result<()> {
     output::line(&format!("tierls demo on {}", workspace.display()));
 
     let started = Instant::now();
-    let mut server = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .env(
-            "TIERLS_LOG",
-            std::env::var("TIERLS_LOG")
-                .unwrap_or_else(|_| "warn,llama-cpp-2=error,llama_cpp_2=error".into()),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let Some(client) = LspClient::of_child(&mut server) else {
-        anyhow::bail!("the server's stdio was not captured");
-    };
-    // Planning on a loaded machine can take a while: wait for answers as an editor would.
-    let mut client = client.with_timeout(std::time::Duration::from_secs(600));
+    let (mut server, mut client) = start_server(&[])?;
 
     let init = client
         .request(
@@ -169,7 +154,176 @@ async fn demo(workspace: &Path) -> anyhow::Result<()> {
     if !status.success() {
         anyhow::bail!("the server did not exit cleanly");
     }
+    agent_edit(&workspace, &root).await?;
     fast_tier(&text).await
+}
+
+/// `tierls serve` as an editor starts it, with `extra` arguments.
+fn start_server(extra: &[&std::ffi::OsStr]) -> anyhow::Result<(tokio::process::Child, LspClient)> {
+    let mut server = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .args(extra)
+        .env(
+            "TIERLS_LOG",
+            std::env::var("TIERLS_LOG")
+                .unwrap_or_else(|_| "warn,llama-cpp-2=error,llama_cpp_2=error".into()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let Some(client) = LspClient::of_child(&mut server) else {
+        anyhow::bail!("the server's stdio was not captured");
+    };
+    // Planning on a loaded machine can take a while: wait for answers as an editor would.
+    Ok((
+        server,
+        client.with_timeout(std::time::Duration::from_secs(600)),
+    ))
+}
+
+/// The planner's answer in the agent-edit part: a 70B planner's job, which the 270M test
+/// model cannot do reliably, so it is scripted; the executors are the test model.
+const AGENT_PLAN: &str = r#"{"summary": "Scale total_area.", "steps": [{"id": 1, "action": "replace_symbol", "file": "src/shapes.rs", "target": "total_area", "instruction": "Add a `scale: f64` parameter after `shapes`, and multiply the sum by it.", "depends_on": []}, {"id": 2, "action": "update_references", "file": "src/shapes.rs", "target": "total_area", "instruction": "Pass 1.0 as the new scale argument.", "depends_on": [1]}]}"#;
+
+/// The check the agent-edit part runs on its scratch copies.
+const AGENT_CHECK: &str =
+    "rustc --edition 2021 --error-format short --emit metadata --out-dir .check src/main.rs";
+
+/// A workspace-wide agent edit through a second server: a fan-out over every use of
+/// `total_area`, executed by the test model, checked by `rustc` round by round, and the
+/// one edit it ends in (answered as applied here; the sample files are never written).
+async fn agent_edit(workspace: &Path, root: &Url) -> anyhow::Result<()> {
+    let script = tempfile::NamedTempFile::new()?;
+    let rules = json!({ "planner": [{ "needle": "Request:", "answers": [AGENT_PLAN] }] });
+    std::fs::write(script.path(), rules.to_string())?;
+    output::line(&format!(
+        "agent edit: \"add a scale parameter to total_area\", with plan.check = `{AGENT_CHECK}`"
+    ));
+    output::line(
+        "  (the planner's answer is scripted: planning a fan-out is the 70B tier's job; the executor is the test model)",
+    );
+    let (mut server, mut client) = start_server(&[
+        std::ffi::OsStr::new("--scripted-models"),
+        script.path().as_os_str(),
+    ])?;
+    let init = client
+        .request(
+            "initialize",
+            json!({
+                "processId": std::process::id(),
+                "rootUri": root,
+                "capabilities": {
+                    "window": { "workDoneProgress": true },
+                    "workspace": { "workspaceEdit": { "documentChanges": true, "resourceOperations": ["create"] } },
+                },
+                "initializationOptions": {
+                    "index": { "enabled": true },
+                    "tiers": { "executor": { "model": test_model_path(), "context": 4096, "chat_template": "gemma" } },
+                    "plan": { "max_step_tokens": 256, "check": AGENT_CHECK, "max_rounds": 1 },
+                },
+            }),
+        )
+        .await?;
+    if init.get("result").is_none() {
+        anyhow::bail!("initialize failed: {init}");
+    }
+    client.notify("initialized", json!({})).await?;
+    wait_for_index(&mut client).await?;
+    let file = workspace.join("src/shapes.rs");
+    let uri =
+        Url::from_file_path(&file).map_err(|()| anyhow::anyhow!("bad path {}", file.display()))?;
+    let text = std::fs::read_to_string(&file)?;
+    client
+        .notify(
+            "textDocument/didOpen",
+            json!({ "textDocument": { "uri": uri, "languageId": "rust", "version": 1, "text": text } }),
+        )
+        .await?;
+    let line = text[..text.find("pub fn total_area").unwrap_or(0)]
+        .matches('\n')
+        .count();
+    let planned = client
+        .request(
+            "workspace/executeCommand",
+            json!({ "command": "tierls.planRefactor", "arguments": [{
+                "uri": uri,
+                "range": { "start": { "line": line, "character": 4 }, "end": { "line": line, "character": 4 } },
+                "instruction": "add a `scale: f64` parameter to `total_area` and pass 1.0 at every call site",
+            }] }),
+        )
+        .await?;
+    let Some(plan) = planned.get("result") else {
+        anyhow::bail!("planning failed: {}", planned["error"]["message"]);
+    };
+    for line in plan["document"].as_str().unwrap_or_default().lines() {
+        output::line(&format!("  | {line}"));
+    }
+    client.answer_with("workspace/applyEdit", json!({ "applied": true }));
+    client.answer_with(
+        "window/showMessageRequest",
+        json!({ "title": "Leave the files unchanged" }),
+    );
+    let started = Instant::now();
+    let executed = client
+        .request(
+            "workspace/executeCommand",
+            json!({ "command": "tierls.executePlan", "arguments": [{ "planId": plan["planId"] }] }),
+        )
+        .await?;
+    let messages = client.drain(std::time::Duration::from_millis(200)).await?;
+    for message in &messages {
+        if message["method"] == "$/progress"
+            && let Some(text) = message["params"]["value"]["message"].as_str()
+            && text.starts_with("round")
+        {
+            output::line(&format!("  $/progress: {text}"));
+        }
+    }
+    let result = &executed["result"];
+    output::line(&format!(
+        "  executed in {:.1} s; {} steps ran",
+        started.elapsed().as_secs_f64(),
+        result["steps"].as_array().map_or(0, Vec::len)
+    ));
+    for line in result["check"]["document"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+    {
+        output::line(&format!("  | {line}"));
+    }
+    let sent = messages
+        .iter()
+        .filter(|message| message["method"] == "workspace/applyEdit")
+        .count();
+    output::line(&format!(
+        "  the server sent {sent} workspace/applyEdit; applied: {}{}",
+        result["applied"],
+        result["reason"]
+            .as_str()
+            .map(|reason| format!(" ({reason})"))
+            .unwrap_or_default()
+    ));
+    client.shutdown().await?;
+    tokio::time::timeout(std::time::Duration::from_secs(10), server.wait()).await??;
+    Ok(())
+}
+
+/// Waits (at most a minute) for the index's `$/progress` to end.
+async fn wait_for_index(client: &mut LspClient) -> anyhow::Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while Instant::now() < deadline {
+        for message in client.drain(std::time::Duration::from_millis(200)).await? {
+            if message["method"] == "$/progress"
+                && message["params"]["token"] == "tierls/index"
+                && message["params"]["value"]["kind"] == "end"
+            {
+                return Ok(());
+            }
+        }
+    }
+    anyhow::bail!("the index did not finish within a minute")
 }
 
 /// The fast tier with the default model (the test model): how it is placed on this machine,

@@ -6,6 +6,7 @@ mod bench_fan_out;
 mod bench_index;
 mod bench_nodes;
 mod bench_plan;
+mod bench_rounds;
 mod bench_server;
 mod demo;
 mod index;
@@ -108,7 +109,8 @@ enum Command {
     /// `index PATH` (the workspace index against ctags), `completion [TRACE]` (a recorded
     /// typing session replayed through the server), `plan` (fixture refactors: planner
     /// against executor tokens, one executor against two, answers right the first time, then
-    /// the fan-out cases, which `fan-out` runs alone),
+    /// the fan-out cases, which `fan-out` runs alone, and the check rounds, which `rounds`
+    /// runs alone),
     /// `nodes` (llama-server worker nodes on loopback through the router) or `server`
     /// (completion latency idle against during a 2,000-file reindex; memory over 20,000
     /// completions).

@@ -14,12 +14,13 @@ use crate::config::CONFIG_FILE_NAME;
 use crate::core::plan::context::Focus;
 use crate::core::plan::diff::unified;
 use crate::core::plan::render::render_plan;
+use crate::core::plan::repair::{RoundKind, Rounds, render_rounds};
 use crate::models::tiers::TierSet;
 use crate::models::{Cancel, ModelError};
-use crate::refactor::check::CheckSpec;
 use crate::refactor::driver::{
     Driver, DriverError, Executed, OnStage, PlanRequest, Stage, Team, apply_on_disk,
 };
+use crate::refactor::rounds::RoundsRequest;
 use crate::refactor::{ExecuteOptions, Execution, Progress, StepOutcome};
 use crate::sync::lock;
 use crate::workspace::{Limits, Shared};
@@ -67,9 +68,6 @@ fn spinner(message: &str) -> ProgressBar {
     bar.enable_steady_tick(Duration::from_millis(100));
     bar
 }
-
-/// The most output of a check kept for the report (its last bytes).
-const CHECK_OUTPUT_BYTES: usize = 256 * 1024;
 
 async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     let workspace = args.workspace.unwrap_or_else(|| PathBuf::from("."));
@@ -128,16 +126,20 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     }
 
     display.expect_steps(plan.steps.len());
-    let executed = driver
-        .execute(
-            &plan,
-            |executor| ExecuteOptions::from_config(&config.plan, executor),
-            cancel,
-        )
-        .await;
+    let options =
+        |executor: &dyn crate::models::Model| ExecuteOptions::from_config(&config.plan, executor);
+    let rounds = RoundsRequest::from_config(&config.plan);
+    let executed = match &rounds {
+        Some(rounds) => driver.execute_checked(&plan, options, rounds, cancel).await,
+        None => driver.execute(&plan, options, cancel).await,
+    };
     display.clear();
     let Executed {
-        execution, landing, ..
+        plan,
+        execution,
+        landing,
+        rounds,
+        ..
     } = executed.map_err(|err| err.to_string())?;
     describe_execution(&execution);
     for (step, reason) in &landing.refused {
@@ -151,26 +153,10 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
             .reports
             .iter()
             .all(|report| report.outcome == StepOutcome::Done);
-    let check_holds = match (&config.plan.check, landing.files.is_empty()) {
-        (Some(command), false) => {
-            let spec = CheckSpec {
-                command: command.clone(),
-                time_limit: Duration::from_secs(config.plan.check_seconds.into()),
-                output_cap: CHECK_OUTPUT_BYTES,
-            };
-            display.show(spinner(&format!(
-                "checking: {command} (before and after the plan)"
-            )));
-            let checked = driver.check(&landing, spec).await;
-            display.clear();
-            let checked = checked.map_err(|err| err.to_string())?;
-            for line in checked.summary(command) {
-                output::line(&line);
-            }
-            checked.holds()
-        }
-        _ => true,
-    };
+    if let Some(rounds) = &rounds {
+        output::line(render_rounds(rounds).trim_end());
+    }
+    let check_holds = rounds.as_ref().is_none_or(Rounds::holds);
     if args.apply && !check_holds && !args.apply_failing {
         output::error(
             "nothing was written: the check fails on the change (--apply-failing writes it anyway)",
@@ -249,6 +235,21 @@ impl Display {
             }
             Stage::Checking => display.show(spinner("checking the plan")),
             Stage::LoadingExecutor => {}
+            Stage::Round { number: 1, .. } => {}
+            Stage::Round { number, kind, jobs } => {
+                let who = match kind {
+                    RoundKind::Revision => "steps the planner added",
+                    _ => "repairs",
+                };
+                display.expect_steps(jobs);
+                if let Some(bar) = lock(&display.bar).as_ref() {
+                    bar.set_message(format!("round {number}: {who}"));
+                }
+            }
+            Stage::RunningCheck { round } => {
+                display.show(spinner(&format!("round {round}: running the check")))
+            }
+            Stage::Revising => display.show(spinner("the planner revises the plan")),
             Stage::Step(event) => {
                 if let Some(bar) = lock(&display.bar).as_ref() {
                     match event {

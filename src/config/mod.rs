@@ -45,6 +45,10 @@ pub struct PlanConfig {
     pub check: Option<String>,
     /// The most seconds one run of the check may take.
     pub check_seconds: u32,
+    /// Repair rounds by the executors after a failing check, before the planner revises.
+    pub max_rounds: u32,
+    /// The most seconds the check loop's rounds may take together.
+    pub repair_seconds: u32,
     /// Answers asked of the executor per step (the first included) before the step fails.
     pub max_attempts: u32,
     /// The most tokens an executor may write for one step.
@@ -113,6 +117,8 @@ impl Default for Config {
                 max_fan_out: 256,
                 check: None,
                 check_seconds: 600,
+                max_rounds: 2,
+                repair_seconds: 1800,
                 max_attempts: 3,
                 max_step_tokens: 1024,
                 step_seconds: 300,
@@ -168,6 +174,8 @@ pub struct PlanLayer {
     pub max_fan_out: Option<tiers::Bounded<1, 10000>>,
     pub check: Option<CheckCommand>,
     pub check_seconds: Option<tiers::Bounded<1, 7200>>,
+    pub max_rounds: Option<tiers::Bounded<0, 10>>,
+    pub repair_seconds: Option<tiers::Bounded<1, 14400>>,
     pub max_attempts: Option<tiers::Bounded<1, 10>>,
     pub max_step_tokens: Option<tiers::Bounded<16, 32768>>,
     pub step_seconds: Option<tiers::Bounded<1, 3600>>,
@@ -290,6 +298,11 @@ impl Config {
                 (
                     plan.check_seconds.map(|b| b.0),
                     &mut config.plan.check_seconds,
+                ),
+                (plan.max_rounds.map(|b| b.0), &mut config.plan.max_rounds),
+                (
+                    plan.repair_seconds.map(|b| b.0),
+                    &mut config.plan.repair_seconds,
                 ),
                 (
                     plan.max_attempts.map(|b| b.0),

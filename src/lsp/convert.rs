@@ -57,6 +57,8 @@ pub struct ClientFeatures {
     pub document_changes: bool,
     /// The client creates files from a `WorkspaceEdit`.
     pub create_files: bool,
+    /// The client asks the user about edits annotated `needsConfirmation`.
+    pub change_annotations: bool,
 }
 
 pub fn client_features(capabilities: &lsp::ClientCapabilities) -> ClientFeatures {
@@ -79,6 +81,7 @@ pub fn client_features(capabilities: &lsp::ClientCapabilities) -> ClientFeatures
         create_files: edit
             .and_then(|edit| edit.resource_operations.as_ref())
             .is_some_and(|operations| operations.contains(&lsp::ResourceOperationKind::Create)),
+        change_annotations: edit.is_some_and(|edit| edit.change_annotation_support.is_some()),
     }
 }
 

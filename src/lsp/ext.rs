@@ -197,6 +197,25 @@ pub struct ExecuteResult {
     pub steps: Vec<ExecutedStepReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<Vec<StepReason>>,
+    /// What `plan.check` said, round by round, when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckReport>,
+}
+
+/// The check loop of an executed plan.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    pub command: String,
+    /// The check passes on the result (or reports nothing the workspace did not have).
+    pub holds: bool,
+    pub rounds: u32,
+    /// Why the loop stopped.
+    pub stopped: String,
+    /// The failures left, as `file:line: message`.
+    pub failing: Vec<String>,
+    /// The rounds as the plan document shows them (Markdown).
+    pub document: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

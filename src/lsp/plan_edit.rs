@@ -10,14 +10,22 @@ use super::convert::{ClientFeatures, lsp_range, uri};
 use crate::core::plan::diff::line_edits;
 use crate::core::plan::land::Landing;
 
+/// The annotation of an edit whose check still fails.
+const CHECK_FAILS: &str = "tierls-check-fails";
+
 /// The landing as one `WorkspaceEdit`: versioned `TextDocumentEdit`s (and `CreateFile`
-/// for new files) when the client takes `documentChanges`, else plain `changes`.
+/// for new files) when the client takes `documentChanges`, else plain `changes`. With
+/// `confirm` (why the user must look first) and a client that asks about annotated edits,
+/// every edit needs the user's confirmation.
 pub(super) fn workspace_edit(
     client: &ClientFeatures,
     root: Option<&Path>,
     landing: &Landing,
     versions: &BTreeMap<String, Option<i32>>,
+    confirm: Option<&str>,
 ) -> std::result::Result<WorkspaceEdit, String> {
+    let annotate = client.document_changes && client.change_annotations && confirm.is_some();
+    let annotation = annotate.then(|| CHECK_FAILS.to_owned());
     let encoding = client.encoding;
     let mut operations = Vec::new();
     let mut changes: HashMap<Url, Vec<TextEdit>> = HashMap::new();
@@ -48,7 +56,7 @@ pub(super) fn workspace_edit(
                         overwrite: Some(false),
                         ignore_if_exists: Some(false),
                     }),
-                    annotation_id: None,
+                    annotation_id: annotation.clone(),
                 },
             )));
         }
@@ -58,15 +66,36 @@ pub(super) fn workspace_edit(
                     uri,
                     version: versions.get(&file.file).copied().flatten(),
                 },
-                edits: edits.into_iter().map(OneOf::Left).collect(),
+                edits: edits
+                    .into_iter()
+                    .map(|edit| match &annotation {
+                        Some(id) => OneOf::Right(AnnotatedTextEdit {
+                            text_edit: edit,
+                            annotation_id: id.clone(),
+                        }),
+                        None => OneOf::Left(edit),
+                    })
+                    .collect(),
             }));
         } else {
             changes.insert(uri, edits);
         }
     }
     Ok(if client.document_changes {
+        let change_annotations = annotation.map(|id| {
+            let label = confirm.unwrap_or_default().to_owned();
+            HashMap::from([(
+                id,
+                ChangeAnnotation {
+                    label,
+                    needs_confirmation: Some(true),
+                    description: Some("tierls: plan.check fails on this change".to_owned()),
+                },
+            )])
+        });
         WorkspaceEdit {
             document_changes: Some(DocumentChanges::Operations(operations)),
+            change_annotations,
             ..WorkspaceEdit::default()
         }
     } else {

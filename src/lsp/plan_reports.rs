@@ -1,9 +1,12 @@
 //! Convert out: a plan or an executed plan as the `tierls.planRefactor` /
 //! `tierls.executePlan` results and the one-line summaries the user sees.
 
-use super::ext::{ExecuteResult, ExecutedStepReport, PlanResult, PlanStepReport, StepReason};
+use super::ext::{
+    CheckReport, ExecuteResult, ExecutedStepReport, PlanResult, PlanStepReport, StepReason,
+};
 use crate::core::plan::Plan;
 use crate::core::plan::land::Landing;
+use crate::core::plan::repair::{Rounds, render_rounds};
 use crate::refactor::{Execution, Planned, StepOutcome};
 use tower_lsp::lsp_types::Url;
 
@@ -80,6 +83,7 @@ pub(super) fn cancelled(id: u32, steps: Vec<ExecutedStepReport>) -> ExecuteResul
         files: None,
         steps,
         refused: None,
+        check: None,
     }
 }
 
@@ -97,6 +101,7 @@ pub(super) fn nothing_to_change(
         files: None,
         steps,
         refused: Some(refused(landing)),
+        check: None,
     }
 }
 
@@ -139,6 +144,7 @@ pub(super) fn applied(
         files: Some(files(landing)),
         steps,
         refused: Some(refused(landing)),
+        check: None,
     }
 }
 
@@ -164,4 +170,31 @@ pub(super) fn outcome_text(outcome: &StepOutcome) -> String {
         StepOutcome::Skipped(reason) => format!("skipped: {reason}"),
         StepOutcome::Cancelled => "cancelled".into(),
     }
+}
+
+/// The check loop as `tierls.executePlan` reports it.
+pub(super) fn check_report(rounds: &Rounds) -> CheckReport {
+    CheckReport {
+        command: rounds.command.clone(),
+        holds: rounds.holds(),
+        rounds: rounds.rounds.len() as u32,
+        stopped: rounds.end.describe(),
+        failing: rounds
+            .failing()
+            .iter()
+            .map(|(failure, _)| format!("{}:{}: {}", failure.file, failure.line, failure.message))
+            .collect(),
+        document: render_rounds(rounds),
+    }
+}
+
+/// "the check `cargo check` still fails after 3 rounds (…)": the confirmation's label.
+pub(super) fn check_fails(rounds: &Rounds) -> String {
+    format!(
+        "`{}` still fails on this change after {} rounds ({} new failures; stopped at {})",
+        rounds.command,
+        rounds.rounds.len(),
+        rounds.failing().len(),
+        rounds.end.describe()
+    )
 }

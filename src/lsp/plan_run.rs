@@ -16,9 +16,11 @@ use super::request_failed;
 use super::session::Session;
 use crate::config::PlanConfig;
 use crate::core::plan::Plan;
+use crate::core::plan::repair::RoundKind;
 use crate::models::Cancel;
 use crate::models::tiers::TierSet;
 use crate::refactor::driver::{Driver, DriverError, Executed, PlanRequest, Stage, Team};
+use crate::refactor::rounds::RoundsRequest;
 use crate::refactor::{ExecuteOptions, PlanError, Planned, Progress};
 use crate::sync::lock;
 use crate::workspace;
@@ -97,7 +99,8 @@ impl<'a> PlanRun<'a> {
         })
     }
 
-    /// The plan's steps run and landed on the files as they are when the steps are done.
+    /// The plan's steps run and landed on the files as they are when the steps are done;
+    /// with `plan.check` set, checked and repaired round by round first.
     pub async fn execute(
         &self,
         plan: &Plan,
@@ -105,13 +108,16 @@ impl<'a> PlanRun<'a> {
     ) -> std::result::Result<Executed, DriverError> {
         let steps = plan.steps.len() as u32;
         let (driver, shown) = self.driver(Stages::Executing { steps });
-        let executed = driver
-            .execute(
-                plan,
-                |executor| ExecuteOptions::from_config(config, executor),
-                self.cancel.clone(),
-            )
-            .await;
+        let options =
+            |executor: &dyn crate::models::Model| ExecuteOptions::from_config(config, executor);
+        let executed = match RoundsRequest::from_config(config) {
+            Some(rounds) => {
+                driver
+                    .execute_checked(plan, options, &rounds, self.cancel.clone())
+                    .await
+            }
+            None => driver.execute(plan, options, self.cancel.clone()).await,
+        };
         shown.wait(driver).await;
         executed
     }
@@ -175,14 +181,40 @@ async fn forward_stages(
     shown: Stages,
 ) {
     let mut finished = 0;
+    let mut shown = shown;
+    let mut round = 1;
     while let Some(stage) = stages.recv().await {
         let (message, percentage) = match (stage, shown) {
+            (Stage::Round { number: 1, .. }, _) => continue,
+            (Stage::Round { number, kind, jobs }, _) => {
+                // A new round's jobs: the percentage counts them from the start.
+                round = number;
+                finished = 0;
+                shown = Stages::Executing { steps: jobs as u32 };
+                let who = match kind {
+                    RoundKind::Revision => "steps the planner added",
+                    _ => "repairs",
+                };
+                let count = match jobs {
+                    1 => "1 job".to_owned(),
+                    jobs => format!("{jobs} jobs"),
+                };
+                (format!("round {number}: {who}, {count}"), 0)
+            }
+            (Stage::RunningCheck { round: number }, _) => {
+                round = number;
+                (format!("round {number}: running the check"), 100)
+            }
+            (Stage::Revising, _) => (format!("round {round}: the planner revises the plan"), 100),
             (Stage::LoadingPlanner, _) => ("loading the planner".to_owned(), 5),
             (Stage::Planning { tier }, _) => (format!("the {tier} tier is planning"), 20),
             (Stage::Checking, _) => continue,
             (Stage::LoadingExecutor, _) => ("loading the executor".to_owned(), 0),
             (Stage::Step(event), Stages::Executing { steps }) => {
                 let message = match event {
+                    Progress::Started { step, attempt: 1 } if round > 1 => {
+                        format!("round {round}: step {step}")
+                    }
                     Progress::Started { step, attempt: 1 } => format!("step {step}"),
                     Progress::Started { step, attempt } => format!("step {step}, answer {attempt}"),
                     Progress::Finished { step, outcome } => {

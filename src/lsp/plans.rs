@@ -30,6 +30,7 @@ use crate::config::PlanConfig;
 use crate::core::plan::Plan;
 use crate::core::plan::context::Focus;
 use crate::core::plan::render::render_plan;
+use crate::core::plan::repair::render_rounds;
 use crate::core::position::byte_range_of;
 use crate::refactor::driver::PlanRequest;
 use crate::workspace;
@@ -207,32 +208,92 @@ pub async fn execute_plan(
         return Ok(reports::cancelled(id, steps));
     }
     let landing = &executed.landing;
+    let rounds = executed.rounds.as_ref();
+    if let Some(rounds) = rounds {
+        // The plan document gains its rounds: what each check said, what is left failing.
+        let document = format!("{}\n{}", render_plan(&executed.plan), render_rounds(rounds));
+        show_plan_document(context, id, &document).await;
+    }
+    let confirm = rounds
+        .filter(|rounds| !rounds.holds())
+        .map(reports::check_fails);
     let root = context.workspace.lock().root().map(ToOwned::to_owned);
     let edit = match workspace_edit(
         &context.features,
         root.as_deref(),
         landing,
         &executed.versions,
+        confirm.as_deref(),
     ) {
         Ok(edit) => edit,
         Err(reason) => return Err(run.fail(request_failed(reason)).await),
     };
+    let check = rounds.map(reports::check_report);
     if landing.files.is_empty() {
         run.end(reports::NOTHING_TO_CHANGE).await;
-        return Ok(reports::nothing_to_change(id, steps, landing));
+        let mut result = reports::nothing_to_change(id, steps, landing);
+        result.check = check;
+        return Ok(result);
     }
     if run.cancel.is_cancelled() {
         run.end(reports::CANCELLED).await;
         return Ok(reports::cancelled(id, steps));
     }
-    let answer = apply(context, edit).await;
-    let kind = match answer.applied {
+    // A change whose check fails is never applied silently: the editor asks about the
+    // annotated edit, or the user is asked here first.
+    let answer = match &confirm {
+        Some(label) if edit.change_annotations.is_none() && !ask_to_apply(context, label).await => {
+            Applied {
+                applied: false,
+                reason: Some(format!("{label}: the user did not apply it")),
+            }
+        }
+        _ => apply(context, edit).await,
+    };
+    let kind = match answer.applied && confirm.is_none() {
         true => MessageType::INFO,
         false => MessageType::WARNING,
     };
-    run.announce(kind, reports::applied_summary(id, &plan, landing, &answer))
-        .await;
-    Ok(reports::applied(id, steps, landing, answer))
+    run.announce(
+        kind,
+        reports::applied_summary(id, &executed.plan, landing, &answer),
+    )
+    .await;
+    let mut result = reports::applied(id, steps, landing, answer);
+    result.check = check;
+    Ok(result)
+}
+
+/// How long the user has to answer whether a failing change is applied.
+const CONFIRM_TIME: Duration = Duration::from_secs(600);
+const APPLY_ANYWAY: &str = "Apply anyway";
+
+/// Asks the user (`window/showMessageRequest`) whether to apply a change whose check
+/// fails; no answer within [`CONFIRM_TIME`] is a no.
+async fn ask_to_apply(context: &PlanContext, label: &str) -> bool {
+    let asked = context.client.show_message_request(
+        MessageType::WARNING,
+        format!("tierls: {label}. Apply it anyway?"),
+        Some(vec![
+            MessageActionItem {
+                title: APPLY_ANYWAY.to_owned(),
+                properties: Default::default(),
+            },
+            MessageActionItem {
+                title: "Leave the files unchanged".to_owned(),
+                properties: Default::default(),
+            },
+        ]),
+    );
+    match tokio::time::timeout(CONFIRM_TIME, asked).await {
+        Ok(Ok(Some(choice))) => choice.title == APPLY_ANYWAY,
+        Ok(Ok(None)) => false,
+        Ok(Err(err)) => {
+            tracing::info!("the editor could not ask about the failing change: {err}");
+            false
+        }
+        Err(_) => false,
+    }
 }
 
 /// Takes the plan out at once: a plan runs at most once.

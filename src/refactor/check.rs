@@ -24,6 +24,8 @@ pub struct CheckSpec {
     pub time_limit: Duration,
     /// The most output bytes kept (the last ones).
     pub output_cap: usize,
+    /// Raised when the plan is cancelled: the running check is stopped with its group.
+    pub cancel: Option<crate::models::Cancel>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +33,7 @@ pub enum CheckStatus {
     Passed,
     Failed { code: Option<i32> },
     TimedOut,
+    Cancelled,
 }
 
 impl CheckRun {
@@ -42,6 +45,7 @@ impl CheckRun {
                 "did not finish within its time limit and was stopped after {:.0} s",
                 self.elapsed.as_secs_f64()
             ),
+            CheckStatus::Cancelled => "was stopped: the plan was cancelled".into(),
             CheckStatus::Failed { code: Some(127) } => {
                 "could not run: the command was not found (exit 127)".into()
             }
@@ -220,10 +224,15 @@ fn run_in(
         let _ = send.send((kept, dropped));
     });
     let deadline = started + spec.time_limit;
+    let cancelled = || {
+        spec.cancel
+            .as_ref()
+            .is_some_and(|cancel| cancel.is_cancelled())
+    };
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => break None,
+            Ok(None) if Instant::now() >= deadline || cancelled() => break None,
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(_) => break None,
         }
@@ -236,6 +245,7 @@ fn run_in(
         .recv_timeout(Duration::from_secs(2))
         .unwrap_or_default();
     let status = match status {
+        None if cancelled() => CheckStatus::Cancelled,
         None => CheckStatus::TimedOut,
         Some(status) if status.success() => CheckStatus::Passed,
         Some(status) => CheckStatus::Failed {

@@ -19,14 +19,18 @@ use super::{
 use crate::config::Tier;
 use crate::core::index::language::Language;
 use crate::core::plan::context::{Focus, PromptBudget, planner_input, reference_files};
-use crate::core::plan::failures::{Failure, symbol_at_line};
+use crate::core::plan::failures::{Failure, new_failures, symbol_at_line};
 use crate::core::plan::land::{Landing, land};
 use crate::core::plan::prompt::PlannerInput;
+use crate::core::plan::repair::{RoundKind, Rounds};
 use crate::core::plan::{Plan, fan_out, validate};
 use crate::disk::{self, WriteError};
 use crate::models::tiers::TierSet;
 use crate::models::{Cancel, Model, ModelError};
 use crate::workspace::{CurrentFile, Shared, Snapshot};
+
+/// The most unindexed files searched for a fan-out's name.
+const MAX_UNINDEXED_SEARCHED: usize = 2_000;
 
 /// Who does the work: the tiers of this machine and its worker nodes (leased per plan), or
 /// models given outright (the tests and the benchmark).
@@ -43,10 +47,24 @@ pub enum Team {
 #[derive(Debug)]
 pub enum Stage {
     LoadingPlanner,
-    Planning { tier: Tier },
+    Planning {
+        tier: Tier,
+    },
     Checking,
     LoadingExecutor,
     Step(Progress),
+    /// A round of the check loop starts: its jobs run next.
+    Round {
+        number: u32,
+        kind: RoundKind,
+        jobs: usize,
+    },
+    /// `plan.check` runs after round `round`.
+    RunningCheck {
+        round: u32,
+    },
+    /// The planner revises the plan from what the check still reports.
+    Revising,
 }
 
 pub type OnStage = Arc<dyn Fn(Stage) + Send + Sync>;
@@ -81,10 +99,14 @@ pub enum DriverError {
 
 /// An executed plan, landed on the files as they were when its steps were done.
 pub struct Executed {
+    /// The steps that ran: the plan's, then every repair round's.
+    pub plan: Plan,
     pub execution: Execution,
     pub landing: Landing,
     /// The editor's version of each file the landing is based on (`None`: the disk's).
     pub versions: BTreeMap<String, Option<i32>>,
+    /// The check loop's rounds, when `plan.check` ran.
+    pub rounds: Option<Rounds>,
 }
 
 /// `plan.check` on an executed plan: on the files as they were before it, then with its
@@ -212,11 +234,46 @@ impl Driver {
             self.workspace.lock().index(),
             request.max_fan_out,
         );
+        let plan = self.note_unindexed_uses(plan).await;
         Ok(Planned {
             plan,
             answer: answer.answer,
             usage: answer.usage,
         })
+    }
+
+    /// Lists under each fan-out the generated or too-large files that use its name (the
+    /// index does not hold them, so no job can change them), read off the runtime.
+    async fn note_unindexed_uses(&self, mut plan: Plan) -> Plan {
+        let unindexed = self.workspace.lock().unindexed().to_vec();
+        if plan.fan_outs.is_empty() || unindexed.is_empty() {
+            return plan;
+        }
+        let names: Vec<(u32, String)> = plan
+            .fan_outs
+            .iter()
+            .map(|f| (f.step, fan_out::used_name(&f.symbol).to_owned()))
+            .collect();
+        let snapshot = self.workspace.snapshot();
+        let found = off_runtime(move || {
+            let mut found = Vec::new();
+            for (file, why) in unindexed.iter().take(MAX_UNINDEXED_SEARCHED) {
+                let Ok(text) = snapshot.read_disk_limited(file, snapshot.max_read_bytes()) else {
+                    continue;
+                };
+                for (step, name) in &names {
+                    if fan_out::uses_word(&text, name) {
+                        found.push((*step, file.clone(), why.name()));
+                    }
+                }
+            }
+            found
+        })
+        .await;
+        for (step, file, why) in found {
+            fan_out::note_unindexed(&mut plan, step, &file, why);
+        }
+        plan
     }
 
     /// The planner's prompt for `request`, from the focus files as they are now.
@@ -287,13 +344,7 @@ impl Driver {
         options: impl FnOnce(&dyn Model) -> ExecuteOptions,
         cancel: Cancel,
     ) -> Result<Executed, DriverError> {
-        (self.on_stage)(Stage::LoadingExecutor);
-        let executor = match &self.team {
-            Team::Tiers(tiers) => lease_executor(tiers.clone(), cancel.clone())
-                .await
-                .map_err(DriverError::NoExecutor)?,
-            Team::Given { executor, .. } => executor.clone(),
-        };
+        let executor = self.executor(cancel.clone()).await?;
         let options = options(executor.as_ref());
         let files: BTreeMap<String, Option<String>> = self
             .current_files(plan)
@@ -313,12 +364,31 @@ impl Driver {
             Arc::new(move |event| on_stage(Stage::Step(event))),
         )
         .await;
+        Ok(self.land_now(plan, &execution).await)
+    }
+
+    /// The executor for a plan's steps, loaded if need be.
+    pub(super) async fn executor(&self, cancel: Cancel) -> Result<Arc<dyn Model>, DriverError> {
+        (self.on_stage)(Stage::LoadingExecutor);
+        match &self.team {
+            Team::Tiers(tiers) => lease_executor(tiers.clone(), cancel)
+                .await
+                .map_err(DriverError::NoExecutor),
+            Team::Given { executor, .. } => Ok(executor.clone()),
+        }
+    }
+
+    /// `execution`'s edits landed on the files as they are now (the user may have typed
+    /// meanwhile). A cancelled execution lands nothing.
+    pub(super) async fn land_now(&self, plan: &Plan, execution: &Execution) -> Executed {
         if execution.cancelled {
-            return Ok(Executed {
-                execution,
+            return Executed {
+                plan: plan.clone(),
+                execution: execution.clone(),
                 landing: Landing::default(),
                 versions: BTreeMap::new(),
-            });
+                rounds: None,
+            };
         }
         let current = self.current_files(plan).await;
         let bases = current
@@ -330,11 +400,13 @@ impl Driver {
             .into_iter()
             .map(|(file, now)| (file, now.version))
             .collect();
-        Ok(Executed {
-            execution,
+        Executed {
+            plan: plan.clone(),
+            execution: execution.clone(),
             landing,
             versions,
-        })
+            rounds: None,
+        }
     }
 
     /// Runs `spec` on a scratch copy of the workspace before and after `landing` (both on
@@ -359,15 +431,8 @@ impl Driver {
             let target = cargo_target_for(&root);
             let before_run = run_check(&root, &before, &spec, target.as_deref())?;
             let after_run = run_check(&root, &after, &spec, target.as_deref())?;
-            let new_failures = after_run
-                .failures
-                .iter()
-                .filter(|failure| {
-                    !before_run
-                        .failures
-                        .iter()
-                        .any(|old| old.file == failure.file && old.message == failure.message)
-                })
+            let new_failures = new_failures(&before_run.failures, &after_run.failures)
+                .into_iter()
                 .map(|failure| {
                     let text = match after.get(&failure.file) {
                         Some(text) => text.clone(),
@@ -379,7 +444,7 @@ impl Driver {
                     let symbol = Language::from_path(&failure.file)
                         .zip(text)
                         .and_then(|(language, text)| symbol_at_line(language, &text, failure.line));
-                    (failure.clone(), symbol)
+                    (failure, symbol)
                 })
                 .collect();
             Ok::<_, CheckError>(Checked {

@@ -9,6 +9,7 @@
 pub mod check;
 pub mod driver;
 mod execute;
+pub mod rounds;
 pub mod store;
 pub mod workspace;
 

@@ -41,6 +41,35 @@ impl PlanFacts {
     }
 }
 
+impl PlanFacts {
+    /// The facts of files as a plan left them (`texts`), for a revision's steps: they
+    /// target the symbols the plan's result has, not the index's.
+    pub fn from_texts(root: &Path, texts: &BTreeMap<String, Option<String>>) -> Self {
+        let files = texts
+            .iter()
+            .map(|(file, text)| {
+                let symbols = text.as_ref().and_then(|text| {
+                    let language = Language::from_path(file)?;
+                    let tree = crate::core::index::extract::parse(language, text, None)?;
+                    let symbols = crate::core::index::extract::extract(language, &tree, text);
+                    Some(
+                        symbols
+                            .symbols
+                            .into_iter()
+                            .map(|symbol| symbol.path)
+                            .collect(),
+                    )
+                });
+                (file.clone(), symbols)
+            })
+            .collect();
+        PlanFacts {
+            root: root.to_owned(),
+            files,
+        }
+    }
+}
+
 impl Workspace for PlanFacts {
     fn symbols(&self, file: &str) -> Option<Vec<String>> {
         self.files.get(file).cloned().flatten()

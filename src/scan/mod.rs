@@ -70,7 +70,14 @@ pub struct ScanStats {
     pub indexed: usize,
     pub skipped: Vec<(Skip, usize)>,
     pub elapsed: Duration,
+    /// Source files in a language tierls parses that it did not index because they are
+    /// generated or too large (at most [`MAX_UNINDEXED`], in path order): a change to
+    /// every use of a name lists the ones that use it, since it never edits them.
+    pub unindexed: Vec<(String, Skip)>,
 }
+
+/// The most unindexed source files a scan remembers by name.
+pub const MAX_UNINDEXED: usize = 10_000;
 
 impl ScanStats {
     pub fn skipped(&self, reason: Skip) -> usize {
@@ -154,6 +161,12 @@ pub fn scan(
                     if reason != Skip::UnknownLanguage {
                         tracing::debug!("not indexed ({}): {what}", reason.name());
                     }
+                    if matches!(reason, Skip::Generated | Skip::TooLarge)
+                        && stats.unindexed.len() < MAX_UNINDEXED
+                    {
+                        let path = what.split(": ").next().unwrap_or(&what).to_owned();
+                        stats.unindexed.push((path, reason));
+                    }
                     stats.count(reason);
                 }
             }
@@ -161,6 +174,7 @@ pub fn scan(
     });
     stats.elapsed = started.elapsed();
     stats.skipped.sort();
+    stats.unindexed.sort();
     stats
 }
 

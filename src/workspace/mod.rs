@@ -84,6 +84,8 @@ pub struct Workspace {
     /// Files the disk sync indexed while the scan ran: the scan read them earlier, so its
     /// copy must not replace the newer one.
     synced_during_scan: HashSet<Key>,
+    /// Source files the last scan left out as generated or too large.
+    unindexed: Vec<(Key, crate::scan::Skip)>,
 }
 
 /// One file as the disk sync read and parsed it, or `None` when it is gone or unreadable.
@@ -122,11 +124,17 @@ impl Workspace {
             &mut |file| workspace.index_scanned(file),
             progress,
         );
+        workspace.unindexed = stats.unindexed.clone();
         (workspace, stats)
     }
 
     pub fn root(&self) -> Option<&Path> {
         self.root.as_deref()
+    }
+
+    /// Source files the last scan did not index because they are generated or too large.
+    pub fn unindexed(&self) -> &[(Key, crate::scan::Skip)] {
+        &self.unindexed
     }
 
     /// The root the editor named at `initialize`; a trailing `/` is dropped, so that errors
@@ -391,7 +399,10 @@ impl Shared {
             &mut |file| self.lock().index_scanned(file),
             progress,
         );
-        self.lock().end_scan();
+        let mut workspace = self.lock();
+        workspace.end_scan();
+        workspace.unindexed = stats.unindexed.clone();
+        drop(workspace);
         stats
     }
 }

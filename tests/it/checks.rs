@@ -43,6 +43,7 @@ fn check(root: &Path, command: &str, seconds: u64) -> CheckRun {
         command: command.to_owned(),
         time_limit: Duration::from_secs(seconds),
         output_cap: 64 * 1024,
+        cancel: None,
     };
     let changed = BTreeMap::from([(
         "src/lib.rs".to_owned(),

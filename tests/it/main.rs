@@ -25,6 +25,7 @@ mod plans;
 mod positions;
 mod protocol;
 mod queries;
+mod rounds;
 mod support;
 mod tiers;
 mod workers;

@@ -743,3 +743,152 @@ async fn cancelling_the_request_ends_its_progress_and_applies_nothing() {
         .unwrap();
     assert_eq!(status["result"]["plans"]["running"], 0, "{status}");
 }
+
+/// The executor's first answer for `Circle::perimeter` names a value that does not exist;
+/// a repair (its prompt holds the check's error) answers it right when `repairs` is set.
+fn flawed_executor(repairs: bool) -> ScriptedModel {
+    let flawed = "pub fn perimeter(&self) -> f64 {\n    2.0 * PI_UNDEFINED * self.radius\n}";
+    let mut model = ScriptedModel::new(1);
+    if repairs {
+        model = model.answer("reports errors in `Circle::perimeter`", &[NEW_PERIMETER]);
+    }
+    model
+        .answer("Your step: 1.", &[NEW_AREA])
+        .answer("Rewrite `Circle::perimeter`", &[flawed])
+}
+
+/// A check in gcc's format: every line that names `PI_UNDEFINED` is an error.
+const UNDEFINED_CHECK: &str = r#"if grep -n PI_UNDEFINED src/geometry.rs | sed 's/^\([0-9]*\):.*/src\/geometry.rs:\1:9: error: cannot find value `PI_UNDEFINED`/' | grep .; then exit 1; fi"#;
+
+/// A server whose `plan.check` is [`UNDEFINED_CHECK`], planned "use PI" and executed; the
+/// client asks about annotated edits when `annotations` is set.
+async fn execute_checked(executor: ScriptedModel, annotations: bool) -> (TestServer, Value) {
+    let planner = Arc::new(ScriptedModel::new(1).answer("Request:", &[PLAN]));
+    let models: Vec<(Tier, Arc<dyn Model>)> = vec![
+        (Tier::Planner, planner),
+        (Tier::Executor, Arc::new(executor)),
+    ];
+    let mut server = TestServer::start_with_models(
+        &[
+            ("src/geometry.rs", GEOMETRY.as_bytes()),
+            ("src/main.rs", MAIN.as_bytes()),
+        ],
+        models,
+    );
+    let mut capabilities = capabilities(true);
+    if annotations {
+        capabilities["workspace"]["workspaceEdit"]["changeAnnotationSupport"] =
+            json!({ "groupsOnLabel": false });
+    }
+    server
+        .initialize_as(
+            capabilities,
+            json!({ "index": { "enabled": true }, "plan": { "check": UNDEFINED_CHECK, "max_rounds": 1 } }),
+        )
+        .await;
+    wait_for_progress_end(&mut server, "tierls/index").await;
+    server.open("src/geometry.rs", GEOMETRY).await;
+    plan(&mut server, "use PI").await;
+    server
+        .client
+        .answer_with("workspace/applyEdit", json!({ "applied": true }));
+    server.client.answer_with(
+        "window/showMessageRequest",
+        json!({ "title": "Leave the files unchanged" }),
+    );
+    let response = command(&mut server, "tierls.executePlan", json!({ "planId": 1 })).await;
+    (server, response)
+}
+
+/// In the editor, the check's failure goes back to the executor before anything is
+/// offered: one edit, with the repair in it, and the rounds in `$/progress` and the result.
+#[tokio::test]
+async fn the_editor_gets_the_repaired_change_once() {
+    let (mut server, response) = execute_checked(flawed_executor(true), true).await;
+    let result = &response["result"];
+    assert_eq!(result["check"]["holds"], true, "{response}");
+    assert_eq!(result["check"]["rounds"], 2, "{response}");
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let apply = kept(&messages, "workspace/applyEdit");
+    assert_eq!(apply.len(), 1, "one edit, after the rounds");
+    let edit = &apply[0]["params"]["edit"];
+    assert!(edit.get("changeAnnotations").is_none(), "{edit}");
+    let text = apply_text_edits(GEOMETRY, &edit["documentChanges"][0]["edits"]);
+    assert!(
+        text.contains(NEW_PERIMETER.lines().nth(1).unwrap()),
+        "{text}"
+    );
+    assert!(!text.contains("PI_UNDEFINED"), "{text}");
+    let reports: Vec<String> = kept(&messages, "$/progress")
+        .iter()
+        .filter_map(|m| m["params"]["value"]["message"].as_str())
+        .filter(|message| message.starts_with("round"))
+        .map(ToOwned::to_owned)
+        .collect();
+    assert!(
+        reports.contains(&"round 1: running the check".to_owned())
+            && reports.contains(&"round 2: repairs, 1 job".to_owned()),
+        "{reports:?}"
+    );
+}
+
+/// A change whose check still fails is offered marked: as an edit that needs the user's
+/// confirmation where the editor asks about those, else after asking the user first (who
+/// declines here: nothing is sent).
+#[tokio::test]
+async fn a_change_that_still_fails_is_never_applied_silently() {
+    let (mut server, response) = execute_checked(flawed_executor(false), true).await;
+    let result = &response["result"];
+    assert_eq!(result["check"]["holds"], false, "{response}");
+    assert!(
+        result["check"]["failing"][0]
+            .as_str()
+            .unwrap()
+            .contains("src/geometry.rs:"),
+        "{response}"
+    );
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let apply = kept(&messages, "workspace/applyEdit");
+    assert_eq!(apply.len(), 1);
+    let edit = &apply[0]["params"]["edit"];
+    let annotation = &edit["changeAnnotations"]["tierls-check-fails"];
+    assert_eq!(annotation["needsConfirmation"], true, "{edit}");
+    assert!(
+        annotation["label"]
+            .as_str()
+            .unwrap()
+            .contains("still fails"),
+        "{annotation}"
+    );
+    for change in edit["documentChanges"][0]["edits"].as_array().unwrap() {
+        assert_eq!(change["annotationId"], "tierls-check-fails", "{change}");
+    }
+
+    let (mut server, response) = execute_checked(flawed_executor(false), false).await;
+    let result = &response["result"];
+    assert_eq!(result["applied"], false, "{response}");
+    assert!(
+        result["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the user did not apply it"),
+        "{response}"
+    );
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(kept(&messages, "workspace/applyEdit").is_empty());
+    let asked = kept(&messages, "window/showMessageRequest");
+    assert_eq!(asked.len(), 1, "{messages:?}");
+    assert_eq!(server.text_of("src/geometry.rs").await, GEOMETRY);
+}

@@ -17,6 +17,20 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The failures of `after` that `before` did not report, matched by file and message
+/// (lines move when code is added above a failure).
+pub fn new_failures(before: &[Failure], after: &[Failure]) -> Vec<Failure> {
+    after
+        .iter()
+        .filter(|failure| {
+            !before
+                .iter()
+                .any(|old| old.file == failure.file && old.message == failure.message)
+        })
+        .cloned()
+        .collect()
+}
+
 /// The most failures read from one output: a check that prints thousands says enough in
 /// its first ones.
 pub const MAX_FAILURES: usize = 200;

@@ -192,3 +192,37 @@ fn expand_one(
     }
     (fan_out, jobs)
 }
+
+/// The name a fan-out's uses are found by: the last segment of its qualified path.
+pub fn used_name(symbol: &str) -> &str {
+    symbol
+        .rsplit(['.', ':'])
+        .next()
+        .filter(|name| !name.is_empty())
+        .unwrap_or(symbol)
+}
+
+/// `text` uses `name` as a whole word (an identifier not inside a longer one).
+pub fn uses_word(text: &str, name: &str) -> bool {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    !name.is_empty()
+        && text.match_indices(name).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + name.len()..].chars().next();
+            !before.is_some_and(is_word) && !after.is_some_and(is_word)
+        })
+}
+
+/// Lists, under each fan-out, an unindexed file (generated or too large) that uses its
+/// name: no job is made for it, so the user knows to change or regenerate it.
+pub fn note_unindexed(plan: &mut Plan, step: u32, file: &str, why: &str) {
+    if let Some(fan_out) = plan.fan_outs.iter_mut().find(|f| f.step == step) {
+        let reason = match why {
+            "generated" => {
+                "a generated file uses the name: it is never changed; regenerate it".to_owned()
+            }
+            why => format!("a file tierls does not index ({why}) uses the name: change it by hand"),
+        };
+        fan_out.not_done.push((file.to_owned(), reason));
+    }
+}

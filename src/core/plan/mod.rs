@@ -14,6 +14,7 @@ pub mod land;
 pub mod path;
 pub mod prompt;
 pub mod render;
+pub mod repair;
 mod validate;
 
 pub use validate::{Workspace, validate};
