@@ -85,7 +85,7 @@ fn scripted_executor(callers: usize) -> ScriptedModel {
 }
 
 struct Outcome {
-    /// `None` when no job landed, so there was nothing to check.
+    /// `None` when no file changed, so there was nothing to check.
     rounds: Option<Rounds>,
     failed_jobs: usize,
     updated: usize,
@@ -182,7 +182,7 @@ async fn run(callers: usize, executor: Arc<dyn Model>, slots: usize) -> anyhow::
 fn describe(outcome: &Outcome, callers: usize) -> String {
     let Some(rounds) = &outcome.rounds else {
         return format!(
-            "{callers:>3} call sites: no job landed ({} of {} failed), so nothing was checked; {} executor tokens, {:.1} s",
+            "{callers:>3} call sites: no file changed ({} of {} jobs failed, the others answered the code unchanged), so nothing was checked; {} executor tokens, {:.1} s",
             outcome.failed_jobs,
             outcome.first_answers_passed.1,
             outcome.executor_tokens,
