@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::check::{CheckError, CheckRun, CheckSpec, CheckStatus, cargo_target_for, run_check};
-use super::workspace::{PlanFacts, definitions_for};
+use super::workspace::PlanFacts;
 use super::{
-    ExecuteOptions, Execution, PlanError, Planned, Progress, ask_planner, execute, lease_executor,
+    ExecuteOptions, Execution, PlanError, Planned, Progress, ask_planner, lease_executor,
     lease_planner,
 };
 use crate::config::Tier;
@@ -346,24 +346,8 @@ impl Driver {
     ) -> Result<Executed, DriverError> {
         let executor = self.executor(cancel.clone()).await?;
         let options = options(executor.as_ref());
-        let files: BTreeMap<String, Option<String>> = self
-            .current_files(plan)
-            .await
-            .into_iter()
-            .map(|(file, current)| (file, current.text))
-            .collect();
-        let definitions = definitions_for(plan, self.workspace.lock().index(), &files);
-        let on_stage = self.on_stage.clone();
-        let execution = execute(
-            plan.clone(),
-            executor,
-            files,
-            definitions,
-            options,
-            cancel,
-            Arc::new(move |event| on_stage(Stage::Step(event))),
-        )
-        .await;
+        let files = self.texts_now(plan).await;
+        let execution = self.run_round(plan, executor, files, options, cancel).await;
         Ok(self.land_now(plan, &execution).await)
     }
 

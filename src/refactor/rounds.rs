@@ -256,7 +256,7 @@ impl Driver {
 
     /// Runs one round's steps on `files` (each file the round touches, as the plan so far
     /// left it).
-    async fn run_round(
+    pub(super) async fn run_round(
         &self,
         round: &Plan,
         executor: Arc<dyn Model>,
@@ -279,7 +279,7 @@ impl Driver {
     }
 
     /// Each file `plan` touches, as the editor or the disk holds it now.
-    async fn texts_now(&self, plan: &Plan) -> BTreeMap<String, Option<String>> {
+    pub(super) async fn texts_now(&self, plan: &Plan) -> BTreeMap<String, Option<String>> {
         let snapshot = self.workspace.snapshot();
         let files: Vec<String> = plan.files().into_iter().map(ToOwned::to_owned).collect();
         tokio::task::spawn_blocking(move || {
