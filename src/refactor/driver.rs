@@ -10,16 +10,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::check::{CheckError, CheckRun, CheckSpec, CheckStatus, cargo_target_for, run_check};
+use super::check::{CheckError, CheckRun, CheckSpec, CheckStatus};
+use super::rounds::locate_failures;
 use super::workspace::PlanFacts;
 use super::{
     ExecuteOptions, Execution, PlanError, Planned, Progress, ask_planner, lease_executor,
     lease_planner,
 };
 use crate::config::Tier;
-use crate::core::index::language::Language;
 use crate::core::plan::context::{Focus, PromptBudget, planner_input, reference_files};
-use crate::core::plan::failures::{Failure, new_failures, symbol_at_line};
+use crate::core::plan::failures::{Failure, new_failures};
 use crate::core::plan::land::{Landing, land};
 use crate::core::plan::prompt::PlannerInput;
 use crate::core::plan::repair::{RoundKind, Rounds};
@@ -396,11 +396,6 @@ impl Driver {
     /// Runs `spec` on a scratch copy of the workspace before and after `landing` (both on
     /// the texts the landing is based on: the editor's, else the disk's), off the runtime.
     pub async fn check(&self, landing: &Landing, spec: CheckSpec) -> Result<Checked, DriverError> {
-        let snapshot = self.workspace.snapshot();
-        let root = snapshot
-            .root()
-            .map(ToOwned::to_owned)
-            .ok_or_else(|| DriverError::Checking("the workspace has no root".into()))?;
         let before: BTreeMap<String, Option<String>> = landing
             .files
             .iter()
@@ -411,35 +406,19 @@ impl Driver {
             .iter()
             .map(|file| (file.file.clone(), Some(file.text.clone())))
             .collect();
-        let checked = tokio::task::spawn_blocking(move || {
-            let target = cargo_target_for(&root);
-            let before_run = run_check(&root, &before, &spec, target.as_deref())?;
-            let after_run = run_check(&root, &after, &spec, target.as_deref())?;
-            let new_failures = new_failures(&before_run.failures, &after_run.failures)
-                .into_iter()
-                .map(|failure| {
-                    let text = match after.get(&failure.file) {
-                        Some(text) => text.clone(),
-                        None => snapshot
-                            .text(&failure.file)
-                            .ok()
-                            .map(|text| text.rope().to_string()),
-                    };
-                    let symbol = Language::from_path(&failure.file)
-                        .zip(text)
-                        .and_then(|(language, text)| symbol_at_line(language, &text, failure.line));
-                    (failure, symbol)
-                })
-                .collect();
-            Ok::<_, CheckError>(Checked {
-                before: before_run,
-                after: after_run,
-                new_failures,
-            })
+        let before_run = self.run_check(before, spec.clone()).await?;
+        let after_run = self.run_check(after.clone(), spec).await?;
+        let fresh = new_failures(&before_run.failures, &after_run.failures);
+        let snapshot = self.workspace.snapshot();
+        let (new_failures, _) =
+            tokio::task::spawn_blocking(move || locate_failures(&snapshot, after, fresh))
+                .await
+                .map_err(|err| DriverError::Checking(err.to_string()))?;
+        Ok(Checked {
+            before: before_run,
+            after: after_run,
+            new_failures,
         })
-        .await
-        .map_err(|err| DriverError::Checking(err.to_string()))??;
-        Ok(checked)
     }
 
     /// Each file the plan touches as it is now, read off the runtime.

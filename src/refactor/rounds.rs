@@ -294,7 +294,7 @@ impl Driver {
     }
 
     /// Runs the check with `changed` over the workspace, off the runtime.
-    async fn run_check(
+    pub(super) async fn run_check(
         &self,
         changed: BTreeMap<String, Option<String>>,
         spec: CheckSpec,
@@ -414,7 +414,7 @@ fn next_id(plan: &Plan) -> u32 {
 
 /// Each failure with the symbol it is in, in the text the check saw (the plan's where it
 /// changed the file, else the workspace's); and those texts.
-fn locate_failures(
+pub(super) fn locate_failures(
     snapshot: &Snapshot,
     changed: BTreeMap<String, Option<String>>,
     failures: Vec<Failure>,
