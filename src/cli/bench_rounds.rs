@@ -126,6 +126,7 @@ async fn run(callers: usize, executor: Arc<dyn Model>, slots: usize) -> anyhow::
             time_limit: Duration::from_secs(600),
             output_cap: CHECK_OUTPUT_BYTES,
             cancel: None,
+            links: Vec::new(),
         },
         max_rounds: 2,
         time_limit: Duration::from_secs(1800),

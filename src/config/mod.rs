@@ -45,6 +45,8 @@ pub struct PlanConfig {
     pub check: Option<String>,
     /// The most seconds one run of the check may take.
     pub check_seconds: u32,
+    /// Ignored folders linked into the check's scratch copy rather than left out.
+    pub check_links: Vec<String>,
     /// Repair rounds by the executors after a failing check, before the planner revises.
     pub max_rounds: u32,
     /// The most seconds the check loop's rounds may take together.
@@ -117,6 +119,7 @@ impl Default for Config {
                 max_fan_out: 256,
                 check: None,
                 check_seconds: 600,
+                check_links: ["node_modules", ".venv", "venv"].map(String::from).to_vec(),
                 max_rounds: 2,
                 repair_seconds: 1800,
                 max_attempts: 3,
@@ -174,6 +177,7 @@ pub struct PlanLayer {
     pub max_fan_out: Option<tiers::Bounded<1, 10000>>,
     pub check: Option<CheckCommand>,
     pub check_seconds: Option<tiers::Bounded<1, 7200>>,
+    pub check_links: Option<FolderNames>,
     pub max_rounds: Option<tiers::Bounded<0, 10>>,
     pub repair_seconds: Option<tiers::Bounded<1, 14400>>,
     pub max_attempts: Option<tiers::Bounded<1, 10>>,
@@ -211,6 +215,45 @@ impl<'de> Deserialize<'de> for CheckCommand {
             ));
         }
         Ok(CheckCommand(trimmed.to_owned()))
+    }
+}
+
+/// A folder's name (one path segment, not `.` or `..`), checked while deserializing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderName(pub String);
+
+impl<'de> Deserialize<'de> for FolderName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        let plain = !name.is_empty()
+            && name.len() <= 255
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '\\', '\0']);
+        if plain {
+            Ok(FolderName(name))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{name:?} is not a folder name: expected one name such as \"node_modules\", without `/`"
+            )))
+        }
+    }
+}
+
+/// At most 32 folder names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderNames(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for FolderNames {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let names = Vec::<FolderName>::deserialize(deserializer)?;
+        if names.len() > 32 {
+            return Err(serde::de::Error::custom(format!(
+                "{} folder names: at most 32 are allowed",
+                names.len()
+            )));
+        }
+        Ok(FolderNames(names.into_iter().map(|name| name.0).collect()))
     }
 }
 
@@ -327,6 +370,9 @@ impl Config {
             }
             if let Some(CheckCommand(command)) = &plan.check {
                 config.plan.check = Some(command.clone());
+            }
+            if let Some(FolderNames(names)) = &plan.check_links {
+                config.plan.check_links = names.clone();
             }
             if let Some(enabled) = layer.index.enabled {
                 config.index.enabled = enabled;

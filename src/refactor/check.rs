@@ -2,7 +2,9 @@
 //! plan's changed files over the unchanged ones, never in the user's tree. The copy holds
 //! what the scan would index and more (hidden files such as `.cargo/`, any file type) but
 //! not what `.gitignore` leaves out, nor `.git`; Cargo builds into a target folder of
-//! tierls' cache, kept between checks so that they stay incremental. The command runs in
+//! tierls' cache, kept between checks so that they stay incremental. Ignored dependency
+//! folders (`plan.check_links`: `node_modules`, `.venv`, ...) are linked, not copied: a
+//! type checker or test runner needs them, and copying them would cost gigabytes. The command runs in
 //! its own process group with no stdin, within a time limit (the whole group is killed at
 //! it) and an output cap (the tail is kept); the copy is removed afterwards.
 
@@ -26,6 +28,8 @@ pub struct CheckSpec {
     pub output_cap: usize,
     /// Raised when the plan is cancelled: the running check is stopped with its group.
     pub cancel: Option<crate::models::Cancel>,
+    /// Folder names that, when ignored in the workspace, are linked into the copy.
+    pub links: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +95,7 @@ pub fn run_check(
         .prefix("tierls-check-")
         .tempdir()
         .map_err(|err| CheckError::Copy(err.to_string()))?;
-    copy_workspace(root, scratch.path()).map_err(CheckError::Copy)?;
+    copy_workspace(root, scratch.path(), &spec.links).map_err(CheckError::Copy)?;
     for (file, text) in changed {
         if crate::core::plan::path::workspace_relative(file).as_deref() != Ok(file.as_str()) {
             return Err(CheckError::Copy(format!(
@@ -133,8 +137,9 @@ fn workspace_file(copy: &Path, printed: &str) -> Option<String> {
 }
 
 /// Copies what is not ignored, with hidden files and without `.git`, as regular files
-/// (symbolic links are not followed or copied).
-fn copy_workspace(root: &Path, to: &Path) -> Result<(), String> {
+/// (symbolic links are not followed or copied); then links each ignored folder named in
+/// `links` that sits in a copied folder.
+fn copy_workspace(root: &Path, to: &Path, links: &[String]) -> Result<(), String> {
     let walker = ignore::WalkBuilder::new(root)
         .hidden(false)
         .require_git(false)
@@ -142,6 +147,7 @@ fn copy_workspace(root: &Path, to: &Path) -> Result<(), String> {
         .filter_entry(|entry| entry.file_name() != ".git")
         .build();
     let mut copied = 0u64;
+    let mut folders = Vec::new();
     for entry in walker {
         let entry = entry.map_err(|err| err.to_string())?;
         let Some(kind) = entry.file_type() else {
@@ -154,6 +160,7 @@ fn copy_workspace(root: &Path, to: &Path) -> Result<(), String> {
         if kind.is_dir() {
             std::fs::create_dir_all(&target)
                 .map_err(|err| format!("{}: {err}", relative.display()))?;
+            folders.push(relative.to_owned());
         } else if kind.is_file() {
             copied += std::fs::copy(entry.path(), &target)
                 .map_err(|err| format!("{}: {err}", relative.display()))?;
@@ -162,6 +169,28 @@ fn copy_workspace(root: &Path, to: &Path) -> Result<(), String> {
                     "the workspace holds more than {} GiB outside its ignored folders",
                     MAX_COPY_BYTES >> 30
                 ));
+            }
+        }
+    }
+    link_dependency_folders(root, to, &folders, links)
+}
+
+/// Links `root/folder/name` into the copy for each copied folder and each name of `links`
+/// that is a folder there (or a link to one) and was left out of the copy (it is ignored).
+fn link_dependency_folders(
+    root: &Path,
+    to: &Path,
+    folders: &[PathBuf],
+    links: &[String],
+) -> Result<(), String> {
+    for folder in folders {
+        for name in links {
+            let source = root.join(folder).join(name);
+            let target = to.join(folder).join(name);
+            let is_folder = std::fs::metadata(&source).is_ok_and(|meta| meta.is_dir());
+            if is_folder && std::fs::symlink_metadata(&target).is_err() {
+                std::os::unix::fs::symlink(&source, &target)
+                    .map_err(|err| format!("{}: {err}", folder.join(name).display()))?;
             }
         }
     }

@@ -470,6 +470,7 @@ impl RoundsRequest {
                 time_limit: Duration::from_secs(config.check_seconds.into()),
                 output_cap: CHECK_OUTPUT_BYTES,
                 cancel: None,
+                links: config.check_links.clone(),
             },
             max_rounds: config.max_rounds,
             time_limit: Duration::from_secs(config.repair_seconds.into()),

@@ -425,6 +425,7 @@ async fn the_check_finds_the_call_site_a_job_left_behind() {
         time_limit: Duration::from_secs(300),
         output_cap: 256 * 1024,
         cancel: None,
+        links: Vec::new(),
     };
     let checked = driver
         .check(&executed.landing, spec(command))

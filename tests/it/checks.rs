@@ -44,6 +44,7 @@ fn check(root: &Path, command: &str, seconds: u64) -> CheckRun {
         time_limit: Duration::from_secs(seconds),
         output_cap: 64 * 1024,
         cancel: None,
+        links: ["node_modules", ".venv"].map(String::from).to_vec(),
     };
     let changed = BTreeMap::from([(
         "src/lib.rs".to_owned(),
@@ -148,6 +149,50 @@ fn a_check_that_writes_into_its_folder_leaves_the_users_tree_alone() {
         "the scratch copy {} was not removed",
         scratch.trim()
     );
+}
+
+#[test]
+fn ignored_dependency_folders_are_linked_into_the_copy_and_others_are_not() {
+    let dir = workspace();
+    let root = dir.path();
+    for folder in [
+        "node_modules/left-pad",
+        "web/node_modules/react",
+        ".venv/bin",
+    ] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(
+        root.join("node_modules/left-pad/index.js"),
+        "module.exports = 1;\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("web/node_modules/react/index.js"), "react\n").unwrap();
+    std::fs::write(root.join("web/app.js"), "require('react');\n").unwrap();
+    std::fs::write(root.join(".venv/bin/python"), "venv\n").unwrap();
+    // A folder named like a dependency folder but not ignored is copied, not linked.
+    std::fs::create_dir_all(root.join("docs/node_modules")).unwrap();
+    std::fs::write(root.join("docs/node_modules/notes.md"), "kept in git\n").unwrap();
+    std::fs::write(
+        root.join(".gitignore"),
+        "target/\n/node_modules/\nweb/node_modules/\n.venv/\n",
+    )
+    .unwrap();
+    let before = tree(root);
+    let run = check(
+        root,
+        "cat node_modules/left-pad/index.js web/node_modules/react/index.js .venv/bin/python; \
+         test -L node_modules && test -L web/node_modules && test -L .venv && echo linked; \
+         test -L docs/node_modules || echo docs-copied; echo changed > docs/node_modules/notes.md; \
+         ls target 2>/dev/null || echo 'no target folder'",
+        30,
+    );
+    assert_eq!(run.status, CheckStatus::Passed, "{}", run.output);
+    assert_eq!(
+        run.output,
+        "module.exports = 1;\nreact\nvenv\nlinked\ndocs-copied\nno target folder\n"
+    );
+    assert_eq!(tree(root), before);
 }
 
 /// The failures the common checkers print, as `file:line: message`, kept only for files

@@ -75,6 +75,7 @@ impl Loop {
                 time_limit: Duration::from_secs(check_seconds),
                 output_cap: 256 * 1024,
                 cancel: None,
+                links: Vec::new(),
             },
             max_rounds: self.max_rounds,
             time_limit: self.time_limit,
