@@ -382,9 +382,15 @@ impl Driver {
                 .map_err(|err| DriverError::Checking(err.to_string()))?;
         revision.instruction = whole.instruction.clone();
         revision.summary = format!("Revision: {}", revision.summary.trim());
-        fan_out::expand(
+        // The revision's uses are where the plan left them: the changed files are parsed
+        // off the runtime, and only the expansion runs under the lock.
+        let changed = texts.clone();
+        let overlay = tokio::task::spawn_blocking(move || fan_out::Overlay::of(&changed))
+            .await
+            .map_err(|err| DriverError::Checking(err.to_string()))?;
+        fan_out::expand_over(
             &mut revision,
-            self.workspace.lock().index(),
+            overlay.over(self.workspace.lock().index()),
             request.max_jobs,
         );
         renumber_revision(whole, &mut revision, next_id(whole) - 1);

@@ -288,6 +288,60 @@ fn a_fan_out_is_bounded_and_says_what_it_leaves() {
     ));
 }
 
+/// A revision's fan-out sees the files as the plan left them: a caller the plan added,
+/// a file the plan added, and a file the plan removed, over the workspace's index.
+#[test]
+fn a_revisions_fan_out_finds_the_uses_where_the_plan_left_them() {
+    use std::collections::BTreeMap;
+    use tierls::core::plan::{RawPlan, fan_out, validate};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    pricing_workspace(&root, 3, 3);
+    let shared = scanned(&root, 1);
+    let raw: RawPlan = serde_json::from_str(r#"{"summary": "s", "steps": [
+      {"id": 1, "action": "update_references", "file": "src/pricing.rs", "target": "total_price", "instruction": "Pass \"EUR\".", "depends_on": []}]}"#).unwrap();
+    let texts = BTreeMap::from([
+        (
+            "src/part00/module_0.rs".to_owned(),
+            Some("pub fn checkout_0(cart: &[u32]) -> u32 {\n    total_price(cart)\n}\n\npub fn refund_0(cart: &[u32]) -> u32 {\n    total_price(cart) / 2\n}\n".to_owned()),
+        ),
+        ("src/part01/module_1.rs".to_owned(), None),
+        (
+            "src/report.rs".to_owned(),
+            Some("pub fn report(cart: &[u32]) -> String {\n    total_price(cart).to_string()\n}\n".to_owned()),
+        ),
+    ]);
+    let overlay = fan_out::Overlay::of(&texts);
+    let workspace = shared.lock();
+    let jobs = |layered: Option<&fan_out::Overlay>| {
+        let mut plan = validate("add a currency", &raw, workspace.index());
+        match layered {
+            Some(overlay) => fan_out::expand_over(&mut plan, overlay.over(workspace.index()), 10),
+            None => fan_out::expand(&mut plan, workspace.index(), 10),
+        }
+        let fan_out = &plan.fan_outs[0];
+        let targets: Vec<String> = plan
+            .steps
+            .iter()
+            .map(|step| format!("{} `{}`", step.file, step.target))
+            .collect();
+        format!(
+            "{} uses in {} files: {}",
+            fan_out.sites,
+            fan_out.files,
+            targets.join(", ")
+        )
+    };
+    assert_eq!(
+        jobs(None),
+        "3 uses in 3 files: src/part00/module_0.rs `checkout_0`, src/part01/module_1.rs `checkout_1`, src/part02/module_2.rs `checkout_2`"
+    );
+    assert_eq!(
+        jobs(Some(&overlay)),
+        "4 uses in 3 files: src/part00/module_0.rs `checkout_0`, src/part00/module_0.rs `refund_0`, src/part02/module_2.rs `checkout_2`, src/report.rs `report`"
+    );
+}
+
 /// The fan-out's jobs go to llama.cpp like any step: the test model as the executor (two
 /// slots) answers each job of a four-caller fan-out; every job is reported with the tokens
 /// it decoded, and whatever lands parses (a job whose answer does not is refused, never

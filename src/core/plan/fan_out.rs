@@ -4,11 +4,120 @@
 //! anchored and landed like any other; no step cap applies to the expansion, only
 //! `plan.max_fan_out`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
-use super::context::defining_files;
 use super::{Action, Plan, Step};
+use crate::core::index::extract::{Symbol, extract, parse};
+use crate::core::index::language::Language;
 use crate::core::index::table::Index;
+
+/// Files a plan changed, indexed from their new texts: what a revision's fan-outs see
+/// in place of the workspace's index entries for them.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    index: Index,
+    /// Every changed file, removed ones included: the workspace's index does not answer
+    /// for them.
+    shadowed: BTreeSet<String>,
+}
+
+impl Overlay {
+    /// Parses each changed file of a language tierls indexes (`None`: the file is gone).
+    pub fn of(texts: &BTreeMap<String, Option<String>>) -> Overlay {
+        let mut overlay = Overlay::default();
+        for (file, text) in texts {
+            overlay.shadowed.insert(file.clone());
+            let Some((language, text)) = Language::from_path(file).zip(text.as_deref()) else {
+                continue;
+            };
+            if let Some(tree) = parse(language, text, None) {
+                let found = extract(language, &tree, text);
+                overlay.index.upsert(file, language, found, text.len());
+            }
+        }
+        overlay
+    }
+
+    pub fn over<'a>(&'a self, base: &'a Index) -> Layered<'a> {
+        Layered {
+            base,
+            overlay: Some(self),
+        }
+    }
+}
+
+/// The index a fan-out expands over: the workspace's, with an [`Overlay`] on it or not.
+#[derive(Clone, Copy)]
+pub struct Layered<'a> {
+    pub base: &'a Index,
+    pub overlay: Option<&'a Overlay>,
+}
+
+impl<'a> Layered<'a> {
+    pub fn plain(base: &'a Index) -> Layered<'a> {
+        Layered {
+            base,
+            overlay: None,
+        }
+    }
+
+    fn is_shadowed(&self, file: &str) -> bool {
+        self.overlay
+            .is_some_and(|overlay| overlay.shadowed.contains(file))
+    }
+
+    fn changed(&self) -> Option<&'a Index> {
+        self.overlay.map(|overlay| &overlay.index)
+    }
+
+    /// The index that answers for `file`.
+    fn layer(&self, file: &str) -> &'a Index {
+        match self.changed() {
+            Some(changed) if self.is_shadowed(file) => changed,
+            _ => self.base,
+        }
+    }
+
+    fn symbol(&self, file: &str, path: &str) -> Option<&'a Symbol> {
+        let entry = self.layer(file).file(file)?;
+        entry.symbols.iter().find(|symbol| symbol.path == path)
+    }
+
+    /// Every use of `name`, by path and then position.
+    fn references(&self, name: &str) -> Vec<(&'a str, Range<usize>)> {
+        let mut found: Vec<(&str, Range<usize>)> = self
+            .base
+            .references(name)
+            .into_iter()
+            .filter(|(file, _)| !self.is_shadowed(file))
+            .collect();
+        if let Some(changed) = self.changed() {
+            found.extend(changed.references(name));
+        }
+        found.sort_by(|a, b| (a.0, a.1.start).cmp(&(b.0, b.1.start)));
+        found
+    }
+
+    fn enclosing_symbol(&self, file: &str, offset: usize) -> Option<&'a Symbol> {
+        self.layer(file).enclosing_symbol(file, offset)
+    }
+
+    /// How many files define `name`.
+    fn defining_files(&self, name: &str) -> usize {
+        let mut files: BTreeSet<&str> = self
+            .base
+            .definitions(name)
+            .iter()
+            .map(|found| found.path)
+            .filter(|file| !self.is_shadowed(file))
+            .collect();
+        if let Some(changed) = self.changed() {
+            files.extend(changed.definitions(name).iter().map(|found| found.path));
+        }
+        files.len()
+    }
+}
 
 /// One fan-out step and what it became.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,6 +140,11 @@ pub struct FanOut {
 /// Expands every `update_references` step of `plan` into jobs, at most `max_jobs` per
 /// fan-out. Steps that depended on a fan-out depend on all of its jobs instead.
 pub fn expand(plan: &mut Plan, index: &Index, max_jobs: usize) {
+    expand_over(plan, Layered::plain(index), max_jobs);
+}
+
+/// [`expand`] over a layered index: a revision's fan-outs see the plan's texts.
+pub fn expand_over(plan: &mut Plan, index: Layered<'_>, max_jobs: usize) {
     let mut next_id = plan.steps.iter().map(|step| step.id).max().unwrap_or(0) + 1;
     let mut expanded: Vec<Step> = Vec::new();
     let mut jobs_of: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
@@ -68,7 +182,7 @@ pub fn expand(plan: &mut Plan, index: &Index, max_jobs: usize) {
             plan.fan_outs.push(duplicate);
             continue;
         }
-        let fan_out = expand_one(&step, index, &others, max_jobs, &mut next_id, &mut claimed);
+        let fan_out = expand_one(&step, &index, &others, max_jobs, &mut next_id, &mut claimed);
         for job in &fan_out.1 {
             expanded.push(job.clone());
         }
@@ -90,7 +204,7 @@ pub fn expand(plan: &mut Plan, index: &Index, max_jobs: usize) {
 
 fn expand_one(
     step: &Step,
-    index: &Index,
+    index: &Layered<'_>,
     others: &[Step],
     max_jobs: usize,
     next_id: &mut u32,
@@ -103,19 +217,14 @@ fn expand_one(
         instruction: step.instruction.clone(),
         ..FanOut::default()
     };
-    let Some(symbol) = index.file(&step.file).and_then(|entry| {
-        entry
-            .symbols
-            .iter()
-            .find(|symbol| symbol.path == step.target)
-    }) else {
+    let Some(symbol) = index.symbol(&step.file, &step.target) else {
         fan_out.not_done.push((
             format!("{} `{}`", step.file, step.target),
             "the symbol is not in the index".into(),
         ));
         return (fan_out, Vec::new());
     };
-    let definitions = defining_files(index, &symbol.name);
+    let definitions = index.defining_files(&symbol.name);
     let sites = index.references(&symbol.name);
     fan_out.sites = sites.len();
     // The symbols the uses sit in, in path order, each once.
