@@ -349,3 +349,124 @@ async fn a_user_edit_refuses_the_repair_and_its_owner_only() {
     let pricing = std::fs::read_to_string(root.join("src/pricing.rs")).unwrap();
     assert!(pricing.contains("currency: &str"), "{pricing}");
 }
+
+/// The `total_price` step answered by script, every other job (the fan-out's and the
+/// repairs) by the real model, whose prompts are kept.
+struct HalfScripted {
+    scripted: ScriptedModel,
+    real: tierls::models::embedded::EmbeddedModel,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl tierls::models::Model for HalfScripted {
+    fn info(&self) -> &tierls::models::ModelInfo {
+        self.real.info()
+    }
+
+    fn submit(
+        &self,
+        slot: usize,
+        request: tierls::core::generation::GenerateRequest,
+        cancel: Cancel,
+        events: tokio::sync::mpsc::UnboundedSender<tierls::models::GenerationEvent>,
+    ) {
+        let prompt = tierls::models::scripted::render_prompt(&request.prompt);
+        if prompt.contains("Rewrite `total_price`") {
+            self.scripted.submit(0, request, cancel, events);
+        } else {
+            self.asked.lock().unwrap().push(prompt);
+            self.real.submit(slot, request, cancel, events);
+        }
+    }
+}
+
+/// The loop with llama.cpp as the executor: the test model answers the call sites and
+/// then the repairs `cargo check` sends back (with the compiler's error in the prompt);
+/// the loop ends with a reason that agrees with the last check, the user's tree is
+/// untouched, and every file of the result parses.
+#[tokio::test]
+async fn the_loop_runs_on_the_test_model() {
+    use tierls::core::plan::repair::LoopEnd;
+    use tierls::models::embedded::{EmbeddedModel, EmbeddedOptions, test_model_path};
+    let _turn = crate::support::one_model_at_a_time();
+    let (_dir, root) = crate_dir();
+    let before = ["src/pricing.rs", "src/checkout.rs"]
+        .map(|file| std::fs::read_to_string(root.join(file)).unwrap());
+    let options = EmbeddedOptions {
+        n_ctx: 4096,
+        slots: 1,
+        threads: 2,
+        chat_template: Some("gemma".into()),
+        ..EmbeddedOptions::default()
+    };
+    let executor = Arc::new(HalfScripted {
+        scripted: ScriptedModel::new(1).answer("Rewrite `total_price`", &[NEW_TOTAL]),
+        real: EmbeddedModel::load(&test_model_path(), &options).expect("the test model loads"),
+        asked: Default::default(),
+    });
+    let driver = Driver::new(
+        scanned(&root, 1),
+        Team::Given {
+            planner: Arc::new(planner()),
+            executor: executor.clone(),
+        },
+    );
+    let (_, planned) = driver
+        .plan(&pricing_request(256, 2048), Cancel::new())
+        .await
+        .unwrap();
+    let options = ExecuteOptions {
+        max_attempts: 1,
+        max_step_tokens: 128,
+        step_time_limit: Some(Duration::from_secs(120)),
+        concurrency: 1,
+    };
+    let shape = Loop {
+        max_rounds: 1,
+        ..Loop::new(CARGO_CHECK)
+    };
+    let executed = driver
+        .execute_checked(
+            &planned.plan,
+            |_| options,
+            &shape.request(300),
+            Cancel::new(),
+        )
+        .await
+        .unwrap();
+    let rounds = executed.rounds.as_ref().expect("the loop ran");
+    eprintln!("{}", render_rounds(rounds));
+    let asked = executor.asked.lock().unwrap().clone();
+    assert!(
+        asked.len() >= 2,
+        "the fan-out's two jobs went to the model: {asked:?}"
+    );
+    let first = &rounds.rounds[0];
+    assert_eq!(first.jobs.len(), 3, "{first:?}");
+    if !first.failures.is_empty() && rounds.rounds.len() > 1 {
+        let (failure, _) = &first.failures[0];
+        assert!(
+            asked.iter().any(|prompt| prompt.contains(&failure.message)),
+            "the repair prompt holds the check's error `{}`",
+            failure.message
+        );
+    }
+    assert_eq!(rounds.holds(), rounds.end == LoopEnd::Clean);
+    assert_eq!(
+        rounds.holds(),
+        rounds.failing().is_empty() && rounds.unreachable.is_empty()
+    );
+    for (file, text) in ["src/pricing.rs", "src/checkout.rs"].iter().zip(&before) {
+        assert_eq!(&std::fs::read_to_string(root.join(file)).unwrap(), text);
+    }
+    let rust = tierls::core::index::language::Language::Rust;
+    for file in &executed.landing.files {
+        let tree = tierls::core::index::extract::parse(rust, &file.text, None).unwrap();
+        assert!(
+            !tree.root_node().has_error(),
+            "{}:\n{}",
+            file.file,
+            file.text
+        );
+    }
+}

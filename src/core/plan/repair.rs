@@ -261,7 +261,8 @@ impl LoopEnd {
                 "the check failed before the plan and reports nothing new after it".into()
             }
             LoopEnd::RoundLimit { rounds } => format!(
-                "the round limit: {rounds} repair rounds and the planner's revision did not make the check pass (plan.max_rounds)"
+                "the round limit: {rounds} repair round{} and the planner's revision did not make the check pass (plan.max_rounds)",
+                if *rounds == 1 { "" } else { "s" }
             ),
             LoopEnd::TimeLimit { seconds } => {
                 format!("the time limit: {seconds} s of rounds (plan.repair_seconds)")
@@ -402,13 +403,13 @@ pub fn render_rounds(rounds: &Rounds) -> String {
             1 => ", 1 new failure".to_owned(),
             count => format!(", {count} new failures"),
         };
+        let jobs = match round.jobs.len() {
+            1 => "1 job".to_owned(),
+            count => format!("{count} jobs"),
+        };
         out.push_str(&format!(
-            "- round {} ({who}: {} jobs, {} landed): {}{failures} ({:.1} s)\n",
-            round.number,
-            round.jobs.len(),
-            round.landed,
-            round.verdict,
-            round.seconds
+            "- round {} ({who}: {jobs}, {} landed): {}{failures} ({:.1} s)\n",
+            round.number, round.landed, round.verdict, round.seconds
         ));
         for (failure, symbol) in &round.failures {
             let within = symbol
