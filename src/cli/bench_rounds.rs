@@ -3,8 +3,9 @@
 //! function, update every reference), and `cargo check` judges the result round by round.
 //! - scripted executors that leave every fourth call site with the old arity on their
 //!   first answer and fix it when a repair job shows them the error;
-//! - the test model as the executor, on a small crate: rounds until clean or the limit, and
-//!   the share of jobs whose first answer passed the check.
+//! - the test model as the executor of the call sites and the repairs (the new signature is
+//!   scripted, so that they have something to follow), on 4 and 8 call sites: rounds until
+//!   clean or the limit, and the share of jobs whose first answer passed the check.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -229,7 +230,7 @@ pub async fn bench(model: Option<PathBuf>) -> anyhow::Result<()> {
         return Ok(());
     };
     output::line(&format!(
-        "check rounds with the test model as the executor ({})",
+        "check rounds with the test model as the executor of the call sites and the repairs ({}; `total_price`'s new signature is scripted)",
         path.display()
     ));
     let options = EmbeddedOptions {
@@ -239,9 +240,14 @@ pub async fn bench(model: Option<PathBuf>) -> anyhow::Result<()> {
         chat_template: Some("gemma".into()),
         ..EmbeddedOptions::default()
     };
-    let executor: Arc<dyn Model> = Arc::new(EmbeddedModel::load(&path, &options)?);
-    for callers in [4] {
-        let outcome = run(callers, executor.clone(), 1).await?;
+    let model: Arc<dyn Model> = Arc::new(EmbeddedModel::load(&path, &options)?);
+    for callers in [4, 8] {
+        // The signature change by script, so that the call sites have something to follow;
+        // the call sites and the repairs by the test model.
+        let executor = ScriptedModel::new(1)
+            .answer("Rewrite `total_price`", &[NEW_TOTAL])
+            .otherwise(model.clone());
+        let outcome = run(callers, Arc::new(executor), 1).await?;
         output::line(&describe(&outcome, callers));
     }
     Ok(())

@@ -33,6 +33,8 @@ pub struct ScriptedModel {
     per_token: Duration,
     /// `submit` panics on prompts containing this: a stand-in for a bug in a backend.
     panics_on: Option<String>,
+    /// Answers the prompts no rule matches (a real model, for a half-scripted run).
+    otherwise: Option<std::sync::Arc<dyn Model>>,
 }
 
 impl ScriptedModel {
@@ -49,7 +51,16 @@ impl ScriptedModel {
             prompts: Mutex::default(),
             per_token: Duration::ZERO,
             panics_on: None,
+            otherwise: None,
         }
+    }
+
+    /// Sends the prompts no rule matches to `model` (which then speaks for this one's
+    /// context size and slots); they are remembered like the others.
+    pub fn otherwise(mut self, model: std::sync::Arc<dyn Model>) -> Self {
+        self.info = model.info().clone();
+        self.otherwise = Some(model);
+        self
     }
 
     /// Prompts containing `needle` get `answers`, one per prompt, the last repeating. The
@@ -79,14 +90,15 @@ impl ScriptedModel {
         lock(&self.prompts).clone()
     }
 
-    fn next_answer(&self, prompt: &str) -> String {
+    /// `None` when no rule matches.
+    fn next_answer(&self, prompt: &str) -> Option<String> {
         let mut rules = lock(&self.rules);
-        let Some(rule) = rules.iter_mut().find(|rule| prompt.contains(&rule.needle)) else {
-            return String::new();
-        };
+        let rule = rules
+            .iter_mut()
+            .find(|rule| prompt.contains(&rule.needle))?;
         let answer = rule.answers[rule.used.min(rule.answers.len() - 1)].clone();
         rule.used += 1;
-        answer
+        Some(answer)
     }
 }
 
@@ -109,7 +121,7 @@ impl Model for ScriptedModel {
 
     fn submit(
         &self,
-        _slot: usize,
+        slot: usize,
         request: GenerateRequest,
         cancel: Cancel,
         events: UnboundedSender<GenerationEvent>,
@@ -124,6 +136,11 @@ impl Model for ScriptedModel {
         }
         let answer = self.next_answer(&prompt);
         lock(&self.prompts).push(prompt.clone());
+        let answer = match (answer, &self.otherwise) {
+            (Some(answer), _) => answer,
+            (None, Some(model)) => return model.submit(slot, request, cancel, events),
+            (None, None) => String::new(),
+        };
         let per_token = self.per_token;
         let prompt_tokens = prompt.len().div_ceil(4) as u32;
         std::thread::spawn(move || {

@@ -350,36 +350,6 @@ async fn a_user_edit_refuses_the_repair_and_its_owner_only() {
     assert!(pricing.contains("currency: &str"), "{pricing}");
 }
 
-/// The `total_price` step answered by script, every other job (the fan-out's and the
-/// repairs) by the real model, whose prompts are kept.
-struct HalfScripted {
-    scripted: ScriptedModel,
-    real: tierls::models::embedded::EmbeddedModel,
-    asked: std::sync::Mutex<Vec<String>>,
-}
-
-impl tierls::models::Model for HalfScripted {
-    fn info(&self) -> &tierls::models::ModelInfo {
-        self.real.info()
-    }
-
-    fn submit(
-        &self,
-        slot: usize,
-        request: tierls::core::generation::GenerateRequest,
-        cancel: Cancel,
-        events: tokio::sync::mpsc::UnboundedSender<tierls::models::GenerationEvent>,
-    ) {
-        let prompt = tierls::models::scripted::render_prompt(&request.prompt);
-        if prompt.contains("Rewrite `total_price`") {
-            self.scripted.submit(0, request, cancel, events);
-        } else {
-            self.asked.lock().unwrap().push(prompt);
-            self.real.submit(slot, request, cancel, events);
-        }
-    }
-}
-
 /// The loop with llama.cpp as the executor: the test model answers the call sites and
 /// then the repairs `cargo check` sends back (with the compiler's error in the prompt);
 /// the loop ends with a reason that agrees with the last check, the user's tree is
@@ -399,11 +369,13 @@ async fn the_loop_runs_on_the_test_model() {
         chat_template: Some("gemma".into()),
         ..EmbeddedOptions::default()
     };
-    let executor = Arc::new(HalfScripted {
-        scripted: ScriptedModel::new(1).answer("Rewrite `total_price`", &[NEW_TOTAL]),
-        real: EmbeddedModel::load(&test_model_path(), &options).expect("the test model loads"),
-        asked: Default::default(),
-    });
+    // The signature change by script; the call sites and the repairs by the test model.
+    let model = EmbeddedModel::load(&test_model_path(), &options).expect("the test model loads");
+    let executor = Arc::new(
+        ScriptedModel::new(1)
+            .answer("Rewrite `total_price`", &[NEW_TOTAL])
+            .otherwise(Arc::new(model)),
+    );
     let driver = Driver::new(
         scanned(&root, 1),
         Team::Given {
@@ -436,7 +408,11 @@ async fn the_loop_runs_on_the_test_model() {
         .unwrap();
     let rounds = executed.rounds.as_ref().expect("the loop ran");
     eprintln!("{}", render_rounds(rounds));
-    let asked = executor.asked.lock().unwrap().clone();
+    let asked: Vec<String> = executor
+        .prompts()
+        .into_iter()
+        .filter(|prompt| !prompt.contains("Rewrite `total_price`"))
+        .collect();
     assert!(
         asked.len() >= 2,
         "the fan-out's two jobs went to the model: {asked:?}"
