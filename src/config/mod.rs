@@ -20,6 +20,8 @@ pub use tiers::{Bounded, GpuLayers, ModelSource, Tier, TierConfig, TierLayer, Ti
 use serde::Deserialize;
 use std::fmt;
 
+use crate::core::route::Rules;
+
 /// The resolved configuration the server runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -29,6 +31,8 @@ pub struct Config {
     pub index: IndexConfig,
     pub completion: CompletionConfig,
     pub plan: PlanConfig,
+    /// Which tier does each piece of model work.
+    pub routing: Rules,
     /// Worker nodes, by name.
     pub nodes: Vec<NodeConfig>,
 }
@@ -127,6 +131,7 @@ impl Default for Config {
                 step_seconds: 300,
                 planner_seconds: 900,
             },
+            routing: Rules::default(),
             nodes: Vec::new(),
         }
     }
@@ -166,7 +171,41 @@ pub struct ConfigLayer {
     pub index: IndexLayer,
     pub completion: CompletionLayer,
     pub plan: PlanLayer,
+    pub routing: RoutingLayer,
     pub nodes: NodesLayer,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingLayer {
+    pub skip_planner: Option<bool>,
+    pub skip_planner_lines: Option<tiers::Bounded<1, 100_000>>,
+    pub mechanical_tier: Option<MechanicalTier>,
+    pub fast_step_lines: Option<tiers::Bounded<1, 10_000>>,
+    pub escalate_after: Option<tiers::Bounded<0, 10>>,
+    pub hover_executor_lines: Option<tiers::Bounded<1, 1_000_000>>,
+    pub hover_executor_references: Option<tiers::Bounded<1, 1_000_000>>,
+}
+
+/// `routing.mechanical_tier`: `"fast"` or `"executor"` (the planner never takes the small
+/// steps first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MechanicalTier(pub Tier);
+
+impl<'de> Deserialize<'de> for MechanicalTier {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match name.as_str() {
+            "fast" => Ok(MechanicalTier(Tier::Fast)),
+            "executor" => Ok(MechanicalTier(Tier::Executor)),
+            "planner" => Err(serde::de::Error::custom(
+                "\"planner\" cannot take mechanical steps first: expected \"fast\" or \"executor\"",
+            )),
+            other => Err(serde::de::Error::custom(format!(
+                "{other:?} is not a tier: expected \"fast\" or \"executor\""
+            ))),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -305,6 +344,40 @@ impl<'de> Deserialize<'de> for Megabytes {
     }
 }
 
+impl RoutingLayer {
+    fn merge_into(&self, rules: &mut Rules) {
+        if let Some(skip) = self.skip_planner {
+            rules.skip_planner = skip;
+        }
+        if let Some(MechanicalTier(tier)) = self.mechanical_tier {
+            rules.mechanical_tier = tier;
+        }
+        for (value, target) in [
+            (
+                self.skip_planner_lines.map(|b| b.0),
+                &mut rules.skip_planner_lines,
+            ),
+            (
+                self.fast_step_lines.map(|b| b.0),
+                &mut rules.fast_step_lines,
+            ),
+            (self.escalate_after.map(|b| b.0), &mut rules.escalate_after),
+            (
+                self.hover_executor_lines.map(|b| b.0),
+                &mut rules.hover_executor_lines,
+            ),
+            (
+                self.hover_executor_references.map(|b| b.0),
+                &mut rules.hover_executor_references,
+            ),
+        ] {
+            if let Some(value) = value {
+                *target = value;
+            }
+        }
+    }
+}
+
 impl Config {
     /// Merges layers given from lowest to highest precedence over the defaults.
     pub fn from_layers<'a>(layers: impl IntoIterator<Item = &'a ConfigLayer>) -> Config {
@@ -374,6 +447,7 @@ impl Config {
             if let Some(FolderNames(names)) = &plan.check_links {
                 config.plan.check_links = names.clone();
             }
+            layer.routing.merge_into(&mut config.routing);
             if let Some(enabled) = layer.index.enabled {
                 config.index.enabled = enabled;
             }

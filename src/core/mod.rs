@@ -13,4 +13,5 @@ pub mod hidden;
 pub mod index;
 pub mod plan;
 pub mod position;
+pub mod route;
 pub mod store;

@@ -26,6 +26,7 @@ fn valid_files() {
         "[tiers.executor]\nmodel = \"http://worker.local:8080\"\n[tiers.planner]\nmodel = \"hf://Qwen/Qwen2.5-72B-GGUF/q4_k_m.gguf\"\ngpu_layers = 40\ncache_type = \"q8_0\"\n",
         "[nodes.gpu-box]\nurl = \"http://192.168.1.20:8080/\"\napi = \"llama-server\"\ntiers = [\"fast\", \"executor\"]\nconcurrency = 4\napi_key_env = \"GPU_BOX_KEY\"\n\n[nodes.ollama]\nurl = \"https://ollama.lan\"\ntiers = [\"planner\"]\nmodel = \"qwen2.5:72b\"\nfirst_token_seconds = 120\n",
         "[plan]\ncheck = \"npx tsc --noEmit\"\ncheck_links = [\"node_modules\", \".yarn\"]\n",
+        "[routing]\nskip_planner = false\nskip_planner_lines = 40\nmechanical_tier = \"executor\"\nfast_step_lines = 30\nescalate_after = 0\nhover_executor_lines = 200\nhover_executor_references = 100\n",
     ];
     let shown: Vec<String> = cases
         .iter()
@@ -61,6 +62,13 @@ fn invalid_files_name_the_line_and_key() {
         "[nodes.a]\nurl = \"http://h:1\"\ntiers = [\"fast\"]\nconcurrency = 0\n",
         "[nodes.a]\nurl = \"http://h:1\"\ntiers = [\"fast\"]\napi_key = \"secret\"\n",
         "[plan]\ncheck_links = [\"../outside\"]\n",
+        "[routing]\nskip_planer = true\n",
+        "[routing]\nfast_step_lines = -3\n",
+        "[routing]\nskip_planner_lines = 0\n",
+        "[routing]\nescalate_after = 11\n",
+        "[routing]\nmechanical_tier = \"turbo\"\n",
+        "[routing]\nmechanical_tier = \"planner\"\n",
+        "[routing]\nskip_planner = \"yes\"\n",
         "[plan]\ncheck_links = [\"..\"]\n",
         "[plan]\ncheck_links = \"node_modules\"\n",
         "[plan]\ncheck_links = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\", \"g\", \"h\", \"i\", \"j\", \"k\", \"l\", \"m\", \"n\", \"o\", \"p\", \"q\", \"r\", \"s\", \"t\", \"u\", \"v\", \"w\", \"x\", \"y\", \"z\", \"aa\", \"bb\", \"cc\", \"dd\", \"ee\", \"ff\", \"gg\"]\n",

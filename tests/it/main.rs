@@ -26,6 +26,7 @@ mod positions;
 mod protocol;
 mod queries;
 mod rounds;
+mod routing;
 mod support;
 mod tiers;
 mod workers;
