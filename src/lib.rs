@@ -13,6 +13,7 @@ pub mod logging;
 pub mod lsp;
 pub mod models;
 pub mod refactor;
+pub mod route_log;
 pub mod scan;
 pub mod sync;
 pub mod workspace;

@@ -24,6 +24,9 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
     if name == "plan" {
         return super::bench_plan::run(model);
     }
+    if name == "routing" {
+        return super::bench_routing::run(model);
+    }
     if name == "nodes" {
         return super::bench_nodes::run(model);
     }
@@ -56,7 +59,7 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
     }
     if name != "models" {
         output::error(&format!(
-            "unknown benchmark `{name}`: available: models, index, completion, plan, fan-out, rounds, nodes, server"
+            "unknown benchmark `{name}`: available: models, index, completion, plan, routing, fan-out, rounds, nodes, server"
         ));
         return ExitCode::from(2);
     }

@@ -24,7 +24,7 @@ use crate::refactor::{ExecuteOptions, Execution};
 use crate::workspace::{Limits, Shared, Workspace};
 
 /// The fixture refactors: fixture folder, instruction, focus.
-const REFACTORS: [(&str, &str, &str, &str); 3] = [
+pub(super) const REFACTORS: [(&str, &str, &str, &str); 3] = [
     (
         "rust",
         "use std::f64::consts::PI instead of 3.14",
@@ -64,7 +64,7 @@ fn fixtures() -> PathBuf {
 }
 
 /// A fixture copied to a temporary folder, so that nothing of the repository changes.
-fn workspace(fixture: &str) -> anyhow::Result<tempfile::TempDir> {
+pub(super) fn workspace(fixture: &str) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     copy_tree(&fixtures().join(fixture), dir.path())?;
     Ok(dir)
@@ -83,7 +83,7 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn load(path: &Path, slots: usize, threads: i32) -> anyhow::Result<Arc<dyn Model>> {
+pub(super) fn load(path: &Path, slots: usize, threads: i32) -> anyhow::Result<Arc<dyn Model>> {
     let options = EmbeddedOptions {
         n_ctx: 4096,
         slots,
@@ -94,7 +94,7 @@ fn load(path: &Path, slots: usize, threads: i32) -> anyhow::Result<Arc<dyn Model
     Ok(Arc::new(EmbeddedModel::load(path, &options)?))
 }
 
-fn options(concurrency: usize) -> ExecuteOptions {
+pub(super) fn options(concurrency: usize) -> ExecuteOptions {
     ExecuteOptions {
         max_attempts: 3,
         max_step_tokens: 256,

@@ -7,12 +7,14 @@ mod bench_index;
 mod bench_nodes;
 mod bench_plan;
 mod bench_rounds;
+mod bench_routing;
 mod bench_server;
 mod demo;
 mod index;
 mod models;
 mod output;
 mod plan;
+mod route;
 mod scripted;
 mod status;
 
@@ -72,6 +74,18 @@ enum Command {
         #[arg(long, requires = "apply")]
         apply_failing: bool,
     },
+    /// Print where the routing rule sends a refactor and its step's answers, and why,
+    /// without running a model (for tuning `[routing]`).
+    Route {
+        /// What to change, in plain words.
+        instruction: String,
+        /// The workspace root (default: the current directory).
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// What the refactor is about: a file, or `FILE:SYMBOL`. Repeatable.
+        #[arg(long, value_name = "PATH[:SYMBOL]")]
+        focus: Vec<String>,
+    },
     /// Index a workspace with tree-sitter and print statistics, or its repo map.
     Index {
         /// The workspace root.
@@ -110,7 +124,8 @@ enum Command {
     /// typing session replayed through the server), `plan` (fixture refactors: planner
     /// against executor tokens, one executor against two, answers right the first time, then
     /// the fan-out cases, which `fan-out` runs alone, and the check rounds, which `rounds`
-    /// runs alone),
+    /// runs alone), `routing` (the routing rule against always planning, and its cost per
+    /// decision),
     /// `nodes` (llama-server worker nodes on loopback through the router) or `server`
     /// (completion latency idle against during a 2,000-file reindex; memory over 20,000
     /// completions).
@@ -145,6 +160,15 @@ pub fn main() -> ExitCode {
             focus,
             apply,
             apply_failing,
+        }),
+        Command::Route {
+            instruction,
+            workspace,
+            focus,
+        } => route::run(route::RouteArgs {
+            instruction,
+            workspace,
+            focus,
         }),
         Command::Index {
             path,

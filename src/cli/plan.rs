@@ -15,8 +15,9 @@ use crate::core::plan::context::Focus;
 use crate::core::plan::diff::unified;
 use crate::core::plan::render::render_plan;
 use crate::core::plan::repair::{RoundKind, Rounds, render_rounds};
+use crate::core::route::TierState;
+use crate::models::Cancel;
 use crate::models::tiers::TierSet;
-use crate::models::{Cancel, ModelError};
 use crate::refactor::driver::{
     Driver, DriverError, Executed, OnStage, PlanRequest, Stage, Team, apply_on_disk,
 };
@@ -48,7 +49,7 @@ pub fn run(args: PlanArgs) -> ExitCode {
 }
 
 /// `PATH` or `PATH:SYMBOL` (the symbol's qualified path may itself hold `::`).
-fn parse_focus(text: &str) -> Focus {
+pub(super) fn parse_focus(text: &str) -> Focus {
     match text.split_once(':') {
         Some((file, symbol)) if !symbol.is_empty() => Focus::Symbol {
             file: file.to_owned(),
@@ -96,7 +97,9 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
         output::error(&note);
     }
     let display = Display::default();
-    let driver = Driver::new(workspace.clone(), Team::Tiers(tiers)).on_stage(display.on_stage());
+    let driver = Driver::new(workspace.clone(), Team::Tiers(tiers))
+        .routing(config.routing.clone(), Default::default())
+        .on_stage(display.on_stage());
     let request = PlanRequest {
         instruction: args.instruction.clone(),
         focus: args.focus.iter().map(|text| parse_focus(text)).collect(),
@@ -108,8 +111,11 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     let cancel = Cancel::new();
     let planned = driver.plan(&request, cancel.clone()).await;
     display.clear();
+    let states = super::route::configured_states(&config);
+    let none_configured =
+        states.planner == TierState::ABSENT && states.executor == TierState::ABSENT;
     let (_, planned) = planned.map_err(|err| match err {
-        DriverError::NoPlanner(ModelError::TierNotConfigured { .. }) => format!(
+        DriverError::NoPlanner(_) if none_configured => format!(
             "no model is configured to plan: set `tiers.planner.model` or `tiers.executor.model` in {}",
             root.join(CONFIG_FILE_NAME).display()
         ),
@@ -117,10 +123,12 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     })?;
     let plan = planned.plan;
     output::line(&render_plan(&plan));
-    output::line(&format!(
-        "(the planner wrote {} tokens)",
-        planned.usage.generated_tokens
-    ));
+    if !planned.answer.is_empty() {
+        output::line(&format!(
+            "(the planner wrote {} tokens)",
+            planned.usage.generated_tokens
+        ));
+    }
     if plan.steps.is_empty() {
         return Ok(ExitCode::FAILURE);
     }

@@ -48,9 +48,10 @@ pub fn hover_markdown(facts: &HoverText<'_>) -> String {
     markdown
 }
 
-/// The explanation appended to a hover.
-pub fn with_explanation(markdown: &str, explanation: &str) -> String {
-    format!("{markdown}\n\n---\n*fast tier:* {explanation}")
+/// The explanation appended to a hover, with the tier that wrote it ("fast tier",
+/// "executor").
+pub fn with_explanation(markdown: &str, explanation: &str, by: &str) -> String {
+    format!("{markdown}\n\n---\n*{by}:* {explanation}")
 }
 
 /// The fast tier's question about `source` (a definition named `name`), and the key its

@@ -11,6 +11,7 @@ use std::fmt;
 
 use crate::config::Tier;
 use crate::core::plan::Action;
+use crate::core::plan::prompt::PlannerInput;
 
 /// The `[routing]` table, resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +91,7 @@ impl TierStates {
     /// Why `tier` cannot take work, in words.
     fn why_not(&self, tier: Tier) -> &'static str {
         if self.get(tier).configured {
-            "is down"
+            "cannot take work now"
         } else {
             "is not configured"
         }
@@ -112,6 +113,40 @@ pub struct RefactorFacts {
     pub reaches_beyond: Option<String>,
 }
 
+impl RefactorFacts {
+    /// The facts of a refactor, from what its planner would be shown.
+    pub fn of(input: &PlannerInput) -> Self {
+        let mut files: Vec<&str> = input.targets.iter().map(|t| t.file.as_str()).collect();
+        files.sort_unstable();
+        files.dedup();
+        RefactorFacts {
+            symbols: input.targets.len(),
+            lines: input.targets.iter().map(|t| t.source.lines().count()).sum(),
+            files: match files.len() {
+                0 => input.file_symbols.len(),
+                n => n,
+            },
+            references: input.references.iter().map(|r| r.total_sites).sum(),
+            reaches_beyond: reaches_beyond(&input.instruction).or_else(|| {
+                renames_a_used_symbol(
+                    &input.instruction,
+                    input.references.iter().map(|r| r.total_sites).sum(),
+                )
+            }),
+        }
+    }
+}
+
+/// A rename of the symbol itself reaches its uses; a rename inside it ("the local `x`", "the
+/// parameter") does not.
+fn renames_a_used_symbol(instruction: &str, uses: usize) -> Option<String> {
+    const INSIDE: [&str; 5] = ["inside", "local", "variable", "parameter", "argument"];
+    let lower = instruction.to_lowercase();
+    let inside = INSIDE.iter().any(|word| lower.contains(word));
+    (is_rename(instruction) && !inside && uses > 0)
+        .then(|| format!("a rename of a symbol used {uses} {}", plural(uses, "time")))
+}
+
 /// One answer a plan step needs, as the router sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepFacts {
@@ -123,22 +158,29 @@ pub struct StepFacts {
     /// The instruction renames something inside its one symbol.
     pub rename: bool,
     /// Answers that failed so far, per tier.
-    pub failed: Failed,
+    pub failed: PerTier,
     /// Answers a step gets on the tier that carries it (`plan.max_attempts`).
     pub max_attempts: u32,
 }
 
-/// Failed answers per tier.
+/// Answers per tier (failed ones, or served ones).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Failed {
+pub struct PerTier {
     pub fast: u32,
     pub executor: u32,
     pub planner: u32,
 }
 
-impl Failed {
+impl PerTier {
     pub fn add(&mut self, tier: Tier) {
         *self.get_mut(tier) += 1;
+    }
+
+    /// Adds `other`'s counts, tier by tier.
+    pub fn merge(&mut self, other: PerTier) {
+        for tier in Tier::ALL {
+            *self.get_mut(tier) += other.get(tier);
+        }
     }
 
     pub fn get(&self, tier: Tier) -> u32 {
@@ -272,7 +314,7 @@ fn hover(facts: &HoverFacts, tiers: &TierStates, rules: &Rules) -> Decision {
     let why = if !executor.configured {
         "the executor is not configured"
     } else if !executor.usable {
-        "the executor is down"
+        "the executor cannot take work now"
     } else if !executor.idle {
         "the executor is busy"
     } else {
@@ -315,7 +357,7 @@ fn refactor(facts: &RefactorFacts, tiers: &TierStates, rules: &Rules) -> Decisio
     } else if let Some(words) = &facts.reaches_beyond {
         format!("the instruction asks for {words}")
     } else if facts.symbols == 0 {
-        "no symbol to rewrite as one step".to_owned()
+        "nothing to rewrite as one step".to_owned()
     } else if !one_symbol {
         "more than one symbol".to_owned()
     } else if !small {
@@ -351,11 +393,7 @@ fn refactor(facts: &RefactorFacts, tiers: &TierStates, rules: &Rules) -> Decisio
 
 fn refactor_size(facts: &RefactorFacts) -> String {
     if facts.symbols == 0 {
-        return format!(
-            "a whole file, {} {}",
-            facts.lines,
-            plural(facts.lines, "line")
-        );
+        return "no symbol (a whole file, or nothing under the selection)".to_owned();
     }
     let mut size = format!(
         "{} {}, {} {}",
@@ -405,6 +443,9 @@ fn step(facts: &StepFacts, tiers: &TierStates, rules: &Rules) -> Decision {
         );
     }
     let fast_note = match (kind, mechanical, failed.fast > 0) {
+        (_, Some(_), true) if !tiers.fast.usable => {
+            "; the fast tier could not answer, so it goes up a tier".to_owned()
+        }
         (_, Some(_), true) => "; the fast tier's answer failed, so it goes up a tier".to_owned(),
         (_, Some(what), false) => {
             format!("; {what}, but the fast tier {}", tiers.why_not(Tier::Fast))
@@ -489,7 +530,7 @@ fn gave_up(facts: &StepFacts, tiers: &TierStates, rules: &Rules) -> String {
     } else if !tiers.planner.configured {
         "; no planner tier to escalate to"
     } else if !tiers.planner.usable {
-        "; the planner's tier is down"
+        "; the planner's tier cannot take work now"
     } else {
         ""
     };
@@ -503,7 +544,8 @@ fn answers(count: u32) -> String {
     }
 }
 
-fn plural(count: usize, word: &str) -> String {
+/// `word`, with an `s` unless there is exactly one.
+pub fn plural(count: usize, word: &str) -> String {
     match count {
         1 => word.to_owned(),
         _ => format!("{word}s"),

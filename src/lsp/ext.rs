@@ -78,6 +78,9 @@ pub struct Status {
     pub index: IndexReport,
     pub plans: PlansReport,
     pub nodes: Vec<NodeReport>,
+    /// The last routing decisions, oldest first.
+    #[serde(default)]
+    pub routing: Vec<crate::route_log::Recorded>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -131,7 +134,18 @@ impl tower_lsp::lsp_types::notification::Notification for NodesChanged {
 pub const PLAN_REFACTOR: &str = "tierls.planRefactor";
 pub const EXECUTE_PLAN: &str = "tierls.executePlan";
 pub const DISCARD_PLAN: &str = "tierls.discardPlan";
-pub const COMMANDS: [&str; 3] = [PLAN_REFACTOR, EXECUTE_PLAN, DISCARD_PLAN];
+pub const EDIT_SELECTION: &str = "tierls.editSelection";
+pub const COMMANDS: [&str; 4] = [PLAN_REFACTOR, EXECUTE_PLAN, DISCARD_PLAN, EDIT_SELECTION];
+
+/// `tierls.editSelection`'s argument: rewrite the selection's symbols as `instruction`
+/// says (editors ask for it when it is missing).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EditArguments {
+    pub uri: Url,
+    pub range: Range,
+    pub instruction: Option<String>,
+}
 
 /// `tierls.planRefactor`'s argument.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -200,6 +214,9 @@ pub struct ExecuteResult {
     /// What `plan.check` said, round by round, when it is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckReport>,
+    /// Who planned it and why (`tierls.editSelection`, which plans and executes at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_by: Option<String>,
 }
 
 /// The check loop of an executed plan.

@@ -7,12 +7,15 @@ use tower_lsp::lsp_types as lsp;
 use super::symbols::Texts;
 use crate::core::explain::{HoverText, explanation_request, hover_markdown};
 use crate::core::generation::GenerateRequest;
+use crate::core::route;
 use crate::workspace::queries::HoverFacts;
 
 pub(super) struct Facts {
     pub markdown: String,
     /// What to ask the fast tier, and the key its answer is cached under.
     pub explain: Option<(GenerateRequest, u64)>,
+    /// What the routing rule weighs: the definition's lines and its uses.
+    pub route: route::HoverFacts,
 }
 
 pub(super) fn facts(texts: &Texts<'_>, facts: &HoverFacts) -> Facts {
@@ -37,8 +40,17 @@ pub(super) fn facts(texts: &Texts<'_>, facts: &HoverFacts) -> Facts {
         rope.get_byte_slice(found.range.clone())
             .map(|slice| slice.to_string())
     });
+    let route = route::HoverFacts {
+        lines: source.as_deref().map_or(0, |source| source.lines().count()),
+        references: facts.references,
+        budget_ms: 0,
+    };
     let explain = source.map(|source| explanation_request(&source, &found.name, found.language));
-    Facts { markdown, explain }
+    Facts {
+        markdown,
+        explain,
+        route,
+    }
 }
 
 pub(super) fn hover(markdown: String) -> lsp::Hover {

@@ -5,7 +5,10 @@
 use serde_json::Value;
 use tower_lsp::lsp_types::*;
 
-use super::ext::{DISCARD_PLAN, EXECUTE_PLAN, PLAN_REFACTOR, PlanArguments, PlanIdArguments};
+use super::ext::{
+    DISCARD_PLAN, EDIT_SELECTION, EXECUTE_PLAN, EditArguments, PLAN_REFACTOR, PlanArguments,
+    PlanIdArguments,
+};
 use crate::core::index::language::Language;
 use crate::core::plan::comment::instruction_comment;
 use crate::workspace::Workspace;
@@ -39,6 +42,15 @@ pub fn code_actions(
         })
         .unwrap_or_default()
     };
+    let edit_arguments = |range: Range, instruction: Option<String>| {
+        serde_json::to_value(EditArguments {
+            uri: uri.clone(),
+            range,
+            instruction,
+        })
+        .unwrap_or_default()
+    };
+    let selected = range.start != range.end;
     let id_arguments =
         |plan_id: u32| serde_json::to_value(PlanIdArguments { plan_id }).unwrap_or_default();
     if let Some(document) = workspace.document(key) {
@@ -51,12 +63,34 @@ pub fn code_actions(
             // The comment's line is the focus: the symbol around it, or the one right below.
             let line = line as u32;
             let comment_line = Range::new(Position::new(line, 0), Position::new(line + 1, 0));
+            // Helix's way to edit a selection: the comment above it says how. The comment
+            // is the instruction, not code to rewrite: the edit starts below it.
+            let below = Range::new(comment_line.end, range.end.max(comment_line.end));
+            let edited = if range.start < comment_line.end {
+                below
+            } else {
+                range
+            };
+            if selected && edited.start < edited.end {
+                actions.push(action(
+                    format!("tierls: Edit: {}", shorten(&instruction)),
+                    EDIT_SELECTION,
+                    edit_arguments(edited, Some(instruction.clone())),
+                ));
+            }
             actions.push(action(
                 format!("tierls: Plan: {}", shorten(&instruction)),
                 PLAN_REFACTOR,
                 plan_arguments(comment_line, Some(instruction)),
             ));
         }
+    }
+    if selected {
+        actions.push(action(
+            "tierls: Edit selection…".to_owned(),
+            EDIT_SELECTION,
+            edit_arguments(range, None),
+        ));
     }
     actions.push(action(
         "tierls: Plan refactor…".to_owned(),

@@ -10,8 +10,32 @@ use super::convert::{ClientFeatures, lsp_range, uri};
 use crate::core::plan::diff::line_edits;
 use crate::core::plan::land::Landing;
 
-/// The annotation of an edit whose check still fails.
-const CHECK_FAILS: &str = "tierls-check-fails";
+/// Why the user must look at an edit before it is applied: its change annotation.
+pub(super) struct Confirmation {
+    id: &'static str,
+    label: String,
+    description: &'static str,
+}
+
+impl Confirmation {
+    /// An edit whose `plan.check` still fails; `label` says how.
+    pub(super) fn check_fails(label: String) -> Self {
+        Confirmation {
+            id: "tierls-check-fails",
+            label,
+            description: "tierls: plan.check fails on this change",
+        }
+    }
+
+    /// An instruction edit, shown as a diff for review; `label` is the instruction.
+    pub(super) fn review(label: String) -> Self {
+        Confirmation {
+            id: "tierls-review",
+            label,
+            description: "tierls: review the model's edit before it is applied",
+        }
+    }
+}
 
 /// The landing as one `WorkspaceEdit`: versioned `TextDocumentEdit`s (and `CreateFile`
 /// for new files) when the client takes `documentChanges`, else plain `changes`. With
@@ -22,10 +46,12 @@ pub(super) fn workspace_edit(
     root: Option<&Path>,
     landing: &Landing,
     versions: &BTreeMap<String, Option<i32>>,
-    confirm: Option<&str>,
+    confirm: Option<&Confirmation>,
 ) -> std::result::Result<WorkspaceEdit, String> {
     let annotate = client.document_changes && client.change_annotations && confirm.is_some();
-    let annotation = annotate.then(|| CHECK_FAILS.to_owned());
+    let annotation = confirm
+        .filter(|_| annotate)
+        .map(|confirm| confirm.id.to_owned());
     let encoding = client.encoding;
     let mut operations = Vec::new();
     let mut changes: HashMap<Url, Vec<TextEdit>> = HashMap::new();
@@ -82,14 +108,13 @@ pub(super) fn workspace_edit(
         }
     }
     Ok(if client.document_changes {
-        let change_annotations = annotation.map(|id| {
-            let label = confirm.unwrap_or_default().to_owned();
+        let change_annotations = annotation.zip(confirm).map(|(id, confirm)| {
             HashMap::from([(
                 id,
                 ChangeAnnotation {
-                    label,
+                    label: confirm.label.clone(),
                     needs_confirmation: Some(true),
-                    description: Some("tierls: plan.check fails on this change".to_owned()),
+                    description: Some(confirm.description.to_owned()),
                 },
             )])
         });

@@ -84,6 +84,7 @@ pub(super) fn cancelled(id: u32, steps: Vec<ExecutedStepReport>) -> ExecuteResul
         steps,
         refused: None,
         check: None,
+        planned_by: None,
     }
 }
 
@@ -102,6 +103,7 @@ pub(super) fn nothing_to_change(
         steps,
         refused: Some(refused(landing)),
         check: None,
+        planned_by: None,
     }
 }
 
@@ -145,6 +147,7 @@ pub(super) fn applied(
         steps,
         refused: Some(refused(landing)),
         check: None,
+        planned_by: None,
     }
 }
 

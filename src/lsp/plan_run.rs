@@ -148,11 +148,15 @@ impl<'a> PlanRun<'a> {
             received,
             stages,
         ));
-        let driver = Driver::new(self.context.workspace.clone(), self.team.clone()).on_stage(
-            Arc::new(move |stage| {
+        let (rules, decisions) = {
+            let session = self.context.session();
+            (session.config.routing.clone(), session.decisions.clone())
+        };
+        let driver = Driver::new(self.context.workspace.clone(), self.team.clone())
+            .routing(rules, decisions)
+            .on_stage(Arc::new(move |stage| {
                 let _ = send.send(stage);
-            }),
-        );
+            }));
         (driver, Shown(forwarder))
     }
 }

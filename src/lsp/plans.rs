@@ -1,5 +1,5 @@
 //! "Plan this refactor" in the editor: the `tierls.planRefactor` / `executePlan` /
-//! `discardPlan` commands. Each handler converts its arguments in, runs the one plan
+//! `discardPlan` commands, and `editSelection` (an instruction edit of a selection). Each handler converts its arguments in, runs the one plan
 //! driver through [`PlanRun`] (progress, cancel), and converts the result out
 //! ([`super::plan_reports`], [`super::plan_edit`]); the plan flow itself is
 //! `crate::refactor::driver`'s.
@@ -17,10 +17,10 @@ use tower_lsp::lsp_types::*;
 
 use super::convert;
 use super::ext::{
-    DISCARD_PLAN, DiscardResult, EXECUTE_PLAN, ExecuteResult, PLAN_REFACTOR, PlanArguments,
-    PlanIdArguments, PlanResult, checked_argument,
+    DISCARD_PLAN, DiscardResult, EDIT_SELECTION, EXECUTE_PLAN, EditArguments, ExecuteResult,
+    PLAN_REFACTOR, PlanArguments, PlanIdArguments, PlanResult, checked_argument,
 };
-use super::plan_edit::workspace_edit;
+use super::plan_edit::{Confirmation, workspace_edit};
 use super::plan_reports::{self as reports, Applied};
 pub use super::plan_run::PlanContext;
 use super::plan_run::PlanRun;
@@ -28,7 +28,7 @@ use super::request_failed;
 use super::session::Session;
 use crate::config::PlanConfig;
 use crate::core::plan::Plan;
-use crate::core::plan::context::Focus;
+use crate::core::plan::context::{Focus, edit_targets};
 use crate::core::plan::render::render_plan;
 use crate::core::plan::repair::render_rounds;
 use crate::core::position::byte_range_of;
@@ -98,7 +98,7 @@ fn plan_request(context: &PlanContext, arguments: PlanArguments) -> Result<PlanR
         }
         let document = workspace
             .document(&key)
-            .ok_or_else(|| invalid(format!("{uri} is not open: open it first")))?;
+            .ok_or_else(|| invalid(format!("{key} is not open: open it first")))?;
         let range = match arguments.range {
             Some(range) => byte_range_of(
                 document.text(),
@@ -174,6 +174,115 @@ pub fn discard_plan(context: &PlanContext, arguments: Vec<Value>) -> Result<Disc
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Editing a selection with an instruction
+
+/// `tierls.editSelection`: the selection's symbols rewritten as the instruction says, by the
+/// tier the routing rule picks (one symbol: the executor, no planning pass), offered at once
+/// as one versioned edit, for review where the client supports change annotations.
+pub async fn edit_selection(
+    context: &PlanContext,
+    arguments: Vec<Value>,
+    token: Option<NumberOrString>,
+) -> Result<ExecuteResult> {
+    let arguments: EditArguments = one_argument(EDIT_SELECTION, arguments)?;
+    let request = edit_request(context, arguments)?;
+    let tiers = context.tiers()?;
+    let number = PLANNINGS.fetch_add(1, Ordering::Relaxed) + 1;
+    let run = PlanRun::start(
+        context,
+        tiers.clone(),
+        token,
+        &format!("edit/{number}"),
+        "tierls: editing",
+    )
+    .await;
+    let planned = match run.plan(&request).await {
+        Ok(planned) => planned,
+        Err(err) => return Err(run.fail(err).await),
+    };
+    drop(run);
+    if planned.plan.steps.is_empty() {
+        return Err(request_failed(format!(
+            "nothing can be edited: {}",
+            render_plan(&planned.plan)
+        )));
+    }
+    let (id, config) = {
+        let mut session = context.session();
+        let id = session.plans.add(planned.plan.clone());
+        session.plans.take(id);
+        (id, session.config.plan.clone())
+    };
+    let planned_by = planned.plan.planned_by.clone();
+    let label = format!("tierls: {}", shorten_instruction(&request.instruction));
+    let mut result = run_plan(context, tiers, id, planned.plan, config, None, Some(label)).await?;
+    result.planned_by = Some(planned_by);
+    Ok(result)
+}
+
+fn shorten_instruction(instruction: &str) -> String {
+    let mut short: String = instruction.chars().take(60).collect();
+    if short.len() < instruction.len() {
+        short.push('…');
+    }
+    short
+}
+
+/// Convert in: the instruction and the selection's symbols, checked before any model is
+/// asked (an empty selection, one over no symbol or too many, a file the index does not
+/// hold).
+fn edit_request(context: &PlanContext, arguments: EditArguments) -> Result<PlanRequest> {
+    let instruction = arguments.instruction.unwrap_or_default().trim().to_owned();
+    if instruction.is_empty() {
+        return Err(invalid(format!(
+            "{EDIT_SELECTION} needs an instruction: say what to change (in Helix, write a `tierls: …` comment above the selection)"
+        )));
+    }
+    let focus = {
+        let workspace = context.workspace.lock();
+        let root = workspace.root().ok_or_else(|| {
+            request_failed("edits need a workspace root, and the client sent none")
+        })?;
+        let uri = &arguments.uri;
+        let key = convert::key(Some(root), uri);
+        if workspace::is_outside(&key) {
+            return Err(invalid(format!("{uri} is outside the workspace root")));
+        }
+        let document = workspace
+            .document(&key)
+            .ok_or_else(|| invalid(format!("{key} is not open: open it first")))?;
+        let range = byte_range_of(
+            document.text(),
+            convert::range(arguments.range),
+            context.features.encoding,
+        )
+        .map_err(|err| invalid(format!("{EDIT_SELECTION}: the range: {err}")))?;
+        let entry = workspace.index().file(&key).ok_or_else(|| {
+            invalid(format!(
+                "{key} is not in the index (not a language tierls parses, generated, or too large): nothing to edit by symbol"
+            ))
+        })?;
+        edit_targets(entry, document.text(), &range)
+            .map_err(|reason| invalid(format!("{EDIT_SELECTION}: {reason}")))?
+            .into_iter()
+            .map(|symbol| Focus::Symbol {
+                file: key.clone(),
+                path: symbol.path.clone(),
+            })
+            .collect()
+    };
+    let config = &context.session().config.plan;
+    Ok(PlanRequest {
+        instruction,
+        focus,
+        map_tokens: config.map_tokens as usize,
+        reference_tokens: config.reference_tokens as usize,
+        max_fan_out: config.max_fan_out as usize,
+        planner_time: Duration::from_secs(config.planner_seconds.into()),
+    })
+}
+
 fn no_such_plan(id: u32) -> Error {
     invalid(format!(
         "there is no pending plan {id}: it ran, was discarded, or the server restarted"
@@ -191,6 +300,21 @@ pub async fn execute_plan(
     let PlanIdArguments { plan_id: id } = one_argument(EXECUTE_PLAN, arguments)?;
     let tiers = context.tiers()?;
     let (plan, config) = take_plan(context, id)?;
+    run_plan(context, tiers, id, plan, config, token, None).await
+}
+
+/// Runs plan `id` (taken out of the store) and offers its landing as one versioned edit.
+/// `review`: the label under which a client with change annotations shows the edit for
+/// review before applying it (an instruction edit); a failing check is always reviewed.
+async fn run_plan(
+    context: &PlanContext,
+    tiers: std::sync::Arc<crate::models::tiers::TierSet>,
+    id: u32,
+    plan: Plan,
+    config: PlanConfig,
+    token: Option<NumberOrString>,
+    review: Option<String>,
+) -> Result<ExecuteResult> {
     let name = format!("execute/{id}");
     let run = PlanRun::start(context, tiers, token, &name, "tierls: executing the plan").await;
     let executed = match run.execute(&plan, &config).await {
@@ -214,16 +338,20 @@ pub async fn execute_plan(
         let document = format!("{}\n{}", render_plan(&executed.plan), render_rounds(rounds));
         show_plan_document(context, id, &document).await;
     }
-    let confirm = rounds
+    let check_fails = rounds
         .filter(|rounds| !rounds.holds())
         .map(reports::check_fails);
+    let confirm = match &check_fails {
+        Some(label) => Some(Confirmation::check_fails(label.clone())),
+        None => review.map(Confirmation::review),
+    };
     let root = context.workspace.lock().root().map(ToOwned::to_owned);
     let edit = match workspace_edit(
         &context.features,
         root.as_deref(),
         landing,
         &executed.versions,
-        confirm.as_deref(),
+        confirm.as_ref(),
     ) {
         Ok(edit) => edit,
         Err(reason) => return Err(run.fail(request_failed(reason)).await),
@@ -241,7 +369,7 @@ pub async fn execute_plan(
     }
     // A change whose check fails is never applied silently: the editor asks about the
     // annotated edit, or the user is asked here first.
-    let answer = match &confirm {
+    let answer = match &check_fails {
         Some(label) if edit.change_annotations.is_none() && !ask_to_apply(context, label).await => {
             Applied {
                 applied: false,
@@ -250,7 +378,7 @@ pub async fn execute_plan(
         }
         _ => apply(context, edit).await,
     };
-    let kind = match answer.applied && confirm.is_none() {
+    let kind = match answer.applied && check_fails.is_none() {
         true => MessageType::INFO,
         false => MessageType::WARNING,
     };

@@ -30,6 +30,7 @@ use crate::completion::explain::ExplainEngine;
 use crate::completion::{Completed, CompletionEngine};
 use crate::config::{self, CONFIG_FILE_NAME, ConfigError, ConfigSources, Tier};
 use crate::core::document::Document;
+use crate::core::route;
 use crate::logging;
 use crate::models::Model;
 use crate::models::router::Router;
@@ -144,6 +145,33 @@ impl Backend {
 
     fn fast_model(&self) -> Option<Arc<dyn Model>> {
         self.tiers.get()?.get(Tier::Fast).ok()
+    }
+
+    /// The model that explains a hover, as the routing rule says, and how the hover names
+    /// it. The usual case (the fast tier) is logged at debug only; anything else is kept for
+    /// `tierls/status`.
+    fn explainer(&self, facts: route::HoverFacts) -> (Option<Arc<dyn Model>>, &'static str) {
+        let Some(tiers) = self.tiers.get() else {
+            return (None, "fast tier");
+        };
+        let (rules, decisions) = {
+            let session = self.session();
+            (session.config.routing.clone(), session.decisions.clone())
+        };
+        let decision = route::decide(&route::Work::Hover(facts), &tiers.states(), &rules);
+        match decision.route {
+            route::Route::Tier(Tier::Fast) => tracing::debug!("routing hover: {decision}"),
+            _ => decisions.record("hover", &decision),
+        }
+        match decision.route.tier() {
+            Some(Tier::Executor) => match tiers.get(Tier::Executor) {
+                Ok(model) => (Some(model), "executor"),
+                // Unloaded since the rule looked: the fast tier answers as usual.
+                Err(_) => (self.fast_model(), "fast tier"),
+            },
+            Some(tier) => (tiers.get(tier).ok(), "fast tier"),
+            None => (None, "fast tier"),
+        }
     }
 
     /// Prepares a completion and runs it; `None` when there is nothing to suggest.
@@ -437,14 +465,14 @@ impl LanguageServer for Backend {
         let hover::Facts {
             mut markdown,
             explain,
+            mut route,
         } = hover::facts(&texts, &facts);
         if let Some((request, hash)) = explain {
-            let explanation = self
-                .explain
-                .explain(self.fast_model(), request, hash, budget)
-                .await;
+            route.budget_ms = budget.as_millis().try_into().unwrap_or(u32::MAX);
+            let (model, by) = self.explainer(route);
+            let explanation = self.explain.explain(model, request, hash, budget).await;
             if let Some(explanation) = explanation.filter(|text| !text.is_empty()) {
-                markdown = crate::core::explain::with_explanation(&markdown, &explanation);
+                markdown = crate::core::explain::with_explanation(&markdown, &explanation, by);
             }
         }
         Ok(Some(hover::hover(markdown)))
@@ -566,6 +594,9 @@ impl LanguageServer for Backend {
                 to_json(plans::execute_plan(&context, params.arguments, token).await)
             }
             ext::DISCARD_PLAN => to_json(plans::discard_plan(&context, params.arguments)),
+            ext::EDIT_SELECTION => {
+                to_json(plans::edit_selection(&context, params.arguments, token).await)
+            }
             other => Err(Error::invalid_params(format!(
                 "unknown command `{other}`: tierls runs {}",
                 ext::COMMANDS.join(", ")

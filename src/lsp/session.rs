@@ -3,8 +3,11 @@
 //! (`crate::workspace`), behind a lock of its own. Handlers lock each briefly, one at a time,
 //! and never across an `.await`.
 
+use std::sync::Arc;
+
 use crate::config::{Config, ConfigSources};
 use crate::refactor::store::PlanStore;
+use crate::route_log::DecisionLog;
 
 #[derive(Default)]
 pub struct Session {
@@ -12,4 +15,6 @@ pub struct Session {
     pub config: Config,
     /// Plans waiting for the user, and running plan work.
     pub plans: PlanStore,
+    /// The last routing decisions, for `tierls/status`.
+    pub decisions: Arc<DecisionLog>,
 }

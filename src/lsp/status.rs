@@ -35,9 +35,9 @@ pub fn status(backend: &Backend) -> Status {
         };
         (workspace.root().map(ToOwned::to_owned), index)
     };
-    let plans = {
+    let (plans, routing) = {
         let session = backend.session();
-        PlansReport {
+        let plans = PlansReport {
             pending: session
                 .plans
                 .summary()
@@ -49,7 +49,8 @@ pub fn status(backend: &Backend) -> Status {
                 })
                 .collect(),
             running: session.plans.running(),
-        }
+        };
+        (plans, session.decisions.recent())
     };
     Status {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -62,5 +63,6 @@ pub fn status(backend: &Backend) -> Status {
             .get()
             .map(|router| router.status())
             .unwrap_or_default(),
+        routing,
     }
 }

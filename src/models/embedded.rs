@@ -6,6 +6,7 @@
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -22,7 +23,7 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Cancel, GenerationEvent, Model, ModelError, ModelInfo};
+use super::{Availability, Cancel, GenerationEvent, Model, ModelError, ModelInfo};
 use crate::core::budget::CacheType;
 use crate::core::generation::{
     ChatMessage, GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome,
@@ -88,6 +89,8 @@ pub struct EmbeddedModel {
     info: ModelInfo,
     model: Arc<LlamaModel>,
     slots: Vec<std_mpsc::Sender<Job>>,
+    /// Requests submitted and not yet answered, across the slots.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl EmbeddedModel {
@@ -139,19 +142,26 @@ impl EmbeddedModel {
             slots: options.slots.max(1),
         };
         let model = Arc::new(model);
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let mut slots = Vec::new();
         for slot in 0..info.slots {
             let (jobs_tx, jobs_rx) = std_mpsc::channel();
             let (ready_tx, ready_rx) = std_mpsc::channel();
             let (model, options, info) = (model.clone(), options.clone(), info.clone());
+            let in_flight = in_flight.clone();
             std::thread::Builder::new()
                 .name(format!("tierls-llama-slot-{slot}"))
-                .spawn(move || run_slot(&model, &options, &info, jobs_rx, ready_tx))
+                .spawn(move || run_slot(&model, &options, &info, jobs_rx, ready_tx, &in_flight))
                 .map_err(|_| ModelError::WorkerGone)?;
             ready_rx.recv().map_err(|_| ModelError::WorkerGone)??;
             slots.push(jobs_tx);
         }
-        Ok(EmbeddedModel { info, model, slots })
+        Ok(EmbeddedModel {
+            info,
+            model,
+            slots,
+            in_flight,
+        })
     }
 
     /// Renders a conversation with the model's own chat template, or with `template` (a
@@ -170,6 +180,13 @@ impl Model for EmbeddedModel {
         &self.info
     }
 
+    fn availability(&self) -> Availability {
+        Availability {
+            usable: true,
+            idle: self.in_flight.load(Ordering::Relaxed) < self.slots.len(),
+        }
+    }
+
     fn submit(
         &self,
         slot: usize,
@@ -182,7 +199,9 @@ impl Model for EmbeddedModel {
             cancel,
             events,
         };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         if let Err(std_mpsc::SendError(job)) = self.slots[slot % self.slots.len()].send(job) {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
             let _ = job
                 .events
                 .send(GenerationEvent::Done(Err(ModelError::WorkerGone)));
@@ -263,6 +282,7 @@ fn run_slot(
     info: &ModelInfo,
     jobs: std_mpsc::Receiver<Job>,
     ready: std_mpsc::Sender<Result<(), ModelError>>,
+    in_flight: &AtomicUsize,
 ) {
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(options.n_ctx))
@@ -295,6 +315,7 @@ fn run_slot(
     while let Ok(job) = jobs.recv() {
         let events = job.events.clone();
         let result = slot.generate(job);
+        in_flight.fetch_sub(1, Ordering::Relaxed);
         let _ = events.send(GenerationEvent::Done(result));
     }
 }

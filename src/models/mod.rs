@@ -159,9 +159,26 @@ pub struct ModelInfo {
     pub slots: usize,
 }
 
+/// Whether a model can take work now, for the routing rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Availability {
+    /// Some backend behind it can answer (a node is healthy; a loaded model always is).
+    pub usable: bool,
+    /// It has a free slot: a request would not wait behind others.
+    pub idle: bool,
+}
+
 /// Every backend: embedded llama.cpp, worker nodes, the router over them, scripted models.
 pub trait Model: Send + Sync {
     fn info(&self) -> &ModelInfo;
+
+    /// Whether it can take work now; a model that cannot tell says it can.
+    fn availability(&self) -> Availability {
+        Availability {
+            usable: true,
+            idle: true,
+        }
+    }
 
     /// Queues `request` on `slot` (slots keep their own KV cache, so a follow-up on the same
     /// slot reuses the common prefix). Events arrive on `events`; never blocks.

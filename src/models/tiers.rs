@@ -15,6 +15,7 @@ use super::fit::{LoadPlan, plan_load};
 use super::{Cancel, Model, ModelError};
 use crate::config::{ModelSource, Tier, TierConfig, Tiers};
 use crate::core::budget::{Machine, human_bytes, usable_memory};
+use crate::core::route::{TierState, TierStates};
 use crate::sync::lock;
 
 #[derive(Clone)]
@@ -228,6 +229,70 @@ impl TierSet {
             Some(State::Ready(_)) => TierStatus::Ready,
             Some(State::Paused) => TierStatus::Paused,
             Some(State::Failed(err)) => TierStatus::Failed(err.to_string()),
+        }
+    }
+
+    /// Each tier as the routing rule sees it: configured, able to take work (loaded and
+    /// answering, or loadable), and idle (loaded with a free slot).
+    pub fn states(&self) -> TierStates {
+        let state = |tier: Tier| -> TierState {
+            let entries = self.lock();
+            let Some(entry) = entries.get(&tier) else {
+                return TierState::ABSENT;
+            };
+            let (usable, idle) = match &entry.state {
+                State::Ready(model) => {
+                    let availability = model.availability();
+                    (
+                        availability.usable,
+                        availability.usable && availability.idle,
+                    )
+                }
+                State::Unloaded | State::Loading | State::Paused => (true, false),
+                State::Failed(_) => (false, false),
+            };
+            TierState {
+                configured: true,
+                usable,
+                idle,
+            }
+        };
+        TierStates {
+            fast: state(Tier::Fast),
+            executor: state(Tier::Executor),
+            planner: state(Tier::Planner),
+        }
+    }
+
+    /// Whether `tier` can be served now without unloading another tier: it is loaded or
+    /// served by nodes, or its model fits beside the tiers that are loaded.
+    pub fn fits_beside(&self, tier: Tier) -> bool {
+        let entries = self.lock();
+        let Some(entry) = entries.get(&tier) else {
+            return false;
+        };
+        let Some(plan) = &entry.plan else {
+            return true;
+        };
+        if matches!(entry.state, State::Ready(_)) {
+            return true;
+        }
+        let held: u64 = entries
+            .iter()
+            .filter(|(other, entry)| **other != tier && matches!(entry.state, State::Ready(_)))
+            .filter_map(|(_, entry)| entry.plan.as_ref())
+            .map(|plan| plan.estimate.total())
+            .sum();
+        plan.estimate.total() + held <= usable_memory(&self.machine)
+    }
+
+    /// Unloads `tier`'s model file (a model provided running stays).
+    pub fn unload(&self, tier: Tier) {
+        if let Some(entry) = self.lock().get_mut(&tier)
+            && entry.plan.is_some()
+            && matches!(entry.state, State::Ready(_))
+        {
+            entry.state = State::Unloaded;
         }
     }
 

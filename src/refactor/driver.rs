@@ -12,21 +12,28 @@ use std::time::Duration;
 
 use super::check::{CheckError, CheckRun, CheckSpec, CheckStatus};
 use super::rounds::locate_failures;
+use super::team::StepTeam;
 use super::workspace::PlanFacts;
 use super::{
-    ExecuteOptions, Execution, PlanError, Planned, Progress, ask_planner, lease_executor,
+    ExecuteOptions, Execution, PlanError, Planned, PlannerLease, Progress, ask_planner,
     lease_planner,
 };
 use crate::config::Tier;
+use crate::core::generation::Usage;
 use crate::core::plan::context::{Focus, PromptBudget, planner_input, reference_files};
 use crate::core::plan::failures::{Failure, new_failures};
 use crate::core::plan::land::{Landing, land};
 use crate::core::plan::prompt::PlannerInput;
 use crate::core::plan::repair::{RoundKind, Rounds};
+use crate::core::plan::{Action, RawPlan, RawStep};
 use crate::core::plan::{Plan, fan_out, validate};
+use crate::core::route::{
+    Decision, RefactorFacts, Route, Rules, TierState, TierStates, Work, decide,
+};
 use crate::disk::{self, WriteError};
 use crate::models::tiers::TierSet;
 use crate::models::{Cancel, Model, ModelError};
+use crate::route_log::DecisionLog;
 use crate::workspace::{CurrentFile, Shared, Snapshot};
 
 /// The most unindexed files searched for a fan-out's name.
@@ -40,6 +47,14 @@ pub enum Team {
     Given {
         planner: Arc<dyn Model>,
         executor: Arc<dyn Model>,
+    },
+    /// Models given per tier, routed by the rule like the tiers are: the planner plans
+    /// (else the executor), mechanical steps may go to the fast tier, a failing step up to
+    /// the planner.
+    Routed {
+        fast: Option<Arc<dyn Model>>,
+        executor: Option<Arc<dyn Model>>,
+        planner: Option<Arc<dyn Model>>,
     },
 }
 
@@ -166,6 +181,10 @@ pub struct Driver {
     pub workspace: Shared,
     pub team: Team,
     pub on_stage: OnStage,
+    /// The `[routing]` rules.
+    pub rules: Rules,
+    /// Where each routing decision is kept (the server's, for `tierls/status`).
+    pub decisions: Arc<DecisionLog>,
 }
 
 impl Driver {
@@ -174,7 +193,15 @@ impl Driver {
             workspace,
             team,
             on_stage: Arc::new(|_| {}),
+            rules: Rules::default(),
+            decisions: Arc::default(),
         }
+    }
+
+    pub fn routing(mut self, rules: Rules, decisions: Arc<DecisionLog>) -> Self {
+        self.rules = rules;
+        self.decisions = decisions;
+        self
     }
 
     pub fn on_stage(mut self, on_stage: OnStage) -> Self {
@@ -193,41 +220,58 @@ impl Driver {
         Ok((input, planned))
     }
 
-    /// Asks the planner with `input` (from [`Driver::planner_input`]) and checks its plan.
+    /// Routes the refactor ([`crate::core::route`]): a small one-symbol refactor becomes a
+    /// one-step plan for the executor; anything else is planned by the planner (or, without
+    /// one, the executor) with `input` (from [`Driver::planner_input`]). Either way the plan
+    /// is checked against the workspace and says who planned it.
     pub async fn plan_with(
         &self,
         input: PlannerInput,
         request: &PlanRequest,
         cancel: Cancel,
     ) -> Result<Planned, DriverError> {
-        (self.on_stage)(Stage::LoadingPlanner);
-        let (model, tier, lease) = match &self.team {
-            Team::Tiers(tiers) => {
-                let lease = lease_planner(tiers.clone(), cancel.clone())
-                    .await
-                    .map_err(DriverError::NoPlanner)?;
-                (lease.model.clone(), lease.tier, Some(lease))
+        let decision = self.route_refactor(&input);
+        let work: String = format!("plan \"{}\"", request.instruction.trim())
+            .chars()
+            .take(80)
+            .collect();
+        self.decisions.record(work, &decision);
+        let (raw, answer, usage) = match decision.route {
+            Route::OneStep(_) => match one_step(&input) {
+                Some(raw) => (raw, String::new(), Usage::default()),
+                None => return Err(PlanError::Focus(decision.reason).into()),
+            },
+            Route::Tier(_) => {
+                (self.on_stage)(Stage::LoadingPlanner);
+                let (model, tier, lease) = self.planner(cancel.clone()).await?;
+                (self.on_stage)(Stage::Planning { tier });
+                let answer =
+                    ask_planner(model.as_ref(), &input, request.planner_time, cancel).await;
+                drop(model);
+                // Ending the flow unloads the planner: off the runtime.
+                let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+                let answer = answer?;
+                (answer.raw, answer.answer, answer.usage)
             }
-            Team::Given { planner, .. } => (planner.clone(), Tier::Planner, None),
+            Route::NoModel | Route::Nowhere => {
+                return Err(DriverError::NoPlanner(ModelError::NoNode {
+                    tier: Tier::Planner,
+                    reason: format!("no tier can plan this refactor: {}", decision.reason),
+                }));
+            }
         };
-        (self.on_stage)(Stage::Planning { tier });
-        let answer = ask_planner(model.as_ref(), &input, request.planner_time, cancel).await;
-        drop(model);
-        // Ending the flow unloads the planner: off the runtime.
-        let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
-        let answer = answer?;
         (self.on_stage)(Stage::Checking);
         // Validation asks the disk: off the runtime, on index facts copied out.
         let facts = {
             let workspace = self.workspace.lock();
             let root = workspace.root().map(ToOwned::to_owned).unwrap_or_default();
-            PlanFacts::gather(workspace.index(), &root, &answer.raw)
+            PlanFacts::gather(workspace.index(), &root, &raw)
         };
         let instruction = request.instruction.clone();
-        let raw = answer.raw.clone();
         let mut plan = tokio::task::spawn_blocking(move || validate(&instruction, &raw, &facts))
             .await
             .map_err(|err| DriverError::Checking(err.to_string()))?;
+        plan.planned_by = decision.to_string();
         // Fan-outs become jobs now, from the index, so that the plan shown is what runs.
         fan_out::expand(
             &mut plan,
@@ -237,9 +281,68 @@ impl Driver {
         let plan = self.note_unindexed_uses(plan).await;
         Ok(Planned {
             plan,
-            answer: answer.answer,
-            usage: answer.usage,
+            answer,
+            usage,
         })
+    }
+
+    /// Where the refactor `input` describes goes, under this driver's rules and team. Models
+    /// given outright ([`Team::Given`]) always plan: that team is the always-plan baseline.
+    pub fn route_refactor(&self, input: &PlannerInput) -> Decision {
+        let (states, rules) = match &self.team {
+            Team::Tiers(tiers) => (tiers.states(), self.rules.clone()),
+            Team::Given { .. } => {
+                return Decision {
+                    route: Route::Tier(Tier::Planner),
+                    reason: "the planner always plans (models given outright)".to_owned(),
+                };
+            }
+            Team::Routed {
+                fast,
+                executor,
+                planner,
+            } => {
+                let state = |model: &Option<Arc<dyn Model>>| match model {
+                    Some(_) => TierState::READY,
+                    None => TierState::ABSENT,
+                };
+                (
+                    TierStates {
+                        fast: state(fast),
+                        executor: state(executor),
+                        planner: state(planner),
+                    },
+                    self.rules.clone(),
+                )
+            }
+        };
+        decide(&Work::Refactor(RefactorFacts::of(input)), &states, &rules)
+    }
+
+    /// The model that plans, with its tier, and the lease that holds the planner's flow
+    /// (drop it off the runtime: ending the flow unloads the planner).
+    pub(super) async fn planner(
+        &self,
+        cancel: Cancel,
+    ) -> Result<(Arc<dyn Model>, Tier, Option<PlannerLease>), DriverError> {
+        match &self.team {
+            Team::Tiers(tiers) => {
+                let lease = lease_planner(tiers.clone(), cancel)
+                    .await
+                    .map_err(DriverError::NoPlanner)?;
+                Ok((lease.model.clone(), lease.tier, Some(lease)))
+            }
+            Team::Given { planner, .. } => Ok((planner.clone(), Tier::Planner, None)),
+            Team::Routed {
+                executor, planner, ..
+            } => match (planner, executor) {
+                (Some(planner), _) => Ok((planner.clone(), Tier::Planner, None)),
+                (None, Some(executor)) => Ok((executor.clone(), Tier::Executor, None)),
+                (None, None) => Err(DriverError::NoPlanner(ModelError::TierNotConfigured {
+                    tier: Tier::Planner,
+                })),
+            },
+        }
     }
 
     /// Lists under each fan-out the generated or too-large files that use its name (the
@@ -344,22 +447,52 @@ impl Driver {
         options: impl FnOnce(&dyn Model) -> ExecuteOptions,
         cancel: Cancel,
     ) -> Result<Executed, DriverError> {
-        let executor = self.executor(cancel.clone()).await?;
-        let options = options(executor.as_ref());
+        let (executor, lead) = self.executor(cancel.clone()).await?;
+        let options = options(lead.as_ref());
         let files = self.texts_now(plan).await;
         let execution = self.run_round(plan, executor, files, options, cancel).await;
         Ok(self.land_now(plan, &execution).await)
     }
 
-    /// The executor for a plan's steps, loaded if need be.
-    pub(super) async fn executor(&self, cancel: Cancel) -> Result<Arc<dyn Model>, DriverError> {
+    /// The models a plan's steps go to, the executor loaded if need be, and the one that
+    /// carries most steps (its slots set how many run at once).
+    pub(super) async fn executor(
+        &self,
+        cancel: Cancel,
+    ) -> Result<(Arc<StepTeam>, Arc<dyn Model>), DriverError> {
         (self.on_stage)(Stage::LoadingExecutor);
-        match &self.team {
-            Team::Tiers(tiers) => lease_executor(tiers.clone(), cancel)
+        let team = match &self.team {
+            Team::Tiers(tiers) => {
+                let (tiers, rules, decisions) =
+                    (tiers.clone(), self.rules.clone(), self.decisions.clone());
+                tokio::task::spawn_blocking(move || {
+                    StepTeam::from_tiers(&tiers, rules, decisions, &cancel)
+                })
                 .await
-                .map_err(DriverError::NoExecutor),
-            Team::Given { executor, .. } => Ok(executor.clone()),
-        }
+                .unwrap_or(Err(ModelError::WorkerGone))
+                .map_err(DriverError::NoExecutor)?
+            }
+            Team::Given { executor, .. } => {
+                StepTeam::one(executor.clone()).with_decisions(self.decisions.clone())
+            }
+            Team::Routed {
+                fast,
+                executor,
+                planner,
+            } => StepTeam::given(
+                fast.clone(),
+                executor.clone(),
+                planner.clone(),
+                self.rules.clone(),
+            )
+            .with_decisions(self.decisions.clone()),
+        };
+        let lead = team
+            .lead()
+            .ok_or(DriverError::NoExecutor(ModelError::TierNotConfigured {
+                tier: Tier::Executor,
+            }))?;
+        Ok((Arc::new(team), lead))
     }
 
     /// `execution`'s edits landed on the files as they are now (the user may have typed
@@ -427,6 +560,25 @@ impl Driver {
         let files: Vec<String> = plan.files().into_iter().map(ToOwned::to_owned).collect();
         off_runtime(move || snapshot.current_files(files.iter().map(String::as_str))).await
     }
+}
+
+/// The one-step plan for a refactor that skips the planner: rewrite its one target symbol
+/// with the user's instruction.
+fn one_step(input: &PlannerInput) -> Option<RawPlan> {
+    let [target] = input.targets.as_slice() else {
+        return None;
+    };
+    Some(RawPlan {
+        summary: format!("Rewrite `{}` as asked.", target.path),
+        steps: vec![RawStep {
+            id: 1,
+            file: target.file.clone(),
+            target: target.path.clone(),
+            action: Action::ReplaceSymbol,
+            instruction: input.instruction.trim().to_owned(),
+            depends_on: Vec::new(),
+        }],
+    })
 }
 
 /// Lands the executed steps on the files as they are on disk now (a file edited meanwhile

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use crate::config::Tier;
 use crate::core::generation::{GenerateRequest, Prompt, StopReason};
 use crate::core::index::language::Language;
 use crate::core::plan::anchor::{
@@ -13,8 +14,11 @@ use crate::core::plan::anchor::{
 };
 use crate::core::plan::prompt::{ExecutorInput, executor_prompt};
 use crate::core::plan::{Action, Plan, Step};
-use crate::models::{Cancel, Model, generate};
+use crate::core::route::{PerTier, Route, StepFacts, TierStates, Work, is_rename};
+use crate::models::{Cancel, generate};
 use crate::sync::lock;
+
+use super::team::StepTeam;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecuteOptions {
@@ -45,9 +49,11 @@ pub enum Progress {
 pub struct StepReport {
     pub step: u32,
     pub outcome: StepOutcome,
-    /// Answers asked of the executor.
+    /// Answers asked of the models.
     pub attempts: u32,
     pub generated_tokens: u32,
+    /// The answers each tier gave.
+    pub by_tier: PerTier,
 }
 
 impl StepReport {
@@ -77,7 +83,7 @@ impl Execution {
 
 struct Context {
     plan: Plan,
-    executor: Arc<dyn Model>,
+    team: Arc<StepTeam>,
     /// Each file as the plan has changed it so far; `None`: it does not exist.
     working: Mutex<BTreeMap<String, Option<String>>>,
     edits: Mutex<Vec<StepEdit>>,
@@ -97,7 +103,7 @@ impl Context {
 /// does not exist). `definitions` are the signatures each step's code uses.
 pub async fn execute(
     plan: Plan,
-    executor: Arc<dyn Model>,
+    team: Arc<StepTeam>,
     files: BTreeMap<String, Option<String>>,
     definitions: BTreeMap<u32, Vec<String>>,
     options: ExecuteOptions,
@@ -106,7 +112,7 @@ pub async fn execute(
 ) -> Execution {
     let context = Arc::new(Context {
         plan,
-        executor,
+        team,
         working: Mutex::new(files),
         edits: Mutex::default(),
         definitions,
@@ -192,6 +198,7 @@ fn report(step: &Step, outcome: StepOutcome, attempts: u32, generated_tokens: u3
         outcome,
         attempts,
         generated_tokens,
+        by_tier: PerTier::default(),
     }
 }
 
@@ -233,12 +240,42 @@ fn read_step(context: &Context, step: &Step) -> Result<(String, String), String>
 }
 
 async fn run_step(context: &Context, step: &Step, slot: usize) -> StepReport {
+    let mut run = StepRun {
+        answered: PerTier::default(),
+        failed: PerTier::default(),
+        states: context.team.states,
+    };
+    let mut report = run_step_routed(context, step, slot, &mut run).await;
+    report.by_tier = run.answered;
+    report
+}
+
+/// What one step's answers have come to so far.
+struct StepRun {
+    answered: PerTier,
+    failed: PerTier,
+    /// The tiers as the rule sees them for this step: a tier whose model failed to answer
+    /// at all is down for the rest of it.
+    states: TierStates,
+}
+
+async fn run_step_routed(
+    context: &Context,
+    step: &Step,
+    slot: usize,
+    run: &mut StepRun,
+) -> StepReport {
     let language = Language::from_path(&step.file).map_or("", Language::name);
     let mut refusals: Vec<(String, String)> = Vec::new();
     let mut generated_tokens = 0;
     let mut attempts = 0;
     let mut last_reason = String::new();
-    while attempts < context.options.max_attempts.max(1) {
+    // The last failure was the model's, not its answer's: reported as it was.
+    let mut model_failed = false;
+    let team = &context.team;
+    // Every answer goes through the rule; the loop also ends at a bound of its own.
+    let most_answers = context.options.max_attempts.max(1) + 2;
+    while attempts < most_answers {
         if context.cancel.is_cancelled() {
             return report(step, StepOutcome::Cancelled, attempts, generated_tokens);
         }
@@ -254,6 +291,49 @@ async fn run_step(context: &Context, step: &Step, slot: usize) -> StepReport {
             }
         };
         let code = if step.action.needs_executor() {
+            let facts = StepFacts {
+                action: step.action,
+                lines: read.lines().count(),
+                fan_out_job: step.part_of.is_some(),
+                rename: is_rename(&step.instruction),
+                failed: run.failed,
+                max_attempts: context.options.max_attempts,
+            };
+            let decision = team.decide(&Work::Step(facts), &run.states);
+            let work = format!("step {} (answer {})", step.id, attempts + 1);
+            let tier = match decision.route {
+                Route::Tier(tier) => tier,
+                _ => {
+                    let reason = match (model_failed, attempts) {
+                        (true, _) => last_reason,
+                        (false, 0) => decision.reason.clone(),
+                        (false, _) => format!("after {attempts} answers: {last_reason}"),
+                    };
+                    return report(
+                        step,
+                        StepOutcome::Failed(reason),
+                        attempts,
+                        generated_tokens,
+                    );
+                }
+            };
+            // The usual case (the executor's first answer) is kept quiet; anything the
+            // rule did on purpose is logged.
+            if tier == Tier::Executor && attempts == 0 {
+                team.decisions.record_quietly(work, &decision);
+            } else {
+                team.decisions.record(work, &decision);
+            }
+            let model = match team.model(tier).await {
+                Ok(model) => model,
+                Err(err) => {
+                    tracing::info!(step = step.id, "the {tier} tier could not load: {err}");
+                    last_reason = format!("the {tier}: {err}");
+                    model_failed = true;
+                    mark_down(run, tier);
+                    continue;
+                }
+            };
             attempts += 1;
             (context.progress)(Progress::Started {
                 step: step.id,
@@ -276,20 +356,21 @@ async fn run_step(context: &Context, step: &Step, slot: usize) -> StepReport {
                 time_limit: context.options.step_time_limit,
                 grammar: None,
             };
-            let generation = match generate(
-                context.executor.as_ref(),
-                slot,
-                request,
-                context.cancel.clone(),
-            )
-            .await
-            {
-                Ok(generation) => generation,
-                Err(err) => {
-                    let outcome = StepOutcome::Failed(format!("the executor: {err}"));
-                    return report(step, outcome, attempts, generated_tokens);
-                }
-            };
+            let slot = slot % model.info().slots.max(1);
+            let generation =
+                match generate(model.as_ref(), slot, request, context.cancel.clone()).await {
+                    Ok(generation) => generation,
+                    Err(err) => {
+                        tracing::info!(step = step.id, "the {tier} tier could not answer: {err}");
+                        last_reason = format!("the {tier}: {err}");
+                        model_failed = true;
+                        run.failed.add(tier);
+                        mark_down(run, tier);
+                        continue;
+                    }
+                };
+            model_failed = false;
+            run.answered.add(tier);
             generated_tokens += generation.usage.generated_tokens;
             if generation.stop_reason == StopReason::Cancelled {
                 return report(step, StepOutcome::Cancelled, attempts, generated_tokens);
@@ -299,17 +380,19 @@ async fn run_step(context: &Context, step: &Step, slot: usize) -> StepReport {
                 StopReason::MaxTokens | StopReason::TimeLimit
             );
             match clean_answer(&generation.text, truncated) {
-                Ok(code) => code,
+                Ok(code) => (code, Some(tier)),
                 Err(problem) => {
                     last_reason = problem.to_string();
                     refusals.push((generation.text, last_reason.clone()));
+                    run.failed.add(tier);
                     continue;
                 }
             }
         } else {
             attempts += 1;
-            String::new()
+            (String::new(), None)
         };
+        let (code, tier) = code;
         let edit = StepEdit {
             step: step.id,
             file: step.file.clone(),
@@ -330,12 +413,19 @@ async fn run_step(context: &Context, step: &Step, slot: usize) -> StepReport {
             }
             Err(err @ (SpliceError::SymbolChanged { .. } | SpliceError::FileChanged { .. })) => {
                 // Another step changed the target while this one ran: read it again. The
-                // executor did nothing wrong, so its answer is not fed back.
+                // model did nothing wrong, so its answer is not fed back; it still counts
+                // against the step's answers, which keeps the loop bounded.
                 last_reason = err.to_string();
+                if let Some(tier) = tier {
+                    run.failed.add(tier);
+                }
             }
             Err(err @ SpliceError::SyntaxErrors { .. }) => {
                 last_reason = err.to_string();
                 refusals.push((edit.code, last_reason.clone()));
+                if let Some(tier) = tier {
+                    run.failed.add(tier);
+                }
             }
             Err(err) => {
                 return report(
@@ -354,4 +444,14 @@ async fn run_step(context: &Context, step: &Step, slot: usize) -> StepReport {
         attempts,
         generated_tokens,
     )
+}
+
+/// `tier` could not answer at all (its node is down, its model did not load): the rest of
+/// the step goes elsewhere.
+fn mark_down(run: &mut StepRun, tier: Tier) {
+    match tier {
+        Tier::Fast => run.states.fast.usable = false,
+        Tier::Executor => run.states.executor.usable = false,
+        Tier::Planner => run.states.planner.usable = false,
+    }
 }

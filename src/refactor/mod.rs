@@ -11,6 +11,7 @@ pub mod driver;
 mod execute;
 pub mod rounds;
 pub mod store;
+pub mod team;
 pub mod workspace;
 
 pub use execute::{ExecuteOptions, Execution, Progress, StepOutcome, StepReport, execute};
@@ -164,15 +165,6 @@ fn planner_now(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<PlannerLease, Mo
     })
 }
 
-/// The model that carries out steps: the executor tier, or the planner tier when no
-/// executor is configured. It loads off the async runtime.
-pub async fn lease_executor(
-    tiers: Arc<TierSet>,
-    cancel: Cancel,
-) -> Result<Arc<dyn Model>, ModelError> {
-    off_runtime(move || executor_now(&tiers, &cancel)).await
-}
-
 /// Runs model loading, which blocks, on tokio's blocking threads.
 async fn off_runtime<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ModelError> + Send + 'static,
@@ -180,19 +172,6 @@ async fn off_runtime<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or(Err(ModelError::WorkerGone))
-}
-
-fn executor_now(tiers: &Arc<TierSet>, cancel: &Cancel) -> Result<Arc<dyn Model>, ModelError> {
-    if tiers.is_configured(Tier::Executor) {
-        return tiers.ready(Tier::Executor, cancel);
-    }
-    if tiers.is_configured(Tier::Planner) {
-        tracing::info!("no executor tier is configured: the planner tier carries out the steps");
-        return tiers.ready(Tier::Planner, cancel);
-    }
-    Err(ModelError::TierNotConfigured {
-        tier: Tier::Executor,
-    })
 }
 
 impl ExecuteOptions {

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::check::{CheckRun, CheckSpec, CheckStatus, cargo_target_for, run_check};
-use super::driver::{Driver, DriverError, Executed, Stage, Team};
+use super::driver::{Driver, DriverError, Executed, Stage};
+use super::team::StepTeam;
 use super::workspace::{PlanFacts, definitions_for};
-use super::{ExecuteOptions, Execution, ask_planner, execute, lease_planner};
+use super::{ExecuteOptions, Execution, ask_planner, execute};
 use crate::core::index::language::Language;
 use crate::core::plan::diff::unified;
 use crate::core::plan::failures::{Failure, new_failures, symbol_at_line};
@@ -56,8 +57,8 @@ impl Driver {
         let command = request.spec.command.clone();
         let mut spec = request.spec.clone();
         spec.cancel = Some(cancel.clone());
-        let executor = self.executor(cancel.clone()).await?;
-        let options = options(executor.as_ref());
+        let (executor, lead) = self.executor(cancel.clone()).await?;
+        let options = options(lead.as_ref());
         (self.on_stage)(Stage::Round {
             number: 1,
             kind: RoundKind::Plan,
@@ -259,7 +260,7 @@ impl Driver {
     pub(super) async fn run_round(
         &self,
         round: &Plan,
-        executor: Arc<dyn Model>,
+        executor: Arc<StepTeam>,
         files: BTreeMap<String, Option<String>>,
         options: ExecuteOptions,
         cancel: Cancel,
@@ -354,15 +355,7 @@ impl Driver {
             .map(|file| unified(&file.file, file.base.as_deref(), &file.text))
             .collect();
         let input = revision_input(whole, &diff, failures, texts, &request.spec.command);
-        let (model, lease) = match &self.team {
-            Team::Tiers(tiers) => {
-                let lease = lease_planner(tiers.clone(), cancel.clone())
-                    .await
-                    .map_err(DriverError::NoPlanner)?;
-                (lease.model.clone(), Some(lease))
-            }
-            Team::Given { planner, .. } => (planner.clone(), None),
-        };
+        let (model, _, lease) = self.planner(cancel.clone()).await?;
         let answer =
             ask_planner(model.as_ref(), &input, request.planner_time, cancel.clone()).await;
         drop(model);

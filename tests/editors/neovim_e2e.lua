@@ -119,6 +119,14 @@ local function flow()
   result.execute_action, result.executed = run_action(8, "tierls: Execute plan")
   vim.cmd("write")
 
+  -- An instruction edit of the selected lines (inside `total_area`): no planning pass, the
+  -- executor's answer applied by Neovim.
+  vim.cmd("15,17TierlsEdit sum the areas with an iterator")
+  wait(60000, function()
+    return table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n"):find("iter%(%)") ~= nil
+  end, "the instruction edit")
+  vim.cmd("write")
+
   -- A plan the user discards changes nothing.
   local before = table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), "\n")
   tierls.plan("use PI everywhere", nil, function(plan) result.second_plan = plan end)

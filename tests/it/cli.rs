@@ -93,13 +93,14 @@ fn run_in(args: &[&str]) -> (i32, String, String) {
 /// The whole flow on the real test model: the grammar gives a valid plan, the executor
 /// writes whatever a 270M model writes, and the workspace is never corrupted: each file is
 /// untouched or parses no worse than before, the report names exactly the files written,
-/// and nothing outside the workspace changes.
+/// and nothing outside the workspace changes. Routing would skip the planner for this
+/// one-symbol refactor; it is turned off so the grammar-constrained planning pass runs.
 #[test]
 fn plan_runs_end_to_end_on_the_test_model() {
     let _turn = crate::support::one_model_at_a_time();
     let model = tierls::models::embedded::test_model_path();
     let config = format!(
-        "[tiers.executor]\nmodel = {:?}\ncontext = 4096\nslots = 2\nchat_template = \"gemma\"\n\n[plan]\nmax_step_tokens = 256\n",
+        "[tiers.executor]\nmodel = {:?}\ncontext = 4096\nslots = 2\nchat_template = \"gemma\"\n\n[plan]\nmax_step_tokens = 256\n\n[routing]\nskip_planner = false\n",
         model.display().to_string()
     );
     let (outer, root) = plan_workspace("rust", &config);
@@ -573,4 +574,89 @@ fn a_workspace_that_is_a_file_is_named_as_such() {
             "{command}: {stderr}"
         );
     }
+}
+
+/// `tierls route`: the decision and its reasons for each case, without loading a model (the
+/// model files named here do not exist), and clear errors for bad input.
+#[test]
+fn route_prints_the_decision_without_running_a_model() {
+    let all = "[tiers.fast]\nmodel = \"models/fast.gguf\"\n[tiers.executor]\nmodel = \"models/executor.gguf\"\n[tiers.planner]\nmodel = \"models/planner.gguf\"\n";
+    let no_planner =
+        "[tiers.executor]\nmodel = \"models/executor.gguf\"\n[routing]\nescalate_after = 1\n";
+    let no_skipping = "[tiers.executor]\nmodel = \"models/executor.gguf\"\n[tiers.planner]\nmodel = \"models/planner.gguf\"\n[routing]\nskip_planner = false\n";
+    let bad_table = "[routing]\nskip_planner_lines = -3\n";
+    let area = "src/geometry.rs:Circle::area";
+    let cases: [(&str, &str, &[&str]); 11] = [
+        (
+            "every tier, one symbol",
+            all,
+            &["use std::f64::consts::PI", "--focus", area],
+        ),
+        (
+            "every tier, a rename of the symbol",
+            all,
+            &["rename it to surface", "--focus", area],
+        ),
+        (
+            "every tier, a rename inside it",
+            all,
+            &["rename the local radius to r", "--focus", area],
+        ),
+        (
+            "every tier, every call site",
+            all,
+            &["use PI and update every call site", "--focus", area],
+        ),
+        (
+            "every tier, two symbols",
+            all,
+            &[
+                "use PI",
+                "--focus",
+                area,
+                "--focus",
+                "src/geometry.rs:Circle::perimeter",
+            ],
+        ),
+        (
+            "no planner, one symbol",
+            no_planner,
+            &["use PI", "--focus", area],
+        ),
+        (
+            "skip_planner off",
+            no_skipping,
+            &["use PI", "--focus", area],
+        ),
+        ("an empty instruction", all, &["  ", "--focus", area]),
+        ("no focus", all, &["use PI"]),
+        (
+            "an unknown symbol",
+            all,
+            &["use PI", "--focus", "src/geometry.rs:Square::area"],
+        ),
+        (
+            "a bad [routing] table",
+            bad_table,
+            &["use PI", "--focus", area],
+        ),
+    ];
+    let mut out = String::new();
+    for (label, config, args) in cases {
+        let (_outer, root) = plan_workspace("rust", config);
+        let workspace = root.display().to_string();
+        let mut all_args = vec!["route", "--workspace", workspace.as_str()];
+        all_args.extend_from_slice(args);
+        let (code, stdout, stderr) = run_in(&all_args);
+        out.push_str(&format!("## {label} (exit {code})\n{stdout}"));
+        if code != 0 {
+            let error = stderr.lines().last().unwrap_or_default();
+            out.push_str(&format!(
+                "stderr: {}\n",
+                error.replace(&workspace, "<root>")
+            ));
+        }
+        out.push('\n');
+    }
+    insta::assert_snapshot!(out);
 }

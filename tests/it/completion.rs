@@ -14,7 +14,7 @@ use tierls::core::index::language::Language;
 use tierls::core::index::table::Index;
 use tierls::models::embedded::test_model_path;
 
-use crate::support::TestServer;
+use crate::support::{TestServer, wait_for_log};
 
 const SHAPES: &str = "pub struct Circle {\n    pub radius: f64,\n}\n\npub fn circle_area(circle: &Circle) -> f64 {\n    3.14 * circle.radius * circle.radius\n}\n";
 
@@ -307,23 +307,6 @@ async fn without_a_model_completions_are_empty_and_a_broken_model_is_reported() 
 
 const HOVER_SHAPES: &str = "pub struct Circle {\n    pub radius: f64,\n}\n\n/// The area of a circle.\npub fn circle_area(circle: &Circle) -> f64 {\n    3.14 * circle.radius * circle.radius\n}\n";
 const HOVER_MAIN: &str = "mod shapes;\nfn main() {\n    let area = shapes::circle_area(&shapes::Circle { radius: 1.0 });\n    let again = shapes::circle_area(&shapes::Circle { radius: 2.0 });\n}\n";
-
-/// Waits for a log line containing `needle`, keeping the others for later waits.
-async fn wait_for_log(server: &mut TestServer, needle: &str) {
-    let mut others = Vec::new();
-    loop {
-        let log = server.client.wait_for("window/logMessage").await.unwrap();
-        if log["params"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            break;
-        }
-        others.push(log);
-    }
-    server.client.keep_all(others);
-}
 
 async fn hover(server: &mut TestServer, path: &str, line: u32, character: u32) -> Value {
     let uri = server.uri(path);

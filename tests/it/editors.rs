@@ -54,7 +54,8 @@ fn neovim(mode: &str) -> (Value, tempfile::TempDir) {
 }
 
 /// Completion, hover, the plan code action from a `tierls:` comment, Neovim applying the
-/// `WorkspaceEdit` and writing the file, a discarded plan, and a server restart.
+/// `WorkspaceEdit` and writing the file, `:TierlsEdit` on a selection, a discarded plan, and
+/// a server restart.
 #[test]
 fn neovim_plans_and_writes_through_the_real_server() {
     let _turn = crate::support::one_model_at_a_time();
@@ -78,6 +79,11 @@ fn neovim_plans_and_writes_through_the_real_server() {
         .replace(
             "    // tierls: use std::f64::consts::PI in area\n    pub fn area(&self) -> f64 {\n        3.14 * self.radius * self.radius\n    }",
             "    /// The area of the circle.\n    pub fn area(&self) -> f64 {\n        std::f64::consts::PI * self.radius * self.radius\n    }",
+        )
+        // `:TierlsEdit` on lines inside `total_area`.
+        .replace(
+            "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}",
+            "pub fn total_area(circles: &[Circle]) -> f64 {\n    circles.iter().map(Circle::area).sum()\n}",
         );
     assert_eq!(on_disk, expected);
     assert_eq!(result["unchanged_after_discard"], true, "{result:#}");
@@ -149,7 +155,7 @@ fn vscode_extension_builds_tests_and_packages() {
     );
     assert!(tested.status.success(), "{out}");
     assert!(
-        out.contains("# fail 0") && out.contains("# pass 9"),
+        out.contains("# fail 0") && out.contains("# pass 10"),
         "{out}"
     );
     let packaged = npm(&folder, &["run", "package"]);

@@ -59,7 +59,8 @@ async fn start(
     server
         .initialize_as(
             capabilities(document_changes),
-            json!({ "index": { "enabled": true } }),
+            // These tests are about the planner's plans: a one-symbol focus would skip it.
+            json!({ "index": { "enabled": true }, "routing": { "skip_planner": false } }),
         )
         .await;
     wait_for_progress_end(&mut server, "tierls/index").await;
@@ -560,6 +561,8 @@ async fn the_whole_flow_runs_on_the_test_model() {
         "index": { "enabled": true },
         "tiers": { "executor": { "model": model, "chat_template": "gemma", "context": 4096 } },
         "plan": { "max_step_tokens": 256 },
+        // The plan grammar on llama.cpp is what this test is about: never skip the planner.
+        "routing": { "skip_planner": false },
     });
     server.initialize_as(capabilities(true), options).await;
     wait_for_progress_end(&mut server, "tierls/index").await;
@@ -664,7 +667,10 @@ async fn the_plan_opens_as_a_document_outside_the_workspace() {
     let mut capabilities = capabilities(true);
     capabilities["window"]["showDocument"] = json!({ "support": true });
     server
-        .initialize_as(capabilities, json!({ "index": { "enabled": true } }))
+        .initialize_as(
+            capabilities,
+            json!({ "index": { "enabled": true }, "routing": { "skip_planner": false } }),
+        )
         .await;
     wait_for_progress_end(&mut server, "tierls/index").await;
     server.open("src/geometry.rs", GEOMETRY).await;
@@ -783,7 +789,7 @@ async fn execute_checked(executor: ScriptedModel, annotations: bool) -> (TestSer
     server
         .initialize_as(
             capabilities,
-            json!({ "index": { "enabled": true }, "plan": { "check": UNDEFINED_CHECK, "max_rounds": 1 } }),
+            json!({ "index": { "enabled": true }, "plan": { "check": UNDEFINED_CHECK, "max_rounds": 1 }, "routing": { "skip_planner": false } }),
         )
         .await;
     wait_for_progress_end(&mut server, "tierls/index").await;
@@ -891,4 +897,224 @@ async fn a_change_that_still_fails_is_never_applied_silently() {
     let asked = kept(&messages, "window/showMessageRequest");
     assert_eq!(asked.len(), 1, "{messages:?}");
     assert_eq!(server.text_of("src/geometry.rs").await, GEOMETRY);
+}
+
+// ---------------------------------------------------------------------------------------
+// Edit with instruction
+
+/// A server over the Rust fixture with the default routing rules, scripted planner and
+/// executor, `src/geometry.rs` open; `annotations`: the client reviews annotated edits.
+async fn start_editing(annotations: bool) -> (TestServer, Arc<ScriptedModel>, Arc<ScriptedModel>) {
+    let planner = Arc::new(ScriptedModel::new(1).answer("Request:", &[PLAN]));
+    let executor = Arc::new(executor(Duration::ZERO));
+    let models: Vec<(Tier, Arc<dyn Model>)> = vec![
+        (Tier::Planner, planner.clone()),
+        (Tier::Executor, executor.clone()),
+    ];
+    let mut server = TestServer::start_with_models(
+        &[
+            ("src/geometry.rs", GEOMETRY.as_bytes()),
+            ("src/main.rs", MAIN.as_bytes()),
+            ("notes.txt", b"just notes\nmore notes\n"),
+        ],
+        models,
+    );
+    let mut capabilities = capabilities(true);
+    if annotations {
+        capabilities["workspace"]["workspaceEdit"]["changeAnnotationSupport"] =
+            json!({ "groupsOnLabel": false });
+    }
+    server
+        .initialize_as(capabilities, json!({ "index": { "enabled": true } }))
+        .await;
+    wait_for_progress_end(&mut server, "tierls/index").await;
+    server.open("src/geometry.rs", GEOMETRY).await;
+    (server, planner, executor)
+}
+
+fn range(start: (u32, u32), end: (u32, u32)) -> Value {
+    json!({ "start": { "line": start.0, "character": start.1 }, "end": { "line": end.0, "character": end.1 } })
+}
+
+#[tokio::test]
+async fn an_instruction_edit_of_a_selection_skips_the_planner_and_offers_one_reviewed_edit() {
+    let (mut server, planner, _) = start_editing(true).await;
+    server
+        .client
+        .answer_with("workspace/applyEdit", json!({ "applied": true }));
+    let uri = server.uri("src/geometry.rs");
+    // Lines 10–11: inside `Circle::area`'s body.
+    let selection = range((10, 8), (10, 20));
+    let actions = server
+        .client
+        .request(
+            "textDocument/codeAction",
+            json!({ "textDocument": { "uri": uri }, "range": selection, "context": { "diagnostics": [] } }),
+        )
+        .await
+        .unwrap();
+    let titles: Vec<&str> = actions["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|action| action["title"].as_str().unwrap())
+        .collect();
+    assert!(titles.contains(&"tierls: Edit selection…"), "{titles:?}");
+    let response = command(
+        &mut server,
+        "tierls.editSelection",
+        json!({ "uri": uri, "range": selection, "instruction": "use std::f64::consts::PI" }),
+    )
+    .await;
+    let result = &response["result"];
+    assert!(planner.prompts().is_empty(), "the planner was asked");
+    assert_eq!(result["applied"], true, "{response}");
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let apply = kept(&messages, "workspace/applyEdit");
+    assert_eq!(apply.len(), 1, "one edit");
+    let edit = &apply[0]["params"]["edit"];
+    let document = &edit["documentChanges"][0];
+    let mut out = format!(
+        "planned by: {}\nsteps: {}\nversion: {}\nannotations: {}\n",
+        result["plannedBy"].as_str().unwrap(),
+        result["steps"],
+        document["textDocument"]["version"],
+        edit["changeAnnotations"]
+    );
+    out.push_str(&format!(
+        "text after the edit:\n{}",
+        apply_text_edits(GEOMETRY, &document["edits"])
+    ));
+    insta::assert_snapshot!(out);
+}
+
+/// Each selection no model can be asked about gets a clear error, and no model is asked.
+#[tokio::test]
+async fn bad_selections_are_refused_before_any_model_is_asked() {
+    let (mut server, planner, executor) = start_editing(false).await;
+    server
+        .open_as("notes.txt", "plaintext", "just notes\nmore notes\n")
+        .await;
+    let many: String = (0..10).map(|n| format!("fn step{n}() {{}}\n")).collect();
+    server.open("src/many.rs", &many).await;
+    let geometry = server.uri("src/geometry.rs");
+    let many = server.uri("src/many.rs");
+    let notes = server.uri("notes.txt");
+    let unopened = server.uri("src/main.rs");
+    let cases = [
+        (
+            "empty selection",
+            json!({ "uri": geometry, "range": range((10, 8), (10, 8)), "instruction": "use PI" }),
+        ),
+        (
+            "only a blank line",
+            json!({ "uri": geometry, "range": range((6, 0), (7, 0)), "instruction": "use PI" }),
+        ),
+        (
+            "no symbol under it",
+            json!({ "uri": geometry, "range": range((0, 0), (0, 10)), "instruction": "use PI" }),
+        ),
+        (
+            "an unindexed file",
+            json!({ "uri": notes, "range": range((0, 0), (1, 4)), "instruction": "tidy" }),
+        ),
+        (
+            "ten functions at once",
+            json!({ "uri": many, "range": range((0, 0), (10, 0)), "instruction": "log each step" }),
+        ),
+        (
+            "a file not open",
+            json!({ "uri": unopened, "range": range((0, 0), (1, 4)), "instruction": "tidy" }),
+        ),
+        (
+            "no instruction",
+            json!({ "uri": geometry, "range": range((10, 8), (10, 20)) }),
+        ),
+        (
+            "a blank instruction",
+            json!({ "uri": geometry, "range": range((10, 8), (10, 20)), "instruction": "  " }),
+        ),
+        (
+            "a range past the end",
+            json!({ "uri": geometry, "range": range((10, 8), (900, 0)), "instruction": "use PI" }),
+        ),
+        (
+            "outside the root",
+            json!({ "uri": "file:///etc/passwd", "range": range((0, 0), (1, 0)), "instruction": "use PI" }),
+        ),
+    ];
+    let mut out = String::new();
+    for (label, arguments) in cases {
+        let response = command(&mut server, "tierls.editSelection", arguments).await;
+        out.push_str(&format!(
+            "{label}\n  => {}\n",
+            response["error"]["message"]
+                .as_str()
+                .unwrap_or("(no error)")
+        ));
+    }
+    let out = out.replace(server.uri("").as_str(), "<root>");
+    assert!(planner.prompts().is_empty() && executor.prompts().is_empty());
+    insta::assert_snapshot!(out);
+}
+
+/// Helix's way: a `tierls:` comment above a selection offers "Edit: …", which rewrites the
+/// symbol without a planning pass.
+#[tokio::test]
+async fn a_tierls_comment_above_a_selection_offers_an_edit() {
+    let (mut server, planner, executor) = start_editing(false).await;
+    server
+        .client
+        .answer_with("workspace/applyEdit", json!({ "applied": true }));
+    let commented = GEOMETRY.replace(
+        "    /// The area of the circle.\n",
+        "    // tierls: use std::f64::consts::PI\n    /// The area of the circle.\n",
+    );
+    server.open("src/shapes.rs", &commented).await;
+    let uri = server.uri("src/shapes.rs");
+    // From the comment's line through the end of `area`.
+    let selection = range((8, 0), (13, 0));
+    let actions = server
+        .client
+        .request(
+            "textDocument/codeAction",
+            json!({ "textDocument": { "uri": uri }, "range": selection, "context": { "diagnostics": [] } }),
+        )
+        .await
+        .unwrap();
+    let edit = actions["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|action| action["title"] == "tierls: Edit: use std::f64::consts::PI")
+        .unwrap_or_else(|| panic!("no edit action: {actions}"))
+        .clone();
+    let response = command(
+        &mut server,
+        "tierls.editSelection",
+        edit["command"]["arguments"][0].clone(),
+    )
+    .await;
+    assert_eq!(response["result"]["applied"], true, "{response}");
+    assert!(planner.prompts().is_empty(), "the planner was asked");
+    let prompts = executor.prompts();
+    assert_eq!(prompts.len(), 1);
+    assert!(
+        prompts[0].contains("use std::f64::consts::PI"),
+        "{}",
+        prompts[0]
+    );
+    let messages = server
+        .client
+        .drain(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let apply = kept(&messages, "workspace/applyEdit");
+    let document = &apply[0]["params"]["edit"]["documentChanges"][0];
+    assert_eq!(document["textDocument"]["uri"], uri.as_str());
+    insta::assert_snapshot!(apply_text_edits(&commented, &document["edits"]));
 }

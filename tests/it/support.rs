@@ -261,3 +261,20 @@ pub fn one_model_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Waits for a log line containing `needle`, keeping the others for later waits.
+pub async fn wait_for_log(server: &mut TestServer, needle: &str) {
+    let mut others = Vec::new();
+    loop {
+        let log = server.client.wait_for("window/logMessage").await.unwrap();
+        if log["params"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            break;
+        }
+        others.push(log);
+    }
+    server.client.keep_all(others);
+}

@@ -1,5 +1,6 @@
 // tierls for VS Code: starts `tierls serve`, shows the fast tier's suggestions as ghost text,
-// and runs "Plan refactor…" with an input box, plan progress, and execute or discard.
+// runs "Plan refactor…" with an input box, plan progress, and execute or discard, and
+// "Edit selection…", whose edit VS Code shows as a diff before applying it.
 // The logic that needs no VS Code lives in logic.ts, where it is unit-tested.
 
 import * as vscode from "vscode";
@@ -104,7 +105,14 @@ async function start(): Promise<void> {
         if (name === "tierls.planRefactor") {
           return handlePlan(await next(name, commandArgs));
         }
-        if (name === "tierls.executePlan") {
+        if (name === "tierls.editSelection" && commandArgs[0] && !commandArgs[0].instruction) {
+          const instruction = await askEditInstruction();
+          if (!instruction) {
+            return undefined;
+          }
+          return handleExecuted(await next(name, [{ ...commandArgs[0], instruction }]));
+        }
+        if (name === "tierls.executePlan" || name === "tierls.editSelection") {
           return handleExecuted(await next(name, commandArgs));
         }
         return next(name, commandArgs);
@@ -132,6 +140,14 @@ function askInstruction(): Thenable<string | undefined> {
     title: "tierls: Plan refactor",
     prompt: "What should change?",
     placeHolder: "extract the parsing into its own function",
+  });
+}
+
+function askEditInstruction(): Thenable<string | undefined> {
+  return vscode.window.showInputBox({
+    title: "tierls: Edit selection",
+    prompt: "How should the selected code change?",
+    placeHolder: "sum the areas with an iterator",
   });
 }
 
@@ -178,10 +194,11 @@ async function runCommand(command: string, argument: unknown): Promise<unknown> 
     void vscode.window.showWarningMessage("tierls: the server is not running");
     return undefined;
   }
-  setStatus("running", command === "tierls.planRefactor" ? "planning" : "executing");
+  const busy = { "tierls.planRefactor": "planning", "tierls.editSelection": "editing" }[command] ?? "executing";
+  setStatus("running", busy);
   try {
     const result = await client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [argument] });
-    return command === "tierls.executePlan" ? handleExecuted(result) : result;
+    return command === "tierls.executePlan" || command === "tierls.editSelection" ? handleExecuted(result) : result;
   } catch (error) {
     void vscode.window.showErrorMessage(`tierls: ${(error as Error).message}`);
     return undefined;
@@ -205,6 +222,28 @@ async function planRefactorPrompt(): Promise<void> {
     instruction,
   });
   await handlePlan(result);
+}
+
+/** "Edit selection…": the selection's symbols rewritten as told; the server sends the edit
+ * annotated for review, so VS Code shows it as a diff (the refactor preview) first. */
+async function editSelectionPrompt(): Promise<void> {
+  const editor = vscode.window.activeTextEditor;
+  if (!editor || !client) {
+    return;
+  }
+  if (editor.selection.isEmpty) {
+    void vscode.window.showWarningMessage("tierls: select the code to edit first");
+    return;
+  }
+  const instruction = await askEditInstruction();
+  if (!instruction) {
+    return;
+  }
+  await runCommand("tierls.editSelection", {
+    uri: editor.document.uri.toString(),
+    range: client.code2ProtocolConverter.asRange(editor.selection),
+    instruction,
+  });
 }
 
 const inlineCompletions: vscode.InlineCompletionItemProvider = {
@@ -237,6 +276,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   context.subscriptions.push(
     status,
     vscode.commands.registerCommand("tierls.planRefactorPrompt", planRefactorPrompt),
+    vscode.commands.registerCommand("tierls.editSelectionPrompt", editSelectionPrompt),
     vscode.commands.registerCommand("tierls.executeLastPlan", () =>
       lastPlan === undefined ? undefined : runCommand("tierls.executePlan", { planId: lastPlan }),
     ),

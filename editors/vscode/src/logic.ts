@@ -114,6 +114,8 @@ export interface ExecuteResult {
   files?: string[];
   steps: Array<{ id: number; outcome: string }>;
   refused?: Array<{ id: number; reason: string }>;
+  /** Who planned it and why (an instruction edit plans and executes at once). */
+  plannedBy?: string;
 }
 
 export function planSummary(plan: PlanResult): string {
@@ -127,6 +129,9 @@ export function planSummary(plan: PlanResult): string {
 }
 
 export function executeSummary(result: ExecuteResult): string {
+  if (result.plannedBy !== undefined) {
+    return editSummary(result);
+  }
   if (result.cancelled) {
     return `tierls: plan ${result.planId} cancelled; nothing changed`;
   }
@@ -137,6 +142,18 @@ export function executeSummary(result: ExecuteResult): string {
     return `tierls: plan ${result.planId}: ${done - refused} of ${result.steps.length} steps applied to ${files.join(", ")}`;
   }
   return `tierls: plan ${result.planId} not applied: ${result.reason ?? "no step changed a file"}`;
+}
+
+/** What an instruction edit (`tierls.editSelection`) did, and which tier did it. */
+export function editSummary(result: ExecuteResult): string {
+  if (result.cancelled) {
+    return "tierls: edit cancelled; nothing changed";
+  }
+  const by = result.plannedBy ? ` (${result.plannedBy})` : "";
+  if (result.applied) {
+    return `tierls: edited ${(result.files ?? []).join(", ")}${by}`;
+  }
+  return `tierls: edit not applied: ${result.reason ?? "the model's answer changed nothing"}${by}`;
 }
 
 /** The status bar's text for the server's state. */

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::anchor::locate;
 use super::prompt::{PlannerInput, TargetSource};
-use crate::core::index::extract::Symbol;
+use crate::core::index::extract::{Symbol, SymbolKind};
 use crate::core::index::repo_map::{RepoMapRequest, estimate_tokens, repo_map};
 use crate::core::index::table::{FileEntry, Index};
 
@@ -370,4 +370,80 @@ fn selected_symbols<'s>(symbols: &'s [Symbol], range: &std::ops::Range<usize>) -
         (around, _) => around,
     };
     chosen.into_iter().collect()
+}
+
+/// The most symbols one "edit with instruction" rewrites.
+pub const MAX_EDIT_SYMBOLS: usize = 8;
+
+/// The symbols an instruction edit of `range` in `text` rewrites: the innermost symbol that
+/// holds the whole selection (blank space at its ends aside), or, when the selection spans
+/// several of its members (or several top-level symbols), those members. An `impl` block is
+/// never the target while the selection touches one of its items: its path names the type
+/// too, and the item is what the user pointed at. Errors say why nothing can be sent to a
+/// model.
+pub fn edit_targets<'e>(
+    entry: &'e FileEntry,
+    text: &ropey::Rope,
+    range: &std::ops::Range<usize>,
+) -> Result<Vec<&'e Symbol>, String> {
+    let range = without_blank_ends(text, range);
+    if range.is_empty() {
+        return Err("the selection is empty: select the code to edit".to_owned());
+    }
+    let symbols = &entry.symbols;
+    let intersects =
+        |symbol: &Symbol| symbol.range.start < range.end && range.start < symbol.range.end;
+    let container = symbols
+        .iter()
+        .enumerate()
+        .filter(|(_, symbol)| symbol.range.start <= range.start && range.end <= symbol.range.end)
+        .min_by_key(|(_, symbol)| symbol.range.len())
+        .map(|(index, _)| index);
+    let members: Vec<&Symbol> = symbols
+        .iter()
+        .filter(|symbol| symbol.parent == container && intersects(symbol))
+        .collect();
+    let in_an_impl = container.is_some_and(|index| symbols[index].kind == SymbolKind::Impl);
+    let targets = match (container, members.len()) {
+        (_, 2..) => members,
+        (Some(_), 1) if in_an_impl => members,
+        (Some(container), _) => vec![&symbols[container]],
+        (None, 1) => members,
+        (None, _) => {
+            return Err(
+                "the selection covers no symbol: select inside a function, method or type (use \"Plan refactor…\" for code outside them)"
+                    .to_owned(),
+            );
+        }
+    };
+    if targets.len() > MAX_EDIT_SYMBOLS {
+        return Err(format!(
+            "the selection spans {} symbols; an edit rewrites at most {MAX_EDIT_SYMBOLS}: select less, or use \"Plan refactor…\"",
+            targets.len()
+        ));
+    }
+    Ok(targets)
+}
+
+/// `range` without the whitespace at its ends: a selection made by whole lines starts in
+/// the indentation before the symbol it means.
+fn without_blank_ends(
+    text: &ropey::Rope,
+    range: &std::ops::Range<usize>,
+) -> std::ops::Range<usize> {
+    let end = range.end.min(text.len_bytes());
+    let start = range.start.min(end);
+    let selected = text.byte_slice(start..end);
+    let blank = |c: &char| c.is_whitespace();
+    let leading: usize = selected.chars().take_while(blank).map(char::len_utf8).sum();
+    if start + leading == end {
+        return start..start;
+    }
+    let trailing: usize = selected
+        .chars_at(selected.len_chars())
+        .reversed()
+        .take_while(blank)
+        .map(char::len_utf8)
+        .sum();
+    start + leading..end - trailing
 }

@@ -235,6 +235,9 @@ pub struct Plan {
     pub rejected: Vec<Rejected>,
     /// The fan-out steps, each expanded into jobs among `steps`.
     pub fan_outs: Vec<fan_out::FanOut>,
+    /// Who planned it and why, from the routing rule: "executor, as a one-step plan (no
+    /// planning pass) — one symbol, 14 lines". Empty when nobody asked the rule.
+    pub planned_by: String,
 }
 
 impl Plan {

@@ -8,6 +8,9 @@ pub fn render_plan(plan: &Plan) -> String {
     if !plan.summary.is_empty() {
         out.push_str(&format!("{}\n\n", plan.summary));
     }
+    if !plan.planned_by.is_empty() {
+        out.push_str(&format!("Planned by: {}\n\n", plan.planned_by));
+    }
     if plan.steps.is_empty() {
         out.push_str("No step of this plan can run.\n");
     } else {

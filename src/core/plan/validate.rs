@@ -117,6 +117,7 @@ pub fn validate(instruction: &str, raw: &RawPlan, workspace: &dyn Workspace) -> 
             .map(|(id, reason)| Rejected { id, reason })
             .collect(),
         fan_outs: Vec::new(),
+        planned_by: String::new(),
     }
 }
 

@@ -206,6 +206,23 @@ impl Router {
         notes
     }
 
+    /// Whether some node of `tier` can take a request now, and whether one has room.
+    pub fn availability(&self, tier: Tier) -> super::Availability {
+        let now = Instant::now();
+        let mut availability = super::Availability {
+            usable: false,
+            idle: false,
+        };
+        for routed in self.nodes.iter().filter(|n| n.node.config().serves(tier)) {
+            let state = lock(&routed.state);
+            if state.available(now) {
+                availability.usable = true;
+                availability.idle |= state.has_room(priority(tier));
+            }
+        }
+        availability
+    }
+
     pub fn set_on_change(&self, on_change: impl Fn() + Send + Sync + 'static) {
         *lock(&self.on_change) = Some(Box::new(on_change));
     }
@@ -604,6 +621,10 @@ impl TierRoute {
 impl Model for TierRoute {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn availability(&self) -> super::Availability {
+        self.router.availability(self.tier)
     }
 
     fn submit(

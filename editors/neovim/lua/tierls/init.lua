@@ -232,6 +232,29 @@ function M.plan(instruction, range, callback)
   end)
 end
 
+--- Rewrites the symbols under `range` (the lines of a visual selection) as `instruction`
+--- says. The server picks the tier (one symbol: the executor, no planning pass) and sends
+--- the edit, which Neovim applies; `u` undoes it.
+function M.edit(instruction, range, callback)
+  if not instruction or vim.trim(instruction) == "" then
+    M.config.notify("tierls: say what to change, for example :'<,'>TierlsEdit use an iterator", vim.log.levels.WARN)
+    return
+  end
+  local argument = { uri = vim.uri_from_bufnr(0), range = range, instruction = instruction }
+  execute("tierls.editSelection", argument, function(result)
+    local message
+    if result.applied then
+      message = "tierls: edited by " .. tostring(result.plannedBy or "?")
+    else
+      message = "tierls: edit not applied: " .. tostring(result.reason or (result.cancelled and "cancelled") or "?")
+    end
+    M.config.notify(message, vim.log.levels.INFO)
+    if callback then
+      callback(result)
+    end
+  end)
+end
+
 function M.execute(plan_id, callback)
   plan_id = plan_id or (state.last_plan and state.last_plan.planId)
   execute("tierls.executePlan", { planId = plan_id }, function(result)
@@ -320,6 +343,20 @@ function M.setup(options)
       end)
     end
   end, { nargs = "*", desc = "Plan a refactor with tierls" })
+  vim.api.nvim_create_user_command("TierlsEdit", function(command)
+    -- Whole lines: the selection's first line to the end of its last.
+    local range = {
+      start = { line = command.line1 - 1, character = 0 },
+      ["end"] = { line = command.line2, character = 0 },
+    }
+    if command.args ~= "" then
+      M.edit(command.args, range)
+    else
+      vim.ui.input({ prompt = "tierls: how should the selection change? " }, function(text)
+        M.edit(text, range)
+      end)
+    end
+  end, { nargs = "*", range = true, desc = "Edit the selected code with tierls" })
   vim.api.nvim_create_user_command("TierlsExecute", function(command)
     M.execute(tonumber(command.args))
   end, { nargs = "?", desc = "Execute a tierls plan" })

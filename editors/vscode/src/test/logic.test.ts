@@ -3,6 +3,7 @@ import * as assert from "node:assert/strict";
 
 import {
   RestartPolicy,
+  editSummary,
   executeSummary,
   initializationOptions,
   planSummary,
@@ -137,4 +138,17 @@ test("worker nodes show in the status bar and the tooltip", () => {
       "node laptop (executor): cooling down, 0/2 busy: node `laptop`: HTTP 500",
     ].join("\n"),
   );
+});
+
+test("an instruction edit says what it changed and which tier did it", () => {
+  const by = "executor, as a one-step plan (no planning pass) — one symbol, 4 lines";
+  assert.equal(
+    executeSummary({ planId: 5, applied: true, files: ["src/a.rs"], steps: [{ id: 1, outcome: "done" }], plannedBy: by }),
+    `tierls: edited src/a.rs (${by})`,
+  );
+  assert.equal(
+    editSummary({ planId: 5, applied: false, reason: null, steps: [], plannedBy: by }),
+    `tierls: edit not applied: the model's answer changed nothing (${by})`,
+  );
+  assert.equal(editSummary({ planId: 5, applied: false, cancelled: true, steps: [] }), "tierls: edit cancelled; nothing changed");
 });
