@@ -1,5 +1,8 @@
 //! `tierls bench completion`: replays a recorded typing session through the real server (in
-//! memory), with the fast tier on the test model, and reports what the editor would feel.
+//! memory), with the fast tier on the test model, and reports what the editor would feel;
+//! then the same session with the fast tier served by a llama-server node on loopback (idle,
+//! with its prompt cache unbounded as llama-server's default has it, and with one other
+//! CPU-bound process running), side by side.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,9 +15,11 @@ use tower_lsp::lsp_types::Url;
 
 use super::output;
 use crate::completion::EngineStats;
+use crate::core::budget::human_bytes;
 use crate::lsp::client::LspClient;
 use crate::lsp::{self, ServerOptions};
 use crate::models::embedded::test_model_path;
+use crate::models::worker::{CACHE_RAM_MIB, LlamaServer};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -52,7 +57,7 @@ pub fn run(trace: Option<PathBuf>, model: Option<PathBuf>) -> ExitCode {
     let Some(runtime) = super::runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(replay(trace, model.unwrap_or_else(test_model_path))) {
+    match runtime.block_on(bench(trace, model.unwrap_or_else(test_model_path))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             output::error(&format!("benchmark failed: {err:#}"));
@@ -61,7 +66,98 @@ pub fn run(trace: Option<PathBuf>, model: Option<PathBuf>) -> ExitCode {
     }
 }
 
-async fn replay(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
+/// What serves the fast tier in one replay.
+enum Fast {
+    Embedded(PathBuf),
+    /// A llama-server node at this URL.
+    Node(String),
+}
+
+/// One replay of the trace, as the editor saw it.
+struct Session {
+    cold_ms: f64,
+    /// Per typing request: its id, its latency, and whether it had a suggestion.
+    answered: Vec<(i64, Duration, bool)>,
+    keys: usize,
+    /// Keystrokes whose suggestion was shown before the next keystroke.
+    shown_before_next: usize,
+    /// Pauses of at least [`PAUSE`], and those in which a suggestion was shown.
+    pauses: usize,
+    shown_in_pauses: usize,
+    stats: EngineStats,
+    overhead: Option<String>,
+}
+
+/// A pause in typing long enough that a user looks for a suggestion.
+const PAUSE: Duration = Duration::from_millis(300);
+
+async fn bench(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
+    output::line(&format!(
+        "trace: {} keystrokes typed into {}",
+        trace.keystrokes.len(),
+        trace.file
+    ));
+    let embedded = replay(&trace, Fast::Embedded(model.clone())).await?;
+    output::line(&format!(
+        "editor: the first request (cold) answered in {:.0} ms",
+        embedded.cold_ms
+    ));
+    report(&embedded.answered, &embedded.stats);
+    if let Some(overhead) = &embedded.overhead {
+        output::line(overhead);
+    }
+    let mut rows = vec![("embedded".to_owned(), embedded, None)];
+    match LlamaServer::binary() {
+        Err(why) => output::line(&format!("\nthrough a node: skipped: {why}")),
+        Ok(_) => {
+            let runs = [
+                ("node, idle", CACHE_RAM_MIB, false),
+                ("node, idle, --cache-ram 8192", 8192, false),
+                ("node, 1 busy process", CACHE_RAM_MIB, true),
+            ];
+            for (label, cache_ram, busy) in runs {
+                let (session, resident) = through_a_node(&trace, &model, cache_ram, busy).await?;
+                rows.push((label.to_owned(), session, resident));
+            }
+        }
+    }
+    side_by_side(&rows);
+    Ok(())
+}
+
+/// The trace through a llama-server node with the test model (2 slots, 2 threads, a prompt
+/// cache of `cache_ram` MiB), with one CPU-bound process beside it when `busy`; the session
+/// and the node's resident memory at its end.
+async fn through_a_node(
+    trace: &Trace,
+    model: &Path,
+    cache_ram: u32,
+    busy: bool,
+) -> anyhow::Result<(Session, Option<u64>)> {
+    let path = model.to_owned();
+    let node =
+        tokio::task::spawn_blocking(move || LlamaServer::start_with_cache(&path, 2, 2, cache_ram))
+            .await?
+            .map_err(anyhow::Error::msg)?;
+    let mut load = if busy {
+        Some(
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()?,
+        )
+    } else {
+        None
+    };
+    let session = replay(trace, Fast::Node(node.url().to_owned())).await;
+    let resident = node.resident_bytes();
+    if let Some(load) = &mut load {
+        let _ = load.kill();
+        let _ = load.wait();
+    }
+    Ok((session?, resident))
+}
+
+async fn replay(trace: &Trace, fast: Fast) -> anyhow::Result<Session> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(&trace.workspace)
         .canonicalize()?;
@@ -76,7 +172,14 @@ async fn replay(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
         ..ServerOptions::default()
     });
     let mut client = client.with_timeout(Duration::from_secs(120));
-    let options = json!({ "tiers": { "fast": { "model": model, "context": 4096 } } });
+    let options = match &fast {
+        Fast::Embedded(model) => {
+            json!({ "tiers": { "fast": { "model": model, "context": 4096 } } })
+        }
+        Fast::Node(url) => {
+            json!({ "nodes": { "local": { "url": url, "api": "llama-server", "tiers": ["fast"] } } })
+        }
+    };
     client
         .request(
             "initialize",
@@ -84,33 +187,17 @@ async fn replay(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
         )
         .await?;
     client.notify("initialized", json!({})).await?;
-    loop {
-        let log = client.wait_for("window/logMessage").await?;
-        let message = log["params"]["message"].as_str().unwrap_or_default();
-        if message.contains("could not load") {
-            anyhow::bail!("{message}");
-        }
-        if message.contains("the fast tier is ready") {
-            break;
-        }
-    }
+    wait_until_ready(&mut client, &fast).await?;
     client.notify("textDocument/didOpen", json!({ "textDocument": { "uri": uri, "languageId": "rust", "version": 1, "text": text } })).await?;
 
-    output::line(&format!(
-        "trace: {} keystrokes typed into {}",
-        trace.keystrokes.len(),
-        trace.file
-    ));
     // One request before typing starts, awaited: the cold case, with nothing cached.
     let first = &trace.keystrokes[0];
     let started = Instant::now();
     client.request("textDocument/inlineCompletion", json!({ "textDocument": { "uri": uri }, "position": { "line": first.line, "character": first.character } })).await?;
-    output::line(&format!(
-        "editor: the first request (cold) answered in {:.0} ms",
-        started.elapsed().as_secs_f64() * 1000.0
-    ));
+    let cold_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut sent: HashMap<i64, Instant> = HashMap::new();
     let mut answered: Vec<(i64, Duration, bool)> = Vec::new();
+    let (mut shown_before_next, mut pauses, mut shown_in_pauses) = (0, 0, 0);
     for (i, key) in trace.keystrokes.iter().enumerate() {
         let at = json!({ "line": key.line, "character": key.character });
         client
@@ -129,13 +216,16 @@ async fn replay(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
         };
         let id = client.send_request("textDocument/inlineCompletion", json!({ "textDocument": { "uri": uri }, "position": { "line": line, "character": character } })).await?;
         sent.insert(id, Instant::now());
-        collect(
-            &mut client,
-            &sent,
-            &mut answered,
-            Duration::from_millis(key.delay_ms),
-        )
-        .await?;
+        let delay = Duration::from_millis(key.delay_ms);
+        collect(&mut client, &sent, &mut answered, delay).await?;
+        let shown = answered
+            .iter()
+            .any(|(answer, _, has)| *answer == id && *has);
+        shown_before_next += usize::from(shown);
+        if delay >= PAUSE {
+            pauses += 1;
+            shown_in_pauses += usize::from(shown);
+        }
     }
     while answered.len() < sent.len() {
         collect(
@@ -168,11 +258,71 @@ async fn replay(trace: Trace, model: PathBuf) -> anyhow::Result<()> {
     });
     client.shutdown().await?;
     let _ = server.await;
-    report(&answered, &stats);
-    if let Some(overhead) = overhead {
-        output::line(&overhead);
+    Ok(Session {
+        cold_ms,
+        answered,
+        keys: trace.keystrokes.len(),
+        shown_before_next,
+        pauses,
+        shown_in_pauses,
+        stats,
+        overhead,
+    })
+}
+
+/// Waits (at most two minutes) until the fast tier can answer: the model loaded, or the
+/// node probed and healthy.
+async fn wait_until_ready(client: &mut LspClient, fast: &Fast) -> anyhow::Result<()> {
+    if let Fast::Embedded(_) = fast {
+        loop {
+            let log = client.wait_for("window/logMessage").await?;
+            let message = log["params"]["message"].as_str().unwrap_or_default();
+            if message.contains("could not load") {
+                anyhow::bail!("{message}");
+            }
+            if message.contains("the fast tier is ready") {
+                return Ok(());
+            }
+        }
     }
-    Ok(())
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let status = client.request("tierls/status", Value::Null).await?;
+        if status["result"]["tiers"][0]["state"] == "ready" {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("the node did not become ready in 120 s")
+}
+
+/// The replays side by side: what the user saw, what the node evaluated, its memory.
+fn side_by_side(rows: &[(String, Session, Option<u64>)]) {
+    output::line(&format!(
+        "\n{:<30} {:>16} {:>16} {:>18} {:>12}",
+        "fast tier", "shown before", "pauses >= 300 ms", "tokens evaluated", "node memory"
+    ));
+    output::line(&format!(
+        "{:<30} {:>16} {:>16} {:>18} {:>12}",
+        "", "the next key", "with a suggestion", "per follow-up p50/max", "at the end"
+    ));
+    for (label, session, resident) in rows {
+        let mut evaluated: Vec<f64> = session
+            .stats
+            .generations
+            .iter()
+            .skip(1)
+            .map(|g| f64::from(g.evaluated_tokens))
+            .collect();
+        let most = evaluated.iter().copied().fold(0.0, f64::max);
+        output::line(&format!(
+            "{label:<30} {:>16} {:>16} {:>18} {:>12}",
+            format!("{}/{}", session.shown_before_next, session.keys),
+            format!("{}/{}", session.shown_in_pauses, session.pauses),
+            format!("{:.0}/{most:.0}", percentile(&mut evaluated, 0.5)),
+            resident.map_or("-".to_owned(), human_bytes),
+        ));
+    }
 }
 
 async fn stats_of(client: &mut LspClient) -> anyhow::Result<EngineStats> {

@@ -49,6 +49,15 @@ pub fn run(path: PathBuf, as_json: bool, map: Vec<String>, tokens: usize) -> Exi
     ExitCode::SUCCESS
 }
 
+/// Scans `root` with the size limits of its configuration, with a spinner on stderr.
+pub fn scan_configured(root: &Path, config: &crate::config::Config) -> Workspace {
+    let limits = Limits {
+        index_bytes: config.index.max_file_bytes,
+        read_bytes: config.limits.max_file_bytes,
+    };
+    scan_with_progress_bar(root, limits).0
+}
+
 /// Scans `root` into a workspace with a spinner on stderr (the total is unknown until the
 /// walk ends).
 pub fn scan_with_progress_bar(root: &Path, limits: Limits) -> (Workspace, ScanStats) {

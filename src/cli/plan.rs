@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::index::scan_with_progress_bar;
+use super::index::scan_configured;
 use super::output;
 use crate::config::CONFIG_FILE_NAME;
 use crate::core::plan::context::Focus;
@@ -24,7 +24,7 @@ use crate::refactor::driver::{
 use crate::refactor::rounds::RoundsRequest;
 use crate::refactor::{ExecuteOptions, Execution, Progress, StepOutcome};
 use crate::sync::lock;
-use crate::workspace::{Limits, Shared};
+use crate::workspace::Shared;
 
 pub struct PlanArgs {
     pub instruction: String,
@@ -80,11 +80,7 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     }
     let config = super::workspace_config(&root)
         .map_err(|errors| errors.first().map(ToString::to_string).unwrap_or_default())?;
-    let limits = Limits {
-        index_bytes: config.index.max_file_bytes,
-        read_bytes: config.limits.max_file_bytes,
-    };
-    let (scanned, _) = scan_with_progress_bar(&root, limits);
+    let scanned = scan_configured(&root, &config);
     let workspace = Shared::new(scanned);
 
     let tiers = TierSet::new(crate::models::machine::detect());

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::index::scan_with_progress_bar;
+use super::index::scan_configured;
 use super::output;
 use super::plan::parse_focus;
 use crate::config::{Config, Tier};
@@ -15,7 +15,7 @@ use crate::core::route::{
     plural,
 };
 use crate::refactor::driver::{Driver, PlanRequest, Team};
-use crate::workspace::{Limits, Shared};
+use crate::workspace::Shared;
 
 pub struct RouteArgs {
     pub instruction: String,
@@ -67,11 +67,7 @@ async fn route(args: RouteArgs) -> Result<(), String> {
     }
     let config = super::workspace_config(&root)
         .map_err(|errors| errors.first().map(ToString::to_string).unwrap_or_default())?;
-    let limits = Limits {
-        index_bytes: config.index.max_file_bytes,
-        read_bytes: config.limits.max_file_bytes,
-    };
-    let (scanned, _) = scan_with_progress_bar(&root, limits);
+    let scanned = scan_configured(&root, &config);
     let states = configured_states(&config);
     let driver = Driver::new(
         Shared::new(scanned),

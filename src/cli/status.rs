@@ -11,8 +11,8 @@ use crate::config::Tier;
 use crate::models::router::serve_nodes;
 use crate::models::tiers::TierSet;
 
-const COLUMNS: [&str; 9] = [
-    "node", "url", "api", "tiers", "health", "busy", "slots", "probe", "error",
+const COLUMNS: [&str; 10] = [
+    "node", "url", "api", "tiers", "health", "busy", "slots", "probe", "memory", "error",
 ];
 
 /// Exit status 0 when every node is healthy, 1 when some is not, 2 on a configuration error.
@@ -103,6 +103,9 @@ fn node_cells(node: &Value) -> Vec<String> {
         node["probeMs"]
             .as_u64()
             .map_or("-".to_owned(), |ms| format!("{ms} ms")),
+        node["memoryBytes"]
+            .as_u64()
+            .map_or("-".to_owned(), crate::core::budget::human_bytes),
         text("lastError"),
     ]
 }

@@ -80,10 +80,40 @@ pub async fn plan_refactor(
 
 /// Convert in: the instruction, and the focus as a byte range of the open document.
 fn plan_request(context: &PlanContext, arguments: PlanArguments) -> Result<PlanRequest> {
-    let instruction = arguments.instruction.unwrap_or_default().trim().to_owned();
+    let missing = "editors ask for it; in Helix, write a `tierls: …` comment";
+    request_on_open_document(
+        context,
+        PLAN_REFACTOR,
+        (arguments.instruction, missing),
+        (&arguments.uri, arguments.range),
+        |_, key, _, range| {
+            Ok(vec![Focus::Selection {
+                file: key,
+                range: range.unwrap_or(0..0),
+            }])
+        },
+    )
+}
+
+/// Convert in, for the commands that start from an open document: the instruction (an
+/// error saying where it comes from when there is none), then, under the workspace lock,
+/// `focus` of the document `uri`, its key and the range as bytes.
+fn request_on_open_document(
+    context: &PlanContext,
+    command: &str,
+    (instruction, missing): (Option<String>, &str),
+    (uri, range): (&Url, Option<Range>),
+    focus: impl FnOnce(
+        &workspace::Workspace,
+        String,
+        &crate::core::document::Document,
+        Option<std::ops::Range<usize>>,
+    ) -> Result<Vec<Focus>>,
+) -> Result<PlanRequest> {
+    let instruction = instruction.unwrap_or_default().trim().to_owned();
     if instruction.is_empty() {
         return Err(invalid(format!(
-            "{PLAN_REFACTOR} needs an instruction: say what to change (editors ask for it; in Helix, write a `tierls: …` comment)"
+            "{command} needs an instruction: say what to change ({missing})"
         )));
     }
     let focus = {
@@ -91,7 +121,6 @@ fn plan_request(context: &PlanContext, arguments: PlanArguments) -> Result<PlanR
         let root = workspace.root().ok_or_else(|| {
             request_failed("plans need a workspace root, and the client sent none")
         })?;
-        let uri = &arguments.uri;
         let key = convert::key(Some(root), uri);
         if workspace::is_outside(&key) {
             return Err(invalid(format!("{uri} is outside the workspace root")));
@@ -99,21 +128,22 @@ fn plan_request(context: &PlanContext, arguments: PlanArguments) -> Result<PlanR
         let document = workspace
             .document(&key)
             .ok_or_else(|| invalid(format!("{key} is not open: open it first")))?;
-        let range = match arguments.range {
-            Some(range) => byte_range_of(
-                document.text(),
-                convert::range(range),
-                context.features.encoding,
-            )
-            .map_err(|err| invalid(format!("{PLAN_REFACTOR}: the range: {err}")))?,
-            None => 0..0,
-        };
-        Focus::Selection { file: key, range }
+        let range = range
+            .map(|range| {
+                byte_range_of(
+                    document.text(),
+                    convert::range(range),
+                    context.features.encoding,
+                )
+                .map_err(|err| invalid(format!("{command}: the range: {err}")))
+            })
+            .transpose()?;
+        focus(&workspace, key, document, range)?
     };
     let config = &context.session().config.plan;
     Ok(PlanRequest {
         instruction,
-        focus: vec![focus],
+        focus,
         map_tokens: config.map_tokens as usize,
         reference_tokens: config.reference_tokens as usize,
         max_fan_out: config.max_fan_out as usize,
@@ -233,54 +263,28 @@ fn shorten_instruction(instruction: &str) -> String {
 /// asked (an empty selection, one over no symbol or too many, a file the index does not
 /// hold).
 fn edit_request(context: &PlanContext, arguments: EditArguments) -> Result<PlanRequest> {
-    let instruction = arguments.instruction.unwrap_or_default().trim().to_owned();
-    if instruction.is_empty() {
-        return Err(invalid(format!(
-            "{EDIT_SELECTION} needs an instruction: say what to change (in Helix, write a `tierls: …` comment above the selection)"
-        )));
-    }
-    let focus = {
-        let workspace = context.workspace.lock();
-        let root = workspace.root().ok_or_else(|| {
-            request_failed("edits need a workspace root, and the client sent none")
-        })?;
-        let uri = &arguments.uri;
-        let key = convert::key(Some(root), uri);
-        if workspace::is_outside(&key) {
-            return Err(invalid(format!("{uri} is outside the workspace root")));
-        }
-        let document = workspace
-            .document(&key)
-            .ok_or_else(|| invalid(format!("{key} is not open: open it first")))?;
-        let range = byte_range_of(
-            document.text(),
-            convert::range(arguments.range),
-            context.features.encoding,
-        )
-        .map_err(|err| invalid(format!("{EDIT_SELECTION}: the range: {err}")))?;
-        let entry = workspace.index().file(&key).ok_or_else(|| {
-            invalid(format!(
-                "{key} is not in the index (not a language tierls parses, generated, or too large): nothing to edit by symbol"
-            ))
-        })?;
-        edit_targets(entry, document.text(), &range)
-            .map_err(|reason| invalid(format!("{EDIT_SELECTION}: {reason}")))?
-            .into_iter()
-            .map(|symbol| Focus::Symbol {
-                file: key.clone(),
-                path: symbol.path.clone(),
-            })
-            .collect()
-    };
-    let config = &context.session().config.plan;
-    Ok(PlanRequest {
-        instruction,
-        focus,
-        map_tokens: config.map_tokens as usize,
-        reference_tokens: config.reference_tokens as usize,
-        max_fan_out: config.max_fan_out as usize,
-        planner_time: Duration::from_secs(config.planner_seconds.into()),
-    })
+    let missing = "in Helix, write a `tierls: …` comment above the selection";
+    request_on_open_document(
+        context,
+        EDIT_SELECTION,
+        (arguments.instruction, missing),
+        (&arguments.uri, Some(arguments.range)),
+        |workspace, key, document, range| {
+            let entry = workspace.index().file(&key).ok_or_else(|| {
+                invalid(format!(
+                    "{key} is not in the index (not a language tierls parses, generated, or too large): nothing to edit by symbol"
+                ))
+            })?;
+            Ok(edit_targets(entry, document.text(), &range.unwrap_or(0..0))
+                .map_err(|reason| invalid(format!("{EDIT_SELECTION}: {reason}")))?
+                .into_iter()
+                .map(|symbol| Focus::Symbol {
+                    file: key.clone(),
+                    path: symbol.path.clone(),
+                })
+                .collect())
+        },
+    )
 }
 
 fn no_such_plan(id: u32) -> Error {

@@ -5,6 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The RAM prompt cache (`--cache-ram`, MiB) of the llama-servers tierls starts, and the
+/// bound the README's node commands use: llama-server's default is 8 GiB, and a day of
+/// completions fills it with slot states (measured by `tierls bench completion`).
+pub const CACHE_RAM_MIB: u32 = 256;
+
 pub struct LlamaServer {
     child: Child,
     url: String,
@@ -40,8 +45,19 @@ impl LlamaServer {
     }
 
     /// Starts llama-server on a free loopback port with `slots` parallel slots and
-    /// `threads` CPU threads, and waits until `/health` answers 200.
+    /// `threads` CPU threads, its prompt cache bounded to [`CACHE_RAM_MIB`], and waits until
+    /// `/health` answers 200.
     pub fn start(model: &Path, slots: u32, threads: u32) -> Result<LlamaServer, String> {
+        Self::start_with_cache(model, slots, threads, CACHE_RAM_MIB)
+    }
+
+    /// [`start`](Self::start) with a prompt cache of `cache_ram_mib` MiB.
+    pub fn start_with_cache(
+        model: &Path,
+        slots: u32,
+        threads: u32,
+        cache_ram_mib: u32,
+    ) -> Result<LlamaServer, String> {
         let binary = Self::binary()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
@@ -61,6 +77,7 @@ impl LlamaServer {
                 &threads.to_string(),
             ])
             .args(["--ctx-size", &(2048 * slots).to_string()])
+            .args(["--cache-ram", &cache_ram_mib.to_string()])
             // The test model's GGUF carries no chat template.
             .args(["--chat-template", "gemma", "--metrics", "--slots"])
             .stdin(Stdio::null())
@@ -96,6 +113,14 @@ impl LlamaServer {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The process's resident memory now (Linux: `VmRSS` in `/proc/PID/status`).
+    pub fn resident_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     /// Kills the process at once, as a crash or a pulled cable would.

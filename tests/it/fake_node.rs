@@ -32,11 +32,19 @@ pub enum Behaviour {
     Flood,
     /// Streams one space every `Duration`, forever: always under the stall timer.
     Trickle(Duration),
+    /// Reads the prompt for `Duration` (watching for the client to hang up), then sends the
+    /// head and these pieces: llama-server sends its head once the first token is ready.
+    PrefillBeforeHead(Duration, Vec<&'static str>),
+    /// Sends the head, reads the prompt for `Duration` (watching for a hang-up), then
+    /// streams these pieces.
+    PrefillAfterHead(Duration, Vec<&'static str>),
 }
 
 /// A request the node received.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// When the request's head and body had arrived.
+    pub at: std::time::Instant,
     pub path: String,
     pub authorization: Option<String>,
     pub body: Value,
@@ -47,6 +55,10 @@ pub struct FakeNode {
     pub received: Arc<Mutex<Vec<Received>>>,
     /// Connections the client closed while the node was still streaming.
     pub hung_up: Arc<Mutex<u32>>,
+    /// Prompts the client hung up on before the node had read them to the end.
+    pub prefill_cut: Arc<Mutex<u32>>,
+    /// Generation requests being served now.
+    pub open: Arc<Mutex<u32>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -59,10 +71,9 @@ impl Drop for FakeNode {
 impl FakeNode {
     /// Starts a node on the HTTP runtime the router uses, so it outlives each test's own.
     pub fn start(behaviour: Behaviour) -> FakeNode {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let hung_up = Arc::new(Mutex::new(0));
+        let seen = Seen::default();
         let (sender, receiver) = std::sync::mpsc::channel();
-        let (rec, hung) = (received.clone(), hung_up.clone());
+        let shared = seen.clone();
         let task = tierls::models::remote::http_runtime().spawn(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             sender.send(listener.local_addr().unwrap()).unwrap();
@@ -70,15 +81,16 @@ impl FakeNode {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (behaviour, rec, hung) = (behaviour.clone(), rec.clone(), hung.clone());
-                tokio::spawn(serve(stream, behaviour, rec, hung));
+                tokio::spawn(serve(stream, behaviour.clone(), shared.clone()));
             }
         });
         let address = receiver.recv().unwrap();
         FakeNode {
             url: format!("http://{address}"),
-            received,
-            hung_up,
+            received: seen.received,
+            hung_up: seen.hung_up,
+            prefill_cut: seen.prefill_cut,
+            open: seen.open,
             task,
         }
     }
@@ -105,16 +117,52 @@ pub fn refusing_url() -> String {
     format!("http://{address}")
 }
 
-async fn serve(
-    mut stream: TcpStream,
-    behaviour: Behaviour,
+/// What the node's connections share.
+#[derive(Clone, Default)]
+struct Seen {
     received: Arc<Mutex<Vec<Received>>>,
     hung_up: Arc<Mutex<u32>>,
-) {
+    prefill_cut: Arc<Mutex<u32>>,
+    open: Arc<Mutex<u32>>,
+}
+
+/// Counts a generation request as open while it lives.
+struct Open(Arc<Mutex<u32>>);
+
+impl Open {
+    fn new(open: &Arc<Mutex<u32>>) -> Open {
+        *open.lock().unwrap() += 1;
+        Open(open.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() -= 1;
+    }
+}
+
+/// Reads the prompt for `time`; false when the client hung up first.
+async fn read_the_prompt(stream: &mut TcpStream, time: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        _ = tokio::time::sleep(time) => true,
+        _ = stream.read(&mut byte) => false,
+    }
+}
+
+async fn serve(mut stream: TcpStream, behaviour: Behaviour, seen: Seen) {
+    let Seen {
+        received,
+        hung_up,
+        prefill_cut,
+        open,
+    } = seen;
     let Some((path, authorization, body)) = read_request(&mut stream).await else {
         return;
     };
     received.lock().unwrap().push(Received {
+        at: std::time::Instant::now(),
         path: path.clone(),
         authorization,
         body,
@@ -156,8 +204,21 @@ async fn serve(
         let _ = stream.write_all(format!("{head}{answer}").as_bytes()).await;
         return;
     }
+    let _open = Open::new(&open);
+    if let Behaviour::PrefillBeforeHead(time, _) = behaviour
+        && !read_the_prompt(&mut stream, time).await
+    {
+        *prefill_cut.lock().unwrap() += 1;
+        return;
+    }
     let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
     if stream.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    if let Behaviour::PrefillAfterHead(time, _) = behaviour
+        && !read_the_prompt(&mut stream, time).await
+    {
+        *prefill_cut.lock().unwrap() += 1;
         return;
     }
     let event = |content: &str, stop: bool| {
@@ -168,7 +229,9 @@ async fn serve(
     };
     let result: std::io::Result<()> = async {
         match behaviour {
-            Behaviour::Answer(pieces) => {
+            Behaviour::Answer(pieces)
+            | Behaviour::PrefillBeforeHead(_, pieces)
+            | Behaviour::PrefillAfterHead(_, pieces) => {
                 for piece in pieces {
                     stream.write_all(event(piece, false).as_bytes()).await?;
                 }

@@ -592,3 +592,240 @@ async fn two_requests_for_one_slot_do_not_both_pin_it() {
     assert!(one.is_ok() && two.is_ok() && three.is_ok());
     assert_eq!(pins(busy.generation_requests()), ["0", "1", "none"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Interactive budgets and the node's prompt cache.
+
+/// A fast-tier node that may take a minute before its first token, asked with a budget.
+fn patient_node(url: &str) -> NodeConfig {
+    NodeConfig {
+        first_token_seconds: 60,
+        stall_seconds: 30,
+        ..node("slow", url, &[Tier::Fast])
+    }
+}
+
+/// Every wait of a completion is inside its budget: connecting, the answer's head, the
+/// first token.
+#[tokio::test]
+async fn a_completion_waits_for_no_node_past_its_budget() {
+    let cases = [
+        (
+            "the head after 10 s",
+            Behaviour::PrefillBeforeHead(Duration::from_secs(10), vec!["late"]),
+        ),
+        (
+            "no head ever",
+            Behaviour::PrefillBeforeHead(Duration::from_secs(3600), vec![]),
+        ),
+        ("a head, then nothing", Behaviour::Stalls(vec![])),
+    ];
+    let mut out = String::new();
+    for (label, behaviour) in cases {
+        let slow = FakeNode::start(behaviour);
+        let (router, _) = Router::new(&[patient_node(&slow.url)]);
+        let mut request = text("x");
+        request.time_limit = Some(Duration::from_millis(400));
+        let started = Instant::now();
+        let shown = show(&router, Tier::Fast, request).await;
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_millis(1200), "{label}: {waited:?}");
+        out.push_str(&format!("{label}\n{shown}\n"));
+    }
+    insta::assert_snapshot!(out);
+}
+
+/// Cancels `request` on `node` after `after`; the stop reason, once the answer is done.
+async fn cancel_after(router: &Arc<Router>, request: GenerateRequest, after: Duration) -> String {
+    let route = router.route(Tier::Fast).unwrap();
+    let cancel = Cancel::new();
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    route.submit(0, request, cancel.clone(), sender);
+    tokio::time::sleep(after).await;
+    cancel.cancel();
+    let started = Instant::now();
+    loop {
+        if let tierls::models::GenerationEvent::Done(result) = events.recv().await.unwrap() {
+            assert!(
+                started.elapsed() < Duration::from_millis(300),
+                "the cancel waited"
+            );
+            return match result {
+                Ok(generation) => format!("{:?} {:?}", generation.text, generation.stop_reason),
+                Err(err) => format!("error: {err}"),
+            };
+        }
+    }
+}
+
+/// A request given up while the node reads its prompt returns at once, but its connection
+/// stays open until the node has read the prompt to the end (and sent the first token), so
+/// the node keeps that prompt's cache for the next keystroke.
+#[tokio::test]
+async fn a_request_given_up_before_its_first_token_lets_the_node_finish_the_prompt() {
+    let prefill = Duration::from_millis(600);
+    let mut out = String::new();
+    for (label, behaviour) in [
+        (
+            "head after the prompt",
+            Behaviour::PrefillBeforeHead(prefill, vec!["a", "b"]),
+        ),
+        (
+            "head before the prompt",
+            Behaviour::PrefillAfterHead(prefill, vec!["a", "b"]),
+        ),
+    ] {
+        // Cancelled by the next keystroke.
+        let node = FakeNode::start(behaviour.clone());
+        let (router, _) = Router::new(&[patient_node(&node.url)]);
+        let stopped = cancel_after(&router, text("x"), Duration::from_millis(150)).await;
+        assert_eq!(
+            *node.open.lock().unwrap(),
+            1,
+            "{label}: closed at the cancel"
+        );
+        tokio::time::sleep(prefill + Duration::from_millis(400)).await;
+        out.push_str(&format!(
+            "{label}, cancelled: {stopped}; prompts cut {}, open {}\n",
+            node.prefill_cut.lock().unwrap(),
+            node.open.lock().unwrap()
+        ));
+        // Out of time (the completion budget) while the node reads the prompt.
+        let node = FakeNode::start(behaviour);
+        let (router, _) = Router::new(&[patient_node(&node.url)]);
+        let mut request = text("x");
+        request.time_limit = Some(Duration::from_millis(150));
+        let shown = show(&router, Tier::Fast, request).await;
+        tokio::time::sleep(prefill + Duration::from_millis(400)).await;
+        out.push_str(&format!(
+            "{label}, out of time: {}; prompts cut {}, open {}\n",
+            shown.lines().next().unwrap(),
+            node.prefill_cut.lock().unwrap(),
+            node.open.lock().unwrap()
+        ));
+    }
+    insta::assert_snapshot!(out);
+}
+
+/// A node that never answers does not collect a background connection per keystroke: at
+/// most two cancelled requests per node wait for their prompt; the rest close at once.
+#[tokio::test]
+async fn background_waits_for_a_silent_node_are_bounded() {
+    let silent = FakeNode::start(Behaviour::PrefillBeforeHead(
+        Duration::from_secs(3600),
+        vec![],
+    ));
+    let (router, _) = Router::new(&[patient_node(&silent.url)]);
+    for _ in 0..6 {
+        cancel_after(&router, text("x"), Duration::from_millis(60)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        (
+            *silent.open.lock().unwrap(),
+            *silent.prefill_cut.lock().unwrap()
+        ),
+        (2, 4),
+        "(still open, closed at their cancel)"
+    );
+}
+
+/// The next keystroke's request for a document whose last request is still reading its
+/// prompt waits for it (its slot holds the document's prefix) instead of queueing behind it
+/// on the node; one superseded while it waits is never sent at all.
+#[tokio::test]
+async fn the_next_request_waits_for_its_slot_to_finish_the_prompt() {
+    let prefill = Duration::from_millis(600);
+    let node = FakeNode::start(Behaviour::PrefillBeforeHead(prefill, vec!["a", "b"]));
+    let (router, _) = Router::new(&[patient_node(&node.url)]);
+    router.probe_now().await;
+    let route = router.route(Tier::Fast).unwrap();
+    let started = Instant::now();
+    // The first keystroke's request, cancelled while the node reads its prompt.
+    cancel_after(&router, text("first"), Duration::from_millis(100)).await;
+    // The second, superseded by the third while it waits for the slot.
+    let (sender, _events) = tokio::sync::mpsc::unbounded_channel();
+    let second = Cancel::new();
+    route.submit(0, text("second"), second.clone(), sender);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    second.cancel();
+    let third = generate(route.as_ref(), 0, text("third"), Cancel::new())
+        .await
+        .unwrap();
+    let sent: Vec<(String, Duration)> = node
+        .generation_requests()
+        .iter()
+        .filter(|r| r.at >= started)
+        .map(|r| {
+            (
+                r.body["prompt"].as_str().unwrap_or(&r.path).to_owned(),
+                r.at - started,
+            )
+        })
+        .collect();
+    let prompts: Vec<&str> = sent.iter().map(|(prompt, _)| prompt.as_str()).collect();
+    assert_eq!(prompts, ["first", "third"], "{sent:?}");
+    assert!(
+        sent[1].1 >= prefill,
+        "sent before the slot was free: {sent:?}"
+    );
+    assert_eq!(
+        (third.text.as_str(), third.stop_reason),
+        ("ab", StopReason::EndOfGeneration)
+    );
+}
+
+/// The same through the language server: the editor gets an empty answer at the budget.
+#[tokio::test]
+async fn the_editor_gets_an_empty_completion_at_the_budget_from_a_silent_node() {
+    let silent = FakeNode::start(Behaviour::PrefillBeforeHead(
+        Duration::from_secs(3600),
+        vec![],
+    ));
+    let text = "fn add(a: i32, b: i32) -> i32 {\n    \n}\n";
+    let mut server = crate::support::TestServer::start(&[("src/lib.rs", text.as_bytes())]);
+    server
+        .initialize_with(
+            &["utf-16"],
+            serde_json::json!({
+                "nodes": { "silent": { "url": silent.url, "api": "llama-server", "tiers": ["fast"] } },
+                "completion": { "budget_ms": 400, "debounce_ms": 0 },
+            }),
+        )
+        .await;
+    server.open("src/lib.rs", text).await;
+    for _ in 0..100 {
+        let status = server
+            .client
+            .request("tierls/status", serde_json::json!(null))
+            .await
+            .unwrap();
+        if status["result"]["tiers"][0]["state"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let answer = server
+        .client
+        .request(
+            "textDocument/inlineCompletion",
+            serde_json::json!({ "textDocument": { "uri": server.uri("src/lib.rs") }, "position": { "line": 1, "character": 4 } }),
+        )
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(answer["result"]["items"], serde_json::json!([]), "{answer}");
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_millis(1200),
+        "{waited:?}"
+    );
+    let sent: Vec<String> = silent
+        .generation_requests()
+        .iter()
+        .filter(|r| r.path == "/completion")
+        .map(|r| r.body["prompt"].to_string())
+        .collect();
+    assert_eq!(sent.len(), 1, "the request reached the node: {sent:?}");
+    assert!(server.finish().await.clean);
+}

@@ -202,6 +202,31 @@ fn tierls_status_probes_the_nodes() {
         "{stdout}"
     );
     assert!(stdout.contains("planner   nodes: gone (ready)"), "{stdout}");
+    // The node on this machine shows its process's memory (found through /proc); the one
+    // that is down shows none.
+    assert!(local.contains(" MiB "), "{stdout}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tierls"))
+        .args(["status", "--json", "--workspace"])
+        .arg(workspace.path())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let node = |name: &str| {
+        report["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let shown = node("local")["memoryBytes"].as_u64().unwrap_or(0) as f64;
+    let measured = server.resident_bytes().unwrap() as f64;
+    assert!(
+        (shown / measured - 1.0).abs() < 0.2,
+        "status shows {shown} bytes, the process has {measured}"
+    );
+    assert_eq!(node("gone")["memoryBytes"], serde_json::Value::Null);
 }
 
 #[tokio::test]
@@ -288,4 +313,62 @@ async fn the_language_server_completes_through_a_worker_node() {
     assert_eq!(answer["result"]["items"], json!([]), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(3));
     server.finish().await;
+}
+
+/// Typing into a document whose completions go to a real llama-server: each keystroke's
+/// request is cancelled by the next, as the completion engine does, and every 20th runs to
+/// the end. The prompt tokens the node evaluates for those must stay flat: a cancelled
+/// request lets the node finish reading its prompt, so the next finds it in the cache.
+/// (The test model, Gemma 3, has sliding-window attention: the case the issue measured.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystrokes_cancelled_by_the_next_keep_the_nodes_prompt_cache() {
+    let _turn = one_model_at_a_time();
+    let server = start(1);
+    let (router, _) = Router::new(&[node("local", &server, &[Tier::Fast])]);
+    router.probe_now().await;
+    let fast = router.route(Tier::Fast).unwrap();
+    let base: String = (0..40)
+        .map(|n| {
+            format!(
+                "pub fn value_{n}(x: i32) -> i32 {{\n    x * {n} + {}\n}}\n\n",
+                n * 3
+            )
+        })
+        .collect();
+    let typed =
+        "pub fn total(values: &[i32]) -> i32 {\n    values.iter().map(|v| value_3(*v)).sum()\n}\n";
+    let typed: Vec<char> = typed.chars().cycle().take(200).collect();
+    let mut evaluated = Vec::new();
+    let mut prompt_tokens = 0;
+    let mut previous: Option<Cancel> = None;
+    for keystroke in 1..=typed.len() {
+        let prompt = format!("{base}{}", typed[..keystroke].iter().collect::<String>());
+        if let Some(cancel) = previous.take() {
+            cancel.cancel();
+        }
+        let mut request = GenerateRequest::text(&prompt, 8);
+        request.time_limit = Some(Duration::from_secs(20));
+        if keystroke % 20 == 0 {
+            let generation = generate(fast.as_ref(), 0, request, Cancel::new())
+                .await
+                .unwrap();
+            evaluated.push(generation.usage.evaluated_tokens);
+            prompt_tokens = generation.usage.prompt_tokens;
+            continue;
+        }
+        let cancel = Cancel::new();
+        let (sender, _events) = tokio::sync::mpsc::unbounded_channel();
+        fast.submit(0, request, cancel.clone(), sender);
+        previous = Some(cancel);
+        // 40–100 ms between keys.
+        tokio::time::sleep(Duration::from_millis(40 + (keystroke as u64 * 37) % 60)).await;
+    }
+    // The first answered request comes after 19 cancelled ones that each started on the
+    // whole ~520-token prompt: had they been cut mid-prompt, it would read it all again
+    // (measured: 521, against 6 when they finish reading it).
+    let most = evaluated.iter().copied().max().unwrap_or(0);
+    assert!(
+        prompt_tokens > 400 && most > 0 && most < prompt_tokens / 8,
+        "tokens evaluated every 20th keystroke, of {prompt_tokens} in the prompt: {evaluated:?}"
+    );
 }

@@ -6,6 +6,7 @@
 //! the request checks its cancel flag, its time limit, a stall timer and a byte cap;
 //! dropping the response closes the HTTP stream, which is how a cancel reaches the node.
 
+mod local;
 pub mod wire;
 
 use std::path::PathBuf;
@@ -49,6 +50,14 @@ pub fn block_on_http<T: Send + 'static>(
 const MAX_EVENT_LINE: usize = 1024 * 1024;
 /// How often a waiting request looks at its cancel flag.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
+/// How long a request cancelled (or out of time) before its first token keeps its
+/// connection open in the background, so that the node finishes reading the prompt: a node
+/// that drops a half-read prompt keeps nothing of it (llama-server with a sliding-window
+/// model saves its reusable checkpoint only when a prompt is read to the end), and the next
+/// keystroke's request would read it all again.
+const PREFILL_DRAIN: Duration = Duration::from_secs(10);
+/// The most such background waits per node at once; past it, a cancel closes at once.
+const MAX_DRAINS: u32 = 2;
 
 #[derive(Clone)]
 pub struct RemoteNode(Arc<Inner>);
@@ -73,6 +82,14 @@ struct Inner {
     unpinned: AtomicU32,
     /// The context per slot llama-server reports in `/props` (0 until known).
     context: AtomicU32,
+    /// Cancelled requests still reading their prompt in the background, and the slots
+    /// they hold (one bit each, for the pinned ones).
+    draining: AtomicU32,
+    draining_slots: AtomicU64,
+    /// Woken when such a request ends.
+    drained: tokio::sync::Notify,
+    /// The process serving a loopback node, as the last probe found it (0: none).
+    local_pid: AtomicU32,
 }
 
 /// What a health probe found.
@@ -85,6 +102,8 @@ pub struct Probe {
     pub slots: Option<(usize, usize)>,
     pub metrics: wire::NodeMetrics,
     pub latency: Duration,
+    /// The resident memory of the node's process, when it runs on this machine.
+    pub memory: Option<u64>,
 }
 
 impl RemoteNode {
@@ -116,6 +135,10 @@ impl RemoteNode {
         Ok(RemoteNode(Arc::new(Inner {
             infill: AtomicBool::new(config.api == NodeApi::LlamaServer),
             context: AtomicU32::new(0),
+            draining: AtomicU32::new(0),
+            draining_slots: AtomicU64::new(0),
+            drained: tokio::sync::Notify::new(),
+            local_pid: AtomicU32::new(0),
             infill_checked: AtomicBool::new(false),
             slots: AtomicU32::new(0),
             pinned: AtomicU64::new(0),
@@ -165,7 +188,11 @@ impl RemoteNode {
             slots: None,
             metrics: wire::NodeMetrics::default(),
             latency,
+            memory: None,
         };
+        if healthy {
+            probe.memory = self.local_memory(timeout).await;
+        }
         if healthy && inner.config.api == NodeApi::LlamaServer {
             if let Ok(Ok((status, body))) = tokio::time::timeout(timeout, inner.get("/props")).await
                 && status.is_success()
@@ -205,6 +232,19 @@ impl RemoteNode {
             }
         }
         probe
+    }
+}
+
+impl RemoteNode {
+    /// The resident memory of the process serving this node, when it listens on loopback
+    /// here: found through `/proc` off the runtime, within `timeout`.
+    async fn local_memory(&self, timeout: Duration) -> Option<u64> {
+        let url = self.0.config.url.clone();
+        let known = Some(self.0.local_pid.load(Ordering::Relaxed)).filter(|&pid| pid > 0);
+        let lookup = tokio::task::spawn_blocking(move || local::resident_memory(&url, known));
+        let (pid, bytes) = tokio::time::timeout(timeout, lookup).await.ok()?.ok()??;
+        self.0.local_pid.store(pid, Ordering::Relaxed);
+        Some(bytes)
     }
 }
 
@@ -272,15 +312,17 @@ impl Inner {
         let rendered = match (&self.config.api, &request.prompt) {
             (NodeApi::LlamaServer, Prompt::Chat(messages)) => {
                 let body = wire::template_body(messages);
-                let answer = self
-                    .send(self.post("/apply-template", &body), cancel)
-                    .await?;
-                let Some(response) = answer else {
-                    return Ok(cancelled(started));
+                let response = match self
+                    .send(self.post("/apply-template", &body), cancel, deadline, None)
+                    .await?
+                {
+                    Sent::Answer(response) => response,
+                    Sent::Cancelled => return Ok(cancelled(started)),
+                    Sent::OutOfTime => return Ok(out_of_time(started)),
                 };
                 let status = response.status();
                 let body = self
-                    .read_body(response, 4 * 1024 * 1024)
+                    .read_body(response, 4 * 1024 * 1024, deadline)
                     .await
                     .map_err(|err| self.error(err))?;
                 if !status.is_success() {
@@ -290,8 +332,18 @@ impl Inner {
             }
             _ => None,
         };
-        let claim = self.claim_slot(slot);
-        let pin = match &claim {
+        // The previous request on this slot (this document's last keystroke) may still be
+        // reading its prompt: wait for it rather than queue behind it on the node, or take a
+        // slot without this document's prefix. A request superseded meanwhile is never sent.
+        if !self.wait_for_the_slot(slot, cancel, deadline).await {
+            return Ok(if cancel.is_cancelled() {
+                cancelled(started)
+            } else {
+                out_of_time(started)
+            });
+        }
+        let claim = Arc::new(self.claim_slot(slot));
+        let pin = match &*claim {
             SlotClaim::Pinned { slot, .. } => Some(SlotPin(*slot)),
             SlotClaim::Unpinned { .. } => None,
         };
@@ -305,8 +357,18 @@ impl Inner {
                 rendered.as_deref(),
                 infill,
             );
-            let Some(response) = self.send(self.post(wire.path, &wire.body), cancel).await? else {
-                return Ok(cancelled(started));
+            let response = match self
+                .send(
+                    self.post(wire.path, &wire.body),
+                    cancel,
+                    deadline,
+                    Some(&claim),
+                )
+                .await?
+            {
+                Sent::Answer(response) => response,
+                Sent::Cancelled => return Ok(cancelled(started)),
+                Sent::OutOfTime => return Ok(out_of_time(started)),
             };
             let status = response.status();
             if status == StatusCode::NOT_IMPLEMENTED && wire.path == "/infill" {
@@ -318,7 +380,7 @@ impl Inner {
             }
             if !status.is_success() {
                 let body = self
-                    .read_body(response, 64 * 1024)
+                    .read_body(response, 64 * 1024, deadline)
                     .await
                     .unwrap_or_default();
                 let reason = wire::error_message(status.as_u16(), &body);
@@ -332,7 +394,7 @@ impl Inner {
                 return Err(self.error(reason));
             }
             let generation = self
-                .stream(response, request, cancel, events, started, deadline)
+                .stream(response, request, cancel, events, started, deadline, &claim)
                 .await?;
             return self.check_grammar(request, generation);
         }
@@ -369,37 +431,125 @@ impl Inner {
         unpinned(self)
     }
 
-    /// A whole (small) answer body, within the stall timeout.
-    async fn read_body(&self, response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    /// A whole (small) answer body, within the stall timeout and the request's deadline.
+    async fn read_body(
+        &self,
+        response: reqwest::Response,
+        cap: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, String> {
         let stall = Duration::from_secs(self.config.stall_seconds.into());
-        tokio::time::timeout(stall, read_capped(response, cap))
+        let wait = until(deadline).map_or(stall, |left| left.min(stall));
+        tokio::time::timeout(wait, read_capped(response, cap))
             .await
-            .map_err(|_| format!("the answer stalled: nothing for {}s", stall.as_secs()))?
+            .map_err(|_| format!("the answer stalled: nothing for {}s", wait.as_secs()))?
     }
 
-    /// Sends the request and waits for the answer's head; `None` when cancelled first.
+    /// Sends the request and waits for the answer's head, within `first_token_seconds` and
+    /// the request's own deadline: connecting and waiting for the head count against an
+    /// interactive request's budget like every other wait. A generation request (`claim`)
+    /// cancelled or out of time first goes on reading its prompt in the background.
     async fn send(
-        &self,
+        self: &Arc<Self>,
         request: reqwest::RequestBuilder,
         cancel: &Cancel,
-    ) -> Result<Option<reqwest::Response>, ModelError> {
-        let wait = Duration::from_secs(self.config.first_token_seconds.into());
-        match until_cancelled(cancel, tokio::time::timeout(wait, request.send())).await {
-            None => Ok(None),
-            Some(Err(_)) => Err(self.error(format!("no answer within {}s", wait.as_secs()))),
-            Some(Ok(Err(err))) => Err(self.error(describe(err))),
-            Some(Ok(Ok(response))) => Ok(Some(response)),
+        deadline: Option<Instant>,
+        claim: Option<&Arc<SlotClaim>>,
+    ) -> Result<Sent, ModelError> {
+        let first_token = Duration::from_secs(self.config.first_token_seconds.into());
+        let wait = until(deadline).map_or(first_token, |left| left.min(first_token));
+        let mut pending: PendingHead = Box::pin(request.send());
+        let outcome = until_cancelled(cancel, tokio::time::timeout(wait, &mut pending)).await;
+        let gave_up = match outcome {
+            Some(Ok(Ok(response))) => return Ok(Sent::Answer(response)),
+            Some(Ok(Err(err))) => return Err(self.error(describe(err))),
+            Some(Err(_)) if !past(deadline) => {
+                return Err(self.error(format!("no answer within {}s", wait.as_secs())));
+            }
+            Some(Err(_)) => Sent::OutOfTime,
+            None => Sent::Cancelled,
+        };
+        if let Some(claim) = claim {
+            self.finish_prefill(Prefill::Head(pending), claim.clone());
+        }
+        Ok(gave_up)
+    }
+
+    /// Lets a request that was given up before its first token finish reading its prompt on
+    /// the node, in the background, within [`PREFILL_DRAIN`], holding its slot: the node
+    /// keeps the prompt's cache for the next request. At most [`MAX_DRAINS`] per node;
+    /// past that the connection closes at once, as it always did.
+    fn finish_prefill(self: &Arc<Self>, prefill: Prefill, claim: Arc<SlotClaim>) {
+        if self.draining.fetch_add(1, Ordering::AcqRel) >= MAX_DRAINS {
+            self.draining.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let pinned = match &*claim {
+            SlotClaim::Pinned { slot, .. } => 1u64 << *slot,
+            SlotClaim::Unpinned { .. } => 0,
+        };
+        self.draining_slots.fetch_or(pinned, Ordering::AcqRel);
+        let inner = self.clone();
+        http_runtime().spawn(async move {
+            let began = Instant::now();
+            let _ = tokio::time::timeout(PREFILL_DRAIN, async {
+                let mut response = match prefill {
+                    Prefill::Head(pending) => match pending.await {
+                        Ok(response) => response,
+                        Err(_) => return,
+                    },
+                    Prefill::Body(response) => response,
+                };
+                // The first bytes of the answer: the prompt is read.
+                let _ = response.chunk().await;
+            })
+            .await;
+            tracing::debug!(node = %inner.config.name, "a request given up before its first token read its prompt to the end in {:?}", began.elapsed());
+            inner.draining_slots.fetch_and(!pinned, Ordering::AcqRel);
+            drop(claim);
+            inner.draining.fetch_sub(1, Ordering::AcqRel);
+            inner.drained.notify_waiters();
+        });
+    }
+
+    /// Waits while the slot `slot` prefers is held by a request still reading its prompt
+    /// in the background; false when cancelled or out of time first.
+    async fn wait_for_the_slot(
+        &self,
+        slot: usize,
+        cancel: &Cancel,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let slots = (self.slots.load(Ordering::Relaxed) as usize).min(64);
+        if slots == 0 {
+            return true;
+        }
+        let bit = 1u64 << (slot % slots);
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.draining_slots.load(Ordering::Acquire) & bit == 0 {
+                return true;
+            }
+            if cancel.is_cancelled() || past(deadline) {
+                return false;
+            }
+            let wait = until(deadline).map_or(CANCEL_POLL, |left| left.min(CANCEL_POLL));
+            let _ = tokio::time::timeout(wait, drained).await;
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn stream(
-        &self,
+        self: &Arc<Self>,
         mut response: reqwest::Response,
         request: &GenerateRequest,
         cancel: &Cancel,
         events: &UnboundedSender<GenerationEvent>,
         started: Instant,
         deadline: Option<Instant>,
+        claim: &Arc<SlotClaim>,
     ) -> Result<Generation, ModelError> {
         let max_bytes = 1024 * 1024 + request.max_tokens as usize * 4096;
         let first_token = Duration::from_secs(self.config.first_token_seconds.into());
@@ -481,7 +631,12 @@ impl Inner {
                 break StopReason::TimeLimit;
             }
         };
-        drop(response);
+        let given_up = matches!(stop_reason, StopReason::Cancelled | StopReason::TimeLimit);
+        if given_up && received == 0 {
+            self.finish_prefill(Prefill::Body(response), claim.clone());
+        } else {
+            drop(response);
+        }
         let first = first_piece_at.unwrap_or_else(Instant::now);
         let SoFar {
             text,
@@ -593,6 +748,43 @@ impl Drop for SlotClaim {
                 inner.unpinned.fetch_sub(1, Ordering::AcqRel);
             }
         }
+    }
+}
+
+/// What waiting for an answer's head came to.
+enum Sent {
+    Answer(reqwest::Response),
+    Cancelled,
+    /// The request's deadline passed first.
+    OutOfTime,
+}
+
+/// A sent request waiting for its answer's head.
+type PendingHead =
+    std::pin::Pin<Box<dyn std::future::Future<Output = reqwest::Result<reqwest::Response>> + Send>>;
+
+/// A request given up before its first token, at the point it had reached.
+enum Prefill {
+    /// Still waiting for the answer's head.
+    Head(PendingHead),
+    /// The head arrived; no byte of the answer yet.
+    Body(reqwest::Response),
+}
+
+/// The time left until `deadline`, if there is one.
+fn until(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))
+}
+
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|deadline| Instant::now() >= deadline)
+}
+
+/// The deadline passed before the node said anything: nothing to show, in time.
+fn out_of_time(started: Instant) -> Generation {
+    Generation {
+        stop_reason: StopReason::TimeLimit,
+        ..cancelled(started)
     }
 }
 

@@ -55,6 +55,8 @@ pub struct NodeReport {
     /// llama-server's own view of its load, from `/metrics`.
     pub processing: Option<f64>,
     pub deferred: Option<f64>,
+    /// The node process's resident memory in bytes, when it runs on this machine.
+    pub memory_bytes: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
@@ -311,6 +313,7 @@ impl Router {
                     probe_ms: probe.as_ref().map(|p| p.latency.as_millis() as u64),
                     processing: probe.as_ref().and_then(|p| p.metrics.requests_processing),
                     deferred: probe.as_ref().and_then(|p| p.metrics.requests_deferred),
+                    memory_bytes: probe.as_ref().and_then(|p| p.memory),
                 }
             })
             .collect()
@@ -586,7 +589,12 @@ impl Router {
                     if cancel.is_cancelled() {
                         return Ok(partial(generated, StopReason::Cancelled, started));
                     }
-                    tokio::time::sleep(backoff(attempt)).await;
+                    // The pause before the next node is a wait like any other: inside the
+                    // request's deadline (the next `acquire` then answers that time is up).
+                    let pause = deadline.map_or(backoff(attempt), |d| {
+                        backoff(attempt).min(d.saturating_duration_since(Instant::now()))
+                    });
+                    tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
             }
