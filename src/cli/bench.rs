@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::output;
 use crate::config::TierConfig;
 use crate::core::budget::human_bytes;
+use crate::core::draft::{DEFAULT_DRAFT_MATCH, DEFAULT_DRAFT_TOKENS, DraftMode};
 use crate::core::generation::{GenerateRequest, Generation, Grammar};
 use crate::logging;
 use crate::models::embedded::{EmbeddedModel, EmbeddedOptions, test_model_path};
@@ -205,7 +206,95 @@ async fn bench_models(path: PathBuf) -> anyhow::Result<()> {
         "grammar: {grammar_speed:.1} tokens/s constrained ({grammar_tokens} tokens) vs {free_speed:.1} tokens/s free ({free_tokens} tokens) = {:.2}x (medians of 3)",
         grammar_speed / free_speed,
     ));
+    drafting(&loaded.info().path).await
+}
+
+/// Speculative decoding with prompt lookup against none, on executor-style rewrites (which
+/// copy most of their prompt) and on a prompt with little to look up; each mode on a model
+/// of its own, alternated so that a noisy neighbour hits both.
+async fn drafting(path: &std::path::Path) -> anyhow::Result<()> {
+    let load = |draft: DraftMode| {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            EmbeddedModel::load(
+                &path,
+                &EmbeddedOptions {
+                    n_ctx: 4096,
+                    draft,
+                    ..EmbeddedOptions::default()
+                },
+            )
+        })
+    };
+    let off = load(DraftMode::Off).await??;
+    let lookup = load(DraftMode::Lookup {
+        max_tokens: DEFAULT_DRAFT_TOKENS,
+        min_match: DEFAULT_DRAFT_MATCH,
+    })
+    .await??;
+    output::line(&format!(
+        "\ndrafting: prompt lookup (up to {DEFAULT_DRAFT_TOKENS} tokens after a match of {DEFAULT_DRAFT_MATCH} or more) against none, greedy, 160 tokens each"
+    ));
+    output::line(&format!(
+        "{:<28} {:>10} {:>10} {:>9} {:>9} {:>8}",
+        "prompt", "off tok/s", "lookup", "speedup", "accepted", "same"
+    ));
+    for (name, prompt) in drafting_prompts() {
+        let request = GenerateRequest::text(prompt, 160);
+        let (mut off_speeds, mut lookup_speeds) = (Vec::new(), Vec::new());
+        let (mut same, mut drafted, mut accepted) = (true, 0, 0);
+        for _ in 0..3 {
+            let (plain, _) = timed(&off, 0, request.clone()).await?;
+            let (drafting, _) = timed(&lookup, 0, request.clone()).await?;
+            off_speeds.push(per_second(
+                plain.usage.generated_tokens,
+                plain.usage.generation_time,
+            ));
+            lookup_speeds.push(per_second(
+                drafting.usage.generated_tokens,
+                drafting.usage.generation_time,
+            ));
+            same &= plain.text == drafting.text;
+            drafted = drafting.usage.drafted_tokens;
+            accepted = drafting.usage.accepted_tokens;
+        }
+        let (off_speed, lookup_speed) = (median(&mut off_speeds), median(&mut lookup_speeds));
+        output::line(&format!(
+            "{name:<28} {off_speed:>10.1} {lookup_speed:>10.1} {:>8.2}x {:>9} {:>8}",
+            lookup_speed / off_speed,
+            format!("{accepted}/{drafted}"),
+            if same { "yes" } else { "no" },
+        ));
+    }
     Ok(())
+}
+
+/// Executor-style rewrites of fixture symbols, and two prompts with little to copy.
+fn drafting_prompts() -> Vec<(&'static str, String)> {
+    let rewrite = |body: &str, change: &str| {
+        format!(
+            "Here is a function:\n\n{body}\n\nRewrite it so that it {change}. Write the whole function:\n\n"
+        )
+    };
+    let total = "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}";
+    let python = "def apply_discount(price, code):\n    if code == \"HALF\":\n        return price / 2\n    if code == \"TENTH\":\n        return price * 0.9\n    return price";
+    let ts = "find(id: string): User | undefined {\n  for (const user of this.users) {\n    if (user.id === id) {\n      return user;\n    }\n  }\n  return undefined;\n}";
+    vec![
+        (
+            "rust total_area: documented",
+            rewrite(total, "is documented"),
+        ),
+        (
+            "python apply_discount",
+            rewrite(python, "returns early for unknown codes"),
+        ),
+        ("typescript find", rewrite(ts, "uses Array.prototype.find")),
+        ("little to look up: story", "Once upon a time".to_owned()),
+        (
+            "little to look up: question",
+            "Why is the sky blue? Because".to_owned(),
+        ),
+    ]
 }
 
 fn median(values: &mut [f64]) -> f64 {

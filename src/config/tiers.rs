@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::core::budget::CacheType;
+use crate::core::draft::{DEFAULT_DRAFT_MATCH, DEFAULT_DRAFT_TOKENS, DraftMode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tier {
@@ -134,6 +135,19 @@ pub struct TierLayer {
     pub gpu_layers: Option<GpuLayers>,
     pub cache_type: Option<CacheType>,
     pub chat_template: Option<String>,
+    pub draft: Option<DraftKind>,
+    pub draft_max: Option<Bounded<1, 64>>,
+    pub draft_min_match: Option<Bounded<1, 6>>,
+}
+
+/// `tiers.<tier>.draft`: how the embedded backend drafts tokens for speculative decoding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DraftKind {
+    #[default]
+    Off,
+    /// From the prompt and the answer so far (prompt lookup).
+    Lookup,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -155,6 +169,9 @@ pub struct TierConfig {
     /// A chat template for models whose GGUF has none: the name of one built into
     /// llama.cpp (`gemma`, `chatml`, `llama3`...) or the template text.
     pub chat_template: Option<String>,
+    pub draft: DraftKind,
+    pub draft_max: u32,
+    pub draft_min_match: u32,
 }
 
 impl Default for TierConfig {
@@ -166,6 +183,9 @@ impl Default for TierConfig {
             gpu_layers: GpuLayers::Auto,
             cache_type: CacheType::F16,
             chat_template: None,
+            draft: DraftKind::Off,
+            draft_max: DEFAULT_DRAFT_TOKENS as u32,
+            draft_min_match: DEFAULT_DRAFT_MATCH as u32,
         }
     }
 }
@@ -189,6 +209,26 @@ impl TierConfig {
         }
         if let Some(template) = &layer.chat_template {
             self.chat_template = Some(template.clone());
+        }
+        if let Some(draft) = layer.draft {
+            self.draft = draft;
+        }
+        if let Some(Bounded(max)) = layer.draft_max {
+            self.draft_max = max;
+        }
+        if let Some(Bounded(min_match)) = layer.draft_min_match {
+            self.draft_min_match = min_match;
+        }
+    }
+
+    /// The drafting the embedded backend does for this tier.
+    pub fn draft_mode(&self) -> DraftMode {
+        match self.draft {
+            DraftKind::Off => DraftMode::Off,
+            DraftKind::Lookup => DraftMode::Lookup {
+                max_tokens: self.draft_max as usize,
+                min_match: self.draft_min_match as usize,
+            },
         }
     }
 }

@@ -115,6 +115,9 @@ pub struct Usage {
     pub used_fim: bool,
     pub prompt_time: Duration,
     pub generation_time: Duration,
+    /// Tokens proposed by drafting (speculative decoding), and those the model agreed with.
+    pub drafted_tokens: u32,
+    pub accepted_tokens: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]

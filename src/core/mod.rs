@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod completion;
 pub mod document;
+pub mod draft;
 pub mod explain;
 pub mod generation;
 pub mod hidden;

@@ -91,6 +91,9 @@ pub struct TierReport {
     /// `not configured`, `loading`, `ready`, `paused`, `failed`, …
     pub state: String,
     pub error: Option<String>,
+    /// Speculative decoding since the model loaded, when the tier drafts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drafting: Option<crate::models::DraftStats>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

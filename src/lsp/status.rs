@@ -10,9 +10,9 @@ pub fn status(backend: &Backend) -> Status {
     let tiers = Tier::ALL
         .iter()
         .map(|&tier| {
-            let (model, state) = match backend.tiers.get() {
-                Some(tiers) => tiers.describe(tier),
-                None => (None, TierStatus::NotConfigured),
+            let ((model, state), drafting) = match backend.tiers.get() {
+                Some(tiers) => (tiers.describe(tier), tiers.drafting(tier)),
+                None => ((None, TierStatus::NotConfigured), None),
             };
             let (state, error) = match state {
                 TierStatus::Failed(error) => ("failed".to_owned(), Some(error)),
@@ -23,6 +23,7 @@ pub fn status(backend: &Backend) -> Status {
                 model,
                 state,
                 error,
+                drafting,
             }
         })
         .collect();

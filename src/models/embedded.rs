@@ -23,8 +23,11 @@ use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{Availability, Cancel, GenerationEvent, Model, ModelError, ModelInfo};
+use super::{
+    Availability, Cancel, DraftCounters, DraftStats, GenerationEvent, Model, ModelError, ModelInfo,
+};
 use crate::core::budget::CacheType;
+use crate::core::draft::{DraftMode, lookup_draft};
 use crate::core::generation::{
     ChatMessage, GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome,
     StopReason, Usage,
@@ -48,6 +51,9 @@ pub struct EmbeddedOptions {
     /// The chat template to use instead of the GGUF's own (a llama.cpp template name or
     /// the template text); needed for chat prompts when the GGUF has none.
     pub chat_template: Option<String>,
+    /// Speculative decoding: how drafts are made (verified in one batch; greedy output is
+    /// the same with or without).
+    pub draft: DraftMode,
 }
 
 impl Default for EmbeddedOptions {
@@ -61,6 +67,7 @@ impl Default for EmbeddedOptions {
             n_batch: 512,
             cache_type: CacheType::F16,
             chat_template: None,
+            draft: DraftMode::Off,
         }
     }
 }
@@ -91,6 +98,8 @@ pub struct EmbeddedModel {
     slots: Vec<std_mpsc::Sender<Job>>,
     /// Requests submitted and not yet answered, across the slots.
     in_flight: Arc<AtomicUsize>,
+    /// Speculative decoding's figures, when this model drafts.
+    drafting: Option<Arc<DraftCounters>>,
 }
 
 impl EmbeddedModel {
@@ -143,15 +152,23 @@ impl EmbeddedModel {
         };
         let model = Arc::new(model);
         let in_flight = Arc::new(AtomicUsize::new(0));
+        let drafting = (options.draft != DraftMode::Off).then(Arc::<DraftCounters>::default);
         let mut slots = Vec::new();
         for slot in 0..info.slots {
             let (jobs_tx, jobs_rx) = std_mpsc::channel();
             let (ready_tx, ready_rx) = std_mpsc::channel();
             let (model, options, info) = (model.clone(), options.clone(), info.clone());
             let in_flight = in_flight.clone();
+            let drafting = drafting.clone();
             std::thread::Builder::new()
                 .name(format!("tierls-llama-slot-{slot}"))
-                .spawn(move || run_slot(&model, &options, &info, jobs_rx, ready_tx, &in_flight))
+                .spawn(move || {
+                    let counters = Counters {
+                        in_flight: &in_flight,
+                        drafting: drafting.as_deref(),
+                    };
+                    run_slot(&model, &options, &info, jobs_rx, ready_tx, counters)
+                })
                 .map_err(|_| ModelError::WorkerGone)?;
             ready_rx.recv().map_err(|_| ModelError::WorkerGone)??;
             slots.push(jobs_tx);
@@ -161,6 +178,7 @@ impl EmbeddedModel {
             model,
             slots,
             in_flight,
+            drafting,
         })
     }
 
@@ -178,6 +196,10 @@ impl EmbeddedModel {
 impl Model for EmbeddedModel {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn drafting(&self) -> Option<DraftStats> {
+        self.drafting.as_ref().map(|counters| counters.get())
     }
 
     fn availability(&self) -> Availability {
@@ -276,13 +298,19 @@ fn kv_cache_type(cache_type: CacheType) -> KvCacheType {
 }
 
 /// One slot's thread: owns a context (which borrows the model) and its cache bookkeeping.
+/// What a slot's worker counts for the model.
+struct Counters<'a> {
+    in_flight: &'a AtomicUsize,
+    drafting: Option<&'a DraftCounters>,
+}
+
 fn run_slot(
     model: &LlamaModel,
     options: &EmbeddedOptions,
     info: &ModelInfo,
     jobs: std_mpsc::Receiver<Job>,
     ready: std_mpsc::Sender<Result<(), ModelError>>,
-    in_flight: &AtomicUsize,
+    counters: Counters,
 ) {
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(options.n_ctx))
@@ -311,11 +339,18 @@ fn run_slot(
         n_batch: options.n_batch as usize,
         info,
         chat_template: options.chat_template.clone(),
+        draft: options.draft,
     };
     while let Ok(job) = jobs.recv() {
         let events = job.events.clone();
         let result = slot.generate(job);
-        in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let (Some(drafting), Ok(generation)) = (counters.drafting, &result) {
+            drafting.add(
+                generation.usage.drafted_tokens,
+                generation.usage.accepted_tokens,
+            );
+        }
+        counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         let _ = events.send(GenerationEvent::Done(result));
     }
 }
@@ -328,6 +363,7 @@ struct Slot<'m, 'c> {
     n_batch: usize,
     info: &'c ModelInfo,
     chat_template: Option<String>,
+    draft: DraftMode,
 }
 
 impl Slot<'_, '_> {
@@ -371,9 +407,12 @@ impl Slot<'_, '_> {
         let mut matcher = StopMatcher::new(&request.stop);
         let mut text = String::new();
         let mut undecoded_bytes = Vec::new();
-        let vocab = self.model.vocab();
         let mut logits_index = -1; // The last token of the previous decode.
-        let stop_reason = loop {
+        // The prompt and the answer so far, for drafting.
+        let mut history = tokens;
+        // A token verification already chose, to be written next.
+        let mut chosen: Option<LlamaToken> = None;
+        let stop_reason = 'generate: loop {
             if cancel.is_cancelled() {
                 break StopReason::Cancelled;
             }
@@ -386,29 +425,91 @@ impl Slot<'_, '_> {
             if self.cached.len() as u32 >= self.info.n_ctx {
                 break StopReason::MaxTokens;
             }
-            let token = self.sample(grammar.as_mut(), logits_index);
-            if vocab.is_eog(token) {
-                break StopReason::EndOfGeneration;
+            let token = match chosen.take() {
+                Some(token) => token,
+                None => self.sample(grammar.as_mut(), logits_index),
+            };
+            if let Some(stop) = self.write(
+                token,
+                &mut usage,
+                &mut matcher,
+                &mut text,
+                &mut undecoded_bytes,
+                &events,
+            ) {
+                break stop;
             }
-            usage.generated_tokens += 1;
-            undecoded_bytes.extend(vocab.token_to_piece(token, false, None));
-            let piece = take_valid_utf8(&mut undecoded_bytes);
-            match matcher.push(&piece) {
-                StopOutcome::Continue(released) => {
-                    if !released.is_empty() {
-                        text.push_str(&released);
-                        let _ = events.send(GenerationEvent::Piece(released));
-                    }
-                }
-                StopOutcome::Stopped(released) => {
-                    text.push_str(&released);
-                    let _ = events.send(GenerationEvent::Piece(released));
-                    break StopReason::StopSequence;
-                }
+            history.push(token);
+            // Room for a draft: the tokens still allowed, and the context after `token`.
+            let room = (request.max_tokens - usage.generated_tokens) as usize;
+            let context_room = (self.info.n_ctx as usize).saturating_sub(self.cached.len() + 1);
+            let draft = match self.draft {
+                DraftMode::Lookup {
+                    max_tokens,
+                    min_match,
+                } => lookup_draft(&history, min_match, max_tokens.min(room).min(context_room))
+                    .to_vec(),
+                DraftMode::Off => Vec::new(),
+            };
+            if draft.is_empty() {
+                self.decode(&[token], false)?;
+                cancel.note_decoded();
+                logits_index = 0;
+                continue;
             }
-            self.decode(&[token])?;
+            // Verify: decode the token and the draft in one batch, then take the model's own
+            // greedy choice at each position while it agrees with the draft.
+            let start = self.cached.len();
+            let mut batch = Vec::with_capacity(draft.len() + 1);
+            batch.push(token);
+            batch.extend_from_slice(&draft);
+            self.decode(&batch, true)?;
             cancel.note_decoded();
-            logits_index = 0;
+            usage.drafted_tokens += draft.len() as u32;
+            let mut agreed = 0;
+            for (index, &drafted) in draft.iter().enumerate() {
+                let choice = self.sample(grammar.as_mut(), index as i32);
+                if choice != drafted {
+                    chosen = Some(choice);
+                    break;
+                }
+                agreed += 1;
+                usage.accepted_tokens += 1;
+                if cancel.is_cancelled() {
+                    break 'generate StopReason::Cancelled;
+                }
+                if usage.generated_tokens >= request.max_tokens {
+                    break 'generate StopReason::MaxTokens;
+                }
+                if let Some(stop) = self.write(
+                    drafted,
+                    &mut usage,
+                    &mut matcher,
+                    &mut text,
+                    &mut undecoded_bytes,
+                    &events,
+                ) {
+                    break 'generate stop;
+                }
+                history.push(drafted);
+            }
+            if agreed == draft.len() {
+                // All agreed: the last position's logits choose the next token.
+                logits_index = draft.len() as i32;
+                continue;
+            }
+            // Drop the cache past the last agreed token; `chosen` is written next.
+            let keep = start + 1 + agreed;
+            if self
+                .context
+                .kv_cache_seq_rm(0, Some(keep as u32), None)
+                .is_err()
+            {
+                return Err(ModelError::Decode(
+                    "llama.cpp could not drop a rejected draft from the KV cache".into(),
+                ));
+            }
+            self.cached.truncate(keep);
         };
         if stop_reason != StopReason::StopSequence {
             let rest = matcher.finish();
@@ -423,6 +524,40 @@ impl Slot<'_, '_> {
             stop_reason,
             usage,
         })
+    }
+
+    /// Writes one chosen token: counts it, streams its text (held back while it may be the
+    /// start of a stop sequence); the stop reason when it ends the answer.
+    fn write(
+        &self,
+        token: LlamaToken,
+        usage: &mut Usage,
+        matcher: &mut StopMatcher,
+        text: &mut String,
+        undecoded_bytes: &mut Vec<u8>,
+        events: &UnboundedSender<GenerationEvent>,
+    ) -> Option<StopReason> {
+        let vocab = self.model.vocab();
+        if vocab.is_eog(token) {
+            return Some(StopReason::EndOfGeneration);
+        }
+        usage.generated_tokens += 1;
+        undecoded_bytes.extend(vocab.token_to_piece(token, false, None));
+        let piece = take_valid_utf8(undecoded_bytes);
+        match matcher.push(&piece) {
+            StopOutcome::Continue(released) => {
+                if !released.is_empty() {
+                    text.push_str(&released);
+                    let _ = events.send(GenerationEvent::Piece(released));
+                }
+                None
+            }
+            StopOutcome::Stopped(released) => {
+                text.push_str(&released);
+                let _ = events.send(GenerationEvent::Piece(released));
+                Some(StopReason::StopSequence)
+            }
+        }
     }
 
     fn tokenize(&self, prompt: &Prompt) -> Result<(Vec<LlamaToken>, bool), ModelError> {
@@ -520,19 +655,20 @@ impl Slot<'_, '_> {
             if cancel.is_cancelled() {
                 break;
             }
-            self.decode(chunk)?;
+            self.decode(chunk, false)?;
         }
         Ok((tokens.len() - start) as u32)
     }
 
-    /// Decodes `tokens` at the end of the cache, asking for logits of the last one only.
-    fn decode(&mut self, tokens: &[LlamaToken]) -> Result<(), ModelError> {
+    /// Decodes `tokens` at the end of the cache, asking for logits of the last one only, or
+    /// of every one (`all_logits`: verifying a draft).
+    fn decode(&mut self, tokens: &[LlamaToken], all_logits: bool) -> Result<(), ModelError> {
         let mut batch = LlamaBatch::new(tokens.len(), 1);
         let start = self.cached.len();
         for (offset, &token) in tokens.iter().enumerate() {
             let is_last = offset + 1 == tokens.len();
             batch
-                .add(token, (start + offset) as i32, &[0], is_last)
+                .add(token, (start + offset) as i32, &[0], is_last || all_logits)
                 .map_err(|err| ModelError::Decode(err.to_string()))?;
         }
         self.context

@@ -86,6 +86,7 @@ pub fn plan_load(
         n_batch: N_BATCH,
         cache_type: tier.cache_type,
         chat_template: tier.chat_template.clone(),
+        draft: tier.draft_mode(),
         ..EmbeddedOptions::default()
     };
     Ok(LoadPlan {

@@ -168,9 +168,50 @@ pub struct Availability {
     pub idle: bool,
 }
 
+/// Speculative decoding's figures for one model: generations that drafted, and the
+/// tokens drafted and accepted in them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DraftStats {
+    pub requests: u64,
+    pub drafted: u64,
+    pub accepted: u64,
+}
+
+/// [`DraftStats`] counted by a backend's workers.
+#[derive(Debug, Default)]
+pub struct DraftCounters {
+    requests: std::sync::atomic::AtomicU64,
+    drafted: std::sync::atomic::AtomicU64,
+    accepted: std::sync::atomic::AtomicU64,
+}
+
+impl DraftCounters {
+    pub fn add(&self, drafted: u32, accepted: u32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_add(1, Relaxed);
+        self.drafted.fetch_add(drafted.into(), Relaxed);
+        self.accepted.fetch_add(accepted.into(), Relaxed);
+    }
+
+    pub fn get(&self) -> DraftStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        DraftStats {
+            requests: self.requests.load(Relaxed),
+            drafted: self.drafted.load(Relaxed),
+            accepted: self.accepted.load(Relaxed),
+        }
+    }
+}
+
 /// Every backend: embedded llama.cpp, worker nodes, the router over them, scripted models.
 pub trait Model: Send + Sync {
     fn info(&self) -> &ModelInfo;
+
+    /// Speculative decoding's figures since the model loaded, when it drafts.
+    fn drafting(&self) -> Option<DraftStats> {
+        None
+    }
 
     /// Whether it can take work now; a model that cannot tell says it can.
     fn availability(&self) -> Availability {

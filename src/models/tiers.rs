@@ -221,6 +221,14 @@ impl TierSet {
         (path, self.status(tier))
     }
 
+    /// Speculative decoding's figures for `tier`'s loaded model, when it drafts.
+    pub fn drafting(&self, tier: Tier) -> Option<super::DraftStats> {
+        match self.lock().get(&tier).map(|entry| &entry.state) {
+            Some(State::Ready(model)) => model.drafting(),
+            _ => None,
+        }
+    }
+
     pub fn status(&self, tier: Tier) -> TierStatus {
         match self.lock().get(&tier).map(|entry| &entry.state) {
             None => TierStatus::NotConfigured,

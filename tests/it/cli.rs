@@ -348,7 +348,15 @@ fn bench_models_prints_its_figures_side_by_side() {
     let _turn = crate::support::one_model_at_a_time();
     let (status, stdout, stderr) = run(&["bench", "models"]);
     assert_eq!(status, 0, "{stdout}\n{stderr}");
-    for figure in ["load:", "cold:", "warm:", "prefix reuse:", "grammar:"] {
+    for figure in [
+        "load:",
+        "cold:",
+        "warm:",
+        "prefix reuse:",
+        "grammar:",
+        "drafting:",
+        "rust total_area",
+    ] {
         assert!(
             stdout.lines().any(|line| line.starts_with(figure)),
             "no {figure} in\n{stdout}"

@@ -27,6 +27,7 @@ fn valid_files() {
         "[nodes.gpu-box]\nurl = \"http://192.168.1.20:8080/\"\napi = \"llama-server\"\ntiers = [\"fast\", \"executor\"]\nconcurrency = 4\napi_key_env = \"GPU_BOX_KEY\"\n\n[nodes.ollama]\nurl = \"https://ollama.lan\"\ntiers = [\"planner\"]\nmodel = \"qwen2.5:72b\"\nfirst_token_seconds = 120\n",
         "[plan]\ncheck = \"npx tsc --noEmit\"\ncheck_links = [\"node_modules\", \".yarn\"]\n",
         "[routing]\nskip_planner = false\nskip_planner_lines = 40\nmechanical_tier = \"executor\"\nfast_step_lines = 30\nescalate_after = 0\nhover_executor_lines = 200\nhover_executor_references = 100\n",
+        "[tiers.executor]\ndraft = \"lookup\"\ndraft_max = 12\ndraft_min_match = 3\n",
     ];
     let shown: Vec<String> = cases
         .iter()
@@ -52,6 +53,9 @@ fn invalid_files_name_the_line_and_key() {
         "[tiers.planner]\nslots = 0\n",
         "[tiers.executor]\ncache_type = \"q2\"\n",
         "[tiers.fast]\nmodle = \"x.gguf\"\n",
+        "[tiers.executor]\ndraft = \"model\"\n",
+        "[tiers.executor]\ndraft_max = 0\n",
+        "[tiers.planner]\ndraft_min_match = 7\n",
         "[tiers.huge]\nmodel = \"x.gguf\"\n",
         "[nodes.a]\nurl = \"http://h:1\"\ntiers = [\"huge\"]\n",
         "[nodes.a]\nurl = \"http://h:1\"\ntiers = []\n",

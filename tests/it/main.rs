@@ -13,6 +13,7 @@ mod completion;
 mod config;
 mod consistency;
 mod documents;
+mod drafting;
 mod editors;
 mod fake_node;
 mod fuzz;
