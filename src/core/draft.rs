@@ -24,6 +24,9 @@ pub const DEFAULT_DRAFT_MATCH: usize = 2;
 
 /// The longest n-gram looked for: longer matches are rarer and add little certainty.
 pub const MAX_MATCH: usize = 6;
+/// How far back a match is looked for: the search costs this many comparisons per length
+/// per token at most, whatever the context.
+pub const MAX_LOOKBACK: usize = 8192;
 
 /// What followed the most recent earlier occurrence of the longest suffix of `history`
 /// (at least `min_match` and at most [`MAX_MATCH`] tokens long) that occurs earlier, at most
@@ -38,7 +41,8 @@ pub fn lookup_draft<T: PartialEq>(history: &[T], min_match: usize, max_tokens: u
         let suffix = &history[history.len() - n..];
         // The most recent earlier occurrence: nearby text is the likeliest to repeat. An
         // occurrence must be followed by at least one token to propose.
-        let found = (0..history.len() - n)
+        let earliest = history.len().saturating_sub(MAX_LOOKBACK);
+        let found = (earliest..history.len() - n)
             .rev()
             .find(|&start| &history[start..start + n] == suffix);
         if let Some(start) = found {
