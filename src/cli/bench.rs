@@ -32,28 +32,10 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
         return super::bench_nodes::run(model);
     }
     if name == "fan-out" {
-        let Some(runtime) = super::runtime(tokio::runtime::Builder::new_multi_thread()) else {
-            return ExitCode::FAILURE;
-        };
-        return match runtime.block_on(super::bench_fan_out::bench()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                output::error(&format!("benchmark failed: {err:#}"));
-                ExitCode::FAILURE
-            }
-        };
+        return run_async(super::bench_fan_out::bench());
     }
     if name == "rounds" {
-        let Some(runtime) = super::runtime(tokio::runtime::Builder::new_multi_thread()) else {
-            return ExitCode::FAILURE;
-        };
-        return match runtime.block_on(super::bench_rounds::bench(model)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                output::error(&format!("benchmark failed: {err:#}"));
-                ExitCode::FAILURE
-            }
-        };
+        return run_async(super::bench_rounds::bench(model));
     }
     if name == "server" {
         return super::bench_server::run();
@@ -72,6 +54,20 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             output::error(&format!("benchmark failed: {err}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs an async benchmark on a multi-threaded runtime; its error, if any, on stderr.
+pub(super) fn run_async(bench: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let Some(runtime) = super::runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(bench) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            output::error(&format!("benchmark failed: {err:#}"));
             ExitCode::FAILURE
         }
     }

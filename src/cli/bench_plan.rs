@@ -46,17 +46,7 @@ pub(super) const REFACTORS: [(&str, &str, &str, &str); 3] = [
 ];
 
 pub fn run(model: Option<PathBuf>) -> ExitCode {
-    let path = model.unwrap_or_else(test_model_path);
-    let Some(runtime) = super::runtime(tokio::runtime::Builder::new_multi_thread()) else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(bench(path)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            output::error(&format!("benchmark failed: {err}"));
-            ExitCode::FAILURE
-        }
-    }
+    super::bench::run_async(bench(model.unwrap_or_else(test_model_path)))
 }
 
 fn fixtures() -> PathBuf {

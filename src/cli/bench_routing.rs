@@ -52,17 +52,7 @@ const EDITS: [(&str, &str, &str, &str); 4] = [
 ];
 
 pub fn run(model: Option<PathBuf>) -> ExitCode {
-    let path = model.unwrap_or_else(test_model_path);
-    let Some(runtime) = super::runtime(tokio::runtime::Builder::new_multi_thread()) else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(bench(path)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            output::error(&format!("benchmark failed: {err:#}"));
-            ExitCode::FAILURE
-        }
-    }
+    super::bench::run_async(bench(model.unwrap_or_else(test_model_path)))
 }
 
 /// One refactor's run under one mode.
