@@ -173,7 +173,14 @@ export function statusText(state: "starting" | "running" | "stopped" | "failed",
 /** What `tierls/status` returns. */
 export interface ServerStatus {
   version: string;
-  tiers: Array<{ tier: string; model: string | null; state: string; error: string | null }>;
+  tiers: Array<{
+    tier: string;
+    model: string | null;
+    state: string;
+    error: string | null;
+    /** Speculative decoding since the model loaded, when the tier drafts. */
+    drafting?: { requests: number; drafted: number; accepted: number };
+  }>;
   plans: { pending: Array<{ planId: number; instruction: string; steps: number }>; running: number };
   /** Worker nodes (absent from servers before them). */
   nodes?: NodeStatus[];
@@ -189,6 +196,8 @@ export interface NodeStatus {
   concurrency: number;
   firstTokenMs: number | null;
   lastError: string | null;
+  /** The node process's resident memory, when it runs on the server's machine. */
+  memoryBytes?: number | null;
 }
 
 /** The nodes in a few characters for the status bar: healthy ones out of all. */
@@ -202,8 +211,9 @@ export function nodesText(nodes: NodeStatus[] | undefined): string {
 
 function nodeLine(node: NodeStatus): string {
   const latency = node.firstTokenMs === null ? "" : `, first token ${node.firstTokenMs} ms`;
+  const memory = node.memoryBytes ? `, ${Math.round(node.memoryBytes / (1024 * 1024))} MiB` : "";
   const error = node.health !== "healthy" && node.lastError ? `: ${node.lastError}` : "";
-  return `node ${node.name} (${node.tiers.join(", ")}): ${node.health}, ${node.busy}/${node.concurrency} busy${latency}${error}`;
+  return `node ${node.name} (${node.tiers.join(", ")}): ${node.health}, ${node.busy}/${node.concurrency} busy${latency}${memory}${error}`;
 }
 
 const TIER_MARKS: Record<string, string> = {
@@ -229,7 +239,10 @@ export function statusTooltip(status: ServerStatus): string {
   for (const tier of status.tiers) {
     const model = tier.model ? ` (${tier.model})` : "";
     const error = tier.error ? `: ${tier.error}` : "";
-    lines.push(`${tier.tier}: ${tier.state}${model}${error}`);
+    const drafting = tier.drafting
+      ? `, drafts ${tier.drafting.accepted}/${tier.drafting.drafted} tokens accepted`
+      : "";
+    lines.push(`${tier.tier}: ${tier.state}${model}${drafting}${error}`);
   }
   for (const node of status.nodes ?? []) {
     lines.push(nodeLine(node));

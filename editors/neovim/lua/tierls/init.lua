@@ -288,13 +288,15 @@ function M.status()
       for _, tier in ipairs(server.tiers or {}) do
         local model = tier.model ~= vim.NIL and tier.model and (" (" .. tier.model .. ")") or ""
         local error = tier.error ~= vim.NIL and tier.error and (": " .. tier.error) or ""
-        table.insert(lines, ("%s: %s%s%s"):format(tier.tier, tier.state, model, error))
+        local drafting = tier.drafting and (", drafts %d/%d tokens accepted"):format(tier.drafting.accepted, tier.drafting.drafted) or ""
+        table.insert(lines, ("%s: %s%s%s%s"):format(tier.tier, tier.state, model, drafting, error))
       end
       for _, node in ipairs(server.nodes or {}) do
         local latency = node.firstTokenMs ~= vim.NIL and node.firstTokenMs and (", first token %d ms"):format(node.firstTokenMs) or ""
+        local memory = node.memoryBytes ~= vim.NIL and node.memoryBytes and (", %d MiB"):format(math.floor(node.memoryBytes / 1048576 + 0.5)) or ""
         local error = node.health ~= "healthy" and node.lastError ~= vim.NIL and node.lastError and (": " .. node.lastError) or ""
-        table.insert(lines, ("node %s (%s): %s, %d/%d busy%s%s"):format(
-          node.name, table.concat(node.tiers, ", "), node.health, node.busy, node.concurrency, latency, error))
+        table.insert(lines, ("node %s (%s): %s, %d/%d busy%s%s%s"):format(
+          node.name, table.concat(node.tiers, ", "), node.health, node.busy, node.concurrency, latency, memory, error))
       end
       for _, plan in ipairs((server.plans or {}).pending or {}) do
         table.insert(lines, ("plan %d waiting: %s (%d steps)"):format(plan.planId, plan.instruction, plan.steps))

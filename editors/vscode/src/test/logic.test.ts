@@ -96,7 +96,7 @@ test("the status bar lists the configured tiers; the tooltip says the rest", () 
   const status = {
     version: "0.1.0",
     tiers: [
-      { tier: "fast", model: "/m/fast.gguf", state: "ready", error: null },
+      { tier: "fast", model: "/m/fast.gguf", state: "ready", error: null, drafting: { requests: 3, drafted: 141, accepted: 100 } },
       { tier: "executor", model: "/m/exec.gguf", state: "failed", error: "does not fit" },
       { tier: "planner", model: null, state: "not configured", error: null },
     ],
@@ -107,7 +107,7 @@ test("the status bar lists the configured tiers; the tooltip says the rest", () 
     statusTooltip(status),
     [
       "tierls 0.1.0",
-      "fast: ready (/m/fast.gguf)",
+      "fast: ready (/m/fast.gguf), drafts 100/141 tokens accepted",
       "executor: failed (/m/exec.gguf): does not fit",
       "planner: not configured",
       "plan work running: 1",
@@ -118,7 +118,7 @@ test("the status bar lists the configured tiers; the tooltip says the rest", () 
 
 test("worker nodes show in the status bar and the tooltip", () => {
   const nodes = [
-    { name: "gpu-box", url: "http://h:8080", tiers: ["fast", "executor"], health: "healthy", busy: 1, concurrency: 4, firstTokenMs: 85, lastError: null },
+    { name: "gpu-box", url: "http://h:8080", tiers: ["fast", "executor"], health: "healthy", busy: 1, concurrency: 4, firstTokenMs: 85, lastError: null, memoryBytes: 763363328 },
     { name: "laptop", url: "http://l:11434", tiers: ["executor"], health: "cooling down", busy: 0, concurrency: 2, firstTokenMs: null, lastError: "node `laptop`: HTTP 500" },
   ];
   const status = {
@@ -134,7 +134,7 @@ test("worker nodes show in the status bar and the tooltip", () => {
     [
       "tierls 0.1.0",
       "fast: ready (nodes: gpu-box)",
-      "node gpu-box (fast, executor): healthy, 1/4 busy, first token 85 ms",
+      "node gpu-box (fast, executor): healthy, 1/4 busy, first token 85 ms, 728 MiB",
       "node laptop (executor): cooling down, 0/2 busy: node `laptop`: HTTP 500",
     ].join("\n"),
   );
