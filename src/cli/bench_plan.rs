@@ -111,19 +111,7 @@ async fn bench(path: PathBuf) -> anyhow::Result<()> {
         let dir = workspace(fixture)?;
         let root = dir.path().canonicalize()?;
         let driver = driver(&root, model.clone());
-        let request = PlanRequest {
-            instruction: instruction.into(),
-            focus: vec![Focus::Symbol {
-                file: file.into(),
-                path: symbol.into(),
-            }],
-            map_tokens: 512,
-            reference_tokens: 1024,
-            max_fan_out: 256,
-            planner_time: Duration::from_secs(
-                crate::config::Config::default().plan.planner_seconds.into(),
-            ),
-        };
+        let request = symbol_request(instruction, file, symbol);
         let (_, planned) = driver.plan(&request, Cancel::new()).await?;
         let execution = driver
             .execute(&planned.plan, |_| options(1), Cancel::new())
@@ -194,6 +182,23 @@ async fn bench(path: PathBuf) -> anyhow::Result<()> {
     ));
     super::bench_fan_out::bench().await?;
     super::bench_rounds::bench(Some(path)).await
+}
+
+/// A fixture refactor of one symbol, with the plan budgets the benchmarks use.
+pub(super) fn symbol_request(instruction: &str, file: &str, symbol: &str) -> PlanRequest {
+    PlanRequest {
+        instruction: instruction.into(),
+        focus: vec![Focus::Symbol {
+            file: file.into(),
+            path: symbol.into(),
+        }],
+        map_tokens: 512,
+        reference_tokens: 1024,
+        max_fan_out: 256,
+        planner_time: Duration::from_secs(
+            crate::config::Config::default().plan.planner_seconds.into(),
+        ),
+    }
 }
 
 /// The plan driver on `root`, scanned now, with `model` as planner and executor.

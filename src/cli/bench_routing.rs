@@ -9,17 +9,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::bench_plan::{REFACTORS, load, options, workspace};
+use super::bench_plan::{REFACTORS, load, options, symbol_request, workspace};
 use super::output;
 use crate::config::Tier;
 use crate::core::plan::Action;
-use crate::core::plan::context::Focus;
 use crate::core::route::{
     HoverFacts, PerTier, RefactorFacts, Rules, StepFacts, TierState, TierStates, Work, decide,
 };
 use crate::models::Cancel;
 use crate::models::embedded::test_model_path;
-use crate::refactor::driver::{Driver, PlanRequest, Team};
+use crate::refactor::driver::{Driver, Team};
 use crate::workspace::{Limits, Shared, Workspace};
 
 /// Single-symbol edits beyond the fixture refactors, and one that reaches beyond its symbol
@@ -177,19 +176,7 @@ async fn run_once(
     let root = dir.path().canonicalize()?;
     let (scanned, _) = Workspace::scanned(&root, Limits::default(), 0, &mut |_, _| {});
     let driver = Driver::new(Shared::new(scanned), team).routing(Rules::default(), Arc::default());
-    let request = PlanRequest {
-        instruction: instruction.into(),
-        focus: vec![Focus::Symbol {
-            file: file.into(),
-            path: symbol.into(),
-        }],
-        map_tokens: 512,
-        reference_tokens: 1024,
-        max_fan_out: 256,
-        planner_time: Duration::from_secs(
-            crate::config::Config::default().plan.planner_seconds.into(),
-        ),
-    };
+    let request = symbol_request(instruction, file, symbol);
     let started = Instant::now();
     let (_, planned) = driver.plan(&request, Cancel::new()).await?;
     let mut plans = PerTier::default();

@@ -70,16 +70,26 @@ fn spinner(message: &str) -> ProgressBar {
     bar
 }
 
-async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
-    let workspace = args.workspace.unwrap_or_else(|| PathBuf::from("."));
+/// The workspace's root and configuration for a refactor command, after checking that
+/// the instruction says something.
+pub(super) fn refactor_workspace(
+    workspace: Option<PathBuf>,
+    instruction: &str,
+) -> Result<(PathBuf, crate::config::Config), String> {
+    let workspace = workspace.unwrap_or_else(|| PathBuf::from("."));
     let root = workspace
         .canonicalize()
         .map_err(|err| format!("{}: {err}", workspace.display()))?;
-    if args.instruction.trim().is_empty() {
+    if instruction.trim().is_empty() {
         return Err("the instruction is empty: say what to change".into());
     }
     let config = super::workspace_config(&root)
         .map_err(|errors| errors.first().map(ToString::to_string).unwrap_or_default())?;
+    Ok((root, config))
+}
+
+async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
+    let (root, config) = refactor_workspace(args.workspace.clone(), &args.instruction)?;
     let scanned = scan_configured(&root, &config);
     let workspace = Shared::new(scanned);
 

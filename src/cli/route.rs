@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::index::scan_configured;
 use super::output;
-use super::plan::parse_focus;
+use super::plan::{parse_focus, refactor_workspace};
 use crate::config::{Config, Tier};
 use crate::core::plan::Action;
 use crate::core::route::{
@@ -55,18 +55,10 @@ pub fn configured_states(config: &Config) -> TierStates {
 }
 
 async fn route(args: RouteArgs) -> Result<(), String> {
-    let workspace = args.workspace.unwrap_or_else(|| PathBuf::from("."));
-    let root = workspace
-        .canonicalize()
-        .map_err(|err| format!("{}: {err}", workspace.display()))?;
-    if args.instruction.trim().is_empty() {
-        return Err("the instruction is empty: say what to change".into());
-    }
+    let (root, config) = refactor_workspace(args.workspace.clone(), &args.instruction)?;
     if args.focus.is_empty() {
         return Err("give what the refactor is about: --focus PATH[:SYMBOL]".into());
     }
-    let config = super::workspace_config(&root)
-        .map_err(|errors| errors.first().map(ToString::to_string).unwrap_or_default())?;
     let scanned = scan_configured(&root, &config);
     let states = configured_states(&config);
     let driver = Driver::new(

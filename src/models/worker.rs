@@ -117,10 +117,7 @@ impl LlamaServer {
 
     /// The process's resident memory now (Linux: `VmRSS` in `/proc/PID/status`).
     pub fn resident_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        super::remote::local::resident_bytes(self.child.id())
     }
 
     /// Kills the process at once, as a crash or a pulled cable would.

@@ -88,7 +88,7 @@ fn process_holds_socket(pid: u32, inodes: &[u64]) -> bool {
 }
 
 /// `VmRSS` of `/proc/PID/status`, in bytes.
-fn resident_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn resident_bytes(pid: u32) -> Option<u64> {
     let status = read_small(Path::new(&format!("/proc/{pid}/status")))?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -6,7 +6,7 @@
 //! the request checks its cancel flag, its time limit, a stall timer and a byte cap;
 //! dropping the response closes the HTTP stream, which is how a cancel reaches the node.
 
-mod local;
+pub(crate) mod local;
 pub mod wire;
 
 use std::path::PathBuf;
