@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use super::output;
-use crate::config::{ModelSource, Tier, TierConfig};
+use crate::config::{DraftKind, ModelSource, Tier, TierConfig};
 use crate::core::budget::{Machine, human_bytes};
 use crate::models::embedded::test_model_path;
 use crate::models::fit::{LoadPlan, plan_load};
 use crate::models::machine;
+use crate::models::tiers::model_drafting;
 
 pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
     let workspace = workspace.unwrap_or_else(|| PathBuf::from("."));
@@ -33,7 +34,13 @@ pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
     if as_json {
         let report = json!({
             "machine": machine_json(&machine),
-            "tiers": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+            "tiers": rows.iter().map(|row| {
+                let mut json = row.to_json();
+                if let (Some(fields), Some(drafting)) = (json.as_object_mut(), row.drafting(&rows)) {
+                    fields.insert("drafting".into(), json!(drafting));
+                }
+                json
+            }).collect::<Vec<_>>(),
         });
         output::line(&serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
@@ -48,6 +55,11 @@ pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
         }
         for note in rows.iter().flat_map(Row::notes) {
             output::line(&note);
+        }
+        for row in &rows {
+            if let Some(drafting) = row.drafting(&rows) {
+                output::line(&format!("{}: {drafting}", row.tier));
+            }
         }
     }
     ExitCode::SUCCESS
@@ -157,6 +169,48 @@ impl Row {
             ));
         }
         notes
+    }
+
+    /// How this tier drafts for speculative decoding, and for `draft = "model"` whether the
+    /// fast tier's model can draft for it (the same check the server makes at load).
+    fn drafting(&self, rows: &[Row]) -> Option<String> {
+        match self.tier_config.draft {
+            DraftKind::Off => None,
+            DraftKind::Lookup => Some(format!(
+                "drafts by prompt lookup (up to {} tokens after a match of {})",
+                self.tier_config.draft_max, self.tier_config.draft_min_match
+            )),
+            DraftKind::Model => {
+                let Outcome::Planned(plan) = &self.outcome else {
+                    return Some("not drafting: its model is not a file on this machine".into());
+                };
+                let target = (self.path().unwrap_or(Path::new("?")), &plan.header);
+                let fast = rows
+                    .iter()
+                    .find(|row| row.tier == Tier::Fast)
+                    .and_then(|row| match (&row.outcome, row.path()) {
+                        (Outcome::Planned(plan), Some(path)) => Some((path, &plan.header)),
+                        _ => None,
+                    });
+                Some(match model_drafting(self.tier, target, fast) {
+                    Ok(()) => format!(
+                        "the fast tier's model drafts for it (the same vocabulary, {} tokens; up to {} a draft)",
+                        plan.header
+                            .vocabulary
+                            .map_or(0, |vocabulary| vocabulary.size),
+                        self.tier_config.draft_max
+                    ),
+                    Err(reason) => format!("not drafting: {reason}"),
+                })
+            }
+        }
+    }
+
+    fn path(&self) -> Option<&Path> {
+        match &self.source {
+            Some(ModelSource::File(path)) => Some(path),
+            _ => None,
+        }
     }
 
     fn to_json(&self) -> Value {

@@ -15,7 +15,9 @@ pub use error::ConfigError;
 pub use load::{CONFIG_FILE_NAME, load_file, parse_settings, parse_toml, user_config_path};
 pub use nodes::{NodeApi, NodeConfig, NodeLayer, NodesLayer};
 pub use sources::ConfigSources;
-pub use tiers::{Bounded, GpuLayers, ModelSource, Tier, TierConfig, TierLayer, Tiers, TiersLayer};
+pub use tiers::{
+    Bounded, DraftKind, GpuLayers, ModelSource, Tier, TierConfig, TierLayer, Tiers, TiersLayer,
+};
 
 use serde::Deserialize;
 use std::fmt;

@@ -148,6 +148,8 @@ pub enum DraftKind {
     Off,
     /// From the prompt and the answer so far (prompt lookup).
     Lookup,
+    /// From the fast tier's model, when it shares this tier's vocabulary.
+    Model,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -228,6 +230,9 @@ impl TierConfig {
             DraftKind::Lookup => DraftMode::Lookup {
                 max_tokens: self.draft_max as usize,
                 min_match: self.draft_min_match as usize,
+            },
+            DraftKind::Model => DraftMode::Model {
+                max_tokens: self.draft_max as usize,
             },
         }
     }

@@ -4,6 +4,10 @@
 //! answer so far), what followed them there is a cheap guess at what follows now. The
 //! backend verifies a draft in one batch and keeps the prefix the model agrees with, so a
 //! wrong guess costs a little time and never changes the text.
+//!
+//! A smaller model of the same family drafts better than lookup when the answer is new
+//! text; it can only do so when both models split text into the same tokens, which
+//! [`check_vocabularies`] decides from the two GGUF headers.
 
 /// How drafts are made for a tier's generations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +20,45 @@ pub enum DraftMode {
         /// The fewest trailing tokens that must match earlier text to draft at all.
         min_match: usize,
     },
+    /// From the fast tier's model, run greedily in a context of its own.
+    Model {
+        /// The most tokens one draft proposes.
+        max_tokens: usize,
+    },
+}
+
+/// What must be equal for one model to draft for another: the same token ids must mean
+/// the same text, and the same special tokens must begin and end a text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vocabulary {
+    pub size: u32,
+    /// A hash of every token's text, in id order.
+    pub texts_digest: u64,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+}
+
+/// Whether a model whose vocabulary is `draft` can draft for one whose vocabulary is
+/// `target`; the reason it cannot, for a message that names both models.
+pub fn check_vocabularies(target: &Vocabulary, draft: &Vocabulary) -> Result<(), String> {
+    if target.size != draft.size {
+        return Err(format!(
+            "their vocabularies differ in size ({} and {} tokens)",
+            target.size, draft.size
+        ));
+    }
+    if target.texts_digest != draft.texts_digest {
+        return Err(format!(
+            "their vocabularies have {} tokens each but not the same token texts",
+            target.size
+        ));
+    }
+    if (target.bos, target.eos) != (draft.bos, draft.eos) {
+        return Err(
+            "their vocabularies mark the start and end of a text with different tokens".into(),
+        );
+    }
+    Ok(())
 }
 
 /// The defaults of `tiers.<tier>.draft_max` and `draft_min_match`.
@@ -64,6 +107,43 @@ mod tests {
             .iter()
             .collect();
         assert_eq!(draft, expected, "{history:?}");
+    }
+
+    #[test]
+    fn only_a_vocabulary_with_the_same_texts_and_special_tokens_can_draft() {
+        let target = Vocabulary {
+            size: 262_144,
+            texts_digest: 7,
+            bos: Some(2),
+            eos: Some(1),
+        };
+        assert_eq!(check_vocabularies(&target, &target), Ok(()));
+        let smaller = Vocabulary {
+            size: 32_000,
+            ..target
+        };
+        assert_eq!(
+            check_vocabularies(&target, &smaller).unwrap_err(),
+            "their vocabularies differ in size (262144 and 32000 tokens)"
+        );
+        let other_texts = Vocabulary {
+            texts_digest: 8,
+            ..target
+        };
+        assert!(
+            check_vocabularies(&target, &other_texts)
+                .unwrap_err()
+                .contains("not the same token texts")
+        );
+        let other_end = Vocabulary {
+            eos: Some(106),
+            ..target
+        };
+        assert!(
+            check_vocabularies(&target, &other_end)
+                .unwrap_err()
+                .contains("start and end")
+        );
     }
 
     #[test]

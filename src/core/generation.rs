@@ -118,6 +118,8 @@ pub struct Usage {
     /// Tokens proposed by drafting (speculative decoding), and those the model agreed with.
     pub drafted_tokens: u32,
     pub accepted_tokens: u32,
+    /// Drafts a draft model did not make because its own tier was answering a request.
+    pub draft_yields: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -94,6 +94,9 @@ pub struct TierReport {
     /// Speculative decoding since the model loaded, when the tier drafts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drafting: Option<crate::models::DraftStats>,
+    /// With `draft = "model"`: the model drafting for this tier, or why none does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drafting_note: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

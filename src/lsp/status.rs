@@ -10,9 +10,13 @@ pub fn status(backend: &Backend) -> Status {
     let tiers = Tier::ALL
         .iter()
         .map(|&tier| {
-            let ((model, state), drafting) = match backend.tiers.get() {
-                Some(tiers) => (tiers.describe(tier), tiers.drafting(tier)),
-                None => ((None, TierStatus::NotConfigured), None),
+            let ((model, state), drafting, drafting_note) = match backend.tiers.get() {
+                Some(tiers) => (
+                    tiers.describe(tier),
+                    tiers.drafting(tier),
+                    tiers.drafting_note(tier),
+                ),
+                None => ((None, TierStatus::NotConfigured), None, None),
             };
             let (state, error) = match state {
                 TierStatus::Failed(error) => ("failed".to_owned(), Some(error)),
@@ -24,6 +28,7 @@ pub fn status(backend: &Backend) -> Status {
                 state,
                 error,
                 drafting,
+                drafting_note,
             }
         })
         .collect();

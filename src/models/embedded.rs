@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
@@ -32,6 +32,7 @@ use crate::core::generation::{
     ChatMessage, GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome,
     StopReason, Usage,
 };
+use crate::sync::lock;
 
 /// How to load and run a model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,14 +93,48 @@ struct Job {
     events: UnboundedSender<GenerationEvent>,
 }
 
+/// What a slot's worker receives.
+enum SlotMessage {
+    Job(Job),
+    /// The model drafting for this one was connected, replaced or withdrawn: build or
+    /// release the draft context now, not at the next request.
+    DrafterChanged,
+}
+
+/// A loaded model drafting for another of the same vocabulary (the fast tier's, for the
+/// executor), sharing its weights: each slot of the model it drafts for runs it in a
+/// context of its own, so the fast tier's completion slots are never disturbed.
+#[derive(Clone)]
+pub struct Drafter {
+    model: Arc<LlamaModel>,
+    path: PathBuf,
+    /// Requests the draft model's own tier is answering: drafting yields to them.
+    busy: Arc<AtomicUsize>,
+}
+
+impl Drafter {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn is(&self, other: &Drafter) -> bool {
+        Arc::ptr_eq(&self.model, &other.model)
+    }
+}
+
+/// The drafter a model's slots use now; `None` when none is connected.
+type SharedDrafter = Arc<Mutex<Option<Drafter>>>;
+
 pub struct EmbeddedModel {
     info: ModelInfo,
     model: Arc<LlamaModel>,
-    slots: Vec<std_mpsc::Sender<Job>>,
+    slots: Vec<std_mpsc::Sender<SlotMessage>>,
     /// Requests submitted and not yet answered, across the slots.
     in_flight: Arc<AtomicUsize>,
     /// Speculative decoding's figures, when this model drafts.
     drafting: Option<Arc<DraftCounters>>,
+    /// The model drafting for this one, with [`DraftMode::Model`].
+    drafter: SharedDrafter,
 }
 
 impl EmbeddedModel {
@@ -153,6 +188,7 @@ impl EmbeddedModel {
         let model = Arc::new(model);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let drafting = (options.draft != DraftMode::Off).then(Arc::<DraftCounters>::default);
+        let drafter = SharedDrafter::default();
         let mut slots = Vec::new();
         for slot in 0..info.slots {
             let (jobs_tx, jobs_rx) = std_mpsc::channel();
@@ -160,6 +196,7 @@ impl EmbeddedModel {
             let (model, options, info) = (model.clone(), options.clone(), info.clone());
             let in_flight = in_flight.clone();
             let drafting = drafting.clone();
+            let drafter = drafter.clone();
             std::thread::Builder::new()
                 .name(format!("tierls-llama-slot-{slot}"))
                 .spawn(move || {
@@ -167,7 +204,9 @@ impl EmbeddedModel {
                         in_flight: &in_flight,
                         drafting: drafting.as_deref(),
                     };
-                    run_slot(&model, &options, &info, jobs_rx, ready_tx, counters)
+                    run_slot(
+                        &model, &options, &info, jobs_rx, ready_tx, counters, &drafter,
+                    )
                 })
                 .map_err(|_| ModelError::WorkerGone)?;
             ready_rx.recv().map_err(|_| ModelError::WorkerGone)??;
@@ -179,7 +218,45 @@ impl EmbeddedModel {
             slots,
             in_flight,
             drafting,
+            drafter,
         })
+    }
+
+    /// This model as a drafter for another model of the same vocabulary.
+    pub fn as_drafter(&self) -> Drafter {
+        Drafter {
+            model: self.model.clone(),
+            path: self.info.path.clone(),
+            busy: self.in_flight.clone(),
+        }
+    }
+
+    /// Connects the model that drafts for this one (with [`DraftMode::Model`]), or with
+    /// `None` withdraws it. A request in progress stops drafting at its next draft; the
+    /// draft model's memory is released once no slot holds it.
+    pub fn set_drafter(&self, drafter: Option<Drafter>) {
+        {
+            let mut current = lock(&self.drafter);
+            let same = match (&*current, &drafter) {
+                (Some(current), Some(new)) => current.is(new),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                return;
+            }
+            *current = drafter;
+        }
+        for slot in &self.slots {
+            let _ = slot.send(SlotMessage::DrafterChanged);
+        }
+    }
+
+    /// The file of the model drafting for this one now.
+    pub fn drafts_with(&self) -> Option<PathBuf> {
+        lock(&self.drafter)
+            .as_ref()
+            .map(|drafter| drafter.path.clone())
     }
 
     /// Renders a conversation with the model's own chat template, or with `template` (a
@@ -222,7 +299,8 @@ impl Model for EmbeddedModel {
             events,
         };
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        if let Err(std_mpsc::SendError(job)) = self.slots[slot % self.slots.len()].send(job) {
+        let sent = self.slots[slot % self.slots.len()].send(SlotMessage::Job(job));
+        if let Err(std_mpsc::SendError(SlotMessage::Job(job))) = sent {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             let _ = job
                 .events
@@ -297,22 +375,14 @@ fn kv_cache_type(cache_type: CacheType) -> KvCacheType {
     }
 }
 
-/// One slot's thread: owns a context (which borrows the model) and its cache bookkeeping.
 /// What a slot's worker counts for the model.
 struct Counters<'a> {
     in_flight: &'a AtomicUsize,
     drafting: Option<&'a DraftCounters>,
 }
 
-fn run_slot(
-    model: &LlamaModel,
-    options: &EmbeddedOptions,
-    info: &ModelInfo,
-    jobs: std_mpsc::Receiver<Job>,
-    ready: std_mpsc::Sender<Result<(), ModelError>>,
-    counters: Counters,
-) {
-    let params = LlamaContextParams::default()
+fn context_params(options: &EmbeddedOptions) -> LlamaContextParams {
+    LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(options.n_ctx))
         .with_n_batch(options.n_batch)
         .with_n_threads(options.threads)
@@ -320,8 +390,21 @@ fn run_slot(
         // A full-size sliding-window cache keeps prefix reuse possible on SWA models (Gemma 3).
         .with_swa_full(true)
         .with_type_k(kv_cache_type(options.cache_type))
-        .with_type_v(kv_cache_type(options.cache_type));
-    let mut context = match model.new_context(backend(), params) {
+        .with_type_v(kv_cache_type(options.cache_type))
+}
+
+/// One slot's thread: owns a context (which borrows the model) and its cache bookkeeping,
+/// and, while a draft model is connected, a context of that model's.
+fn run_slot(
+    model: &LlamaModel,
+    options: &EmbeddedOptions,
+    info: &ModelInfo,
+    messages: std_mpsc::Receiver<SlotMessage>,
+    ready: std_mpsc::Sender<Result<(), ModelError>>,
+    counters: Counters,
+    shared_drafter: &SharedDrafter,
+) {
+    let context = match model.new_context(backend(), context_params(options)) {
         Ok(context) => context,
         Err(_) => {
             let _ = ready.send(Err(ModelError::ContextFailed {
@@ -334,40 +417,251 @@ fn run_slot(
     let _ = ready.send(Ok(()));
     let mut slot = Slot {
         model,
-        context: &mut context,
-        cached: Vec::new(),
-        n_batch: options.n_batch as usize,
+        sequence: KvSequence::new(context, options.n_batch),
         info,
         chat_template: options.chat_template.clone(),
         draft: options.draft,
     };
-    while let Ok(job) = jobs.recv() {
-        let events = job.events.clone();
-        let result = slot.generate(job);
-        if let (Some(drafting), Ok(generation)) = (counters.drafting, &result) {
-            drafting.add(
-                generation.usage.drafted_tokens,
-                generation.usage.accepted_tokens,
-            );
+    let drafts_with_a_model = matches!(options.draft, DraftMode::Model { .. });
+    let connected = || {
+        drafts_with_a_model
+            .then(|| lock(shared_drafter).clone())
+            .flatten()
+    };
+    let mut pending: Option<Job> = None;
+    loop {
+        // The draft model's context lives as long as it stays connected: it keeps its own
+        // cache of the prompt between requests, as the slot does.
+        let drafter = connected();
+        let mut drafting = drafter
+            .as_ref()
+            .and_then(|drafter| ModelDrafter::new(drafter, options, shared_drafter));
+        let changed = || match (&drafter, connected()) {
+            (Some(old), Some(new)) => !old.is(&new),
+            (None, None) => false,
+            _ => true,
+        };
+        loop {
+            let job = match pending.take() {
+                Some(job) => job,
+                None => match messages.recv() {
+                    Ok(SlotMessage::Job(job)) => job,
+                    Ok(SlotMessage::DrafterChanged) if changed() => break,
+                    Ok(SlotMessage::DrafterChanged) => continue,
+                    Err(_) => return,
+                },
+            };
+            if changed() {
+                pending = Some(job);
+                break;
+            }
+            let events = job.events.clone();
+            let result = slot.generate(job, drafting.as_mut());
+            if let (Some(drafting), Ok(generation)) = (counters.drafting, &result) {
+                drafting.add(&generation.usage);
+            }
+            counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let _ = events.send(GenerationEvent::Done(result));
         }
-        counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let _ = events.send(GenerationEvent::Done(result));
+    }
+}
+
+/// A context and the tokens in its KV cache (sequence 0), in position order.
+struct KvSequence<'m> {
+    context: LlamaContext<'m>,
+    cached: Vec<LlamaToken>,
+    /// Tokens evaluated per decode call.
+    n_batch: usize,
+}
+
+impl<'m> KvSequence<'m> {
+    fn new(context: LlamaContext<'m>, n_batch: u32) -> Self {
+        KvSequence {
+            context,
+            cached: Vec::new(),
+            n_batch: n_batch as usize,
+        }
+    }
+
+    /// Brings the cache to `tokens`, evaluating only what follows the common prefix; returns
+    /// how many tokens were evaluated. The last token is always evaluated: its logits
+    /// choose the next one.
+    fn sync(&mut self, tokens: &[LlamaToken], cancel: &Cancel) -> Result<u32, ModelError> {
+        let common = self
+            .cached
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = common.min(tokens.len().saturating_sub(1));
+        if keep < self.cached.len() && self.truncate(keep).is_err() {
+            self.context.clear_kv_cache();
+            self.cached.clear();
+        }
+        let start = self.cached.len();
+        for chunk in tokens[start..].chunks(self.n_batch) {
+            if cancel.is_cancelled() {
+                break;
+            }
+            self.decode(chunk, false)?;
+        }
+        Ok((tokens.len() - start) as u32)
+    }
+
+    /// Decodes `tokens` at the end of the cache, asking for logits of the last one only, or
+    /// of every one (`all_logits`: verifying a draft).
+    fn decode(&mut self, tokens: &[LlamaToken], all_logits: bool) -> Result<(), ModelError> {
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
+        let start = self.cached.len();
+        for (offset, &token) in tokens.iter().enumerate() {
+            let is_last = offset + 1 == tokens.len();
+            batch
+                .add(token, (start + offset) as i32, &[0], is_last || all_logits)
+                .map_err(|err| ModelError::Decode(err.to_string()))?;
+        }
+        self.context
+            .decode(&mut batch)
+            .map_err(|err| ModelError::Decode(err.to_string()))?;
+        self.cached.extend_from_slice(tokens);
+        Ok(())
+    }
+
+    /// Drops every cached token from position `keep` on.
+    fn truncate(&mut self, keep: usize) -> Result<(), ModelError> {
+        self.context
+            .kv_cache_seq_rm(0, Some(keep as u32), None)
+            .map_err(|_| {
+                ModelError::Decode("llama.cpp could not drop tokens from the KV cache".into())
+            })?;
+        self.cached.truncate(keep);
+        Ok(())
+    }
+}
+
+/// A slot's use of the draft model: its own context of the draft model, kept in step with
+/// the slot's prompt and answer.
+struct ModelDrafter<'d> {
+    drafter: &'d Drafter,
+    sequence: KvSequence<'d>,
+    shared: &'d SharedDrafter,
+}
+
+impl<'d> ModelDrafter<'d> {
+    fn new(
+        drafter: &'d Drafter,
+        options: &EmbeddedOptions,
+        shared: &'d SharedDrafter,
+    ) -> Option<Self> {
+        match drafter
+            .model
+            .new_context(backend(), context_params(options))
+        {
+            Ok(context) => Some(ModelDrafter {
+                drafter,
+                sequence: KvSequence::new(context, options.n_batch),
+                shared,
+            }),
+            Err(err) => {
+                tracing::warn!(
+                    draft_model = %drafter.path.display(),
+                    "no context of {} tokens for the draft model ({err}): this slot does not draft",
+                    options.n_ctx
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether it is still the connected drafter: the tiers may withdraw it mid-request
+    /// (the flow rule unloading the fast tier).
+    fn is_connected(&self) -> bool {
+        lock(self.shared)
+            .as_ref()
+            .is_some_and(|connected| connected.is(self.drafter))
+    }
+
+    /// Whether the draft model's own tier is answering a request (completions first).
+    fn should_yield(&self) -> bool {
+        self.drafter.busy.load(Ordering::Relaxed) > 0
+    }
+
+    /// Up to `limit` tokens the draft model writes greedily after `history`: fewer when it
+    /// ends the text, the request is cancelled, or its own tier gets a request. Each token
+    /// is one decode, and cancelling is checked before each.
+    fn draft(
+        &mut self,
+        history: &[LlamaToken],
+        limit: usize,
+        cancel: &Cancel,
+    ) -> Result<Vec<LlamaToken>, ModelError> {
+        self.sequence.sync(history, cancel)?;
+        let vocab = self.drafter.model.vocab();
+        let mut draft = Vec::with_capacity(limit);
+        while draft.len() < limit && !cancel.is_cancelled() && !self.should_yield() {
+            let token = argmax(self.sequence.context.get_logits_ith(-1));
+            if vocab.is_eog(token) {
+                break;
+            }
+            draft.push(token);
+            if draft.len() < limit {
+                self.sequence.decode(&[token], false)?;
+                cancel.note_decoded();
+            }
+        }
+        Ok(draft)
+    }
+}
+
+/// The draft from the draft model, or none: when it is withdrawn (then not again this
+/// request), yields to its own tier, or fails (then not again this request either).
+fn draft_with_model(
+    drafting: &mut Option<&mut ModelDrafter>,
+    history: &[LlamaToken],
+    limit: usize,
+    cancel: &Cancel,
+    usage: &mut Usage,
+) -> Vec<LlamaToken> {
+    let Some(drafter) = drafting else {
+        return Vec::new();
+    };
+    if limit == 0 {
+        return Vec::new();
+    }
+    if !drafter.is_connected() {
+        *drafting = None;
+        return Vec::new();
+    }
+    if drafter.should_yield() {
+        usage.draft_yields += 1;
+        return Vec::new();
+    }
+    match drafter.draft(history, limit, cancel) {
+        Ok(draft) => draft,
+        Err(err) => {
+            tracing::warn!(
+                draft_model = %drafter.drafter.path.display(),
+                "the draft model failed ({err}): this request goes on without drafting"
+            );
+            *drafting = None;
+            Vec::new()
+        }
     }
 }
 
 struct Slot<'m, 'c> {
     model: &'m LlamaModel,
-    context: &'c mut LlamaContext<'m>,
-    /// The tokens whose keys and values are in the cache, in position order.
-    cached: Vec<LlamaToken>,
-    n_batch: usize,
+    sequence: KvSequence<'m>,
     info: &'c ModelInfo,
     chat_template: Option<String>,
     draft: DraftMode,
 }
 
 impl Slot<'_, '_> {
-    fn generate(&mut self, job: Job) -> Result<Generation, ModelError> {
+    fn generate(
+        &mut self,
+        job: Job,
+        mut drafting: Option<&mut ModelDrafter>,
+    ) -> Result<Generation, ModelError> {
         let Job {
             request,
             cancel,
@@ -392,7 +686,7 @@ impl Slot<'_, '_> {
             ..Usage::default()
         };
 
-        let evaluated = self.evaluate_prompt(&tokens, &cancel)?;
+        let evaluated = self.sequence.sync(&tokens, &cancel)?;
         usage.evaluated_tokens = evaluated;
         usage.prompt_time = started.elapsed();
         if cancel.is_cancelled() {
@@ -422,7 +716,7 @@ impl Slot<'_, '_> {
             if usage.generated_tokens >= request.max_tokens {
                 break StopReason::MaxTokens;
             }
-            if self.cached.len() as u32 >= self.info.n_ctx {
+            if self.sequence.cached.len() as u32 >= self.info.n_ctx {
                 break StopReason::MaxTokens;
             }
             let token = match chosen.take() {
@@ -442,28 +736,39 @@ impl Slot<'_, '_> {
             history.push(token);
             // Room for a draft: the tokens still allowed, and the context after `token`.
             let room = (request.max_tokens - usage.generated_tokens) as usize;
-            let context_room = (self.info.n_ctx as usize).saturating_sub(self.cached.len() + 1);
+            let context_room =
+                (self.info.n_ctx as usize).saturating_sub(self.sequence.cached.len() + 1);
+            let limit = room.min(context_room);
             let draft = match self.draft {
                 DraftMode::Lookup {
                     max_tokens,
                     min_match,
-                } => lookup_draft(&history, min_match, max_tokens.min(room).min(context_room))
-                    .to_vec(),
+                } => lookup_draft(&history, min_match, max_tokens.min(limit)).to_vec(),
+                DraftMode::Model { max_tokens } => draft_with_model(
+                    &mut drafting,
+                    &history,
+                    max_tokens.min(limit),
+                    &cancel,
+                    &mut usage,
+                ),
                 DraftMode::Off => Vec::new(),
             };
+            if cancel.is_cancelled() {
+                break StopReason::Cancelled;
+            }
             if draft.is_empty() {
-                self.decode(&[token], false)?;
+                self.sequence.decode(&[token], false)?;
                 cancel.note_decoded();
                 logits_index = 0;
                 continue;
             }
             // Verify: decode the token and the draft in one batch, then take the model's own
             // greedy choice at each position while it agrees with the draft.
-            let start = self.cached.len();
+            let start = self.sequence.cached.len();
             let mut batch = Vec::with_capacity(draft.len() + 1);
             batch.push(token);
             batch.extend_from_slice(&draft);
-            self.decode(&batch, true)?;
+            self.sequence.decode(&batch, true)?;
             cancel.note_decoded();
             usage.drafted_tokens += draft.len() as u32;
             let mut agreed = 0;
@@ -499,17 +804,7 @@ impl Slot<'_, '_> {
                 continue;
             }
             // Drop the cache past the last agreed token; `chosen` is written next.
-            let keep = start + 1 + agreed;
-            if self
-                .context
-                .kv_cache_seq_rm(0, Some(keep as u32), None)
-                .is_err()
-            {
-                return Err(ModelError::Decode(
-                    "llama.cpp could not drop a rejected draft from the KV cache".into(),
-                ));
-            }
-            self.cached.truncate(keep);
+            self.sequence.truncate(start + 1 + agreed)?;
         };
         if stop_reason != StopReason::StopSequence {
             let rest = matcher.finish();
@@ -626,65 +921,13 @@ impl Slot<'_, '_> {
         })
     }
 
-    /// Brings the cache to `tokens`, evaluating only what follows the common prefix; returns
-    /// how many tokens were evaluated.
-    fn evaluate_prompt(
-        &mut self,
-        tokens: &[LlamaToken],
-        cancel: &Cancel,
-    ) -> Result<u32, ModelError> {
-        let common = self
-            .cached
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count();
-        // The last prompt token is always evaluated: its logits choose the first new token.
-        let keep = common.min(tokens.len() - 1);
-        if keep < self.cached.len() {
-            let removed = self.context.kv_cache_seq_rm(0, Some(keep as u32), None);
-            if removed.is_err() {
-                self.context.clear_kv_cache();
-                self.cached.clear();
-            } else {
-                self.cached.truncate(keep);
-            }
-        }
-        let start = self.cached.len();
-        for chunk in tokens[start..].chunks(self.n_batch) {
-            if cancel.is_cancelled() {
-                break;
-            }
-            self.decode(chunk, false)?;
-        }
-        Ok((tokens.len() - start) as u32)
-    }
-
-    /// Decodes `tokens` at the end of the cache, asking for logits of the last one only, or
-    /// of every one (`all_logits`: verifying a draft).
-    fn decode(&mut self, tokens: &[LlamaToken], all_logits: bool) -> Result<(), ModelError> {
-        let mut batch = LlamaBatch::new(tokens.len(), 1);
-        let start = self.cached.len();
-        for (offset, &token) in tokens.iter().enumerate() {
-            let is_last = offset + 1 == tokens.len();
-            batch
-                .add(token, (start + offset) as i32, &[0], is_last || all_logits)
-                .map_err(|err| ModelError::Decode(err.to_string()))?;
-        }
-        self.context
-            .decode(&mut batch)
-            .map_err(|err| ModelError::Decode(err.to_string()))?;
-        self.cached.extend_from_slice(tokens);
-        Ok(())
-    }
-
     /// Greedy sampling. With a grammar, the free choice is checked against the grammar alone
     /// and the whole vocabulary is masked only when it is rejected: most tokens pass, and
     /// masking 262k candidates every token is what makes naive grammar sampling slow.
     fn sample(&mut self, grammar: Option<&mut LlamaSampler>, logits_index: i32) -> LlamaToken {
         // Greedy is an argmax over the logits: cheaper than building llama.cpp's candidate
         // array of the whole vocabulary for every token.
-        let logits = self.context.get_logits_ith(logits_index);
+        let logits = self.sequence.context.get_logits_ith(logits_index);
         let token = argmax(logits);
         let Some(grammar) = grammar else { return token };
         // The greedy choice under a grammar is the best-scoring token it allows: try the
@@ -711,7 +954,7 @@ impl Slot<'_, '_> {
                 single.data[0].logit().is_finite()
             });
         let token = allowed.unwrap_or_else(|| {
-            let mut all = self.context.token_data_array_ith(logits_index);
+            let mut all = self.sequence.context.token_data_array_ith(logits_index);
             all.apply_sampler(grammar);
             all.sample_token_greedy()
         });

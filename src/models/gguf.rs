@@ -15,6 +15,7 @@ use super::ModelError;
 /// `GGML_MAX_DIMS` of ggml.h, a macro that bindgen does not export.
 const GGML_MAX_DIMS: usize = 4;
 use crate::core::budget::ModelShape;
+use crate::core::draft::Vocabulary;
 
 /// One tensor as the header describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +39,9 @@ pub struct GgufHeader {
     pub has_chat_template: bool,
     pub has_fim_tokens: bool,
     pub shape: ModelShape,
+    /// The tokenizer's vocabulary, when the file has one: whether another model can draft
+    /// for this one.
+    pub vocabulary: Option<Vocabulary>,
 }
 
 struct Context(*mut sys::gguf_context);
@@ -129,6 +133,7 @@ impl GgufHeader {
             ]
             .iter()
             .all(|key| ctx.find(key).is_some()),
+            vocabulary: ctx.vocabulary(),
             architecture,
             file_bytes,
             tensors,
@@ -252,6 +257,39 @@ impl Context {
             (sys::gguf_get_kv_type(self.0, id) == sys::GGUF_TYPE_ARRAY)
                 .then(|| sys::gguf_get_arr_n(self.0, id))
         }
+    }
+
+    /// The token texts' size and digest, and the special tokens that start and end a text.
+    fn vocabulary(&self) -> Option<Vocabulary> {
+        use std::hash::{DefaultHasher, Hasher};
+        let id = self.find("tokenizer.ggml.tokens")?;
+        // SAFETY: the array's type and element type are checked before its strings are read;
+        // indices stay below its length.
+        let (size, texts_digest) = unsafe {
+            if sys::gguf_get_kv_type(self.0, id) != sys::GGUF_TYPE_ARRAY
+                || sys::gguf_get_arr_type(self.0, id) != sys::GGUF_TYPE_STRING
+            {
+                return None;
+            }
+            let size = sys::gguf_get_arr_n(self.0, id);
+            // A fixed-key hasher: the same texts give the same digest in every process.
+            let mut hasher = DefaultHasher::new();
+            for index in 0..size {
+                let text = sys::gguf_get_arr_str(self.0, id, index);
+                if !text.is_null() {
+                    hasher.write(CStr::from_ptr(text).to_bytes());
+                }
+                hasher.write_u8(0xff);
+            }
+            (size, hasher.finish())
+        };
+        let special = |key: &str| self.integer(key).and_then(|id| u32::try_from(id).ok());
+        Some(Vocabulary {
+            size: u32::try_from(size).ok()?,
+            texts_digest,
+            bos: special("tokenizer.ggml.bos_token_id"),
+            eos: special("tokenizer.ggml.eos_token_id"),
+        })
     }
 
     fn tensors(&self) -> Vec<TensorInfo> {

@@ -176,6 +176,9 @@ pub struct DraftStats {
     pub requests: u64,
     pub drafted: u64,
     pub accepted: u64,
+    /// Drafts not made because the draft model's own tier was answering (completions
+    /// come first).
+    pub yielded: u64,
 }
 
 /// [`DraftStats`] counted by a backend's workers.
@@ -184,14 +187,17 @@ pub struct DraftCounters {
     requests: std::sync::atomic::AtomicU64,
     drafted: std::sync::atomic::AtomicU64,
     accepted: std::sync::atomic::AtomicU64,
+    yielded: std::sync::atomic::AtomicU64,
 }
 
 impl DraftCounters {
-    pub fn add(&self, drafted: u32, accepted: u32) {
+    pub fn add(&self, usage: &crate::core::generation::Usage) {
         use std::sync::atomic::Ordering::Relaxed;
         self.requests.fetch_add(1, Relaxed);
-        self.drafted.fetch_add(drafted.into(), Relaxed);
-        self.accepted.fetch_add(accepted.into(), Relaxed);
+        self.drafted.fetch_add(usage.drafted_tokens.into(), Relaxed);
+        self.accepted
+            .fetch_add(usage.accepted_tokens.into(), Relaxed);
+        self.yielded.fetch_add(usage.draft_yields.into(), Relaxed);
     }
 
     pub fn get(&self) -> DraftStats {
@@ -200,6 +206,7 @@ impl DraftCounters {
             requests: self.requests.load(Relaxed),
             drafted: self.drafted.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
+            yielded: self.yielded.load(Relaxed),
         }
     }
 }

@@ -12,9 +12,11 @@ use std::path::Path;
 
 use super::embedded::EmbeddedModel;
 use super::fit::{LoadPlan, plan_load};
+use super::gguf::GgufHeader;
 use super::{Cancel, Model, ModelError};
 use crate::config::{ModelSource, Tier, TierConfig, Tiers};
 use crate::core::budget::{Machine, human_bytes, usable_memory};
+use crate::core::draft::{DraftMode, check_vocabularies};
 use crate::core::route::{TierState, TierStates};
 use crate::sync::lock;
 
@@ -22,7 +24,12 @@ use crate::sync::lock;
 enum State {
     Unloaded,
     Loading,
-    Ready(Arc<dyn Model>),
+    /// Serving; `embedded` is the same model when it is this machine's llama.cpp model,
+    /// which another tier's model can draft for.
+    Ready {
+        model: Arc<dyn Model>,
+        embedded: Option<Arc<EmbeddedModel>>,
+    },
     /// Unloaded to make room for the planner; reloaded when it is done.
     Paused,
     Failed(ModelError),
@@ -34,6 +41,9 @@ struct Entry {
     /// neither loads nor unloads.
     plan: Option<LoadPlan>,
     state: State,
+    /// Drafting with the fast tier's model (`draft = "model"`): with which model, or why
+    /// not; said in the log when it changes.
+    drafting_note: Option<String>,
 }
 
 /// What a tier is doing, for status displays.
@@ -88,6 +98,7 @@ impl TierSet {
                 path,
                 plan: Some(plan),
                 state: State::Unloaded,
+                drafting_note: None,
             },
         );
         Ok(())
@@ -100,7 +111,11 @@ impl TierSet {
             Entry {
                 path: model.info().path.clone(),
                 plan: None,
-                state: State::Ready(model),
+                state: State::Ready {
+                    model,
+                    embedded: None,
+                },
+                drafting_note: None,
             },
         );
     }
@@ -112,7 +127,7 @@ impl TierSet {
             let entry = entries
                 .get_mut(&tier)
                 .ok_or(ModelError::TierNotConfigured { tier })?;
-            if matches!(entry.state, State::Ready(_)) {
+            if matches!(entry.state, State::Ready { .. }) {
                 return Ok(());
             }
             let Some(plan) = &entry.plan else {
@@ -122,6 +137,9 @@ impl TierSet {
             entry.state = State::Loading;
             (entry.path.clone(), options)
         };
+        if tier != Tier::Fast && matches!(options.draft, DraftMode::Model { .. }) {
+            self.load_the_draft_model();
+        }
         let loaded = EmbeddedModel::load(&path, &options);
         let mut entries = self.lock();
         let entry = entries
@@ -129,7 +147,12 @@ impl TierSet {
             .ok_or(ModelError::TierNotConfigured { tier })?;
         match loaded {
             Ok(model) => {
-                entry.state = State::Ready(Arc::new(model));
+                let model = Arc::new(model);
+                entry.state = State::Ready {
+                    model: model.clone(),
+                    embedded: Some(model),
+                };
+                connect_drafters(&mut entries);
                 Ok(())
             }
             Err(err) => {
@@ -207,7 +230,7 @@ impl TierSet {
             .get(&tier)
             .ok_or(ModelError::TierNotConfigured { tier })?;
         match &entry.state {
-            State::Ready(model) => Ok(model.clone()),
+            State::Ready { model, .. } => Ok(model.clone()),
             State::Paused => Err(ModelError::TierPaused { tier }),
             State::Loading => Err(ModelError::TierLoading { tier }),
             State::Unloaded => Err(ModelError::TierNotLoaded { tier }),
@@ -224,7 +247,7 @@ impl TierSet {
     /// Speculative decoding's figures for `tier`'s loaded model, when it drafts.
     pub fn drafting(&self, tier: Tier) -> Option<super::DraftStats> {
         match self.lock().get(&tier).map(|entry| &entry.state) {
-            Some(State::Ready(model)) => model.drafting(),
+            Some(State::Ready { model, .. }) => model.drafting(),
             _ => None,
         }
     }
@@ -234,7 +257,7 @@ impl TierSet {
             None => TierStatus::NotConfigured,
             Some(State::Unloaded) => TierStatus::Unloaded,
             Some(State::Loading) => TierStatus::Loading,
-            Some(State::Ready(_)) => TierStatus::Ready,
+            Some(State::Ready { .. }) => TierStatus::Ready,
             Some(State::Paused) => TierStatus::Paused,
             Some(State::Failed(err)) => TierStatus::Failed(err.to_string()),
         }
@@ -249,7 +272,7 @@ impl TierSet {
                 return TierState::ABSENT;
             };
             let (usable, idle) = match &entry.state {
-                State::Ready(model) => {
+                State::Ready { model, .. } => {
                     let availability = model.availability();
                     (
                         availability.usable,
@@ -282,12 +305,12 @@ impl TierSet {
         let Some(plan) = &entry.plan else {
             return true;
         };
-        if matches!(entry.state, State::Ready(_)) {
+        if matches!(entry.state, State::Ready { .. }) {
             return true;
         }
         let held: u64 = entries
             .iter()
-            .filter(|(other, entry)| **other != tier && matches!(entry.state, State::Ready(_)))
+            .filter(|(other, entry)| **other != tier && matches!(entry.state, State::Ready { .. }))
             .filter_map(|(_, entry)| entry.plan.as_ref())
             .map(|plan| plan.estimate.total())
             .sum();
@@ -296,11 +319,51 @@ impl TierSet {
 
     /// Unloads `tier`'s model file (a model provided running stays).
     pub fn unload(&self, tier: Tier) {
-        if let Some(entry) = self.lock().get_mut(&tier)
+        let mut entries = self.lock();
+        if let Some(entry) = entries.get_mut(&tier)
             && entry.plan.is_some()
-            && matches!(entry.state, State::Ready(_))
+            && matches!(entry.state, State::Ready { .. })
         {
             entry.state = State::Unloaded;
+        }
+        connect_drafters(&mut entries);
+    }
+
+    /// Drafting with the fast tier's model for `tier`: the model drafting now, or why
+    /// none does; `None` when `tier` does not draft with a model.
+    pub fn drafting_note(&self, tier: Tier) -> Option<String> {
+        self.lock()
+            .get(&tier)
+            .and_then(|entry| entry.drafting_note.clone())
+    }
+
+    /// `tier`'s model when it is this machine's llama.cpp model and loaded.
+    pub fn embedded(&self, tier: Tier) -> Option<Arc<EmbeddedModel>> {
+        match self.lock().get(&tier).map(|entry| &entry.state) {
+            Some(State::Ready { embedded, .. }) => embedded.clone(),
+            _ => None,
+        }
+    }
+
+    /// Loads the fast tier's model for a tier that drafts with it, when it is configured
+    /// here, not loaded, and fits beside what is loaded; a failure is only logged (the tier
+    /// then runs without drafting).
+    fn load_the_draft_model(&self) {
+        let wanted = matches!(
+            self.lock().get(&Tier::Fast),
+            Some(Entry {
+                plan: Some(_),
+                state: State::Unloaded | State::Failed(_),
+                ..
+            })
+        );
+        if wanted
+            && self.fits_beside(Tier::Fast)
+            && let Err(err) = self.load(Tier::Fast)
+        {
+            tracing::warn!(
+                "the fast tier's model, which drafts for another tier, did not load: {err}"
+            );
         }
     }
 
@@ -322,7 +385,7 @@ impl TierSet {
             let held: u64 = entries
                 .iter()
                 .filter(|(tier, entry)| {
-                    **tier != Tier::Planner && matches!(entry.state, State::Ready(_))
+                    **tier != Tier::Planner && matches!(entry.state, State::Ready { .. })
                 })
                 .filter_map(|(_, entry)| entry.plan.as_ref())
                 .map(|plan| plan.estimate.total())
@@ -339,7 +402,7 @@ impl TierSet {
                 for (tier, entry) in entries.iter_mut() {
                     if *tier != Tier::Planner
                         && entry.plan.is_some()
-                        && matches!(entry.state, State::Ready(_))
+                        && matches!(entry.state, State::Ready { .. })
                     {
                         // Dropping the last handle frees the model; a generation still
                         // running on it keeps it alive until it ends.
@@ -347,6 +410,7 @@ impl TierSet {
                         paused.push(*tier);
                     }
                 }
+                connect_drafters(&mut entries);
             }
             paused
         };
@@ -360,6 +424,100 @@ impl TierSet {
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<Tier, Entry>> {
         lock(&self.entries)
+    }
+}
+
+/// Whether the fast tier's model (`fast`) can draft for `tier`'s (`target`); the reason
+/// it cannot names both models. Read from the GGUF headers: `tierls models` says the same
+/// before anything loads.
+pub fn model_drafting(
+    tier: Tier,
+    target: (&Path, &GgufHeader),
+    fast: Option<(&Path, &GgufHeader)>,
+) -> Result<(), String> {
+    let name = |path: &Path| {
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        )
+    };
+    if tier == Tier::Fast {
+        return Err("the fast tier cannot draft for itself".into());
+    }
+    let Some((fast_path, fast_header)) = fast else {
+        return Err(
+            "the fast tier has no model loaded on this machine to draft with (none configured, served by worker nodes, paused, or failed to load)"
+                .into(),
+        );
+    };
+    let (target_path, target_header) = target;
+    let refused = |reason: String| {
+        format!(
+            "the fast tier's model {} cannot draft for the {tier}'s model {}: {reason}",
+            name(fast_path),
+            name(target_path)
+        )
+    };
+    match (&target_header.vocabulary, &fast_header.vocabulary) {
+        (Some(target), Some(draft)) => check_vocabularies(target, draft).map_err(refused),
+        _ => Err(refused("a GGUF header has no tokenizer vocabulary".into())),
+    }
+}
+
+/// Connects the fast tier's loaded model as the drafter of every loaded tier that drafts
+/// with a model and shares its vocabulary, and withdraws it where it is gone or does not
+/// fit; each change of outcome is logged once.
+fn connect_drafters(entries: &mut BTreeMap<Tier, Entry>) {
+    let fast = entries.get(&Tier::Fast).and_then(|entry| {
+        let plan = entry.plan.as_ref()?;
+        let State::Ready {
+            embedded: Some(model),
+            ..
+        } = &entry.state
+        else {
+            return None;
+        };
+        Some((entry.path.clone(), plan.header.clone(), model.as_drafter()))
+    });
+    for (&tier, entry) in entries.iter_mut() {
+        let Some(plan) = &entry.plan else { continue };
+        if !matches!(plan.options.draft, DraftMode::Model { .. }) {
+            continue;
+        }
+        let State::Ready {
+            embedded: Some(target),
+            ..
+        } = &entry.state
+        else {
+            continue;
+        };
+        let fast_model = fast
+            .as_ref()
+            .map(|(path, header, _)| (path.as_path(), header));
+        let outcome = model_drafting(tier, (&entry.path, &plan.header), fast_model);
+        let note = match outcome.map(|()| fast.as_ref().map(|(_, _, drafter)| drafter.clone())) {
+            Ok(Some(drafter)) => {
+                let note = format!(
+                    "drafting with the fast tier's model {}",
+                    drafter.path().display()
+                );
+                target.set_drafter(Some(drafter));
+                note
+            }
+            Ok(None) => unreachable!("a fast model is needed to pass the check"),
+            Err(reason) => {
+                target.set_drafter(None);
+                format!("not drafting: {reason}")
+            }
+        };
+        if entry.drafting_note.as_ref() != Some(&note) {
+            if note.starts_with("not") {
+                tracing::warn!(%tier, "{note}");
+            } else {
+                tracing::info!(%tier, "{note}");
+            }
+            entry.drafting_note = Some(note);
+        }
     }
 }
 
@@ -382,10 +540,14 @@ impl Flow {
 
 impl Drop for Flow {
     fn drop(&mut self) {
-        if let Some(entry) = self.tiers.lock().get_mut(&Tier::Planner)
-            && entry.plan.is_some()
         {
-            entry.state = State::Unloaded;
+            let mut entries = self.tiers.lock();
+            if let Some(entry) = entries.get_mut(&Tier::Planner)
+                && entry.plan.is_some()
+            {
+                entry.state = State::Unloaded;
+            }
+            connect_drafters(&mut entries);
         }
         if self.paused.is_empty() {
             return;

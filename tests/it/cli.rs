@@ -420,6 +420,39 @@ fn models_shows_each_tier_and_where_it_fits() {
 }
 
 #[test]
+fn models_says_which_tier_can_draft_for_which() {
+    let other = crate::support::model_with_another_vocabulary();
+    let toml = format!(
+        "[tiers.fast]\nmodel = \"$MODEL\"\ndraft = \"model\"\n\n[tiers.executor]\nmodel = \"$MODEL\"\ndraft = \"model\"\n\n[tiers.planner]\nmodel = \"{}\"\ndraft = \"model\"\ndraft_max = 4\n",
+        other.display()
+    );
+    let (status, stdout, stderr) = check_models(&toml, &[]);
+    assert_eq!(status, 0, "{stderr}");
+    let drafting: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains("draft"))
+        .collect();
+    assert_eq!(
+        drafting,
+        [
+            "fast: not drafting: the fast tier cannot draft for itself",
+            "executor: the fast tier's model drafts for it (the same vocabulary, 262144 tokens; up to 8 a draft)",
+            "planner: not drafting: the fast tier's model gemma-3-270m-q4_k_m.gguf cannot draft for the planner's model other-vocabulary.gguf: their vocabularies have 262144 tokens each but not the same token texts",
+        ],
+        "{stdout}"
+    );
+    let (status, stdout, _) = check_models(&toml, &["--json"]);
+    assert_eq!(status, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        report["tiers"][1]["drafting"]
+            .as_str()
+            .unwrap()
+            .starts_with("the fast tier's model drafts for it")
+    );
+}
+
+#[test]
 fn models_without_configuration_shows_the_test_model() {
     let (status, stdout, _) = check_models("", &[]);
     assert_eq!(status, 0);

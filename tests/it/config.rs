@@ -53,7 +53,7 @@ fn invalid_files_name_the_line_and_key() {
         "[tiers.planner]\nslots = 0\n",
         "[tiers.executor]\ncache_type = \"q2\"\n",
         "[tiers.fast]\nmodle = \"x.gguf\"\n",
-        "[tiers.executor]\ndraft = \"model\"\n",
+        "[tiers.executor]\ndraft = \"medusa\"\n",
         "[tiers.executor]\ndraft_max = 0\n",
         "[tiers.planner]\ndraft_min_match = 7\n",
         "[tiers.huge]\nmodel = \"x.gguf\"\n",

@@ -1,21 +1,42 @@
-//! Speculative decoding in the embedded backend, on the real test model. A draft is verified
-//! in one batch; llama.cpp's batched kernels round differently from its one-token decode, so
-//! at a near tie the greedy choice can differ from decoding without drafts (measured: 14 of
-//! these 20 prompts come out byte for byte the same). What must hold at every edge is
-//! tested here: the limits, stop sequences, grammars, the context's end and cancelling.
+//! Speculative decoding in the embedded backend, on the real test model, drafting by prompt
+//! lookup and with a draft model (the test model drafting for itself: the mechanics, not the
+//! speed). A draft is verified in one batch; llama.cpp's batched kernels round differently
+//! from its one-token decode, so at a near tie the greedy choice can differ from decoding
+//! without drafts (measured: 14 of these 20 prompts come out byte for byte the same with
+//! lookup). What must hold at every edge is tested here: the limits, stop sequences,
+//! grammars, the context's end, cancelling, and a draft model that differs, is busy, or goes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tierls::config::{DraftKind, Tier, TierConfig};
 use tierls::core::draft::DraftMode;
 use tierls::core::generation::{GenerateRequest, Generation, Grammar, StopReason};
 use tierls::models::embedded::{EmbeddedModel, EmbeddedOptions, test_model_path};
-use tierls::models::{Cancel, GenerationEvent, Model, generate};
+use tierls::models::tiers::TierSet;
+use tierls::models::{Cancel, GenerationEvent, Model, generate, machine};
 
 const LOOKUP: DraftMode = DraftMode::Lookup {
     max_tokens: 8,
     min_match: 2,
 };
+
+const MODEL: DraftMode = DraftMode::Model { max_tokens: 8 };
+
+/// A model drafting with `draft`; with [`MODEL`], the test model loaded a second time drafts
+/// for it (returned too, to keep it loaded).
+fn drafting_model(
+    draft: DraftMode,
+    n_ctx: u32,
+) -> (Arc<EmbeddedModel>, Option<Arc<EmbeddedModel>>) {
+    let target = model(draft, n_ctx);
+    if draft != MODEL {
+        return (target, None);
+    }
+    let fast = model(DraftMode::Off, n_ctx);
+    target.set_drafter(Some(fast.as_drafter()));
+    (target, Some(fast))
+}
 
 fn model(draft: DraftMode, n_ctx: u32) -> Arc<EmbeddedModel> {
     let options = EmbeddedOptions {
@@ -93,53 +114,67 @@ async fn answers(model: &EmbeddedModel, requests: &[GenerateRequest]) -> Vec<Gen
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lookup_drafting_keeps_every_limit_and_mostly_the_same_text() {
-    let _turn = crate::support::one_model_at_a_time();
+/// The answers of `draft`'s mode keep every limit of their requests and mostly match the
+/// answers without drafting; the model's own figures are the sum of its answers'.
+async fn check_limits_and_sameness(draft: DraftMode) {
     let requests = prompts();
     let off = answers(&model(DraftMode::Off, 2048), &requests).await;
-    let drafting = model(LOOKUP, 2048);
-    let lookup = answers(&drafting, &requests).await;
+    let (drafting, _fast) = drafting_model(draft, 2048);
+    let drafted_answers = answers(&drafting, &requests).await;
     let (mut same, mut drafted, mut accepted) = (0, 0, 0);
-    for ((request, off), lookup) in requests.iter().zip(&off).zip(&lookup) {
-        drafted += lookup.usage.drafted_tokens;
-        accepted += lookup.usage.accepted_tokens;
-        same += usize::from(off.text == lookup.text);
-        let shown = format!("{:?} ({:?})", lookup.text, lookup.stop_reason);
+    for ((request, off), answer) in requests.iter().zip(&off).zip(&drafted_answers) {
+        drafted += answer.usage.drafted_tokens;
+        accepted += answer.usage.accepted_tokens;
+        same += usize::from(off.text == answer.text);
+        let shown = format!("{draft:?}: {:?} ({:?})", answer.text, answer.stop_reason);
         assert!(
-            lookup.usage.generated_tokens <= request.max_tokens,
+            answer.usage.generated_tokens <= request.max_tokens,
             "{shown}"
         );
         assert!(
-            lookup.usage.accepted_tokens <= lookup.usage.drafted_tokens,
+            answer.usage.accepted_tokens <= answer.usage.drafted_tokens,
             "{shown}"
         );
         for stop in &request.stop {
-            assert!(!lookup.text.contains(stop.as_str()), "{shown}");
+            assert!(!answer.text.contains(stop.as_str()), "{shown}");
         }
-        if request.grammar.is_some() && lookup.stop_reason == StopReason::EndOfGeneration {
-            serde_json::from_str::<serde_json::Value>(&lookup.text)
+        if request.grammar.is_some() && answer.stop_reason == StopReason::EndOfGeneration {
+            serde_json::from_str::<serde_json::Value>(&answer.text)
                 .unwrap_or_else(|err| panic!("{err}: {shown}"));
         }
     }
     // The stop sequence and the three-token limit end where no drafting ends.
-    assert_eq!(lookup[16].stop_reason, StopReason::StopSequence);
+    assert_eq!(drafted_answers[16].stop_reason, StopReason::StopSequence);
     assert_eq!(
-        (lookup[17].stop_reason, lookup[17].usage.generated_tokens),
+        (
+            drafted_answers[17].stop_reason,
+            drafted_answers[17].usage.generated_tokens
+        ),
         (StopReason::MaxTokens, 3)
     );
     assert!(
         same >= requests.len() / 2 && accepted > 0,
-        "{same} of {} the same; drafted {drafted}, accepted {accepted}",
+        "{draft:?}: {same} of {} the same; drafted {drafted}, accepted {accepted}",
         requests.len()
     );
-    // The model's own figures are the sum of its answers'.
     let stats = drafting.drafting().unwrap();
     assert_eq!(
-        (stats.requests, stats.drafted, stats.accepted),
-        (requests.len() as u64, drafted.into(), accepted.into())
+        (stats.requests, stats.drafted, stats.accepted, stats.yielded),
+        (requests.len() as u64, drafted.into(), accepted.into(), 0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_drafting_keeps_every_limit_and_mostly_the_same_text() {
+    let _turn = crate::support::one_model_at_a_time();
+    check_limits_and_sameness(LOOKUP).await;
     assert_eq!(model(DraftMode::Off, 512).drafting(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_model_keeps_every_limit_and_mostly_the_same_text() {
+    let _turn = crate::support::one_model_at_a_time();
+    check_limits_and_sameness(MODEL).await;
 }
 
 /// A copy-heavy prompt that fills a small context: drafts are cut to the room left, and the
@@ -147,10 +182,16 @@ async fn lookup_drafting_keeps_every_limit_and_mostly_the_same_text() {
 #[tokio::test]
 async fn a_draft_never_runs_past_the_context() {
     let _turn = crate::support::one_model_at_a_time();
+    for draft in [LOOKUP, MODEL] {
+        fills_the_context(draft).await;
+    }
+}
+
+async fn fills_the_context(draft: DraftMode) {
     let body = "    total += circle.area();\n".repeat(12);
     let prompt = format!("fn f() {{\n{body}}}\n\nfn g() {{\n{body}");
     let n_ctx = 256;
-    let drafting = model(LOOKUP, n_ctx);
+    let (drafting, _fast) = drafting_model(draft, n_ctx);
     let request = GenerateRequest::text(&prompt, 400);
     let generation = generate(&*drafting, 0, request, Cancel::new())
         .await
@@ -176,7 +217,13 @@ async fn a_draft_never_runs_past_the_context() {
 #[tokio::test]
 async fn cancelling_stops_a_drafting_generation_within_one_batch() {
     let _turn = crate::support::one_model_at_a_time();
-    let drafting = model(LOOKUP, 2048);
+    for draft in [LOOKUP, MODEL] {
+        cancel_after_three_pieces(draft).await;
+    }
+}
+
+async fn cancel_after_three_pieces(draft: DraftMode) {
+    let (drafting, _fast) = drafting_model(draft, 2048);
     let total = "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}";
     let cancel = Cancel::new();
     let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -212,4 +259,193 @@ async fn cancelling_stops_a_drafting_generation_within_one_batch() {
         "{} decodes after the cancel",
         cancel.decoded_after_cancel()
     );
+}
+
+/// Completions come first: while the draft model's own tier answers a request, the model it
+/// drafts for decodes without drafts, and counts each draft it did not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_model_yields_while_its_own_tier_is_answering() {
+    let _turn = crate::support::one_model_at_a_time();
+    let (target, fast) = drafting_model(MODEL, 2048);
+    let fast = fast.unwrap();
+    let total = "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}";
+    let request = GenerateRequest::text(format!("{total}\n\n{total}"), 24);
+
+    // A long answer of the fast tier's, running when the target's request starts.
+    let (sender, mut fast_events) = tokio::sync::mpsc::unbounded_channel();
+    let busy = Cancel::new();
+    fast.submit(
+        0,
+        GenerateRequest::text("1, 2, 3, 4, 5, 6, 7, 8,", 100_000),
+        busy.clone(),
+        sender,
+    );
+    let yielding = generate(&*target, 0, request.clone(), Cancel::new())
+        .await
+        .unwrap();
+    busy.cancel();
+    while let Some(event) = fast_events.recv().await {
+        if matches!(event, GenerationEvent::Done(_)) {
+            break;
+        }
+    }
+    assert!(
+        yielding.usage.draft_yields > 0 && yielding.usage.drafted_tokens == 0,
+        "{:?}",
+        yielding.usage
+    );
+    assert_eq!(yielding.usage.generated_tokens, 24);
+
+    // With the fast tier idle again, the same request drafts.
+    let drafting = generate(&*target, 0, request, Cancel::new()).await.unwrap();
+    assert!(
+        drafting.usage.drafted_tokens > 0 && drafting.usage.draft_yields == 0,
+        "{:?}",
+        drafting.usage
+    );
+    assert_eq!(
+        target.drafting().unwrap().yielded,
+        u64::from(yielding.usage.draft_yields)
+    );
+}
+
+/// The tiers of one machine: the fast tier runs `fast`, the executor the test model and
+/// drafts with the fast tier's model.
+fn tiers_drafting_with(fast: &std::path::Path) -> Arc<TierSet> {
+    let tiers = TierSet::new(machine::detect());
+    let config = |draft| TierConfig {
+        context: 2048,
+        draft,
+        ..TierConfig::default()
+    };
+    tiers
+        .configure(Tier::Fast, fast.to_owned(), &config(DraftKind::Off))
+        .unwrap();
+    tiers
+        .configure(Tier::Executor, test_model_path(), &config(DraftKind::Model))
+        .unwrap();
+    tiers
+}
+
+/// What a tier answers to a copy-heavy request, run to the end.
+async fn executor_answer(tiers: &TierSet) -> Generation {
+    let model = tiers.get(Tier::Executor).unwrap();
+    let area = "pub fn area(&self) -> f64 {\n    3.14 * self.radius * self.radius\n}";
+    generate(
+        &*model,
+        0,
+        GenerateRequest::text(rewrite("area", area, "is unchanged"), 48),
+        Cancel::new(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_a_tier_that_drafts_with_a_model_loads_and_connects_the_fast_tier() {
+    let _turn = crate::support::one_model_at_a_time();
+    let tiers = tiers_drafting_with(&test_model_path());
+    tokio::task::block_in_place(|| tiers.load(Tier::Executor)).unwrap();
+    assert!(tiers.embedded(Tier::Fast).is_some(), "the fast tier loaded");
+    let note = tiers.drafting_note(Tier::Executor).unwrap();
+    assert!(
+        note.starts_with("drafting with the fast tier's model "),
+        "{note}"
+    );
+    let answer = executor_answer(&tiers).await;
+    assert!(answer.usage.accepted_tokens > 0, "{:?}", answer.usage);
+    assert_eq!(tiers.drafting_note(Tier::Fast), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_model_with_another_vocabulary_is_refused_by_name() {
+    let _turn = crate::support::one_model_at_a_time();
+    let other = crate::support::model_with_another_vocabulary();
+    let tiers = tiers_drafting_with(other);
+    tokio::task::block_in_place(|| tiers.load(Tier::Executor)).unwrap();
+    assert!(tiers.embedded(Tier::Fast).is_some(), "the fast tier loaded");
+    assert_eq!(
+        tiers.drafting_note(Tier::Executor).unwrap(),
+        "not drafting: the fast tier's model other-vocabulary.gguf cannot draft for the executor's model gemma-3-270m-q4_k_m.gguf: their vocabularies have 262144 tokens each but not the same token texts"
+    );
+    assert_eq!(tiers.embedded(Tier::Executor).unwrap().drafts_with(), None);
+    // The tier runs, without drafting.
+    let answer = executor_answer(&tiers).await;
+    assert!(answer.usage.generated_tokens > 0);
+    assert_eq!(answer.usage.drafted_tokens, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_model_that_fails_to_load_leaves_the_tier_running_without_drafts() {
+    let _turn = crate::support::one_model_at_a_time();
+    // Configured (its header read), then gone before it loads.
+    let dir = tempfile::tempdir().unwrap();
+    let fast = dir.path().join("fast.gguf");
+    if std::fs::hard_link(test_model_path(), &fast).is_err() {
+        std::fs::copy(test_model_path(), &fast).unwrap();
+    }
+    let tiers = tiers_drafting_with(&fast);
+    std::fs::remove_file(&fast).unwrap();
+    tokio::task::block_in_place(|| tiers.load(Tier::Executor)).unwrap();
+    assert!(tiers.embedded(Tier::Fast).is_none());
+    let note = tiers.drafting_note(Tier::Executor).unwrap();
+    assert!(
+        note.starts_with("not drafting: the fast tier has no model loaded"),
+        "{note}"
+    );
+    let answer = executor_answer(&tiers).await;
+    assert!(answer.usage.generated_tokens > 0);
+    assert_eq!(answer.usage.drafted_tokens, 0);
+}
+
+/// The flow rule unloads the fast tier while the executor is answering with its drafts: the
+/// answer goes on to its end without drafting, the drafter is withdrawn, and the next
+/// answers do not draft until the fast tier is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draft_model_unloaded_mid_request_stops_drafting_and_the_answer_ends_well() {
+    let _turn = crate::support::one_model_at_a_time();
+    let tiers = tiers_drafting_with(&test_model_path());
+    tokio::task::block_in_place(|| tiers.load(Tier::Executor)).unwrap();
+    let executor = tiers.embedded(Tier::Executor).unwrap();
+    let total = "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}";
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    executor.submit(
+        0,
+        GenerateRequest::text(format!("{total}\n\n{total}\n\n{total}"), 160),
+        Cancel::new(),
+        sender,
+    );
+    let mut pieces = 0;
+    let generation = loop {
+        match tokio::time::timeout(Duration::from_secs(120), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            GenerationEvent::Piece(_) => {
+                pieces += 1;
+                if pieces == 3 {
+                    tiers.unload(Tier::Fast);
+                }
+            }
+            GenerationEvent::Done(result) => break result.unwrap(),
+        }
+    };
+    assert_eq!(
+        (generation.stop_reason, generation.usage.generated_tokens),
+        (StopReason::MaxTokens, 160),
+        "{generation:?}"
+    );
+    assert_eq!(executor.drafts_with(), None);
+    assert!(
+        tiers
+            .drafting_note(Tier::Executor)
+            .unwrap()
+            .starts_with("not drafting: the fast tier has no model loaded")
+    );
+    let answer = executor_answer(&tiers).await;
+    assert_eq!(answer.usage.drafted_tokens, 0);
+    // Back: connected again.
+    tokio::task::block_in_place(|| tiers.load(Tier::Fast)).unwrap();
+    assert!(executor.drafts_with().is_some());
 }

@@ -278,3 +278,24 @@ pub async fn wait_for_log(server: &mut TestServer, needle: &str) {
     }
     server.client.keep_all(others);
 }
+
+/// The test model with one token's text changed (`<start_of_image>` spelt
+/// `<start_of_imagE>`, the same length, so the file stays a valid GGUF that loads): the same
+/// architecture and vocabulary size, another vocabulary. Made once per test run.
+pub fn model_with_another_vocabulary() -> &'static Path {
+    static PATH: std::sync::OnceLock<(TempDir, std::path::PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = PATH.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other-vocabulary.gguf");
+        let mut bytes = std::fs::read(tierls::models::embedded::test_model_path()).unwrap();
+        let token = b"<start_of_image>";
+        let at = bytes
+            .windows(token.len())
+            .position(|window| window == token)
+            .expect("the test model's vocabulary has <start_of_image>");
+        bytes[at + token.len() - 2] = b'E';
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    });
+    path
+}
