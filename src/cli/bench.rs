@@ -205,9 +205,12 @@ async fn bench_models(path: PathBuf) -> anyhow::Result<()> {
     drafting(&loaded.info().path).await
 }
 
-/// Speculative decoding with prompt lookup against none, on executor-style rewrites (which
-/// copy most of their prompt) and on a prompt with little to look up; each mode on a model
-/// of its own, alternated so that a noisy neighbour hits both.
+/// Speculative decoding with prompt lookup and with a draft model against none, on
+/// executor-style rewrites (which copy most of their prompt) and on prompts with little to
+/// look up; each mode on a model of its own, alternated so that a noisy neighbour hits all.
+/// The draft model is the same test model loaded once more: it shows the mechanics (a draft
+/// costs as much as the answer it saves), not the speed of a small model drafting for a
+/// large one.
 async fn drafting(path: &std::path::Path) -> anyhow::Result<()> {
     let load = |draft: DraftMode| {
         let path = path.to_owned();
@@ -228,39 +231,67 @@ async fn drafting(path: &std::path::Path) -> anyhow::Result<()> {
         min_match: DEFAULT_DRAFT_MATCH,
     })
     .await??;
+    let with_model = load(DraftMode::Model {
+        max_tokens: DEFAULT_DRAFT_TOKENS,
+    })
+    .await??;
+    let draft_model = load(DraftMode::Off).await??;
+    with_model.set_drafter(Some(draft_model.as_drafter()));
     output::line(&format!(
-        "\ndrafting: prompt lookup (up to {DEFAULT_DRAFT_TOKENS} tokens after a match of {DEFAULT_DRAFT_MATCH} or more) against none, greedy, 160 tokens each"
+        "\ndrafting: prompt lookup (up to {DEFAULT_DRAFT_TOKENS} tokens after a match of {DEFAULT_DRAFT_MATCH} or more) and a draft model (the test model drafting for itself, up to {DEFAULT_DRAFT_TOKENS} tokens) against none, greedy, 160 tokens each, medians of 3"
     ));
     output::line(&format!(
-        "{:<28} {:>10} {:>10} {:>9} {:>9} {:>8}",
-        "prompt", "off tok/s", "lookup", "speedup", "accepted", "same"
+        "{:<28} {:>9} {:>9} {:>8} {:>9} {:>5} {:>9} {:>8} {:>9} {:>5}",
+        "prompt",
+        "off tok/s",
+        "lookup",
+        "speedup",
+        "accepted",
+        "same",
+        "model",
+        "speedup",
+        "accepted",
+        "same"
     ));
+    let modes = [&lookup, &with_model];
     for (name, prompt) in drafting_prompts() {
         let request = GenerateRequest::text(prompt, 160);
-        let (mut off_speeds, mut lookup_speeds) = (Vec::new(), Vec::new());
-        let (mut same, mut drafted, mut accepted) = (true, 0, 0);
+        let mut off_speeds = Vec::new();
+        let mut speeds = [Vec::new(), Vec::new()];
+        let mut same = [true, true];
+        let mut acceptance = [(0, 0), (0, 0)];
         for _ in 0..3 {
             let (plain, _) = timed(&off, 0, request.clone()).await?;
-            let (drafting, _) = timed(&lookup, 0, request.clone()).await?;
             off_speeds.push(per_second(
                 plain.usage.generated_tokens,
                 plain.usage.generation_time,
             ));
-            lookup_speeds.push(per_second(
-                drafting.usage.generated_tokens,
-                drafting.usage.generation_time,
-            ));
-            same &= plain.text == drafting.text;
-            drafted = drafting.usage.drafted_tokens;
-            accepted = drafting.usage.accepted_tokens;
+            for (mode, model) in modes.iter().enumerate() {
+                let (drafting, _) = timed(*model, 0, request.clone()).await?;
+                speeds[mode].push(per_second(
+                    drafting.usage.generated_tokens,
+                    drafting.usage.generation_time,
+                ));
+                same[mode] &= plain.text == drafting.text;
+                acceptance[mode] = (
+                    drafting.usage.accepted_tokens,
+                    drafting.usage.drafted_tokens,
+                );
+            }
         }
-        let (off_speed, lookup_speed) = (median(&mut off_speeds), median(&mut lookup_speeds));
-        output::line(&format!(
-            "{name:<28} {off_speed:>10.1} {lookup_speed:>10.1} {:>8.2}x {:>9} {:>8}",
-            lookup_speed / off_speed,
-            format!("{accepted}/{drafted}"),
-            if same { "yes" } else { "no" },
-        ));
+        let off_speed = median(&mut off_speeds);
+        let mut line = format!("{name:<28} {off_speed:>9.1}");
+        for mode in 0..modes.len() {
+            let speed = median(&mut speeds[mode]);
+            let (accepted, drafted) = acceptance[mode];
+            line.push_str(&format!(
+                " {speed:>9.1} {:>7.2}x {:>9} {:>5}",
+                speed / off_speed,
+                format!("{accepted}/{drafted}"),
+                if same[mode] { "yes" } else { "no" },
+            ));
+        }
+        output::line(&line);
     }
     // The search itself, on a history with no repeat (the worst case: every length is tried
     // against every position), against a token's decode.

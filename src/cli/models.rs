@@ -9,7 +9,8 @@ use super::output;
 use crate::config::{DraftKind, ModelSource, Tier, TierConfig};
 use crate::core::budget::{Machine, human_bytes};
 use crate::models::embedded::test_model_path;
-use crate::models::fit::{LoadPlan, plan_load};
+use crate::models::fit::{LoadPlan, plan_load_drafted};
+use crate::models::gguf::GgufHeader;
 use crate::models::machine;
 use crate::models::tiers::model_drafting;
 
@@ -27,10 +28,21 @@ pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
         tiers.fast.model = Some(ModelSource::File(test_model_path()));
     }
     let machine = machine::detect();
-    let rows: Vec<Row> = Tier::ALL
-        .iter()
-        .map(|&tier| Row::new(tier, tiers.get(tier), &workspace, &machine))
-        .collect();
+    // The fast tier first: a tier it drafts for counts a context of its model.
+    let mut rows: Vec<Row> = Vec::new();
+    for tier in Tier::ALL {
+        let drafter = rows.first().and_then(|fast: &Row| match &fast.outcome {
+            Outcome::Planned(plan) => Some(plan.header.clone()),
+            _ => None,
+        });
+        rows.push(Row::new(
+            tier,
+            tiers.get(tier),
+            &workspace,
+            &machine,
+            drafter.as_ref(),
+        ));
+    }
     if as_json {
         let report = json!({
             "machine": machine_json(&machine),
@@ -81,7 +93,13 @@ enum Outcome {
 }
 
 impl Row {
-    fn new(tier: Tier, tier_config: &TierConfig, workspace: &Path, machine: &Machine) -> Row {
+    fn new(
+        tier: Tier,
+        tier_config: &TierConfig,
+        workspace: &Path,
+        machine: &Machine,
+        drafter: Option<&GgufHeader>,
+    ) -> Row {
         let outcome = match &tier_config.model {
             None => Outcome::NotConfigured,
             Some(ModelSource::Remote(_)) => Outcome::Remote,
@@ -94,7 +112,7 @@ impl Row {
                 } else {
                     workspace.join(path)
                 };
-                match plan_load(&path, tier_config, machine) {
+                match plan_load_drafted(&path, tier_config, machine, drafter) {
                     Ok(plan) => Outcome::Planned(Box::new(plan)),
                     Err(err) => Outcome::Failed(err.to_string()),
                 }

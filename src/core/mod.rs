@@ -15,4 +15,5 @@ pub mod index;
 pub mod plan;
 pub mod position;
 pub mod route;
+pub mod speculate;
 pub mod store;

@@ -84,6 +84,7 @@ pub struct Status {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TierReport {
     pub tier: String,
     /// The model file.

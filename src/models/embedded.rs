@@ -32,6 +32,7 @@ use crate::core::generation::{
     ChatMessage, GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome,
     StopReason, Usage,
 };
+use crate::core::speculate::{Decoder, Limits, Steps, decode_greedily};
 use crate::sync::lock;
 
 /// How to load and run a model.
@@ -598,8 +599,10 @@ impl<'d> ModelDrafter<'d> {
         let vocab = self.drafter.model.vocab();
         let mut draft = Vec::with_capacity(limit);
         while draft.len() < limit && !cancel.is_cancelled() && !self.should_yield() {
-            let token = argmax(self.sequence.context.get_logits_ith(-1));
-            if vocab.is_eog(token) {
+            let logits = self.sequence.context.get_logits_ith(-1);
+            let token = argmax(logits);
+            // An unsure guess is likely rejected: stop rather than spend decodes on it.
+            if vocab.is_eog(token) || probability(logits, token) < DRAFT_MIN_PROBABILITY {
                 break;
             }
             draft.push(token);
@@ -612,6 +615,18 @@ impl<'d> ModelDrafter<'d> {
     }
 }
 
+/// The least probability (as the draft model sees it) of a drafted token; below it the
+/// draft ends: the cut llama-server makes with `--draft-p-min`.
+const DRAFT_MIN_PROBABILITY: f32 = 0.75;
+
+/// The softmax probability of `token` under `logits`.
+fn probability(logits: &[f32], token: LlamaToken) -> f32 {
+    let chosen = logits[token.0 as usize];
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|&logit| (logit - max).exp()).sum();
+    (chosen - max).exp() / sum
+}
+
 /// The draft from the draft model, or none: when it is withdrawn (then not again this
 /// request), yields to its own tier, or fails (then not again this request either).
 fn draft_with_model(
@@ -619,7 +634,7 @@ fn draft_with_model(
     history: &[LlamaToken],
     limit: usize,
     cancel: &Cancel,
-    usage: &mut Usage,
+    yields: &mut u32,
 ) -> Vec<LlamaToken> {
     let Some(drafter) = drafting else {
         return Vec::new();
@@ -632,7 +647,7 @@ fn draft_with_model(
         return Vec::new();
     }
     if drafter.should_yield() {
-        usage.draft_yields += 1;
+        *yields += 1;
         return Vec::new();
     }
     match drafter.draft(history, limit, cancel) {
@@ -660,7 +675,7 @@ impl Slot<'_, '_> {
     fn generate(
         &mut self,
         job: Job,
-        mut drafting: Option<&mut ModelDrafter>,
+        drafting: Option<&mut ModelDrafter>,
     ) -> Result<Generation, ModelError> {
         let Job {
             request,
@@ -698,161 +713,47 @@ impl Slot<'_, '_> {
         }
 
         let generating = Instant::now();
-        let mut matcher = StopMatcher::new(&request.stop);
-        let mut text = String::new();
-        let mut undecoded_bytes = Vec::new();
-        let mut logits_index = -1; // The last token of the previous decode.
-        // The prompt and the answer so far, for drafting.
-        let mut history = tokens;
-        // A token verification already chose, to be written next.
-        let mut chosen: Option<LlamaToken> = None;
-        let stop_reason = 'generate: loop {
-            if cancel.is_cancelled() {
-                break StopReason::Cancelled;
-            }
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-                break StopReason::TimeLimit;
-            }
-            if usage.generated_tokens >= request.max_tokens {
-                break StopReason::MaxTokens;
-            }
-            if self.sequence.cached.len() as u32 >= self.info.n_ctx {
-                break StopReason::MaxTokens;
-            }
-            let token = match chosen.take() {
-                Some(token) => token,
-                None => self.sample(grammar.as_mut(), logits_index),
-            };
-            if let Some(stop) = self.write(
-                token,
-                &mut usage,
-                &mut matcher,
-                &mut text,
-                &mut undecoded_bytes,
-                &events,
-            ) {
-                break stop;
-            }
-            history.push(token);
-            // Room for a draft: the tokens still allowed, and the context after `token`.
-            let room = (request.max_tokens - usage.generated_tokens) as usize;
-            let context_room =
-                (self.info.n_ctx as usize).saturating_sub(self.sequence.cached.len() + 1);
-            let limit = room.min(context_room);
-            let draft = match self.draft {
-                DraftMode::Lookup {
-                    max_tokens,
-                    min_match,
-                } => lookup_draft(&history, min_match, max_tokens.min(limit)).to_vec(),
-                DraftMode::Model { max_tokens } => draft_with_model(
-                    &mut drafting,
-                    &history,
-                    max_tokens.min(limit),
-                    &cancel,
-                    &mut usage,
-                ),
-                DraftMode::Off => Vec::new(),
-            };
-            if cancel.is_cancelled() {
-                break StopReason::Cancelled;
-            }
-            if draft.is_empty() {
-                self.sequence.decode(&[token], false)?;
-                cancel.note_decoded();
-                logits_index = 0;
-                continue;
-            }
-            // Verify: decode the token and the draft in one batch, then take the model's own
-            // greedy choice at each position while it agrees with the draft.
-            let start = self.sequence.cached.len();
-            let mut batch = Vec::with_capacity(draft.len() + 1);
-            batch.push(token);
-            batch.extend_from_slice(&draft);
-            self.sequence.decode(&batch, true)?;
-            cancel.note_decoded();
-            usage.drafted_tokens += draft.len() as u32;
-            let mut agreed = 0;
-            for (index, &drafted) in draft.iter().enumerate() {
-                let choice = self.sample(grammar.as_mut(), index as i32);
-                if choice != drafted {
-                    chosen = Some(choice);
-                    break;
-                }
-                agreed += 1;
-                usage.accepted_tokens += 1;
-                if cancel.is_cancelled() {
-                    break 'generate StopReason::Cancelled;
-                }
-                if usage.generated_tokens >= request.max_tokens {
-                    break 'generate StopReason::MaxTokens;
-                }
-                if let Some(stop) = self.write(
-                    drafted,
-                    &mut usage,
-                    &mut matcher,
-                    &mut text,
-                    &mut undecoded_bytes,
-                    &events,
-                ) {
-                    break 'generate stop;
-                }
-                history.push(drafted);
-            }
-            if agreed == draft.len() {
-                // All agreed: the last position's logits choose the next token.
-                logits_index = draft.len() as i32;
-                continue;
-            }
-            // Drop the cache past the last agreed token; `chosen` is written next.
-            self.sequence.truncate(start + 1 + agreed)?;
+        let mut verifying = Verifying {
+            model: self.model,
+            sequence: &mut self.sequence,
+            grammar: grammar.as_mut(),
+            cancel: &cancel,
         };
+        let mut steps = Writing {
+            model: self.model,
+            cancel: &cancel,
+            deadline,
+            draft: self.draft,
+            drafting,
+            draft_yields: 0,
+            matcher: StopMatcher::new(&request.stop),
+            text: String::new(),
+            undecoded_bytes: Vec::new(),
+            events: &events,
+        };
+        let limits = Limits {
+            max_tokens: request.max_tokens,
+            n_ctx: self.info.n_ctx as usize,
+        };
+        let (stop_reason, counts) = decode_greedily(&mut verifying, tokens, limits, &mut steps)?;
+        let mut text = steps.text;
         if stop_reason != StopReason::StopSequence {
-            let rest = matcher.finish();
+            let rest = steps.matcher.finish();
             if !rest.is_empty() {
                 text.push_str(&rest);
                 let _ = events.send(GenerationEvent::Piece(rest));
             }
         }
+        usage.generated_tokens = counts.generated;
+        usage.drafted_tokens = counts.drafted;
+        usage.accepted_tokens = counts.accepted;
+        usage.draft_yields = steps.draft_yields;
         usage.generation_time = generating.elapsed();
         Ok(Generation {
             text,
             stop_reason,
             usage,
         })
-    }
-
-    /// Writes one chosen token: counts it, streams its text (held back while it may be the
-    /// start of a stop sequence); the stop reason when it ends the answer.
-    fn write(
-        &self,
-        token: LlamaToken,
-        usage: &mut Usage,
-        matcher: &mut StopMatcher,
-        text: &mut String,
-        undecoded_bytes: &mut Vec<u8>,
-        events: &UnboundedSender<GenerationEvent>,
-    ) -> Option<StopReason> {
-        let vocab = self.model.vocab();
-        if vocab.is_eog(token) {
-            return Some(StopReason::EndOfGeneration);
-        }
-        usage.generated_tokens += 1;
-        undecoded_bytes.extend(vocab.token_to_piece(token, false, None));
-        let piece = take_valid_utf8(undecoded_bytes);
-        match matcher.push(&piece) {
-            StopOutcome::Continue(released) => {
-                if !released.is_empty() {
-                    text.push_str(&released);
-                    let _ = events.send(GenerationEvent::Piece(released));
-                }
-                None
-            }
-            StopOutcome::Stopped(released) => {
-                text.push_str(&released);
-                let _ = events.send(GenerationEvent::Piece(released));
-                Some(StopReason::StopSequence)
-            }
-        }
     }
 
     fn tokenize(&self, prompt: &Prompt) -> Result<(Vec<LlamaToken>, bool), ModelError> {
@@ -920,16 +821,52 @@ impl Slot<'_, '_> {
             )
         })
     }
+}
 
+/// The slot's model as the decoding loop drives it: its cache, greedy choices under the
+/// request's grammar, and a note of every decode for cancelling's bound.
+struct Verifying<'s, 'm> {
+    model: &'m LlamaModel,
+    sequence: &'s mut KvSequence<'m>,
+    grammar: Option<&'s mut LlamaSampler>,
+    cancel: &'s Cancel,
+}
+
+impl Decoder for Verifying<'_, '_> {
+    type Token = LlamaToken;
+    type Error = ModelError;
+
+    fn cached(&self) -> usize {
+        self.sequence.cached.len()
+    }
+
+    fn decode(&mut self, tokens: &[LlamaToken], all_logits: bool) -> Result<(), ModelError> {
+        self.sequence.decode(tokens, all_logits)?;
+        self.cancel.note_decoded();
+        Ok(())
+    }
+
+    fn choose(&mut self, index: i32) -> LlamaToken {
+        self.sample(index)
+    }
+
+    fn truncate(&mut self, keep: usize) -> Result<(), ModelError> {
+        self.sequence.truncate(keep)
+    }
+}
+
+impl Verifying<'_, '_> {
     /// Greedy sampling. With a grammar, the free choice is checked against the grammar alone
     /// and the whole vocabulary is masked only when it is rejected: most tokens pass, and
     /// masking 262k candidates every token is what makes naive grammar sampling slow.
-    fn sample(&mut self, grammar: Option<&mut LlamaSampler>, logits_index: i32) -> LlamaToken {
+    fn sample(&mut self, logits_index: i32) -> LlamaToken {
         // Greedy is an argmax over the logits: cheaper than building llama.cpp's candidate
         // array of the whole vocabulary for every token.
         let logits = self.sequence.context.get_logits_ith(logits_index);
         let token = argmax(logits);
-        let Some(grammar) = grammar else { return token };
+        let Some(grammar) = self.grammar.as_deref_mut() else {
+            return token;
+        };
         // The greedy choice under a grammar is the best-scoring token it allows: try the
         // best few one by one, and mask the whole vocabulary only when none of them passes.
         // End-of-generation tokens come last: a finished grammar allows nothing else.
@@ -960,6 +897,72 @@ impl Slot<'_, '_> {
         });
         grammar.accept(token);
         token
+    }
+}
+
+/// The request's side of the loop: cancelling and the deadline, drafts, and the text
+/// streamed as it is written (held back while it may be the start of a stop sequence).
+struct Writing<'s, 'd> {
+    model: &'s LlamaModel,
+    cancel: &'s Cancel,
+    deadline: Option<Instant>,
+    draft: DraftMode,
+    drafting: Option<&'s mut ModelDrafter<'d>>,
+    draft_yields: u32,
+    matcher: StopMatcher,
+    text: String,
+    undecoded_bytes: Vec<u8>,
+    events: &'s UnboundedSender<GenerationEvent>,
+}
+
+impl Steps<LlamaToken> for Writing<'_, '_> {
+    fn interrupted(&mut self) -> Option<StopReason> {
+        if self.cancel.is_cancelled() {
+            Some(StopReason::Cancelled)
+        } else if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            Some(StopReason::TimeLimit)
+        } else {
+            None
+        }
+    }
+
+    fn draft(&mut self, history: &[LlamaToken], limit: usize) -> Vec<LlamaToken> {
+        match self.draft {
+            DraftMode::Lookup {
+                max_tokens,
+                min_match,
+            } => lookup_draft(history, min_match, max_tokens.min(limit)).to_vec(),
+            DraftMode::Model { max_tokens } => draft_with_model(
+                &mut self.drafting,
+                history,
+                max_tokens.min(limit),
+                self.cancel,
+                &mut self.draft_yields,
+            ),
+            DraftMode::Off => Vec::new(),
+        }
+    }
+
+    fn write(&mut self, token: LlamaToken) -> Option<StopReason> {
+        let vocab = self.model.vocab();
+        if vocab.is_eog(token) {
+            return Some(StopReason::EndOfGeneration);
+        }
+        self.undecoded_bytes
+            .extend(vocab.token_to_piece(token, false, None));
+        let piece = take_valid_utf8(&mut self.undecoded_bytes);
+        let (released, stop) = match self.matcher.push(&piece) {
+            StopOutcome::Continue(released) => (released, None),
+            StopOutcome::Stopped(released) => (released, Some(StopReason::StopSequence)),
+        };
+        if !released.is_empty() {
+            self.text.push_str(&released);
+            let _ = self.events.send(GenerationEvent::Piece(released));
+        }
+        stop
     }
 }
 

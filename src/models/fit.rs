@@ -11,6 +11,7 @@ use crate::core::budget::{
     Machine, MemoryEstimate, Placement, RunSettings, estimate, fit_hint, human_bytes, place,
     quantization_that_fits,
 };
+use crate::core::draft::{DraftMode, check_vocabularies};
 
 /// Prompt tokens per decode call: llama.cpp's default batch.
 const N_BATCH: u32 = 512;
@@ -32,6 +33,18 @@ pub fn plan_load(
     tier: &TierConfig,
     machine: &Machine,
 ) -> Result<LoadPlan, ModelError> {
+    plan_load_drafted(path, tier, machine, None)
+}
+
+/// [`plan_load`] for a tier that the fast tier's model (`drafter`, its header) may draft
+/// for: with `draft = "model"` and a shared vocabulary, each slot also holds a context of
+/// the draft model (its KV cache and compute buffers; the weights are the fast tier's).
+pub fn plan_load_drafted(
+    path: &Path,
+    tier: &TierConfig,
+    machine: &Machine,
+    drafter: Option<&GgufHeader>,
+) -> Result<LoadPlan, ModelError> {
     let header = GgufHeader::read(path)?;
     let trained = header.shape.n_ctx_train;
     if trained > 0 && tier.context > trained {
@@ -46,7 +59,15 @@ pub fn plan_load(
         cache_type: tier.cache_type,
         n_batch: N_BATCH,
     };
-    let estimate = estimate(&header.shape, &settings);
+    let mut estimate = estimate(&header.shape, &settings);
+    if let (DraftMode::Model { .. }, Some(drafter)) = (tier.draft_mode(), drafter)
+        && let (Some(target), Some(draft)) = (&header.vocabulary, &drafter.vocabulary)
+        && check_vocabularies(target, draft).is_ok()
+    {
+        let draft_context = crate::core::budget::estimate(&drafter.shape, &settings);
+        estimate.kv_cache += draft_context.kv_cache;
+        estimate.compute += draft_context.compute;
+    }
     let placement = place(&header.shape, &estimate, machine);
     let target = match machine
         .gpus

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::path::Path;
 
 use super::embedded::EmbeddedModel;
-use super::fit::{LoadPlan, plan_load};
+use super::fit::{LoadPlan, plan_load_drafted};
 use super::gguf::GgufHeader;
 use super::{Cancel, Model, ModelError};
 use crate::config::{ModelSource, Tier, TierConfig, Tiers};
@@ -91,7 +91,13 @@ impl TierSet {
         path: PathBuf,
         config: &TierConfig,
     ) -> Result<(), ModelError> {
-        let plan = plan_load(&path, config, &self.machine)?;
+        // A tier the fast tier's model drafts for holds a context of that model per slot:
+        // counted here when the fast tier is configured first (`configure_all` does so).
+        let drafter = self
+            .lock()
+            .get(&Tier::Fast)
+            .and_then(|fast| fast.plan.as_ref().map(|plan| plan.header.clone()));
+        let plan = plan_load_drafted(&path, config, &self.machine, drafter.as_ref())?;
         self.lock().insert(
             tier,
             Entry {

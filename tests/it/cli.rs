@@ -450,6 +450,14 @@ fn models_says_which_tier_can_draft_for_which() {
             .unwrap()
             .starts_with("the fast tier's model drafts for it")
     );
+    // The executor's slot also holds a context of the fast tier's model (the same model
+    // here): twice the KV cache and compute; the planner, refused, holds none.
+    let bytes = |tier: usize, part: &str| report["tiers"][tier]["bytes"][part].as_u64().unwrap();
+    for part in ["kv_cache", "compute"] {
+        assert_eq!(bytes(1, part), 2 * bytes(0, part), "{part}");
+        assert_eq!(bytes(2, part), bytes(0, part), "{part}");
+    }
+    assert_eq!(bytes(1, "weights"), bytes(0, "weights"));
 }
 
 #[test]

@@ -57,7 +57,7 @@ fn rewrite(name: &str, body: &str, change: &str) -> String {
 
 fn prompts() -> Vec<GenerateRequest> {
     let area = "pub fn area(&self) -> f64 {\n    3.14 * self.radius * self.radius\n}";
-    let total = "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}";
+    let total = TOTAL;
     let python = "def apply_discount(price, code):\n    if code == \"HALF\":\n        return price / 2\n    if code == \"TENTH\":\n        return price * 0.9\n    return price";
     let ts = "find(id: string): User | undefined {\n  for (const user of this.users) {\n    if (user.id === id) {\n      return user;\n    }\n  }\n  return undefined;\n}";
     let mut requests: Vec<GenerateRequest> = [
@@ -224,31 +224,8 @@ async fn cancelling_stops_a_drafting_generation_within_one_batch() {
 
 async fn cancel_after_three_pieces(draft: DraftMode) {
     let (drafting, _fast) = drafting_model(draft, 2048);
-    let total = "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}";
     let cancel = Cancel::new();
-    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
-    drafting.submit(
-        0,
-        GenerateRequest::text(format!("{total}\n\n{total}\n\n{total}"), 400),
-        cancel.clone(),
-        sender,
-    );
-    let mut pieces = 0;
-    let generation = loop {
-        match tokio::time::timeout(Duration::from_secs(60), events.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            GenerationEvent::Piece(_) => {
-                pieces += 1;
-                if pieces == 3 {
-                    cancel.cancel();
-                }
-            }
-            GenerationEvent::Done(result) => break result.unwrap(),
-        }
-    };
+    let generation = copy_three_times(&*drafting, 400, cancel.clone(), || cancel.cancel()).await;
     assert_eq!(
         generation.stop_reason,
         StopReason::Cancelled,
@@ -261,6 +238,44 @@ async fn cancel_after_three_pieces(draft: DraftMode) {
     );
 }
 
+const TOTAL: &str = "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}";
+
+/// Streams the answer to a prompt of [`TOTAL`] three times (copy-heavy: drafts are long),
+/// running `at_third_piece` when the third piece of the answer arrives.
+async fn copy_three_times(
+    model: &dyn Model,
+    max_tokens: u32,
+    cancel: Cancel,
+    at_third_piece: impl FnOnce(),
+) -> Generation {
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    model.submit(
+        0,
+        GenerateRequest::text(format!("{TOTAL}\n\n{TOTAL}\n\n{TOTAL}"), max_tokens),
+        cancel,
+        sender,
+    );
+    let mut at_third_piece = Some(at_third_piece);
+    let mut pieces = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(120), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            GenerationEvent::Piece(_) => {
+                pieces += 1;
+                if pieces == 3
+                    && let Some(act) = at_third_piece.take()
+                {
+                    act();
+                }
+            }
+            GenerationEvent::Done(result) => return result.unwrap(),
+        }
+    }
+}
+
 /// Completions come first: while the draft model's own tier answers a request, the model it
 /// drafts for decodes without drafts, and counts each draft it did not make.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,8 +283,7 @@ async fn a_draft_model_yields_while_its_own_tier_is_answering() {
     let _turn = crate::support::one_model_at_a_time();
     let (target, fast) = drafting_model(MODEL, 2048);
     let fast = fast.unwrap();
-    let total = "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}";
-    let request = GenerateRequest::text(format!("{total}\n\n{total}"), 24);
+    let request = GenerateRequest::text(format!("{TOTAL}\n\n{TOTAL}"), 24);
 
     // A long answer of the fast tier's, running when the target's request starts.
     let (sender, mut fast_events) = tokio::sync::mpsc::unbounded_channel();
@@ -407,30 +421,8 @@ async fn a_draft_model_unloaded_mid_request_stops_drafting_and_the_answer_ends_w
     let tiers = tiers_drafting_with(&test_model_path());
     tokio::task::block_in_place(|| tiers.load(Tier::Executor)).unwrap();
     let executor = tiers.embedded(Tier::Executor).unwrap();
-    let total = "pub fn total_area(circles: &[Circle]) -> f64 {\n    let mut total = 0.0;\n    for circle in circles {\n        total += circle.area();\n    }\n    total\n}";
-    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
-    executor.submit(
-        0,
-        GenerateRequest::text(format!("{total}\n\n{total}\n\n{total}"), 160),
-        Cancel::new(),
-        sender,
-    );
-    let mut pieces = 0;
-    let generation = loop {
-        match tokio::time::timeout(Duration::from_secs(120), events.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            GenerationEvent::Piece(_) => {
-                pieces += 1;
-                if pieces == 3 {
-                    tiers.unload(Tier::Fast);
-                }
-            }
-            GenerationEvent::Done(result) => break result.unwrap(),
-        }
-    };
+    let generation =
+        copy_three_times(&*executor, 160, Cancel::new(), || tiers.unload(Tier::Fast)).await;
     assert_eq!(
         (generation.stop_reason, generation.usage.generated_tokens),
         (StopReason::MaxTokens, 160),

@@ -179,7 +179,9 @@ export interface ServerStatus {
     state: string;
     error: string | null;
     /** Speculative decoding since the model loaded, when the tier drafts. */
-    drafting?: { requests: number; drafted: number; accepted: number };
+    drafting?: { requests: number; drafted: number; accepted: number; yielded?: number };
+    /** With `draft = "model"`: which model drafts for the tier, or why none does. */
+    draftingNote?: string;
   }>;
   plans: { pending: Array<{ planId: number; instruction: string; steps: number }>; running: number };
   /** Worker nodes (absent from servers before them). */
@@ -243,6 +245,9 @@ export function statusTooltip(status: ServerStatus): string {
       ? `, drafts ${tier.drafting.accepted}/${tier.drafting.drafted} tokens accepted`
       : "";
     lines.push(`${tier.tier}: ${tier.state}${model}${drafting}${error}`);
+    if (tier.draftingNote) {
+      lines.push(`  ${tier.draftingNote}`);
+    }
   }
   for (const node of status.nodes ?? []) {
     lines.push(nodeLine(node));

@@ -290,6 +290,9 @@ function M.status()
         local error = tier.error ~= vim.NIL and tier.error and (": " .. tier.error) or ""
         local drafting = tier.drafting and (", drafts %d/%d tokens accepted"):format(tier.drafting.accepted, tier.drafting.drafted) or ""
         table.insert(lines, ("%s: %s%s%s%s"):format(tier.tier, tier.state, model, drafting, error))
+        if tier.draftingNote and tier.draftingNote ~= vim.NIL then
+          table.insert(lines, "  " .. tier.draftingNote)
+        end
       end
       for _, node in ipairs(server.nodes or {}) do
         local latency = node.firstTokenMs ~= vim.NIL and node.firstTokenMs and (", first token %d ms"):format(node.firstTokenMs) or ""

@@ -98,7 +98,13 @@ test("the status bar lists the configured tiers; the tooltip says the rest", () 
     tiers: [
       { tier: "fast", model: "/m/fast.gguf", state: "ready", error: null, drafting: { requests: 3, drafted: 141, accepted: 100 } },
       { tier: "executor", model: "/m/exec.gguf", state: "failed", error: "does not fit" },
-      { tier: "planner", model: null, state: "not configured", error: null },
+      {
+        tier: "planner",
+        model: null,
+        state: "not configured",
+        error: null,
+        draftingNote: "not drafting: the fast tier cannot draft for itself",
+      },
     ],
     plans: { pending: [{ planId: 2, instruction: "use PI", steps: 3 }], running: 1 },
   };
@@ -110,6 +116,7 @@ test("the status bar lists the configured tiers; the tooltip says the rest", () 
       "fast: ready (/m/fast.gguf), drafts 100/141 tokens accepted",
       "executor: failed (/m/exec.gguf): does not fit",
       "planner: not configured",
+      "  not drafting: the fast tier cannot draft for itself",
       "plan work running: 1",
       "plan 2 waiting: use PI (3 steps)",
     ].join("\n"),
