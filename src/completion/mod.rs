@@ -43,6 +43,9 @@ pub struct EngineStats {
     /// Tokens decoded after their cancel was raised, summed, and the most for one request.
     pub wasted_tokens: u32,
     pub most_wasted_tokens: u32,
+    /// Generations the time budget cut before they finished: their suggestion, if any, is
+    /// only the start of what the model would have written.
+    pub cut_by_budget: u32,
     /// One per finished generation, in order: the most recent [`MAX_SAMPLES`] to
     /// [`2 * MAX_SAMPLES`](MAX_SAMPLES) of them, so that a day-long session stays bounded.
     pub generations: Vec<GenerationSample>,
@@ -57,6 +60,9 @@ pub struct GenerationSample {
     /// Time to the first generated token: prefill of the tokens not in the cache.
     pub first_token_ms: f64,
     pub total_ms: f64,
+    /// The time budget ended it (see [`EngineStats::cut_by_budget`]).
+    #[serde(default)]
+    pub cut_by_budget: bool,
 }
 
 /// How many generation samples the statistics keep (at least).
@@ -159,11 +165,25 @@ impl CompletionEngine {
                 inflight.remove(document);
             }
         }
-        self.record(&cancel, &generation.usage);
+        let cut_by_budget = generation.stop_reason == StopReason::TimeLimit;
+        self.record(&cancel, &generation.usage, cut_by_budget);
         if generation.stop_reason == StopReason::Cancelled || cancel.is_cancelled() {
             return Ok(Completed::Nothing);
         }
         let text = finish_suggestion(&plan, &generation.text);
+        if cut_by_budget {
+            tracing::info!(
+                document,
+                budget_ms = timing.budget.as_millis() as u64,
+                tokens = generation.usage.generated_tokens,
+                "the completion was cut by its time budget: {}",
+                if text.trim().is_empty() {
+                    "nothing to suggest yet"
+                } else {
+                    "the suggestion is only its start"
+                }
+            );
+        }
         if text.trim().is_empty() {
             return Ok(Completed::Nothing);
         }
@@ -191,7 +211,7 @@ impl CompletionEngine {
         })
     }
 
-    fn record(&self, cancel: &Cancel, usage: &Usage) {
+    fn record(&self, cancel: &Cancel, usage: &Usage, cut_by_budget: bool) {
         let mut stats = lock(&self.stats);
         if cancel.is_cancelled() {
             let wasted = cancel.decoded_after_cancel();
@@ -205,7 +225,9 @@ impl CompletionEngine {
                 generated_tokens: usage.generated_tokens,
                 first_token_ms: usage.prompt_time.as_secs_f64() * 1000.0,
                 total_ms: (usage.prompt_time + usage.generation_time).as_secs_f64() * 1000.0,
+                cut_by_budget,
             });
+            stats.cut_by_budget += u32::from(cut_by_budget);
             if stats.generations.len() >= 2 * MAX_SAMPLES {
                 stats.generations.drain(..MAX_SAMPLES);
             }

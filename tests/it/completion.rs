@@ -425,3 +425,58 @@ fn budgets_that_cut_through_multi_byte_characters_do_not_panic() {
         }
     }
 }
+
+/// A suggestion the time budget cuts is still offered (it is the start of the model's
+/// line), and marked: counted in `tierls/completionStats`, its sample flagged, and said in
+/// the log. One that finishes in time is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suggestion_cut_by_the_budget_is_marked_in_the_stats_and_the_log() {
+    use std::sync::Arc;
+    use tierls::config::Tier;
+    use tierls::models::scripted::ScriptedModel;
+
+    let line = "a + b + c + d + e + f + g + h + i + j + k + l";
+    let slow = ScriptedModel::new(1)
+        .answer("b: i32", &[line])
+        .answer("x: i32", &["x * 2"])
+        .per_token(Duration::from_millis(100));
+    let mut server =
+        TestServer::start_with_models(&[("src/lib.rs", b"")], vec![(Tier::Fast, Arc::new(slow))]);
+    server
+        .initialize_with(
+            &["utf-16"],
+            json!({ "completion": { "debounce_ms": 0, "budget_ms": 500 } }),
+        )
+        .await;
+    let text = "pub fn add(a: i32, b: i32) -> i32 {\n    \n}\n";
+    server.open("src/lib.rs", text).await;
+    let items = inline(&mut server, "src/lib.rs", 1, 4).await;
+    let suggestion = items[0]["insertText"].as_str().expect("a suggestion");
+    assert!(
+        !suggestion.is_empty() && line.starts_with(suggestion) && suggestion.len() < line.len(),
+        "{suggestion:?}"
+    );
+    wait_for_log(&mut server, "the completion was cut by its time budget").await;
+
+    server
+        .open("src/double.rs", "pub fn double(x: i32) -> i32 {\n    \n}\n")
+        .await;
+    let items = inline(&mut server, "src/double.rs", 1, 4).await;
+    assert_eq!(items[0]["insertText"], "x * 2");
+
+    let stats = server
+        .client
+        .request("tierls/completionStats", Value::Null)
+        .await
+        .unwrap();
+    let stats = &stats["result"];
+    assert_eq!(stats["cutByBudget"], 1, "{stats}");
+    let cut: Vec<&Value> = stats["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sample| &sample["cutByBudget"])
+        .collect();
+    assert_eq!(cut, [&json!(true), &json!(false)], "{stats}");
+    assert!(server.finish().await.clean);
+}
