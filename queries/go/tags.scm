@@ -13,6 +13,9 @@
 (type_declaration (type_spec name: (type_identifier) @name type: (interface_type)) @definition.interface)
 (type_declaration (type_spec name: (type_identifier) @name) @definition.type)
 (const_spec name: (identifier) @name) @definition.constant
+; Package-level variables, for completions that use them.
+(source_file (var_declaration (var_spec name: (identifier) @name) @definition.variable))
+(source_file (var_declaration (var_spec_list (var_spec name: (identifier) @name) @definition.variable)))
 
 (call_expression function: (identifier) @name) @reference.call
 (call_expression function: (selector_expression field: (field_identifier) @name)) @reference.call

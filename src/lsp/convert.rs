@@ -138,6 +138,7 @@ pub fn symbol_kind(kind: SymbolKind) -> lsp::SymbolKind {
         SymbolKind::Impl => lsp::SymbolKind::OBJECT,
         SymbolKind::Module => lsp::SymbolKind::MODULE,
         SymbolKind::Constant => lsp::SymbolKind::CONSTANT,
+        SymbolKind::Variable => lsp::SymbolKind::VARIABLE,
         SymbolKind::Type => lsp::SymbolKind::TYPE_PARAMETER,
         SymbolKind::Macro => lsp::SymbolKind::FUNCTION,
     }

@@ -210,6 +210,51 @@ public class Circle implements Shape {
     insta::assert_snapshot!("java", check(Language::Java, source));
 }
 
+/// Module-level constants and variables are definitions (completions need configuration
+/// tables and defaults); function-valued ones stay functions, and locals are not indexed.
+#[test]
+fn module_level_constants_and_variables() {
+    let typescript = r#"
+export const DEFAULT_OPTIONS = { retries: 3, timeout: 500 };
+const LIMIT = 10, NAME = "tierls";
+let counter = 0;
+var legacy = true;
+export let current: string | null = null;
+export const handler = (event: Event) => event.type;
+function run() {
+  const local = 1;
+  let inner = local + LIMIT;
+}
+"#;
+    let go = r#"
+package config
+
+var Timeout = 30
+var (
+	Retries = 3
+	Hosts   []string
+)
+const Version = "1.0"
+
+func Load() {
+	var local = 1
+	_ = local
+}
+"#;
+    let javascript = "const table = { a: 1 };
+export var loose = 2;
+const fn = function () {};
+if (x) { const nested = 3; }
+";
+    let shown = [
+        check(Language::TypeScript, typescript),
+        check(Language::Go, go),
+        check(Language::JavaScript, javascript),
+    ]
+    .join("\n---\n");
+    insta::assert_snapshot!("module_level_constants_and_variables", shown);
+}
+
 #[test]
 fn syntax_errors_everywhere_keep_what_is_found() {
     let source = "fn good() -> u32 { 1 }\nfn broken( { let = ; }\nstruct Fine { x: u32 }\nimpl {{{ \nfn also_good() {}\n";

@@ -21,6 +21,8 @@ pub enum SymbolKind {
     Impl,
     Module,
     Constant,
+    /// A module-level variable (`let`/`var` in JavaScript and TypeScript, Go's `var`).
+    Variable,
     Type,
     Macro,
 }
@@ -38,6 +40,7 @@ impl SymbolKind {
             "impl" => SymbolKind::Impl,
             "module" => SymbolKind::Module,
             "constant" => SymbolKind::Constant,
+            "variable" => SymbolKind::Variable,
             "type" => SymbolKind::Type,
             "macro" => SymbolKind::Macro,
             _ => return None,
@@ -56,6 +59,7 @@ impl SymbolKind {
             SymbolKind::Impl => "impl",
             SymbolKind::Module => "module",
             SymbolKind::Constant => "constant",
+            SymbolKind::Variable => "variable",
             SymbolKind::Type => "type",
             SymbolKind::Macro => "macro",
         }
