@@ -53,6 +53,9 @@ pub struct CompletionPlan {
 
 /// At most this many definitions of nearby names go into the context.
 const CONTEXT_DEFINITIONS: usize = 8;
+/// At most this many definitions of one name: a name defined in many files (`get`, `Init`)
+/// must not take every slot, and a signature already listed adds nothing.
+const DEFINITIONS_PER_NAME: usize = 2;
 /// At most this many lately edited lines of other files go into the context.
 const RECENT_EDITS: usize = 4;
 /// The context takes at most this share of the budget.
@@ -195,12 +198,21 @@ fn context_lines(
         }
     }
     let mut seen = std::collections::HashSet::new();
+    let mut signatures_seen = std::collections::HashSet::new();
     let mut definitions = 0;
     'names: for name in names {
+        let mut of_this_name = 0;
         for found in input.index.definitions(name) {
-            if found.path == input.path || !seen.insert((found.path, found.symbol.range.start)) {
+            if of_this_name >= DEFINITIONS_PER_NAME {
+                break;
+            }
+            if found.path == input.path
+                || !seen.insert((found.path, found.symbol.range.start))
+                || !signatures_seen.insert(found.symbol.signature.as_str())
+            {
                 continue;
             }
+            of_this_name += 1;
             lines.push(format!(
                 "{comment} {}: {}",
                 found.path, found.symbol.signature

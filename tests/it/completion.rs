@@ -9,12 +9,11 @@ use tierls::core::completion::{
     CompletionInput, Mode, RecentEdit, finish_suggestion, plan_completion,
 };
 use tierls::core::generation::Prompt;
-use tierls::core::index::extract::{extract, parse};
 use tierls::core::index::language::Language;
 use tierls::core::index::table::Index;
 use tierls::models::embedded::test_model_path;
 
-use crate::support::{TestServer, wait_for_log};
+use crate::support::{TestServer, index_source, wait_for_log};
 
 const SHAPES: &str = "pub struct Circle {\n    pub radius: f64,\n}\n\npub fn circle_area(circle: &Circle) -> f64 {\n    3.14 * circle.radius * circle.radius\n}\n";
 
@@ -24,13 +23,7 @@ fn check_prompt(source: &str, has_fim: bool, budget_bytes: usize) -> String {
     let offset = source.find("$0").expect("a $0 cursor");
     let text = source.replace("$0", "");
     let mut index = Index::default();
-    let tree = parse(Language::Rust, SHAPES, None).unwrap();
-    index.upsert(
-        "src/shapes.rs",
-        Language::Rust,
-        extract(Language::Rust, &tree, SHAPES),
-        SHAPES.len(),
-    );
+    index_source(&mut index, "src/shapes.rs", Language::Rust, SHAPES);
     let rope = Rope::from_str(&text);
     // Lately edited lines: the other file's goes into the context, this file's does not.
     let recent = [
@@ -89,6 +82,61 @@ fn the_prompt_without_fim_tokens() {
 #[test]
 fn the_prompt_with_fim_tokens() {
     insta::assert_snapshot!("prompt_fim", check_prompt(MAIN, true, 6000));
+}
+
+/// A name defined in 200 files (and the same signature in several of them) takes at most
+/// two slots of the context: the other names before the cursor still get theirs.
+#[test]
+fn a_name_defined_in_many_files_does_not_take_every_slot() {
+    let mut index = Index::default();
+    index_source(&mut index, "src/shapes.rs", Language::Rust, SHAPES);
+    for i in 0..200 {
+        // Three of each signature: the duplicates add nothing.
+        let source = format!("pub fn get_value(from{}: u32) -> u32 {{ 0 }}\n", i / 3);
+        index_source(
+            &mut index,
+            &format!("src/values/v{i}.rs"),
+            Language::Rust,
+            &source,
+        );
+    }
+    let text = Rope::from_str(
+        "fn main() {\n    let circle = circle_area(&c);\n    let value = get_value(1);\n    \n}\n",
+    );
+    let offset = text.line_to_byte(3) + 4;
+    let input = CompletionInput {
+        path: "src/main.rs",
+        language: Some(Language::Rust),
+        text: &text,
+        offset,
+        index: &index,
+        has_fim: false,
+        budget_bytes: 4000,
+        recent_edits: &[],
+    };
+    let Prompt::Text(prompt) = plan_completion(&input).prompt else {
+        panic!("a text prompt without FIM tokens");
+    };
+    let context: Vec<&str> = prompt
+        .lines()
+        .filter(|line| line.starts_with("// "))
+        .collect();
+    let values = context
+        .iter()
+        .filter(|line| line.contains("get_value"))
+        .count();
+    assert_eq!(values, 2, "{prompt}");
+    assert!(
+        context
+            .iter()
+            .any(|line| line.contains("pub fn circle_area")),
+        "{prompt}"
+    );
+    let mut unique = context.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), context.len(), "{prompt}");
+    assert!(prompt.len() <= 4000, "{}", prompt.len());
 }
 
 #[test]
@@ -381,13 +429,7 @@ fn a_blank_line_inside_a_body_known_to_the_index_asks_for_a_block() {
     let offset = source.find("\n\n").unwrap() + 1;
     let text = Rope::from_str(source);
     let mut index = Index::default();
-    let tree = parse(Language::Rust, source, None).unwrap();
-    index.upsert(
-        "a.rs",
-        Language::Rust,
-        extract(Language::Rust, &tree, source),
-        source.len(),
-    );
+    index_source(&mut index, "a.rs", Language::Rust, source);
     let input = CompletionInput {
         path: "a.rs",
         language: Some(Language::Rust),

@@ -355,6 +355,13 @@ async fn executor_answer(tiers: &TierSet) -> Generation {
     .unwrap()
 }
 
+/// The executor still answers, without drafts.
+async fn answers_without_drafts(tiers: &TierSet) {
+    let answer = executor_answer(tiers).await;
+    assert!(answer.usage.generated_tokens > 0, "{:?}", answer.usage);
+    assert_eq!(answer.usage.drafted_tokens, 0, "{:?}", answer.usage);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loading_a_tier_that_drafts_with_a_model_loads_and_connects_the_fast_tier() {
     let _turn = crate::support::one_model_at_a_time();
@@ -383,10 +390,7 @@ async fn a_draft_model_with_another_vocabulary_is_refused_by_name() {
         "not drafting: the fast tier's model other-vocabulary.gguf cannot draft for the executor's model gemma-3-270m-q4_k_m.gguf: their vocabularies have 262144 tokens each but not the same token texts"
     );
     assert_eq!(tiers.embedded(Tier::Executor).unwrap().drafts_with(), None);
-    // The tier runs, without drafting.
-    let answer = executor_answer(&tiers).await;
-    assert!(answer.usage.generated_tokens > 0);
-    assert_eq!(answer.usage.drafted_tokens, 0);
+    answers_without_drafts(&tiers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,9 +411,7 @@ async fn a_draft_model_that_fails_to_load_leaves_the_tier_running_without_drafts
         note.starts_with("not drafting: the fast tier has no model loaded"),
         "{note}"
     );
-    let answer = executor_answer(&tiers).await;
-    assert!(answer.usage.generated_tokens > 0);
-    assert_eq!(answer.usage.drafted_tokens, 0);
+    answers_without_drafts(&tiers).await;
 }
 
 /// The flow rule unloads the fast tier while the executor is answering with its drafts: the
@@ -435,8 +437,7 @@ async fn a_draft_model_unloaded_mid_request_stops_drafting_and_the_answer_ends_w
             .unwrap()
             .starts_with("not drafting: the fast tier has no model loaded")
     );
-    let answer = executor_answer(&tiers).await;
-    assert_eq!(answer.usage.drafted_tokens, 0);
+    answers_without_drafts(&tiers).await;
     // Back: connected again.
     tokio::task::block_in_place(|| tiers.load(Tier::Fast)).unwrap();
     assert!(executor.drafts_with().is_some());

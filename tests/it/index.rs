@@ -329,18 +329,11 @@ fn a_file_deleted_before_it_is_read_is_counted_not_fatal() {
 
 #[test]
 fn the_table_answers_enclosing_symbols_references_and_renames() {
-    use tierls::core::index::extract::{extract, parse};
     use tierls::core::index::language::Language;
     use tierls::core::index::table::Index;
     let mut index = Index::default();
     for (path, text) in [("src/shapes.rs", SHAPES), ("src/main.rs", MAIN)] {
-        let tree = parse(Language::Rust, text, None).unwrap();
-        index.upsert(
-            path,
-            Language::Rust,
-            extract(Language::Rust, &tree, text),
-            text.len(),
-        );
+        crate::support::index_source(&mut index, path, Language::Rust, text);
     }
     let inside_area = SHAPES.find("3.14").unwrap();
     assert_eq!(

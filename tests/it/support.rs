@@ -299,3 +299,19 @@ pub fn model_with_another_vocabulary() -> &'static Path {
     });
     path
 }
+
+/// Indexes `source` as the file `path` of `language`.
+pub fn index_source(
+    index: &mut tierls::core::index::table::Index,
+    path: &str,
+    language: tierls::core::index::language::Language,
+    source: &str,
+) {
+    let tree = tierls::core::index::extract::parse(language, source, None).unwrap();
+    index.upsert(
+        path,
+        language,
+        tierls::core::index::extract::extract(language, &tree, source),
+        source.len(),
+    );
+}
