@@ -93,9 +93,11 @@ impl TierSet {
     ) -> Result<(), ModelError> {
         // A tier the fast tier's model drafts for holds a context of that model per slot:
         // counted here when the fast tier is configured first (`configure_all` does so).
+        // The fast tier never drafts for itself.
         let drafter = self
             .lock()
             .get(&Tier::Fast)
+            .filter(|_| tier != Tier::Fast)
             .and_then(|fast| fast.plan.as_ref().map(|plan| plan.header.clone()));
         let plan = plan_load_drafted(&path, config, &self.machine, drafter.as_ref())?;
         self.lock().insert(

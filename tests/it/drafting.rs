@@ -423,6 +423,10 @@ async fn a_draft_model_unloaded_mid_request_stops_drafting_and_the_answer_ends_w
     let tiers = tiers_drafting_with(&test_model_path());
     tokio::task::block_in_place(|| tiers.load(Tier::Executor)).unwrap();
     let executor = tiers.embedded(Tier::Executor).unwrap();
+    assert!(
+        executor.drafts_with().is_some(),
+        "connected before the answer"
+    );
     let generation =
         copy_three_times(&*executor, 160, Cancel::new(), || tiers.unload(Tier::Fast)).await;
     assert_eq!(
