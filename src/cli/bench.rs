@@ -22,6 +22,9 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
     if name == "completion" {
         return super::bench_completion::run(path, model);
     }
+    if name == "quality" {
+        return super::bench_quality::run(path, model);
+    }
     if name == "plan" {
         return super::bench_plan::run(model);
     }
@@ -42,7 +45,7 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
     }
     if name != "models" {
         output::error(&format!(
-            "unknown benchmark `{name}`: available: models, index, completion, plan, routing, fan-out, rounds, nodes, server"
+            "unknown benchmark `{name}`: available: models, index, completion, quality, plan, routing, fan-out, rounds, nodes, server"
         ));
         return ExitCode::from(2);
     }
@@ -188,6 +191,7 @@ async fn bench_models(path: PathBuf) -> anyhow::Result<()> {
         free_tokens = free.usage.generated_tokens;
         let grammar_request = GenerateRequest {
             grammar: Some(Grammar::JsonSchema(schema.into())),
+            heal: false,
             ..GenerateRequest::text(question, 96)
         };
         let (constrained, _) = timed(model, 1, grammar_request).await?;

@@ -6,6 +6,7 @@ mod bench_fan_out;
 mod bench_index;
 mod bench_nodes;
 mod bench_plan;
+mod bench_quality;
 mod bench_rounds;
 mod bench_routing;
 mod bench_server;

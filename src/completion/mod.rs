@@ -149,11 +149,8 @@ impl CompletionEngine {
             }
         }
         let request = GenerateRequest {
-            prompt: plan.prompt.clone(),
-            max_tokens: plan.max_tokens,
-            stop: plan.stop.clone(),
             time_limit: Some(timing.budget),
-            grammar: None,
+            ..plan.request()
         };
         let generation = generate(&*model, slot, request, cancel.clone()).await?;
         {

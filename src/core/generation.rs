@@ -79,6 +79,10 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     pub time_limit: Option<Duration>,
     pub grammar: Option<Grammar>,
+    /// Token healing: the prompt ends inside the text being written (a word half typed), so
+    /// the backend backs it up to a token boundary and makes the answer start with what it
+    /// took off; the answer comes back without that text.
+    pub heal: bool,
 }
 
 impl GenerateRequest {
@@ -89,6 +93,7 @@ impl GenerateRequest {
             stop: Vec::new(),
             time_limit: None,
             grammar: None,
+            heal: false,
         }
     }
 }

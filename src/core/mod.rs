@@ -11,6 +11,7 @@ pub mod draft;
 pub mod explain;
 pub mod generation;
 pub mod hidden;
+pub mod holes;
 pub mod index;
 pub mod plan;
 pub mod position;

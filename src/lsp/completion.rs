@@ -50,9 +50,9 @@ pub fn prepare(
 ) -> Option<Prepared> {
     let At { position, encoding } = at;
     let (has_fim, slots, context_tokens) = (model.has_fim, model.slots, model.n_ctx);
-    // No `refresh_index` here: re-extracting the edited document would cost milliseconds on
-    // every keystroke, and the context only needs other files' definitions (current) and
-    // this file's enclosing definition (its last extraction is close enough).
+    // The caller refreshed the index for every other edited document; this one's last
+    // extraction is close enough for its enclosing definition (re-extracting it would cost
+    // milliseconds on every keystroke).
     let document = workspace.document(&key)?;
     let text = document.text().clone();
     if text.len_bytes() as u64 > workspace.limits().index_bytes {

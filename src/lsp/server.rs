@@ -187,8 +187,9 @@ impl Backend {
             encoding: self.features().encoding,
         };
         let prepared = {
-            let workspace = self.workspace.lock();
+            let mut workspace = self.workspace.lock();
             let key = convert::key(workspace.root(), uri);
+            workspace.refresh_index_except(&key);
             completion::prepare(&workspace, key, at, &config, model.info())?
         };
         let outcome = self

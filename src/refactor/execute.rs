@@ -355,6 +355,7 @@ async fn run_step_routed(
                 stop: vec!["```".to_owned()],
                 time_limit: context.options.step_time_limit,
                 grammar: None,
+                heal: false,
             };
             let slot = slot % model.info().slots.max(1);
             let generation =

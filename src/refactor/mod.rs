@@ -73,6 +73,7 @@ pub async fn ask_planner(
         // A node that trickles its answer never ends it: the whole answer has a limit.
         time_limit: Some(time_limit),
         grammar: Some(Grammar::JsonSchema(plan_schema(&input.allowed))),
+        heal: false,
     };
     let generation = generate(planner, 0, request, cancel).await?;
     match generation.stop_reason {

@@ -259,9 +259,18 @@ impl Workspace {
     }
 
     /// Extracts the symbols of documents edited since the index last read them. Symbol,
-    /// definition, hover and plan requests call this first; completions do not (re-extracting
-    /// on every keystroke costs milliseconds, and the last extraction is close enough).
+    /// definition, hover and plan requests call this first; completions call
+    /// `refresh_index_except` (re-extracting the document being typed in on every keystroke
+    /// costs milliseconds, and its last extraction is close enough).
     pub fn refresh_index(&mut self) {
+        self.refresh_index_except("");
+    }
+
+    /// `refresh_index` for every edited document but `key`: a completion's context comes
+    /// from other files' newest text (edited in the editor, not yet saved), which costs one
+    /// extraction per document edited since, not one per keystroke.
+    pub fn refresh_index_except(&mut self, key: &str) {
+        let kept = self.dirty.take(key);
         for key in std::mem::take(&mut self.dirty) {
             let (Some(live), Some(document)) = (self.live.get(&key), self.documents.get(&key))
             else {
@@ -271,6 +280,7 @@ impl Workspace {
             let (language, bytes) = (live.language, document.text().len_bytes());
             self.index.upsert(&key, language, symbols, bytes);
         }
+        self.dirty.extend(kept);
     }
 
     // -----------------------------------------------------------------------------------

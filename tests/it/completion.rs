@@ -84,8 +84,9 @@ fn the_prompt_with_fim_tokens() {
     insta::assert_snapshot!("prompt_fim", check_prompt(MAIN, true, 6000));
 }
 
-/// A name defined in 200 files (and the same signature in several of them) takes at most
-/// two slots of the context: the other names before the cursor still get theirs.
+/// A name defined in 200 files (and the same signature in several of them) is too generic to
+/// take a slot unless an import ties it to the cursor: the other names before the cursor
+/// get theirs, and nothing is listed twice.
 #[test]
 fn a_name_defined_in_many_files_does_not_take_every_slot() {
     let mut index = Index::default();
@@ -125,7 +126,7 @@ fn a_name_defined_in_many_files_does_not_take_every_slot() {
         .iter()
         .filter(|line| line.contains("get_value"))
         .count();
-    assert_eq!(values, 2, "{prompt}");
+    assert!(values <= 2, "{prompt}");
     assert!(
         context
             .iter()
@@ -520,5 +521,40 @@ async fn a_suggestion_cut_by_the_budget_is_marked_in_the_stats_and_the_log() {
         .map(|sample| &sample["cutByBudget"])
         .collect();
     assert_eq!(cut, [&json!(true), &json!(false)], "{stats}");
+    assert!(server.finish().await.clean);
+}
+
+/// The context comes from other files' newest text: a definition typed into an open file
+/// and not saved reaches the next completion in another file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_comes_from_the_newest_text_of_files_being_edited() {
+    use std::sync::Arc;
+    use tierls::config::Tier;
+    use tierls::models::scripted::ScriptedModel;
+
+    let model = Arc::new(ScriptedModel::new(1).answer("def brand_new_helper(value)", &["lper(2)"]));
+    let mut server = TestServer::start_with_models(
+        &[("app/helpers.py", b"def old_helper(value):\n    return value\n"), ("app/main.py", b"")],
+        vec![(Tier::Fast, model.clone())],
+    );
+    server
+        .initialize_with(&["utf-16"], json!({ "index": { "enabled": true }, "completion": { "debounce_ms": 0 } }))
+        .await;
+    wait_for_log(&mut server, "indexed 2 files").await;
+    server
+        .open_as("app/helpers.py", "python", "def old_helper(value):\n    return value\n")
+        .await;
+    server
+        .change(
+            "app/helpers.py",
+            2,
+            json!([{ "range": { "start": { "line": 2, "character": 0 }, "end": { "line": 2, "character": 0 } },
+                     "text": "\n\ndef brand_new_helper(value):\n    return value * 2\n" }]),
+        )
+        .await;
+    let text = "from app.helpers import brand_new_helper\n\n\ndef run():\n    return brand_new_he\n";
+    server.open_as("app/main.py", "python", text).await;
+    let items = inline(&mut server, "app/main.py", 4, 23).await;
+    assert_eq!(items[0]["insertText"], "lper(2)", "{:#?}", model.prompts());
     assert!(server.finish().await.clean);
 }

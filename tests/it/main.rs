@@ -12,6 +12,7 @@ mod cli;
 mod completion;
 mod config;
 mod consistency;
+mod context;
 mod documents;
 mod drafting;
 mod editors;

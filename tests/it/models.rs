@@ -220,6 +220,7 @@ async fn a_json_schema_keeps_even_the_small_model_well_formed() {
     let schema = r#"{"type":"object","properties":{"steps":{"type":"array","maxItems":3,"items":{"type":"string","maxLength":24}}},"required":["steps"],"additionalProperties":false}"#;
     let request = GenerateRequest {
         grammar: Some(Grammar::JsonSchema(schema.into())),
+        heal: false,
         ..GenerateRequest::text("A plan to rename the function add to sum, as JSON:\n", 400)
     };
     let generation = generate(&*model, 3, request, Cancel::new()).await.unwrap();
@@ -241,6 +242,7 @@ async fn a_gbnf_grammar_constrains_the_answer() {
     let model = shared_model();
     let request = GenerateRequest {
         grammar: Some(Grammar::Gbnf(r#"root ::= "yes" | "no""#.into())),
+        heal: false,
         ..GenerateRequest::text("Is the sky blue? Answer: ", 8)
     };
     let generation = generate(&*model, 0, request, Cancel::new()).await.unwrap();
@@ -323,10 +325,12 @@ async fn bad_models_and_requests_are_clear_errors() {
         GenerateRequest::text(long_prompt, 8),
         GenerateRequest {
             grammar: Some(Grammar::Gbnf("root ::= (".into())),
+            heal: false,
             ..GenerateRequest::text("x", 8)
         },
         GenerateRequest {
             grammar: Some(Grammar::JsonSchema("{not json".into())),
+            heal: false,
             ..GenerateRequest::text("x", 8)
         },
     ] {

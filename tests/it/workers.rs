@@ -93,6 +93,7 @@ async fn completions_plans_and_fill_in_the_middle_through_llama_server() {
         stop: Vec::new(),
         time_limit: None,
         grammar: Some(Grammar::JsonSchema(schema.to_owned())),
+        heal: false,
     };
     let plan = generate(planner.as_ref(), 0, request, Cancel::new())
         .await

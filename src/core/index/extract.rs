@@ -65,6 +65,15 @@ impl SymbolKind {
         }
     }
 
+    /// Kinds whose members or value a completion wants to see.
+    fn has_outline(self) -> bool {
+        self.holds_methods()
+            || matches!(
+                self,
+                SymbolKind::Enum | SymbolKind::Constant | SymbolKind::Variable | SymbolKind::Type
+            )
+    }
+
     /// Kinds whose nested functions are methods.
     fn holds_methods(self) -> bool {
         matches!(
@@ -94,7 +103,14 @@ pub struct Symbol {
     pub signature: String,
     /// The index of the enclosing symbol in the same file.
     pub parent: Option<usize>,
+    /// For a type or a constant, what it holds in brief: the lines of its definition at its
+    /// own level (fields, method signatures, a value), whitespace collapsed, at most
+    /// `OUTLINE_BYTES`. Empty for other kinds.
+    pub outline: String,
 }
+
+/// The longest outline a symbol keeps: context for a completion, not the definition.
+pub const OUTLINE_BYTES: usize = 240;
 
 /// A use of a name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +182,7 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
                 range: node.byte_range(),
                 body,
                 parent: None,
+                outline: String::new(),
             };
             definitions.push((found.pattern_index, symbol, container));
         } else if reference {
@@ -209,6 +226,12 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
         }
         open.push(symbols.len());
         symbols.push(symbol);
+    }
+
+    for i in 0..symbols.len() {
+        if symbols[i].kind.has_outline() {
+            symbols[i].outline = outline(text, &symbols, i);
+        }
     }
 
     // A definition's own name is not a use of it.
@@ -259,4 +282,56 @@ fn signature(text: &str, range: Range<usize>, body: Option<Range<usize>>) -> Str
         signature = signature.chars().take(199).collect::<String>() + "…";
     }
     signature
+}
+
+/// The lines of symbol `i` after its first, at its own level: lines inside its children's
+/// bodies (method bodies) are left out, and so are blank lines, comments and lone brackets.
+fn outline(text: &str, symbols: &[Symbol], i: usize) -> String {
+    let symbol = &symbols[i];
+    let Some(definition) = text.get(symbol.range.clone()) else {
+        return String::new();
+    };
+    let nested: Vec<Range<usize>> = symbols[i + 1..]
+        .iter()
+        .take_while(|child| child.range.start < symbol.range.end)
+        .filter(|child| child.parent == Some(i))
+        .filter_map(|child| child.body.clone())
+        .collect();
+    let mut outline = String::new();
+    let mut line_start = symbol.range.start;
+    for line in definition.split_inclusive('\n') {
+        let start = line_start;
+        line_start += line.len();
+        if start == symbol.range.start {
+            continue;
+        }
+        // Python bodies start at their first statement, after its indentation.
+        let content = start + (line.len() - line.trim_start().len());
+        if nested
+            .iter()
+            .any(|body| body.start <= content && content < body.end)
+        {
+            continue;
+        }
+        let line = line.trim();
+        let noise = line.is_empty()
+            || line.chars().all(|c| "{}()[];,".contains(c))
+            || ["//", "#", "/*", "*", "\"\"\"", "\'\'\'"]
+                .iter()
+                .any(|start| line.starts_with(start));
+        if noise {
+            continue;
+        }
+        let line = line.trim_end_matches(['{', ':']).split_whitespace();
+        let line = line.collect::<Vec<_>>().join(" ");
+        if outline.len() + line.len() + 2 > OUTLINE_BYTES {
+            outline.push_str(" …");
+            break;
+        }
+        if !outline.is_empty() {
+            outline.push_str(if outline.ends_with([',', ';']) { " " } else { "; " });
+        }
+        outline.push_str(&line);
+    }
+    outline
 }

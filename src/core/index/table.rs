@@ -1,11 +1,14 @@
 //! The symbol table of a workspace: every file's definitions and references, by path and by
 //! name.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use super::extract::{FileSymbols, Symbol};
 use super::language::Language;
+
+/// At most this many paths under a folder are looked at for its own files.
+const FOLDER_SCAN: usize = 4096;
 
 /// A file's number in this index; stable until the file is removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,8 +89,11 @@ pub struct Index {
     names: Interner,
     files: Vec<Option<FileEntry>>,
     free: Vec<FileId>,
-    by_path: HashMap<String, FileId>,
+    /// Ordered, so that a folder's files are one range (a Go package, a module's folder).
+    by_path: BTreeMap<String, FileId>,
     definitions: HashMap<NameId, Vec<(FileId, u32)>>,
+    /// The names that have definitions, ordered: a name being typed is a range of it.
+    defined_names: BTreeMap<Box<str>, NameId>,
 }
 
 impl Index {
@@ -131,6 +137,10 @@ impl Index {
             let place = (id, index as u32);
             let files = &self.files;
             let key = place_key(files, place);
+            if !self.definitions.contains_key(&name) {
+                self.defined_names
+                    .insert(self.names.name(name).into(), name);
+            }
             let places = self.definitions.entry(name).or_default();
             let at = places.partition_point(|&other| place_key(files, other) < key);
             places.insert(at, place);
@@ -151,6 +161,7 @@ impl Index {
                     places.retain(|(file, _)| *file != id);
                     if places.is_empty() {
                         self.definitions.remove(&name);
+                        self.defined_names.remove(symbol.name.as_str());
                     }
                 }
             }
@@ -232,6 +243,47 @@ impl Index {
             symbol: entry.symbols.get(index)?,
             index,
         })
+    }
+
+    /// Defined names that start with `prefix` (case-sensitive), in order, at most `limit`.
+    pub fn names_with_prefix(&self, prefix: &str, limit: usize) -> Vec<&str> {
+        if prefix.is_empty() {
+            return Vec::new();
+        }
+        self.defined_names
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .take(limit)
+            .map(|(name, _)| &**name)
+            .collect()
+    }
+
+    /// The files directly in folder `dir` (`""` for the root), in path order, at most `limit`.
+    pub fn files_in_dir(&self, dir: &str, limit: usize) -> Vec<&FileEntry> {
+        let start = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", dir.trim_end_matches('/'))
+        };
+        self.by_path
+            .range::<str, _>((std::ops::Bound::Included(start.as_str()), std::ops::Bound::Unbounded))
+            .take_while(|(path, _)| path.starts_with(&start))
+            // A folder with a large tree under it: its own files are looked for in a bounded
+            // stretch.
+            .take(FOLDER_SCAN)
+            .filter(|(path, _)| !path[start.len()..].contains('/'))
+            .take(limit)
+            .filter_map(|(_, id)| self.entry(*id))
+            .collect()
+    }
+
+    /// The definitions nested directly in `file`'s symbol number `parent` (a type's methods).
+    pub fn children<'i>(&'i self, file: &'i FileEntry, parent: usize) -> impl Iterator<Item = &'i Symbol> {
+        file.symbols
+            .iter()
+            .skip(parent + 1)
+            .take_while(move |symbol| symbol.range.start < file.symbols[parent].range.end)
+            .filter(move |symbol| symbol.parent == Some(parent))
     }
 
     /// Every use of `name`: the file and the byte range, by path and then position.

@@ -8,6 +8,7 @@ fn request(prompt: Prompt, grammar: Option<Grammar>) -> GenerateRequest {
         stop: vec!["\n".to_owned()],
         time_limit: None,
         grammar,
+        heal: false,
     }
 }
 

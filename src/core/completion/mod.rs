@@ -6,7 +6,11 @@
 
 use ropey::Rope;
 
-use super::generation::{ContextChunk, FimContext, Prompt};
+pub mod context;
+pub mod cursor;
+pub mod imports;
+
+use super::generation::{ContextChunk, FimContext, GenerateRequest, Prompt};
 use super::index::language::Language;
 use super::index::table::Index;
 
@@ -49,15 +53,25 @@ pub struct CompletionPlan {
     pub indent: usize,
     /// The rest of the cursor's line, which a suggestion must not repeat.
     pub line_suffix: String,
+    /// The cursor is right after a letter, digit or underscore (in a word or at its end):
+    /// the prompt ends mid-token, so the backend heals it (`GenerateRequest::heal`).
+    pub heal: bool,
 }
 
-/// At most this many definitions of nearby names go into the context.
-const CONTEXT_DEFINITIONS: usize = 8;
-/// At most this many definitions of one name: a name defined in many files (`get`, `Init`)
-/// must not take every slot, and a signature already listed adds nothing.
-const DEFINITIONS_PER_NAME: usize = 2;
-/// At most this many lately edited lines of other files go into the context.
-const RECENT_EDITS: usize = 4;
+impl CompletionPlan {
+    /// The request for the model, without a time limit (the caller's budget sets one).
+    pub fn request(&self) -> GenerateRequest {
+        GenerateRequest {
+            prompt: self.prompt.clone(),
+            max_tokens: self.max_tokens,
+            stop: self.stop.clone(),
+            time_limit: None,
+            grammar: None,
+            heal: self.heal,
+        }
+    }
+}
+
 /// The context takes at most this share of the budget.
 const CONTEXT_SHARE: usize = 4;
 
@@ -158,14 +172,17 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
         max_tokens,
         mode,
         indent,
+        heal: line_prefix
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_'),
         line_suffix,
     }
 }
 
 /// Comment lines for the model: the enclosing definition when its start is far above the
-/// cursor, the definitions (in other files) of identifiers used just before the cursor, most
-/// recently used first, and lines lately edited in other files. Also the same facts from
-/// other files as chunks by file, each with the number of its comment line.
+/// cursor, then the context chosen for the cursor (`context::choose_context`). Also the
+/// same facts from other files as chunks by file, each with the number of its comment line.
 fn context_lines(
     input: &CompletionInput<'_>,
     offset: usize,
@@ -187,68 +204,13 @@ fn context_lines(
             input.path, enclosing.signature
         ));
     }
-    let window_start = char_floor(input.text, offset.saturating_sub(1200));
-    let window = input.text.byte_slice(window_start..offset).to_string();
-    let mut names: Vec<&str> = Vec::new();
-    for word in window.rsplit(|c: char| !(c.is_alphanumeric() || c == '_')) {
-        let is_identifier =
-            word.len() >= 3 && word.starts_with(|c: char| c.is_alphabetic() || c == '_');
-        if is_identifier && !names.contains(&word) {
-            names.push(word);
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    let mut signatures_seen = std::collections::HashSet::new();
-    let mut definitions = 0;
-    'names: for name in names {
-        let mut of_this_name = 0;
-        for found in input.index.definitions(name) {
-            if of_this_name >= DEFINITIONS_PER_NAME {
-                break;
-            }
-            if found.path == input.path
-                || !seen.insert((found.path, found.symbol.range.start))
-                || !signatures_seen.insert(found.symbol.signature.as_str())
-            {
-                continue;
-            }
-            of_this_name += 1;
-            lines.push(format!(
-                "{comment} {}: {}",
-                found.path, found.symbol.signature
-            ));
-            // Line 0 is the heading.
-            chunks.push((
-                lines.len(),
-                ContextChunk {
-                    path: found.path.to_owned(),
-                    text: format!("{}\n", found.symbol.signature),
-                },
-            ));
-            definitions += 1;
-            if definitions >= CONTEXT_DEFINITIONS {
-                break 'names;
-            }
-        }
-    }
-    for edit in input
-        .recent_edits
-        .iter()
-        .filter(|edit| edit.path != input.path)
-        .take(RECENT_EDITS)
-    {
-        lines.push(format!(
-            "{comment} edited in {}: {}",
-            edit.path,
-            edit.line.trim()
-        ));
-        chunks.push((
-            lines.len(),
-            ContextChunk {
-                path: edit.path.clone(),
-                text: format!("{}\n", edit.line.trim()),
-            },
-        ));
+    for line in context::choose_context(input, offset) {
+        lines.push(match line.text.strip_prefix("edited: ") {
+            Some(edited) => format!("{comment} edited in {}: {edited}", line.path),
+            None => format!("{comment} {}: {}", line.path, line.text),
+        });
+        // Line 0 is the heading.
+        chunks.push((lines.len(), context::chunk(&line)));
     }
     if lines.is_empty() {
         return (String::new(), Vec::new());
