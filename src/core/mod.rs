@@ -10,6 +10,7 @@ pub mod document;
 pub mod draft;
 pub mod explain;
 pub mod generation;
+pub mod heal;
 pub mod hidden;
 pub mod holes;
 pub mod index;

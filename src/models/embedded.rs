@@ -28,6 +28,7 @@ use super::{
 };
 use crate::core::budget::CacheType;
 use crate::core::draft::{DraftMode, lookup_draft};
+use crate::core::heal::{HealState, Healing, PieceTable, plan_healing};
 use crate::core::generation::{
     ChatMessage, GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome,
     StopReason, Usage,
@@ -190,6 +191,7 @@ impl EmbeddedModel {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let drafting = (options.draft != DraftMode::Off).then(Arc::<DraftCounters>::default);
         let drafter = SharedDrafter::default();
+        let pieces = Arc::new(OnceLock::new());
         let mut slots = Vec::new();
         for slot in 0..info.slots {
             let (jobs_tx, jobs_rx) = std_mpsc::channel();
@@ -198,12 +200,14 @@ impl EmbeddedModel {
             let in_flight = in_flight.clone();
             let drafting = drafting.clone();
             let drafter = drafter.clone();
+            let pieces = pieces.clone();
             std::thread::Builder::new()
                 .name(format!("tierls-llama-slot-{slot}"))
                 .spawn(move || {
                     let counters = Counters {
                         in_flight: &in_flight,
                         drafting: drafting.as_deref(),
+                        pieces: &pieces,
                     };
                     run_slot(
                         &model, &options, &info, jobs_rx, ready_tx, counters, &drafter,
@@ -376,10 +380,12 @@ fn kv_cache_type(cache_type: CacheType) -> KvCacheType {
     }
 }
 
-/// What a slot's worker counts for the model.
+/// What a slot's worker counts for the model, and what the slots share.
 struct Counters<'a> {
     in_flight: &'a AtomicUsize,
     drafting: Option<&'a DraftCounters>,
+    /// The vocabulary's token texts for token healing, read on first use.
+    pieces: &'a OnceLock<PieceTable>,
 }
 
 fn context_params(options: &EmbeddedOptions) -> LlamaContextParams {
@@ -422,6 +428,7 @@ fn run_slot(
         info,
         chat_template: options.chat_template.clone(),
         draft: options.draft,
+        pieces: counters.pieces,
     };
     let drafts_with_a_model = matches!(options.draft, DraftMode::Model { .. });
     let connected = || {
@@ -669,6 +676,7 @@ struct Slot<'m, 'c> {
     info: &'c ModelInfo,
     chat_template: Option<String>,
     draft: DraftMode,
+    pieces: &'c OnceLock<PieceTable>,
 }
 
 impl Slot<'_, '_> {
@@ -684,7 +692,11 @@ impl Slot<'_, '_> {
         } = job;
         let started = Instant::now();
         let deadline = request.time_limit.map(|limit| started + limit);
-        let (tokens, used_fim) = self.tokenize(&request.prompt)?;
+        let (mut tokens, used_fim, cursor_end) = self.tokenize(&request.prompt)?;
+        let healing = match cursor_end {
+            Some(end) if request.heal && request.grammar.is_none() => self.heal(&mut tokens, end),
+            _ => None,
+        };
         if tokens.len() as u32 + 1 > self.info.n_ctx {
             return Err(ModelError::PromptTooLong {
                 prompt_tokens: tokens.len() as u32,
@@ -718,6 +730,8 @@ impl Slot<'_, '_> {
             sequence: &mut self.sequence,
             grammar: grammar.as_mut(),
             cancel: &cancel,
+            healing: healing.as_ref().map(HealState::new),
+            pieces: self.pieces,
         };
         let mut steps = Writing {
             model: self.model,
@@ -730,9 +744,12 @@ impl Slot<'_, '_> {
             text: String::new(),
             undecoded_bytes: Vec::new(),
             events: &events,
+            healing: healing.as_ref().map(HealState::new),
         };
         let limits = Limits {
-            max_tokens: request.max_tokens,
+            // The healed text is written again and is not part of the answer's allowance.
+            max_tokens: request.max_tokens
+                + healing.as_ref().map_or(0, |healing| healing.removed_tokens as u32),
             n_ctx: self.info.n_ctx as usize,
         };
         let (stop_reason, counts) = decode_greedily(&mut verifying, tokens, limits, &mut steps)?;
@@ -756,9 +773,14 @@ impl Slot<'_, '_> {
         })
     }
 
-    fn tokenize(&self, prompt: &Prompt) -> Result<(Vec<LlamaToken>, bool), ModelError> {
+    /// The prompt's tokens, whether they use FIM tokens, and where the text before the
+    /// cursor ends among them (for healing; none for a chat).
+    fn tokenize(
+        &self,
+        prompt: &Prompt,
+    ) -> Result<(Vec<LlamaToken>, bool, Option<usize>), ModelError> {
         let vocab = self.model.vocab();
-        Ok(match prompt {
+        let (tokens, used_fim) = match prompt {
             Prompt::Text(text) => (vocab.tokenize(text.as_bytes(), true, false), false),
             Prompt::Chat(messages) => {
                 let text = render_chat(
@@ -792,12 +814,40 @@ impl Slot<'_, '_> {
                 }
                 tokens.push(vocab.fim_pre());
                 tokens.extend(vocab.tokenize(prefix.as_bytes(), false, false));
+                let cursor_end = tokens.len();
                 tokens.push(vocab.fim_suf());
                 tokens.extend(vocab.tokenize(suffix.as_bytes(), false, false));
                 tokens.push(vocab.fim_mid());
-                (tokens, true)
+                return Ok((tokens, true, Some(cursor_end)));
             }
-        })
+        };
+        let cursor_end = (!matches!(prompt, Prompt::Chat(_))).then_some(tokens.len());
+        Ok((tokens, used_fim, cursor_end))
+    }
+
+    /// Token healing: takes the tokens the cursor ends inside off `tokens` (ending at
+    /// `end`), and says what the answer must start with.
+    fn heal(&self, tokens: &mut Vec<LlamaToken>, end: usize) -> Option<Healing> {
+        let vocab = self.model.vocab();
+        let table = self.pieces.get_or_init(|| {
+            PieceTable::new(
+                (0..self.model.n_vocab())
+                    .map(|id| (id, vocab.token_to_piece(LlamaToken(id), false, None))),
+            )
+        });
+        let last: Vec<Vec<u8>> = tokens[end.saturating_sub(4)..end]
+            .iter()
+            .map(|&token| {
+                if vocab.is_control(token) || vocab.is_eog(token) {
+                    Vec::new()
+                } else {
+                    vocab.token_to_piece(token, false, None)
+                }
+            })
+            .collect();
+        let healing = plan_healing(&last, table)?;
+        tokens.drain(end - healing.removed_tokens..end);
+        Some(healing)
     }
 
     fn grammar_sampler(&self, grammar: &Grammar) -> Result<LlamaSampler, ModelError> {
@@ -830,6 +880,9 @@ struct Verifying<'s, 'm> {
     sequence: &'s mut KvSequence<'m>,
     grammar: Option<&'s mut LlamaSampler>,
     cancel: &'s Cancel,
+    /// While the healed text is being written again, only tokens that agree with it.
+    healing: Option<HealState>,
+    pieces: &'s OnceLock<PieceTable>,
 }
 
 impl Decoder for Verifying<'_, '_> {
@@ -863,6 +916,21 @@ impl Verifying<'_, '_> {
         // Greedy is an argmax over the logits: cheaper than building llama.cpp's candidate
         // array of the whole vocabulary for every token.
         let logits = self.sequence.context.get_logits_ith(logits_index);
+        if let Some(healing) = self.healing.as_mut().filter(|healing| healing.constraining())
+            && let Some(table) = self.pieces.get()
+        {
+            // The best-scoring token that agrees with the healed text (one always does: the
+            // token taken off the prompt).
+            let best = healing
+                .allowed(table)
+                .into_iter()
+                .max_by(|&a, &b| logits[a as usize].total_cmp(&logits[b as usize]));
+            if let Some(best) = best {
+                let token = LlamaToken(best);
+                healing.advance(&self.model.vocab().token_to_piece(token, false, None));
+                return token;
+            }
+        }
         let token = argmax(logits);
         let Some(grammar) = self.grammar.as_deref_mut() else {
             return token;
@@ -913,6 +981,8 @@ struct Writing<'s, 'd> {
     text: String,
     undecoded_bytes: Vec<u8>,
     events: &'s UnboundedSender<GenerationEvent>,
+    /// The healed text, left out of the answer as it is written again.
+    healing: Option<HealState>,
 }
 
 impl Steps<LlamaToken> for Writing<'_, '_> {
@@ -930,6 +1000,10 @@ impl Steps<LlamaToken> for Writing<'_, '_> {
     }
 
     fn draft(&mut self, history: &[LlamaToken], limit: usize) -> Vec<LlamaToken> {
+        if self.healing.as_ref().is_some_and(HealState::hiding) {
+            // The next choices are constrained: a draft would be judged by other rules.
+            return Vec::new();
+        }
         match self.draft {
             DraftMode::Lookup {
                 max_tokens,
@@ -953,6 +1027,9 @@ impl Steps<LlamaToken> for Writing<'_, '_> {
         }
         self.undecoded_bytes
             .extend(vocab.token_to_piece(token, false, None));
+        if let Some(healing) = self.healing.as_mut() {
+            healing.hide(&mut self.undecoded_bytes);
+        }
         let piece = take_valid_utf8(&mut self.undecoded_bytes);
         let (released, stop) = match self.matcher.push(&piece) {
             StopOutcome::Continue(released) => (released, None),

@@ -18,6 +18,7 @@ mod drafting;
 mod editors;
 mod fake_node;
 mod fuzz;
+mod heal;
 mod hostile;
 mod index;
 mod models;

@@ -373,3 +373,42 @@ async fn keystrokes_cancelled_by_the_next_keep_the_nodes_prompt_cache() {
         "tokens evaluated every 20th keystroke, of {prompt_tokens} in the prompt: {evaluated:?}"
     );
 }
+
+/// Token healing on llama-server: the half-typed word comes off the prompt, a grammar makes
+/// the answer start with it, and the answer comes back without it, finishing the word.
+#[tokio::test]
+async fn llama_server_heals_a_half_typed_word() {
+    let _turn = one_model_at_a_time();
+    let server = start(1);
+    let (router, _) = Router::new(&[node("local", &server, &[Tier::Fast])]);
+    router.probe_now().await;
+    let fast = router.route(Tier::Fast).unwrap();
+    let code = "def apply_discount(price, percent):\n    return price * (1 - percent / 100)\n\n\ndef total(prices):\n    return [apply_disc";
+    let request = |heal| GenerateRequest {
+        stop: vec!["\n".into()],
+        heal,
+        ..GenerateRequest::text(code, 16)
+    };
+    let healed = generate(fast.as_ref(), 0, request(true), Cancel::new())
+        .await
+        .unwrap();
+    let plain = generate(fast.as_ref(), 0, request(false), Cancel::new())
+        .await
+        .unwrap();
+    assert!(
+        healed.text.starts_with("ount("),
+        "healed: {:?}, plain: {:?}",
+        healed.text,
+        plain.text
+    );
+    // A word with a character outside ASCII, and a prompt that is only the word.
+    for prompt in ["naïve_total = 1\nprint(naïve_to", "tot"] {
+        let request = GenerateRequest {
+            stop: vec!["\n".into()],
+            heal: true,
+            ..GenerateRequest::text(prompt, 8)
+        };
+        let answer = generate(fast.as_ref(), 0, request, Cancel::new()).await;
+        assert!(answer.is_ok(), "{prompt:?}: {answer:?}");
+    }
+}

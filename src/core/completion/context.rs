@@ -5,7 +5,7 @@
 //! lately edited lines. Ranked in that order, deduplicated by what they add, and cut to a
 //! number of lines; the caller cuts them to their share of the budget.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::cursor::{AtCursor, at_cursor, receiver_types};
 use super::imports::{Import, imports};
@@ -374,10 +374,14 @@ impl Chooser<'_> {
                     .map(move |(_, defined)| (defined.as_str(), import))
             })
             .collect();
-        // Names used nearest the cursor first, then those imported last.
-        let last_use = |name: &str| window.rfind(name);
+        // Names used nearest the cursor first, then those imported last. The window's words
+        // are read once: a file with thousands of imports must not scan it per name.
+        let mut last_use: HashMap<&str, usize> = HashMap::new();
+        for (at, word) in words(window) {
+            last_use.insert(word, at);
+        }
         names.reverse();
-        names.sort_by_key(|(name, _)| std::cmp::Reverse(last_use(name)));
+        names.sort_by_key(|(name, _)| std::cmp::Reverse(last_use.get(name).copied()));
         for (name, import) in names.into_iter().take(IMPORTED_NAMES) {
             if self.full() {
                 return;
@@ -602,4 +606,25 @@ fn join(folder: &str, module: &str) -> Option<String> {
         }
     }
     Some(parts.join("/"))
+}
+
+/// The identifiers of `text` with their byte offsets, in order.
+fn words(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut start = None;
+    text.char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+        .filter_map(move |(at, c)| {
+            let word_char = c.is_alphanumeric() || c == '_';
+            match (start, word_char) {
+                (None, true) => {
+                    start = Some(at);
+                    None
+                }
+                (Some(from), false) => {
+                    start = None;
+                    Some((from, &text[from..at]))
+                }
+                _ => None,
+            }
+        })
 }

@@ -394,7 +394,7 @@ impl Inner {
                 return Err(self.error(reason));
             }
             let generation = self
-                .stream(response, request, cancel, events, started, deadline, &claim)
+                .stream(response, (request, wire.hidden), cancel, events, started, deadline, &claim)
                 .await?;
             return self.check_grammar(request, generation);
         }
@@ -544,7 +544,7 @@ impl Inner {
     async fn stream(
         self: &Arc<Self>,
         mut response: reqwest::Response,
-        request: &GenerateRequest,
+        (request, hidden): (&GenerateRequest, usize),
         cancel: &Cancel,
         events: &UnboundedSender<GenerationEvent>,
         started: Instant,
@@ -559,7 +559,8 @@ impl Inner {
             text: String::new(),
             usage: Usage::default(),
             pieces: 0,
-            max_tokens: request.max_tokens,
+            max_tokens: request.max_tokens + if hidden > 0 { wire::HEALED_TOKENS } else { 0 },
+            hidden,
         };
         let mut received = 0usize;
         let mut first_piece_at = None;
@@ -673,12 +674,22 @@ impl Inner {
             usage,
             pieces,
             max_tokens,
+            hidden,
         } = so_far;
+        let mut chunk = chunk;
         if !chunk.text.is_empty() {
-            text.push_str(&chunk.text);
             *pieces += 1;
             cancel.note_decoded();
-            let _ = events.send(GenerationEvent::Piece(chunk.text));
+            if *hidden > 0 {
+                // The healed word, written again by the node: not part of the answer.
+                let cut = (*hidden).min(chunk.text.len());
+                chunk.text = chunk.text.get(cut..).unwrap_or_default().to_owned();
+                *hidden -= cut;
+            }
+            if !chunk.text.is_empty() {
+                text.push_str(&chunk.text);
+                let _ = events.send(GenerationEvent::Piece(chunk.text));
+            }
             if *pieces > *max_tokens {
                 // Every piece holds at least one token: a node that keeps sending past the
                 // tokens asked for is stopped here, not trusted to stop itself. (At exactly
@@ -730,6 +741,8 @@ struct SoFar {
     pieces: u32,
     /// The tokens asked for: more pieces than this is a node that does not stop.
     max_tokens: u32,
+    /// Bytes still to leave out of the answer's start (the healed word).
+    hidden: usize,
 }
 
 /// How one request of ours sits on the node's slots; dropping it frees what it held.

@@ -12,6 +12,48 @@ use crate::core::generation::{ChatMessage, GenerateRequest, Grammar, Prompt};
 pub struct WireRequest {
     pub path: &'static str,
     pub body: Value,
+    /// Bytes the answer starts with that are not the answer: the word token healing took
+    /// off the prompt, which the node writes again.
+    pub hidden: usize,
+}
+
+/// Tokens allowed on top of the answer's for the healed word written again.
+pub const HEALED_TOKENS: u32 = 4;
+
+/// At most this much of a half-typed word is healed on a node.
+const MAX_HEALED_BYTES: usize = 48;
+
+/// Token healing on llama-server: the half-typed word at the prompt's end comes off, and a
+/// grammar makes the answer start with it, so the model finishes the word in its own
+/// tokens. The OpenAI dialect has no grammar (vLLM's `guided_regex` and Ollama's formats
+/// are not the same across servers): a node speaking it gets the prompt as it is.
+fn healed_word(api: NodeApi, request: &GenerateRequest) -> Option<String> {
+    if api != NodeApi::LlamaServer || !request.heal || request.grammar.is_some() {
+        return None;
+    }
+    let text = match &request.prompt {
+        Prompt::Text(text) => text.as_str(),
+        Prompt::Fim { prefix, .. } => prefix.as_str(),
+        Prompt::Chat(_) => return None,
+    };
+    let word: String = text
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (!word.is_empty() && word.len() <= MAX_HEALED_BYTES && word.len() < text.len()).then_some(word)
+}
+
+/// A GBNF grammar whose answers start with `word` and go on freely.
+fn starting_with(word: &str) -> String {
+    let escaped: String = word
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_string() } else { format!("\\U{:08X}", c as u32) })
+        .collect();
+    format!("root ::= \"{escaped}\" .*")
 }
 
 /// Where a node's KV cache for this request lives: llama-server keeps a slot's cache, so a
@@ -30,6 +72,11 @@ pub fn request_body(
     rendered: Option<&str>,
     infill: bool,
 ) -> WireRequest {
+    let healed = healed_word(api, request);
+    let cut = |text: &str| match &healed {
+        Some(word) => text[..text.len() - word.len()].to_owned(),
+        None => text.to_owned(),
+    };
     let mut wire = match (api, &request.prompt) {
         // Repository-level FIM: llama-server places each file's chunk with the model's own
         // file-separator tokens.
@@ -42,8 +89,9 @@ pub fn request_body(
             },
         ) if infill => WireRequest {
             path: "/infill",
+            hidden: 0,
             body: json!({
-                "input_prefix": prefix,
+                "input_prefix": cut(prefix),
                 "input_suffix": suffix,
                 "input_extra": context.chunks.iter()
                     .map(|chunk| json!({ "filename": chunk.path, "text": chunk.text }))
@@ -52,14 +100,17 @@ pub fn request_body(
         },
         (NodeApi::LlamaServer, prompt) => WireRequest {
             path: "/completion",
-            body: json!({ "prompt": llama_prompt(prompt, rendered) }),
+            hidden: 0,
+            body: json!({ "prompt": cut(&llama_prompt(prompt, rendered)) }),
         },
         (NodeApi::Openai, Prompt::Chat(messages)) => WireRequest {
             path: "/v1/chat/completions",
+            hidden: 0,
             body: json!({ "messages": openai_messages(messages) }),
         },
         (NodeApi::Openai, Prompt::Text(text)) => WireRequest {
             path: "/v1/completions",
+            hidden: 0,
             body: json!({ "prompt": text }),
         },
         // Without `/infill`, fill in the middle continues the prefix, as the embedded
@@ -71,6 +122,7 @@ pub fn request_body(
             },
         ) => WireRequest {
             path: "/v1/completions",
+            hidden: 0,
             body: json!({ "prompt": context.before(prefix) }),
         },
     };
@@ -94,7 +146,14 @@ pub fn request_body(
                 Some(Grammar::JsonSchema(schema)) => {
                     body.insert("json_schema".into(), parse_schema(schema));
                 }
-                None => {}
+                None => {
+                    if let Some(word) = &healed {
+                        body.insert("grammar".into(), json!(starting_with(word)));
+                        // The word written again takes tokens of its own.
+                        body.insert("n_predict".into(), json!(request.max_tokens + HEALED_TOKENS));
+                        wire.hidden = word.len();
+                    }
+                }
             }
         }
         NodeApi::Openai => {
@@ -173,6 +232,8 @@ pub fn continuation(request: &GenerateRequest, generated: &str, pieces: u32) -> 
     if generated.is_empty() {
         return next;
     }
+    // The half-typed word was written again already: the prompt goes on from the answer.
+    next.heal = false;
     next.prompt = match &request.prompt {
         Prompt::Text(text) => Prompt::Text(format!("{text}{generated}")),
         Prompt::Fim {

@@ -271,3 +271,49 @@ fn error_answers_metrics_and_slots() {
     );
     assert_eq!(parse_context(b"[]"), None);
 }
+
+/// Token healing: on llama-server the half-typed word comes off the prompt (or the infill
+/// prefix) and a grammar makes the answer start with it; the OpenAI dialect and a request
+/// with its own grammar go as they are.
+#[test]
+fn healed_request_bodies() {
+    let healed = |api, prompt: Prompt, grammar: Option<Grammar>, infill| {
+        let request = GenerateRequest {
+            heal: true,
+            ..request(prompt, grammar)
+        };
+        let wire = request_body(api, None, &request, None, None, infill);
+        format!(
+            "POST {} (hidden {})\n{}",
+            wire.path,
+            wire.hidden,
+            serde_json::to_string_pretty(&wire.body).unwrap()
+        )
+    };
+    let fim = || Prompt::Fim {
+        prefix: "let total = naïve_to".into(),
+        suffix: ";\n".into(),
+        context: FimContext::default(),
+    };
+    let text = || Prompt::Text("x = apply_disc".into());
+    let shown = [
+        healed(NodeApi::LlamaServer, text(), None, false),
+        healed(NodeApi::LlamaServer, fim(), None, true),
+        healed(NodeApi::LlamaServer, Prompt::Text("apply_disc".into()), None, false),
+        healed(NodeApi::LlamaServer, text(), Some(Grammar::Gbnf("root ::= \"a\"".into())), false),
+        healed(NodeApi::Openai, text(), None, false),
+    ]
+    .join("\n\n");
+    insta::assert_snapshot!(shown);
+}
+
+#[test]
+fn a_continuation_after_a_healed_word_does_not_heal_again() {
+    let request = GenerateRequest {
+        heal: true,
+        ..request(Prompt::Text("x = apply_disc".into()), None)
+    };
+    let next = continuation(&request, "ount(", 2);
+    assert!(!next.heal);
+    assert_eq!(next.prompt, Prompt::Text("x = apply_discount(".into()));
+}
