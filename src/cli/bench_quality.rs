@@ -47,17 +47,33 @@ struct Score {
     holes: usize,
     recalled: usize,
     exact: usize,
+    /// Answers that start with the needed name (what cross-file context is for), whatever
+    /// follows it.
+    name_right: usize,
     similarity: f64,
     prompt_tokens: u64,
 }
 
+/// One answer, scored.
+struct Scored {
+    recalled: bool,
+    exact: bool,
+    name_right: bool,
+    similarity: f64,
+}
+
 impl Score {
-    fn add(&mut self, recalled: bool, exact: bool, similarity: f64, prompt_tokens: u32) {
+    fn add(&mut self, scored: &Scored, prompt_tokens: u32) {
         self.holes += 1;
-        self.recalled += usize::from(recalled);
-        self.exact += usize::from(exact);
-        self.similarity += similarity;
+        self.recalled += usize::from(scored.recalled);
+        self.exact += usize::from(scored.exact);
+        self.name_right += usize::from(scored.name_right);
+        self.similarity += scored.similarity;
         self.prompt_tokens += u64::from(prompt_tokens);
+    }
+
+    fn name_share(&self) -> f64 {
+        percent(self.name_right, self.holes)
     }
 
     fn recall(&self) -> f64 {
@@ -140,28 +156,26 @@ async fn bench(repo: PathBuf, model_path: PathBuf) -> anyhow::Result<()> {
         let (answer, tokens) = answer(model, &indexed_plan).await?;
         let indexed = scored(index, hole, &indexed_plan, &answer);
         if hole.mid_word {
-            row.mid_word_plain
-                .add(indexed.0, indexed.1, indexed.2, tokens);
+            row.mid_word_plain.add(&indexed, tokens);
             // Token healing: the same prompt, answered with the healed first token.
             let mut healed_plan = indexed_plan.clone();
             healed_plan.heal = true;
             let (answer, tokens) = answer_healed(model, &healed_plan).await?;
             let healed = scored(index, hole, &healed_plan, &answer);
-            row.mid_word_healed.add(healed.0, healed.1, healed.2, tokens);
+            row.mid_word_healed.add(&healed, tokens);
         } else {
-            row.indexed.add(indexed.0, indexed.1, indexed.2, tokens);
+            row.indexed.add(&indexed, tokens);
             let alone_plan = plan(hole, &text, &alone, has_fim);
             let (answer, tokens) = self::answer(model, &alone_plan).await?;
             let scored_alone = scored(index, hole, &alone_plan, &answer);
-            row.alone
-                .add(scored_alone.0, scored_alone.1, scored_alone.2, tokens);
+            row.alone.add(&scored_alone, tokens);
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
 
     output::line(
-        "language    holes | recall alone  indexed | exact alone  indexed   gain | similarity alone indexed | prompt tokens alone indexed",
+        "language    holes | recall alone  indexed | exact alone  indexed   gain | name right alone indexed | similarity alone indexed | prompt tokens alone indexed",
     );
     let mut total = Row::default();
     for (language, row) in &rows {
@@ -170,14 +184,16 @@ async fn bench(repo: PathBuf, model_path: PathBuf) -> anyhow::Result<()> {
     }
     print_row("all", &total);
     output::line(
-        "mid-word    holes | exact plain  healed | similarity plain healed",
+        "mid-word    holes | exact plain  healed | name right plain healed | similarity plain healed",
     );
     for (language, row) in rows.iter().chain(std::iter::once((&"all", &total))) {
         output::line(&format!(
-            "{language:<10} {:>6} | {:>10.0}% {:>6.0}% | {:>15.2} {:>6.2}",
+            "{language:<10} {:>6} | {:>10.0}% {:>6.0}% | {:>15.0}% {:>5.0}% | {:>15.2} {:>6.2}",
             row.mid_word_plain.holes,
             row.mid_word_plain.exact_share(),
             row.mid_word_healed.exact_share(),
+            row.mid_word_plain.name_share(),
+            row.mid_word_healed.name_share(),
             row.mid_word_plain.mean_similarity(),
             row.mid_word_healed.mean_similarity(),
         ));
@@ -201,6 +217,7 @@ fn merge(total: &mut Row, row: &Row) {
         into.holes += from.holes;
         into.recalled += from.recalled;
         into.exact += from.exact;
+        into.name_right += from.name_right;
         into.similarity += from.similarity;
         into.prompt_tokens += from.prompt_tokens;
     }
@@ -216,13 +233,15 @@ fn print_row(language: &str, row: &Row) {
         )
     };
     output::line(&format!(
-        "{language:<10} {:>6} | {:>11.0}% {:>7.0}% | {:>10.0}% {:>7.0}% {:>6} | {:>16.2} {:>7.2} | {:>19.0} {:>7.0}",
+        "{language:<10} {:>6} | {:>11.0}% {:>7.0}% | {:>10.0}% {:>7.0}% {:>6} | {:>15.0}% {:>6.0}% | {:>16.2} {:>7.2} | {:>19.0} {:>7.0}",
         row.indexed.holes,
         row.alone.recall(),
         row.indexed.recall(),
         row.alone.exact_share(),
         row.indexed.exact_share(),
         gain,
+        row.alone.name_share(),
+        row.indexed.name_share(),
         row.alone.mean_similarity(),
         row.indexed.mean_similarity(),
         row.alone.prompt_tokens as f64 / row.alone.holes.max(1) as f64,
@@ -254,11 +273,21 @@ fn plan(hole: &Hole, text: &ropey::Rope, index: &Index, has_fim: bool) -> Comple
 
 /// Whether the prompt held the needed definition, whether the answer is the line's rest
 /// exactly, and how close it came.
-fn scored(index: &Index, hole: &Hole, plan: &CompletionPlan, answer: &str) -> (bool, bool, f64) {
-    let recalled = prompt_has_definition(index, plan, &hole.path, &hole.needed);
+fn scored(index: &Index, hole: &Hole, plan: &CompletionPlan, answer: &str) -> Scored {
     let expected = hole.expected.trim_end();
     let answer = answer.trim_end();
-    (recalled, answer == expected, similarity(answer, expected))
+    // The rest of the needed name from the cursor, and the character after it in the line.
+    let name_rest = expected
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .map_or(expected, |end| &expected[..end]);
+    let name_right = answer.starts_with(name_rest)
+        && !answer[name_rest.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
+    Scored {
+        recalled: prompt_has_definition(index, plan, &hole.path, &hole.needed),
+        exact: answer == expected,
+        name_right,
+        similarity: similarity(answer, expected),
+    }
 }
 
 async fn answer(model: &dyn Model, plan: &CompletionPlan) -> anyhow::Result<(String, u32)> {

@@ -122,7 +122,9 @@ enum Command {
     },
     /// Run a benchmark and print its figures: `models` (the embedded llama.cpp backend),
     /// `index PATH` (the workspace index against ctags), `completion [TRACE]` (a recorded
-    /// typing session replayed through the server), `plan` (fixture refactors: planner
+    /// typing session replayed through the server), `quality [REPO]` (completions on holes
+    /// cut in a repository: context recall, exact lines with the index and without, token
+    /// healing, the prompt build's time), `plan` (fixture refactors: planner
     /// against executor tokens, one executor against two, answers right the first time, then
     /// the fan-out cases, which `fan-out` runs alone, and the check rounds, which `rounds`
     /// runs alone), `routing` (the routing rule against always planning, and its cost per
@@ -137,7 +139,8 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
         /// `index`: the tree to index (default: the current directory); `completion`: the
-        /// trace to replay (default: tests/fixtures/traces/typing-shapes.json).
+        /// trace to replay (default: tests/fixtures/traces/typing-shapes.json); `quality`:
+        /// the repository to cut holes in (default: tests/fixtures/quality).
         path: Option<PathBuf>,
     },
 }

@@ -212,3 +212,31 @@ fn hostile_workspaces_keep_the_prompt_within_its_budget() {
         }
     }
 }
+
+/// How the text at the cursor and a file's imports are read, for each language.
+#[test]
+fn cursors_receivers_and_imports_as_read() {
+    use tierls::core::completion::cursor::{at_cursor, receiver_types};
+    use tierls::core::completion::imports::imports;
+    let mut shown = String::new();
+    for line in ["    store.sa", "self.items.ge", "x = Sheet::", "f().va", "  return to_mil", "a?.b", "naïve_to", ""] {
+        shown += &format!("{line:?} -> {:?}\n", at_cursor(line));
+    }
+    let code = "cart := shop.NewCart(name)\nvar total Money\nlet sheet = Sheet::new(1.0);\nconst board = new TaskBoard();\nitem: Item = load()\nfunc (c *Cart) Add() {\n";
+    for receiver in ["cart", "total", "sheet", "board", "item", "c", "unknown"] {
+        shown += &format!("{receiver}: {:?}\n", receiver_types(code, receiver));
+    }
+    let files = [
+        (Language::Python, "import os.path\nimport numpy as np\nfrom . import sibling\nfrom ..pkg.mod import (\n    a,\n    b as c,\n)\nfrom inventory.models import Item, Warehouse\n"),
+        (Language::TypeScript, "import Board from \"./board\";\nimport * as fmt from './format';\nimport {\n  Task,\n  type Priority as P,\n} from \"../types\";\nimport \"./side-effect\";\nconst { readFile: read } = require(\"fs\");\n"),
+        (Language::Go, "package main\n\nimport \"fmt\"\nimport (\n\tstore \"example.com/app/internal/store\"\n\t_ \"embed\"\n\t\"example.com/app/shop\"\n)\n"),
+        (Language::Rust, "mod sheet;\nuse crate::units::{self, Unit, to_millimetres as mm};\nuse super::shapes::Circle;\nuse std::{collections::HashMap, io};\n"),
+    ];
+    for (language, text) in files {
+        shown += &format!("{}:\n", language.name());
+        for import in imports(language, text) {
+            shown += &format!("  {import:?}\n");
+        }
+    }
+    insta::assert_snapshot!(shown);
+}

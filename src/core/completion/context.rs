@@ -275,10 +275,8 @@ impl Chooser<'_> {
             let Some(file) = self.index.entry(found.file) else {
                 continue;
             };
-            if word.is_empty() || found.path != self.path {
-                // The type itself, with its outline of fields and methods.
-                self.add(found.path, found.symbol);
-            }
+            // The type itself, with its outline of fields and methods.
+            self.add(found.path, found.symbol);
             let mut members: Vec<&Symbol> =
                 self.index.children(file, found.index).collect();
             // Go methods live beside the type, not in it: `Type.Method` paths in its folder.
@@ -446,10 +444,10 @@ impl Chooser<'_> {
                 if added >= DEFINITIONS_PER_NAME {
                     break;
                 }
-                let is_method = matches!(found.symbol.kind, SymbolKind::Method)
-                    || found.symbol.parent.is_some();
-                if is_member && is_method && found.symbol.parent.is_some() {
-                    // Only when its type is what the code shows: skip the guess.
+                let is_member_of_a_type =
+                    found.symbol.kind == SymbolKind::Method || found.symbol.parent.is_some();
+                if is_member && is_member_of_a_type {
+                    // `x.get` with `x` unknown: some type's `get` is a guess, not context.
                     continue;
                 }
                 added += usize::from(self.add(found.path, found.symbol));

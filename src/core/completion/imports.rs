@@ -7,9 +7,9 @@ use crate::core::index::language::Language;
 /// At most this many import lines are read: a file with thousands of imports must not make
 /// every keystroke slower.
 const MAX_IMPORTS: usize = 2000;
-/// Imports are looked for in this much of the file's start (and in the window before the
-/// cursor for languages that import anywhere).
-pub const IMPORT_SCAN_BYTES: usize = 64 * 1024;
+/// Imports are looked for in this much of the file's start: they are read again on every
+/// keystroke (about 0.5 ms for 32 KiB of imports, 700 lines).
+pub const IMPORT_SCAN_BYTES: usize = 32 * 1024;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Import {
