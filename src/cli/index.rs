@@ -13,12 +13,18 @@ use crate::core::index::table::Index;
 use crate::scan::{ScanStats, Skip};
 use crate::workspace::{Limits, Workspace};
 
-pub fn run(path: PathBuf, as_json: bool, map: Vec<String>, tokens: usize) -> ExitCode {
+pub fn run(
+    path: PathBuf,
+    as_json: bool,
+    map: Vec<String>,
+    tokens: usize,
+    cache: bool,
+) -> ExitCode {
     if !path.is_dir() {
         output::error(&format!("{}: not a directory", path.display()));
         return ExitCode::from(2);
     }
-    let (workspace, stats) = scan_with_progress_bar(&path, Limits::default());
+    let (workspace, stats) = scan_with_cache_and_progress_bar(&path, Limits::default(), cache);
     let index = workspace.index();
     if !map.is_empty() {
         let focus: Vec<&str> = map.iter().map(String::as_str).collect();
@@ -61,6 +67,15 @@ pub fn scan_configured(root: &Path, config: &crate::config::Config) -> Workspace
 /// Scans `root` into a workspace with a spinner on stderr (the total is unknown until the
 /// walk ends).
 pub fn scan_with_progress_bar(root: &Path, limits: Limits) -> (Workspace, ScanStats) {
+    scan_with_cache_and_progress_bar(root, limits, false)
+}
+
+/// [`scan_with_progress_bar`], through the persisted index when `cache` is set.
+pub fn scan_with_cache_and_progress_bar(
+    root: &Path,
+    limits: Limits,
+    cache: bool,
+) -> (Workspace, ScanStats) {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -69,7 +84,7 @@ pub fn scan_with_progress_bar(root: &Path, limits: Limits) -> (Workspace, ScanSt
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
-    let result = Workspace::scanned(root, limits, 0, &mut |seen, path| {
+    let result = Workspace::scanned_with(root, limits, 0, cache, &mut |seen, path| {
         bar.set_position(seen as u64);
         if seen % 64 == 0 {
             bar.set_message(path.to_owned());
@@ -83,10 +98,11 @@ fn describe(index: &Index, stats: &ScanStats) -> Vec<String> {
     let summary = index.stats();
     let mut lines = vec![
         format!(
-            "indexed {} files ({}) in {:.2} s: {} definitions, {} references, {} files with syntax errors",
+            "indexed {} files ({}) in {:.2} s ({} unchanged since the cache): {} definitions, {} references, {} files with syntax errors",
             summary.files,
             human_bytes(summary.bytes as u64),
             stats.elapsed.as_secs_f64(),
+            stats.from_cache,
             summary.definitions,
             summary.references,
             summary.files_with_errors
@@ -131,6 +147,7 @@ fn stats_json(index: &Index, stats: &ScanStats) -> serde_json::Value {
         "languages": summary.languages.iter().map(|(name, files)| json!({ "language": name, "files": files })).collect::<Vec<_>>(),
         "skipped": Skip::ALL.iter().map(|reason| (reason.name().to_owned(), json!(stats.skipped(*reason)))).collect::<serde_json::Map<_, _>>(),
         "seconds": stats.elapsed.as_secs_f64(),
+        "unchanged_since_the_cache": stats.from_cache,
         "peak_memory_bytes": peak_memory(),
     })
 }

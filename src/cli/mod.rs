@@ -100,6 +100,9 @@ enum Command {
         /// The repo map's budget, in tokens.
         #[arg(long, default_value_t = 1024)]
         tokens: usize,
+        /// Index from scratch: neither read nor write the persisted index.
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Show each tier's model, its memory needs and where it fits on this machine.
     Models {
@@ -179,7 +182,8 @@ pub fn main() -> ExitCode {
             json,
             map,
             tokens,
-        } => index::run(path, json, map, tokens),
+            no_cache,
+        } => index::run(path, json, map, tokens, !no_cache),
         Command::Models { workspace, json } => models::run(workspace, json),
         Command::Status { workspace, json } => status::run(workspace, json),
         Command::Bench { name, model, path } => bench::run(&name, model, path),

@@ -83,6 +83,9 @@ pub struct IndexConfig {
     pub enabled: bool,
     /// Files larger than this are not indexed (nor parsed when open).
     pub max_file_bytes: u64,
+    /// Whether the index is persisted in tierls' cache folder and revalidated at the next
+    /// start instead of built again.
+    pub cache: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +116,7 @@ impl Default for Config {
             index: IndexConfig {
                 enabled: true,
                 max_file_bytes: 1024 * 1024,
+                cache: true,
             },
             completion: CompletionConfig {
                 debounce_ms: 30,
@@ -240,6 +244,7 @@ pub struct CompletionLayer {
 pub struct IndexLayer {
     pub enabled: Option<bool>,
     pub max_file_kb: Option<Kilobytes>,
+    pub cache: Option<bool>,
 }
 
 /// A check command: one line of shell, not empty, at most 2,000 characters.
@@ -452,6 +457,9 @@ impl Config {
             layer.routing.merge_into(&mut config.routing);
             if let Some(enabled) = layer.index.enabled {
                 config.index.enabled = enabled;
+            }
+            if let Some(cache) = layer.index.cache {
+                config.index.cache = cache;
             }
             if let Some(Kilobytes(kb)) = layer.index.max_file_kb {
                 config.index.max_file_bytes = kb * 1024;

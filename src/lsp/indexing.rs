@@ -21,7 +21,12 @@ enum Event {
 }
 
 /// Scans the workspace root, if there is one.
-pub fn start(workspace: workspace::Shared, client: Client, progress_supported: bool) {
+pub fn start(
+    workspace: workspace::Shared,
+    client: Client,
+    progress_supported: bool,
+    cache: bool,
+) {
     if workspace.lock().root().is_none() {
         return;
     }
@@ -30,7 +35,7 @@ pub fn start(workspace: workspace::Shared, client: Client, progress_supported: b
     let span = tracing::Span::current();
     std::thread::spawn(move || {
         let _entered = span.enter();
-        let stats = workspace.scan(0, &mut |seen, _| {
+        let stats = workspace.scan(0, cache, &mut |seen, _| {
             if seen % 100 == 0 {
                 let _ = events.send(Event::Seen(seen));
             }
@@ -42,8 +47,9 @@ pub fn start(workspace: workspace::Shared, client: Client, progress_supported: b
             .map(|reason| format!("{} {}", reason.name(), stats.skipped(*reason)))
             .collect();
         tracing::info!(
-            "indexed {} files: {} definitions, {} references; skipped: {}",
+            "indexed {} files ({} unchanged since the cache): {} definitions, {} references; skipped: {}",
             stats.indexed,
+            stats.from_cache,
             summary.definitions,
             summary.references,
             if skipped.is_empty() {

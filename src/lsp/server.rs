@@ -328,6 +328,7 @@ impl LanguageServer for Backend {
                 self.workspace.clone(),
                 self.client.clone(),
                 features.work_done_progress,
+                config.index.cache,
             );
         }
         let tiers = TierSet::new(crate::models::machine::detect());

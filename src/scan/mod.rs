@@ -4,12 +4,16 @@
 //! Nothing stops the scan: each file that cannot be indexed is counted under its reason and
 //! logged once.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
 use ignore::{WalkBuilder, WalkState};
 
+pub mod cache;
+
+use crate::core::index::cache_format::{CachedFile, FileStamp, content_hash, encode_record};
 use crate::core::index::extract::{FileSymbols, extract, parse};
 use crate::core::index::language::Language;
 use crate::core::index::table::Index;
@@ -20,6 +24,11 @@ pub struct ScanOptions {
     pub max_file_bytes: u64,
     /// Walker threads (0: one per core).
     pub threads: usize,
+    /// The last scan's files (`scan::cache`): a file whose size and modification time, or
+    /// failing those its content hash, are unchanged takes its symbols from here unparsed.
+    pub cache: Option<Arc<HashMap<String, CachedFile>>>,
+    /// Encode every indexed file for the next start's cache (`ScanStats::records`).
+    pub record: bool,
 }
 
 impl Default for ScanOptions {
@@ -27,9 +36,15 @@ impl Default for ScanOptions {
         ScanOptions {
             max_file_bytes: 1024 * 1024,
             threads: 0,
+            cache: None,
+            record: false,
         }
     }
 }
+
+/// A modification time this close to the scan's start may hide a write in the same clock
+/// tick: its stamp is stored without it, so the next start checks the content.
+const RACY_SECONDS: u64 = 2;
 
 /// Why a file was not indexed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,6 +89,11 @@ pub struct ScanStats {
     /// generated or too large (at most [`MAX_UNINDEXED`], in path order): a change to
     /// every use of a name lists the ones that use it, since it never edits them.
     pub unindexed: Vec<(String, Skip)>,
+    /// Files whose symbols came from the cache, unparsed.
+    pub from_cache: usize,
+    /// With `ScanOptions::record`: the encoded records of every indexed file, for
+    /// `cache_format::encode`.
+    pub records: Vec<u8>,
 }
 
 /// The most unindexed source files a scan remembers by name.
@@ -105,7 +125,9 @@ pub struct ScannedFile {
 }
 
 enum Outcome {
-    Indexed(ScannedFile),
+    /// A file, its record for the next cache (when recording), and whether its symbols
+    /// came from the cache.
+    Indexed(ScannedFile, Vec<u8>, bool),
     Skipped(Skip, String),
 }
 
@@ -127,16 +149,25 @@ pub fn scan(
         .build_parallel();
     let max = options.max_file_bytes;
     let root_owned = root.to_path_buf();
+    let scan_started = SystemTime::now();
     let mut stats = ScanStats::default();
     std::thread::scope(|scope| {
         scope.spawn(move || {
             walker.run(|| {
                 let sender = sender.clone();
                 let root = root_owned.clone();
+                let cache = options.cache.clone();
+                let record = options.record;
                 Box::new(move |entry| {
                     let outcome = match entry {
                         Ok(entry) if entry.file_type().is_some_and(|kind| kind.is_file()) => {
-                            scan_file(&root, entry.path(), max)
+                            let reading = Reading {
+                                max_bytes: max,
+                                cache: cache.as_deref(),
+                                record,
+                                scan_started,
+                            };
+                            scan_file(&root, entry.path(), &reading)
                         }
                         Ok(_) => return WalkState::Continue,
                         Err(err) => Outcome::Skipped(Skip::Unreadable, err.to_string()),
@@ -152,9 +183,11 @@ pub fn scan(
         for outcome in receiver {
             seen += 1;
             match outcome {
-                Outcome::Indexed(file) => {
+                Outcome::Indexed(file, record, reused) => {
                     progress(seen, &file.path);
                     stats.indexed += 1;
+                    stats.from_cache += usize::from(reused);
+                    stats.records.extend_from_slice(&record);
                     index(file);
                 }
                 Outcome::Skipped(reason, what) => {
@@ -196,15 +229,48 @@ pub fn scan_into_index(
     (index, stats)
 }
 
-fn scan_file(root: &Path, path: &Path, max_bytes: u64) -> Outcome {
+/// How the walker's threads read a file.
+struct Reading<'c> {
+    max_bytes: u64,
+    cache: Option<&'c HashMap<String, CachedFile>>,
+    record: bool,
+    scan_started: SystemTime,
+}
+
+fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
     let relative = relative_path(root, path);
     let Some(language) = Language::from_path(&relative) else {
         return Outcome::Skipped(Skip::UnknownLanguage, relative);
     };
-    match read_source(path, max_bytes) {
+    let cached = reading
+        .cache
+        .and_then(|cache| cache.get(&relative))
+        .filter(|cached| cached.language == language);
+    // The stat comes before the read: a write between them leaves a stamp older than the
+    // content, which the next start's stat sees as a change.
+    let (size, modified_ns) = match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.is_file() => (metadata.len(), modified_ns(&metadata, reading)),
+        Ok(_) => return Outcome::Skipped(Skip::Unreadable, format!("{relative}: not a regular file")),
+        Err(err) => return Outcome::Skipped(Skip::Unreadable, format!("{relative}: {err}")),
+    };
+    if let Some(cached) = cached
+        && cached.stamp.same_metadata(size, modified_ns)
+        && size <= reading.max_bytes
+    {
+        return indexed(relative, language, cached.stamp, cached.bytes as usize, cached.symbols.clone(), reading, true);
+    }
+    match read_source(path, reading.max_bytes) {
         Ok(text) => {
             if is_generated(&relative, &text) {
                 return Outcome::Skipped(Skip::Generated, relative);
+            }
+            let stamp = FileStamp {
+                size,
+                modified_ns,
+                hash: content_hash(text.as_bytes()),
+            };
+            if let Some(cached) = cached.filter(|cached| cached.stamp.hash == stamp.hash) {
+                return indexed(relative, language, stamp, text.len(), cached.symbols.clone(), reading, true);
             }
             let symbols = match parse(language, &text, None) {
                 Some(tree) => extract(language, &tree, &text),
@@ -213,15 +279,70 @@ fn scan_file(root: &Path, path: &Path, max_bytes: u64) -> Outcome {
                     ..FileSymbols::default()
                 },
             };
-            Outcome::Indexed(ScannedFile {
-                path: relative,
-                language,
-                symbols,
-                bytes: text.len(),
-            })
+            indexed(relative, language, stamp, text.len(), symbols, reading, false)
         }
         Err((reason, detail)) => Outcome::Skipped(reason, format!("{relative}: {detail}")),
     }
+}
+
+/// The modification time to stamp, or 0 (check the content next time) when it is unknown
+/// or within `RACY_SECONDS` of the scan's start.
+fn modified_ns(metadata: &std::fs::Metadata, reading: &Reading<'_>) -> u64 {
+    let Ok(modified) = metadata.modified() else {
+        return 0;
+    };
+    let racy = reading
+        .scan_started
+        .duration_since(modified)
+        .map_or(true, |age| age.as_secs() < RACY_SECONDS);
+    if racy {
+        return 0;
+    }
+    modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64)
+}
+
+fn indexed(
+    path: String,
+    language: Language,
+    stamp: FileStamp,
+    bytes: usize,
+    symbols: FileSymbols,
+    reading: &Reading<'_>,
+    reused: bool,
+) -> Outcome {
+    let mut record = Vec::new();
+    if reading.record {
+        let file = CachedFile {
+            path,
+            language,
+            stamp,
+            bytes: bytes as u64,
+            symbols,
+        };
+        encode_record(&file, &mut record);
+        return Outcome::Indexed(
+            ScannedFile {
+                path: file.path,
+                language,
+                symbols: file.symbols,
+                bytes,
+            },
+            record,
+            reused,
+        );
+    }
+    Outcome::Indexed(
+        ScannedFile {
+            path,
+            language,
+            symbols,
+            bytes,
+        },
+        record,
+        reused,
+    )
 }
 
 /// Reads a source file, refusing what is not source text (and anything but a regular file:

@@ -112,18 +112,31 @@ impl Workspace {
         threads: usize,
         progress: &mut dyn FnMut(usize, &str),
     ) -> (Workspace, ScanStats) {
+        Self::scanned_with(root, limits, threads, false, progress)
+    }
+
+    /// [`scanned`](Self::scanned), through the persisted index when `cache` is set.
+    pub fn scanned_with(
+        root: &Path,
+        limits: Limits,
+        threads: usize,
+        cache: bool,
+        progress: &mut dyn FnMut(usize, &str),
+    ) -> (Workspace, ScanStats) {
         let mut workspace = Workspace::new(None, limits);
         workspace.set_root(Some(root.to_owned()));
         let options = ScanOptions {
             max_file_bytes: limits.index_bytes,
             threads,
+            ..ScanOptions::default()
         };
-        let stats = crate::scan::scan(
-            root,
-            &options,
-            &mut |file| workspace.index_scanned(file),
-            progress,
-        );
+        let mut index = |file| workspace.index_scanned(file);
+        let cache_file = cache.then(|| crate::scan::cache::cache_path(root)).flatten();
+        let stats = if let Some(cache_file) = cache_file {
+            crate::scan::cache::scan_with_cache(root, &cache_file, &options, &mut index, progress)
+        } else {
+            crate::scan::scan(root, &options, &mut index, progress)
+        };
         workspace.unindexed = stats.unindexed.clone();
         (workspace, stats)
     }
@@ -390,7 +403,13 @@ impl Shared {
     }
 
     /// Scans the root into the index on the calling thread, one short lock per file.
-    pub fn scan(&self, threads: usize, progress: &mut dyn FnMut(usize, &str)) -> ScanStats {
+    /// With `cache`, through the persisted index (`scan::cache`).
+    pub fn scan(
+        &self,
+        threads: usize,
+        cache: bool,
+        progress: &mut dyn FnMut(usize, &str),
+    ) -> ScanStats {
         let (root, limits) = {
             let mut workspace = self.lock();
             let Some(root) = workspace.root.clone() else {
@@ -402,13 +421,15 @@ impl Shared {
         let options = ScanOptions {
             max_file_bytes: limits.index_bytes,
             threads,
+            ..ScanOptions::default()
         };
-        let stats = crate::scan::scan(
-            &root,
-            &options,
-            &mut |file| self.lock().index_scanned(file),
-            progress,
-        );
+        let mut index = |file| self.lock().index_scanned(file);
+        let cache_file = cache.then(|| crate::scan::cache::cache_path(&root)).flatten();
+        let stats = if let Some(cache_file) = cache_file {
+            crate::scan::cache::scan_with_cache(&root, &cache_file, &options, &mut index, progress)
+        } else {
+            crate::scan::scan(&root, &options, &mut index, progress)
+        };
         let mut workspace = self.lock();
         workspace.end_scan();
         workspace.unindexed = stats.unindexed.clone();

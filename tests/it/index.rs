@@ -22,6 +22,7 @@ fn check_scan(files: &[(&str, &[u8])], setup: impl FnOnce(&std::path::Path)) -> 
     let options = ScanOptions {
         max_file_bytes: 4096,
         threads: 2,
+        ..ScanOptions::default()
     };
     let (index, stats) = scan_into_index(root.path(), &options, &mut |_, _| {});
     let mut indexed: Vec<String> = index

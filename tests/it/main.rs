@@ -21,6 +21,7 @@ mod fuzz;
 mod heal;
 mod hostile;
 mod index;
+mod index_cache;
 mod models;
 mod nodes;
 mod plan_lsp;

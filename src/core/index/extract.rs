@@ -5,11 +5,13 @@
 
 use std::ops::Range;
 
+use serde::{Deserialize, Serialize};
+
 use tree_sitter::{Node, Parser, QueryCursor, StreamingIterator, Tree};
 
 use super::language::Language;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SymbolKind {
     Function,
     Method,
@@ -88,7 +90,7 @@ impl SymbolKind {
 }
 
 /// One definition in a file. Ranges are byte ranges of the file's text.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symbol {
     pub name: String,
     pub kind: SymbolKind,
@@ -113,13 +115,13 @@ pub struct Symbol {
 pub const OUTLINE_BYTES: usize = 240;
 
 /// A use of a name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reference {
     pub name: String,
     pub range: Range<usize>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSymbols {
     pub symbols: Vec<Symbol>,
     pub references: Vec<Reference>,

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use tree_sitter::{Query, QueryError};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Language {
     Rust,
     Python,

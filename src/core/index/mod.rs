@@ -1,5 +1,6 @@
 //! The codebase index: tree-sitter parsing, definitions and references, the repo map.
 
+pub mod cache_format;
 pub mod extract;
 pub mod language;
 pub mod live;

@@ -1,0 +1,247 @@
+//! The persisted index: a warm start reuses what did not change and rereads what did, and a
+//! cache that is damaged, foreign or unwritable costs a cold scan, never a wrong index.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use tierls::core::index::cache_format::{FORMAT_VERSION, decode};
+use tierls::core::index::table::Index;
+use tierls::scan::cache::{load, scan_with_cache};
+use tierls::scan::{ScanOptions, ScanStats};
+
+/// A workspace and a cache file of its own.
+struct Tree {
+    root: tempfile::TempDir,
+    cache: tempfile::TempDir,
+}
+
+impl Tree {
+    fn new(files: &[(&str, &str)]) -> Tree {
+        let tree = Tree {
+            root: tempfile::tempdir().unwrap(),
+            cache: tempfile::tempdir().unwrap(),
+        };
+        for (path, text) in files {
+            tree.write(path, text);
+        }
+        tree
+    }
+
+    fn root(&self) -> PathBuf {
+        self.root.path().canonicalize().unwrap()
+    }
+
+    fn cache_file(&self) -> PathBuf {
+        self.cache.path().join("workspace.index")
+    }
+
+    /// Writes a file dated an hour ago: old enough for its stamp to be trusted.
+    fn write(&self, path: &str, text: &str) {
+        let path = self.root.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+    }
+
+    /// Scans through the cache: the index and the scan's figures.
+    fn scan(&self) -> (Index, ScanStats) {
+        scan_through(&self.root(), &self.cache_file())
+    }
+}
+
+fn scan_through(root: &Path, cache_file: &Path) -> (Index, ScanStats) {
+    let mut index = Index::default();
+    let options = ScanOptions {
+        threads: 2,
+        ..ScanOptions::default()
+    };
+    let stats = scan_with_cache(
+        root,
+        cache_file,
+        &options,
+        &mut |file| {
+            index.upsert(&file.path, file.language, file.symbols, file.bytes);
+        },
+        &mut |_, _| {},
+    );
+    (index, stats)
+}
+
+/// What the index holds, one file a line: its path and its definitions' paths.
+fn shown(index: &Index) -> String {
+    let mut lines: Vec<String> = index
+        .files()
+        .map(|(_, entry)| {
+            let names: Vec<&str> = entry.symbols.iter().map(|s| s.path.as_str()).collect();
+            format!("{}: {}", entry.path, names.join(", "))
+        })
+        .collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+const FILES: &[(&str, &str)] = &[
+    ("src/shapes.rs", "pub struct Circle { pub radius: f64 }\n\nimpl Circle {\n    pub fn area(&self) -> f64 { 3.14 * self.radius * self.radius }\n}\n"),
+    ("src/units.rs", "pub const INCH: f64 = 25.4;\n\npub fn to_mm(x: f64) -> f64 { x * INCH }\n"),
+    ("app/main.py", "from app.store import Store\n\n\ndef main():\n    Store().save()\n"),
+    ("app/store.py", "class Store:\n    def save(self):\n        pass\n"),
+];
+
+#[test]
+fn a_warm_start_reuses_what_did_not_change_and_rereads_what_did() {
+    let tree = Tree::new(FILES);
+    let (cold, stats) = tree.scan();
+    assert_eq!((stats.indexed, stats.from_cache), (4, 0));
+    let (warm, stats) = tree.scan();
+    assert_eq!((stats.indexed, stats.from_cache), (4, 4));
+    assert_eq!(shown(&warm), shown(&cold));
+
+    // Edited (same size, new content), deleted, renamed, replaced by a folder and by a link.
+    tree.write("src/shapes.rs", &FILES[0].1.replace("area", "size"));
+    std::fs::remove_file(tree.root().join("src/units.rs")).unwrap();
+    std::fs::rename(tree.root().join("app/store.py"), tree.root().join("app/storage.py")).unwrap();
+    std::fs::remove_file(tree.root().join("app/main.py")).unwrap();
+    tree.write("app/main.py/inner.py", "def inner():\n    pass\n");
+    tree.write("lib/target.py", "def target():\n    pass\n");
+    std::os::unix::fs::symlink(tree.root().join("lib/target.py"), tree.root().join("lib/link.py")).unwrap();
+    let (changed, stats) = tree.scan();
+    insta::assert_snapshot!(shown(&changed), @r"
+    app/main.py/inner.py: inner
+    app/storage.py: Store, Store.save
+    lib/target.py: target
+    src/shapes.rs: Circle, Circle, Circle::size
+    ");
+    assert_eq!(stats.from_cache, 0, "no path the cache knows is unchanged");
+    let (again, stats) = tree.scan();
+    assert_eq!(shown(&again), shown(&changed));
+    assert_eq!(stats.from_cache, 4);
+}
+
+#[test]
+fn a_file_written_just_before_a_scan_is_checked_by_its_content_next_time() {
+    let tree = Tree::new(FILES);
+    tree.scan();
+    // A file written just before the scan is stamped without its date: the next start
+    // checks its content, whatever the date says.
+    let fresh = tree.root().join("src/fresh.rs");
+    std::fs::write(&fresh, "pub fn fresh() {}\n").unwrap();
+    tree.scan();
+    let files = load(&tree.root(), &tree.cache_file()).unwrap();
+    assert_eq!(files["src/fresh.rs"].stamp.modified_ns, 0);
+    assert_ne!(files["src/shapes.rs"].stamp.modified_ns, 0);
+    let modified = std::fs::metadata(&fresh).unwrap().modified().unwrap();
+    std::fs::write(&fresh, "pub fn fresc() {}\n").unwrap();
+    std::fs::File::options().write(true).open(&fresh).unwrap().set_modified(modified).unwrap();
+    let (index, _) = tree.scan();
+    assert!(shown(&index).contains("src/fresh.rs: fresc"), "{}", shown(&index));
+}
+
+/// Each damaged or foreign cache: the scan is cold, the index right, and the cache is
+/// written anew.
+#[test]
+fn damaged_or_foreign_caches_are_ignored_and_replaced() {
+    let tree = Tree::new(FILES);
+    let (cold, _) = tree.scan();
+    let good = std::fs::read(tree.cache_file()).unwrap();
+    let other_version = {
+        let mut bytes = good.clone();
+        bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        bytes
+    };
+    let flipped = {
+        let mut bytes = good.clone();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        bytes
+    };
+    let random: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("random bytes", random),
+        ("an older format version", other_version),
+        ("a flipped byte", flipped),
+        ("empty", Vec::new()),
+    ];
+    let mut reasons = String::new();
+    for (case, bytes) in cases {
+        std::fs::write(tree.cache_file(), &bytes).unwrap();
+        let why = load(&tree.root(), &tree.cache_file()).unwrap_err();
+        reasons += &format!("{case}: {}\n", why.replace(&tree.cache_file().display().to_string(), "CACHE"));
+        let (index, stats) = tree.scan();
+        assert_eq!(stats.from_cache, 0, "{case}");
+        assert_eq!(shown(&index), shown(&cold), "{case}");
+        // Written anew: the next start is warm.
+        assert_eq!(tree.scan().1.from_cache, 4, "{case}");
+    }
+    // Another root's cache (a workspace copied elsewhere, or a hash collision).
+    let other = Tree::new(FILES);
+    std::fs::copy(tree.cache_file(), other.cache_file()).unwrap();
+    let why = load(&other.root(), &other.cache_file()).unwrap_err();
+    reasons += &format!("another root: {}\n", if why.contains("written for another root") { "written for another root" } else { &why });
+    assert_eq!(other.scan().1.from_cache, 0);
+    // A cache that is a folder: unreadable.
+    std::fs::remove_file(tree.cache_file()).unwrap();
+    std::fs::create_dir(tree.cache_file()).unwrap();
+    let why = load(&tree.root(), &tree.cache_file()).unwrap_err();
+    assert!(why.contains("not a regular file"), "{why}");
+    insta::assert_snapshot!(reasons);
+}
+
+#[test]
+fn an_unwritable_cache_folder_leaves_the_index_working() {
+    let tree = Tree::new(FILES);
+    // The cache's folder is a file: nothing can be written under it.
+    let blocked = tree.cache.path().join("blocked");
+    std::fs::write(&blocked, "a file").unwrap();
+    let cache_file = blocked.join("workspace.index");
+    let (index, stats) = scan_through(&tree.root(), &cache_file);
+    assert_eq!(stats.indexed, 4);
+    assert_eq!(index.files().count(), 4);
+    let (_, stats) = scan_through(&tree.root(), &cache_file);
+    assert_eq!(stats.from_cache, 0);
+}
+
+/// Two servers on one workspace write the same cache at once: each write is whole (a
+/// temporary file renamed), so the cache left behind is one of them, never a mix.
+#[test]
+fn two_scans_writing_one_cache_at_once_leave_a_whole_cache() {
+    let files: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("src/m{i}.rs"), format!("pub fn f{i}() {{}}\n")))
+        .collect();
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let tree = Tree::new(&files);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| tree.scan());
+        }
+    });
+    let cached = load(&tree.root(), &tree.cache_file()).unwrap();
+    assert_eq!(cached.len(), 300);
+    assert_eq!(tree.scan().1.from_cache, 300);
+}
+
+/// A FIFO, a link to `/dev/zero`, a link loop and a 200 MB file in the tree: skipped with
+/// their reasons, cold and warm, never read.
+#[test]
+fn hostile_files_are_skipped_cold_and_warm() {
+    let tree = Tree::new(FILES);
+    let root = tree.root();
+    let fifo = std::ffi::CString::new(root.join("src/pipe.rs").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", root.join("src/zero.rs")).unwrap();
+    std::os::unix::fs::symlink(&root, root.join("src/loop")).unwrap();
+    let huge = std::fs::File::create(root.join("src/huge.rs")).unwrap();
+    huge.set_len(200 * 1024 * 1024).unwrap();
+    for _ in 0..2 {
+        let (index, stats) = tree.scan();
+        assert_eq!(index.files().count(), 4, "{}", shown(&index));
+        assert_eq!(stats.skipped(tierls::scan::Skip::TooLarge), 1);
+    }
+    assert!(decode(&std::fs::read(tree.cache_file()).unwrap(), &root.to_string_lossy()).is_ok());
+}
