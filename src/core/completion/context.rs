@@ -32,6 +32,8 @@ const NAMES_WINDOW: usize = 2000;
 const IMPORTED_NAMES: usize = 64;
 /// At most this many of a module's or a type's members are listed.
 const MEMBERS: usize = 6;
+/// How much of the cursor's line is read for the expression at the cursor.
+const LINE_TAIL: usize = 1024;
 /// At most this many definitions of a prefix being typed.
 const PREFIX_MATCHES: usize = 4;
 
@@ -48,7 +50,11 @@ pub fn choose_context(input: &CompletionInput<'_>, offset: usize) -> Vec<Context
         return Vec::new();
     };
     let text = input.text;
-    let line_start = text.line_to_byte(text.byte_to_line(offset));
+    // The expression at the cursor is in the line's last stretch: a minified line of a
+    // megabyte is not copied on every keystroke.
+    let line_start = text
+        .line_to_byte(text.byte_to_line(offset))
+        .max(super::char_floor(text, offset.saturating_sub(LINE_TAIL)));
     let line_prefix = text.byte_slice(line_start..offset).to_string();
     let cursor = at_cursor(&line_prefix);
     let enclosing = input.index.enclosing_symbol(input.path, offset);
