@@ -1,16 +1,19 @@
 //! The persisted index on disk: one file per workspace root in tierls' cache folder, read
-//! at start (and revalidated file by file by the scan) and written after each full scan.
+//! at start (and revalidated file by file by the scan) and written as each full scan goes.
 //!
 //! Nothing read from it is trusted before `cache_format::decode` accepts it; any problem
 //! (missing, unreadable, another version or root, truncated, corrupt) means a cold scan and
 //! a log line. Writing goes to a temporary file in the same folder and is renamed over the
-//! old one, so two servers on one workspace never see half a cache.
+//! old one when the scan ends, so two servers on one workspace never see half a cache.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::core::index::cache_format::{CachedFile, decode, encode};
+use crate::core::index::cache_format::{
+    CachedFile, Encoder, FileHead, decode, decode_symbols,
+};
+use crate::core::index::extract::FileSymbols;
 
 /// A cache larger than this is not read (the kernel's index is about 150 MiB).
 const MAX_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -30,8 +33,39 @@ fn root_key(root: &Path) -> String {
     root.to_string_lossy().into_owned()
 }
 
-/// What the last scan of `root` left in `path`, by file, or why there is nothing to use.
-pub fn load(root: &Path, path: &Path) -> Result<HashMap<String, CachedFile>, String> {
+/// A cache read at start: each file's head by path, its symbols still encoded.
+#[derive(Debug, Default)]
+pub struct LoadedCache {
+    bytes: Vec<u8>,
+    files: HashMap<String, CachedFile>,
+}
+
+impl LoadedCache {
+    pub fn get(&self, path: &str) -> Option<&CachedFile> {
+        self.files.get(path)
+    }
+
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// A file's symbols as encoded, to copy into the next cache.
+    pub fn encoded_symbols(&self, file: &CachedFile) -> &[u8] {
+        self.bytes.get(file.symbols.clone()).unwrap_or_default()
+    }
+
+    /// A file's symbols, or `None` when they do not decode (the file is then parsed).
+    pub fn symbols(&self, file: &CachedFile) -> Option<FileSymbols> {
+        decode_symbols(self.encoded_symbols(file)).ok()
+    }
+}
+
+/// What the last scan of `root` left in `path`, or why there is nothing to use.
+pub fn load(root: &Path, path: &Path) -> Result<LoadedCache, String> {
     let bytes = crate::disk::read_regular(path, MAX_CACHE_BYTES).map_err(|err| match err {
         crate::disk::ReadError::Io { source, .. }
             if source.kind() == std::io::ErrorKind::NotFound =>
@@ -42,30 +76,80 @@ pub fn load(root: &Path, path: &Path) -> Result<HashMap<String, CachedFile>, Str
         other => other.to_string(),
     })?;
     let files = decode(&bytes, &root_key(root)).map_err(|err| format!("{}: {err}", path.display()))?;
-    Ok(files.into_iter().map(|file| (file.path.clone(), file)).collect())
+    let files = files
+        .into_iter()
+        .map(|file| (file.head.path.clone(), file))
+        .collect();
+    Ok(LoadedCache { bytes, files })
 }
 
-/// Writes the cache of `root` to `path` from a scan's records; the old one is replaced
-/// whole, at once.
-pub fn store(root: &Path, path: &Path, records: &[u8]) -> Result<(), String> {
-    let folder = path.parent().ok_or("the cache path has no folder")?;
-    std::fs::create_dir_all(folder).map_err(|err| format!("{}: {err}", folder.display()))?;
-    let bytes = encode(&root_key(root), records);
-    let mut temporary = tempfile::NamedTempFile::new_in(folder)
-        .map_err(|err| format!("{}: {err}", folder.display()))?;
-    temporary
-        .write_all(&bytes)
-        .and_then(|()| temporary.as_file().sync_all())
-        .map_err(|err| format!("{}: {err}", temporary.path().display()))?;
-    temporary
-        .persist(path)
-        .map_err(|err| format!("{}: {}", path.display(), err.error))?;
-    Ok(())
+/// A cache being written as a scan goes: records go to a temporary file beside the cache,
+/// which replaces the old cache whole when [`finish`](Self::finish)ed.
+pub struct CacheWriter {
+    path: PathBuf,
+    file: BufWriter<tempfile::NamedTempFile>,
+    encoder: Encoder,
+    /// The first error; nothing more is written after it.
+    failed: Option<String>,
+}
+
+impl CacheWriter {
+    pub fn create(root: &Path, path: &Path) -> Result<CacheWriter, String> {
+        let folder = path.parent().ok_or("the cache path has no folder")?;
+        std::fs::create_dir_all(folder).map_err(|err| format!("{}: {err}", folder.display()))?;
+        let temporary = tempfile::NamedTempFile::new_in(folder)
+            .map_err(|err| format!("{}: {err}", folder.display()))?;
+        let (encoder, header) = Encoder::start(&root_key(root));
+        let mut writer = CacheWriter {
+            path: path.to_owned(),
+            file: BufWriter::with_capacity(256 * 1024, temporary),
+            encoder,
+            failed: None,
+        };
+        writer.write(&header);
+        Ok(writer)
+    }
+
+    pub fn record(&mut self, head: &FileHead, symbols: &[u8]) {
+        if self.failed.is_none() {
+            let record = self.encoder.record(head, symbols);
+            self.write(&record);
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.failed.is_none()
+            && let Err(err) = self.file.write_all(bytes)
+        {
+            self.failed = Some(format!("{}: {err}", self.file.get_ref().path().display()));
+        }
+    }
+
+    /// Ends the cache and puts it in place of the old one.
+    pub fn finish(mut self) -> Result<(), String> {
+        let hash = self.encoder.finish();
+        self.write(&hash);
+        if let Some(failed) = self.failed.take() {
+            return Err(failed);
+        }
+        let temporary = self
+            .file
+            .into_inner()
+            .map_err(|err| format!("{}: {}", self.path.display(), err.error()))?;
+        temporary
+            .as_file()
+            .sync_all()
+            .map_err(|err| format!("{}: {err}", temporary.path().display()))?;
+        temporary
+            .persist(&self.path)
+            .map_err(|err| format!("{}: {}", self.path.display(), err.error))?;
+        Ok(())
+    }
 }
 
 /// `scan::scan` through the cache: the last scan's files are revalidated instead of parsed
-/// again, and this scan's are written for the next start. A cache that cannot be read or
-/// written is said in the log and costs a cold scan, nothing else.
+/// again, and this scan's are written for the next start as they come. A cache that cannot
+/// be read or written is said in the log and costs a cold scan, nothing else.
 pub fn scan_with_cache(
     root: &Path,
     cache_file: &Path,
@@ -81,16 +165,36 @@ pub fn scan_with_cache(
         }
         Err(why) => tracing::info!("index cache not used: {why}"),
     }
-    options.record = true;
-    let mut stats = super::scan(root, &options, index, progress);
-    // The cache's entries are dropped before the new one is encoded.
+    let mut writer = match CacheWriter::create(root, cache_file) {
+        Ok(writer) => Some(writer),
+        Err(why) => {
+            warn_unwritten(&why);
+            None
+        }
+    };
+    options.record = writer.is_some();
+    let stats = super::scan(
+        root,
+        &options,
+        &mut |mut file| {
+            if let (Some(writer), Some(record)) = (writer.as_mut(), file.record.take()) {
+                writer.record(&record.head, &record.symbols);
+            }
+            index(file);
+        },
+        progress,
+    );
+    // The old cache's bytes are let go before the new one is synced.
     drop(options);
-    match store(root, cache_file, &stats.records) {
-        Ok(()) => tracing::debug!("index cache written to {}", cache_file.display()),
-        Err(why) => tracing::warn!(
-            "the index cache could not be written ({why}): the next start indexes from scratch"
-        ),
+    if let Some(writer) = writer {
+        match writer.finish() {
+            Ok(()) => tracing::debug!("index cache written to {}", cache_file.display()),
+            Err(why) => warn_unwritten(&why),
+        }
     }
-    stats.records = Vec::new();
     stats
+}
+
+fn warn_unwritten(why: &str) {
+    tracing::warn!("the index cache could not be written ({why}): the next start indexes from scratch");
 }

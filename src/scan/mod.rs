@@ -4,7 +4,6 @@
 //! Nothing stops the scan: each file that cannot be indexed is counted under its reason and
 //! logged once.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime};
@@ -13,7 +12,7 @@ use ignore::{WalkBuilder, WalkState};
 
 pub mod cache;
 
-use crate::core::index::cache_format::{CachedFile, FileStamp, content_hash, encode_record};
+use crate::core::index::cache_format::{FileHead, FileStamp, content_hash, encode_symbols};
 use crate::core::index::extract::{FileSymbols, extract, parse};
 use crate::core::index::language::Language;
 use crate::core::index::table::Index;
@@ -26,8 +25,8 @@ pub struct ScanOptions {
     pub threads: usize,
     /// The last scan's files (`scan::cache`): a file whose size and modification time, or
     /// failing those its content hash, are unchanged takes its symbols from here unparsed.
-    pub cache: Option<Arc<HashMap<String, CachedFile>>>,
-    /// Encode every indexed file for the next start's cache (`ScanStats::records`).
+    pub cache: Option<Arc<cache::LoadedCache>>,
+    /// Encode every indexed file for the next start's cache (`ScannedFile::record`).
     pub record: bool,
 }
 
@@ -91,9 +90,6 @@ pub struct ScanStats {
     pub unindexed: Vec<(String, Skip)>,
     /// Files whose symbols came from the cache, unparsed.
     pub from_cache: usize,
-    /// With `ScanOptions::record`: the encoded records of every indexed file, for
-    /// `cache_format::encode`.
-    pub records: Vec<u8>,
 }
 
 /// The most unindexed source files a scan remembers by name.
@@ -122,12 +118,19 @@ pub struct ScannedFile {
     pub language: Language,
     pub symbols: FileSymbols,
     pub bytes: usize,
+    /// With `ScanOptions::record`: the file as the next start's cache keeps it.
+    pub record: Option<CacheRecord>,
+}
+
+/// A file's record in the persisted index: its head and its encoded symbols.
+pub struct CacheRecord {
+    pub head: FileHead,
+    pub symbols: Vec<u8>,
 }
 
 enum Outcome {
-    /// A file, its record for the next cache (when recording), and whether its symbols
-    /// came from the cache.
-    Indexed(ScannedFile, Vec<u8>, bool),
+    /// A file, and whether its symbols came from the cache.
+    Indexed(ScannedFile, bool),
     Skipped(Skip, String),
 }
 
@@ -183,11 +186,10 @@ pub fn scan(
         for outcome in receiver {
             seen += 1;
             match outcome {
-                Outcome::Indexed(file, record, reused) => {
+                Outcome::Indexed(file, reused) => {
                     progress(seen, &file.path);
                     stats.indexed += 1;
                     stats.from_cache += usize::from(reused);
-                    stats.records.extend_from_slice(&record);
                     index(file);
                 }
                 Outcome::Skipped(reason, what) => {
@@ -232,7 +234,7 @@ pub fn scan_into_index(
 /// How the walker's threads read a file.
 struct Reading<'c> {
     max_bytes: u64,
-    cache: Option<&'c HashMap<String, CachedFile>>,
+    cache: Option<&'c cache::LoadedCache>,
     record: bool,
     scan_started: SystemTime,
 }
@@ -242,10 +244,10 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
     let Some(language) = Language::from_path(&relative) else {
         return Outcome::Skipped(Skip::UnknownLanguage, relative);
     };
-    let cached = reading
-        .cache
-        .and_then(|cache| cache.get(&relative))
-        .filter(|cached| cached.language == language);
+    let cached = reading.cache.and_then(|cache| {
+        let file = cache.get(&relative)?;
+        (file.head.language == language).then_some((cache, file))
+    });
     // The stat comes before the read: a write between them leaves a stamp older than the
     // content, which the next start's stat sees as a change.
     let (size, modified_ns) = match std::fs::symlink_metadata(path) {
@@ -253,24 +255,34 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
         Ok(_) => return Outcome::Skipped(Skip::Unreadable, format!("{relative}: not a regular file")),
         Err(err) => return Outcome::Skipped(Skip::Unreadable, format!("{relative}: {err}")),
     };
-    if let Some(cached) = cached
-        && cached.stamp.same_metadata(size, modified_ns)
+    if let Some((cache, file)) = cached
+        && file.head.stamp.same_metadata(size, modified_ns)
         && size <= reading.max_bytes
+        && let Some(symbols) = cache.symbols(file)
     {
-        return indexed(relative, language, cached.stamp, cached.bytes as usize, cached.symbols.clone(), reading, true);
+        let head = file.head.clone();
+        return reused(head, symbols, cache.encoded_symbols(file), reading);
     }
     match read_source(path, reading.max_bytes) {
         Ok(text) => {
             if is_generated(&relative, &text) {
                 return Outcome::Skipped(Skip::Generated, relative);
             }
-            let stamp = FileStamp {
-                size,
-                modified_ns,
-                hash: content_hash(text.as_bytes()),
+            let head = FileHead {
+                path: relative,
+                language,
+                stamp: FileStamp {
+                    size,
+                    modified_ns,
+                    hash: content_hash(text.as_bytes()),
+                },
+                bytes: text.len() as u64,
             };
-            if let Some(cached) = cached.filter(|cached| cached.stamp.hash == stamp.hash) {
-                return indexed(relative, language, stamp, text.len(), cached.symbols.clone(), reading, true);
+            if let Some((cache, file)) = cached
+                && file.head.stamp.hash == head.stamp.hash
+                && let Some(symbols) = cache.symbols(file)
+            {
+                return reused(head, symbols, cache.encoded_symbols(file), reading);
             }
             let symbols = match parse(language, &text, None) {
                 Some(tree) => extract(language, &tree, &text),
@@ -279,9 +291,33 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
                     ..FileSymbols::default()
                 },
             };
-            indexed(relative, language, stamp, text.len(), symbols, reading, false)
+            drop(text);
+            let record = reading.record.then(|| CacheRecord {
+                symbols: encode_symbols(&symbols),
+                head: head.clone(),
+            });
+            Outcome::Indexed(scanned(head, symbols, record), false)
         }
         Err((reason, detail)) => Outcome::Skipped(reason, format!("{relative}: {detail}")),
+    }
+}
+
+/// A file whose symbols came from the cache: its record is copied, not encoded again.
+fn reused(head: FileHead, symbols: FileSymbols, encoded: &[u8], reading: &Reading<'_>) -> Outcome {
+    let record = reading.record.then(|| CacheRecord {
+        head: head.clone(),
+        symbols: encoded.to_vec(),
+    });
+    Outcome::Indexed(scanned(head, symbols, record), true)
+}
+
+fn scanned(head: FileHead, symbols: FileSymbols, record: Option<CacheRecord>) -> ScannedFile {
+    ScannedFile {
+        path: head.path,
+        language: head.language,
+        symbols,
+        bytes: head.bytes as usize,
+        record,
     }
 }
 
@@ -301,48 +337,6 @@ fn modified_ns(metadata: &std::fs::Metadata, reading: &Reading<'_>) -> u64 {
     modified
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos() as u64)
-}
-
-fn indexed(
-    path: String,
-    language: Language,
-    stamp: FileStamp,
-    bytes: usize,
-    symbols: FileSymbols,
-    reading: &Reading<'_>,
-    reused: bool,
-) -> Outcome {
-    let mut record = Vec::new();
-    if reading.record {
-        let file = CachedFile {
-            path,
-            language,
-            stamp,
-            bytes: bytes as u64,
-            symbols,
-        };
-        encode_record(&file, &mut record);
-        return Outcome::Indexed(
-            ScannedFile {
-                path: file.path,
-                language,
-                symbols: file.symbols,
-                bytes,
-            },
-            record,
-            reused,
-        );
-    }
-    Outcome::Indexed(
-        ScannedFile {
-            path,
-            language,
-            symbols,
-            bytes,
-        },
-        record,
-        reused,
-    )
 }
 
 /// Reads a source file, refusing what is not source text (and anything but a regular file:

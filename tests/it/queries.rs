@@ -44,11 +44,7 @@ fn check(language: Language, source: &str) -> String {
             )
         })
         .collect();
-    let mut references: Vec<&str> = found
-        .references
-        .iter()
-        .map(|reference| reference.name.as_str())
-        .collect();
+    let mut references: Vec<&str> = found.uses().map(|(name, _)| name).collect();
     references.sort_unstable();
     references.dedup();
     lines.push(format!("references: {}", references.join(" ")));

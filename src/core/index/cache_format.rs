@@ -2,10 +2,17 @@
 //! (size, modification time, content hash) so that the next start reuses what has not
 //! changed. Pure: bytes in, bytes out; the file is written and read by `scan::cache`.
 //!
-//! Layout: a magic, the format version, the root it was written for, a hash of the body,
-//! then the body: records, each a length and a `postcard` encoding of one `CachedFile`.
-//! Nothing in a cache is trusted before the magic, version, root and hash agree, and a
-//! record that does not decode ends the reading with an error (the cache is then ignored).
+//! Layout: a magic, the format version, the root it was written for, the body, and a hash
+//! of the body. The body is records, each a file's head (path, language, stamp; a length
+//! and a `postcard` encoding) and its symbols (a length and a `postcard` encoding). The
+//! hash comes last so that a cache can be written as the scan goes, never held whole in
+//! memory; the symbols are apart from the head so that a start decodes only the heads and
+//! each unchanged file's symbols when it is reached, and copies them unchanged into the
+//! next cache. Nothing in a cache is trusted before the magic, version, root and hash
+//! agree, and a record that does not decode ends the reading with an error (the cache is
+//! then ignored).
+
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +22,10 @@ use super::language::Language;
 const MAGIC: &[u8; 8] = b"TIERLSIX";
 /// Raised whenever the layout or anything it encodes (symbols, kinds, languages) changes: a
 /// cache of another version is ignored, never read as this one.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// A record longer than this is corrupt (a file's symbols never take 64 MiB).
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+const HASH_BYTES: usize = 8;
 
 /// What the disk said about a file when it was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,14 +45,22 @@ impl FileStamp {
     }
 }
 
+/// A file's record without its symbols.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CachedFile {
+pub struct FileHead {
     /// Relative to the root, with `/` separators.
     pub path: String,
     pub language: Language,
     pub stamp: FileStamp,
     pub bytes: u64,
-    pub symbols: FileSymbols,
+}
+
+/// A file in a decoded cache: its head, and where its encoded symbols are in the cache's
+/// bytes (for [`decode_symbols`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedFile {
+    pub head: FileHead,
+    pub symbols: Range<usize>,
 }
 
 /// Why a cache was not used.
@@ -70,28 +86,58 @@ impl std::fmt::Display for CacheError {
     }
 }
 
-/// One file's record, to append to a body.
-pub fn encode_record(file: &CachedFile, body: &mut Vec<u8>) {
-    // Encoding plain data into memory cannot fail; a file that somehow does is left out.
-    if let Ok(record) = postcard::to_allocvec(file) {
-        body.extend_from_slice(&(record.len() as u32).to_le_bytes());
-        body.extend_from_slice(&record);
+/// A file's symbols as a record carries them.
+pub fn encode_symbols(symbols: &FileSymbols) -> Vec<u8> {
+    // Encoding plain data into memory cannot fail; should it, the record holds no symbols
+    // and fails to decode, so the file is parsed again next time.
+    postcard::to_allocvec(symbols).unwrap_or_default()
+}
+
+pub fn decode_symbols(bytes: &[u8]) -> Result<FileSymbols, CacheError> {
+    postcard::from_bytes(bytes)
+        .map_err(|err| CacheError::Corrupt(format!("a file's symbols do not decode: {err}")))
+}
+
+/// Writes a cache in pieces, in order: [`Encoder::start`], a [`Encoder::record`] per file,
+/// [`Encoder::finish`]. The caller writes each piece where it wants.
+pub struct Encoder {
+    body: xxhash_rust::xxh3::Xxh3,
+}
+
+impl Encoder {
+    /// The encoder and the cache's first bytes, for `root`.
+    pub fn start(root: &str) -> (Encoder, Vec<u8>) {
+        let mut bytes = Vec::with_capacity(root.len() + 16);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(root.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(root.as_bytes());
+        let encoder = Encoder {
+            body: xxhash_rust::xxh3::Xxh3::new(),
+        };
+        (encoder, bytes)
+    }
+
+    /// One file's record: its head and its symbols as [`encode_symbols`] gave them.
+    pub fn record(&mut self, head: &FileHead, symbols: &[u8]) -> Vec<u8> {
+        let head = postcard::to_allocvec(head).unwrap_or_default();
+        let mut record = Vec::with_capacity(8 + head.len() + symbols.len());
+        record.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        record.extend_from_slice(&head);
+        record.extend_from_slice(&(symbols.len() as u32).to_le_bytes());
+        record.extend_from_slice(symbols);
+        self.body.update(&record);
+        record
+    }
+
+    /// The cache's last bytes.
+    pub fn finish(&self) -> [u8; HASH_BYTES] {
+        self.body.digest().to_le_bytes()
     }
 }
 
-/// The whole cache for `root`, from a body of records.
-pub fn encode(root: &str, body: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(body.len() + root.len() + 32);
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&(root.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(root.as_bytes());
-    bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(body).to_le_bytes());
-    bytes.extend_from_slice(body);
-    bytes
-}
-
-/// The files a cache holds, if it is a whole cache of this version for `root`.
+/// The files a cache holds, if it is a whole cache of this version for `root`. Their
+/// symbols stay encoded in `bytes`.
 pub fn decode(bytes: &[u8], root: &str) -> Result<Vec<CachedFile>, CacheError> {
     let mut reader = Reader { bytes, at: 0 };
     if reader.take(MAGIC.len()) != Some(MAGIC.as_slice()) {
@@ -110,8 +156,14 @@ pub fn decode(bytes: &[u8], root: &str) -> Result<Vec<CachedFile>, CacheError> {
             String::from_utf8_lossy(cached_root).into_owned(),
         ));
     }
-    let hash = reader.u64().ok_or_else(|| truncated("the hash"))?;
-    let body = &bytes[reader.at..];
+    let body_start = reader.at;
+    let body_end = bytes
+        .len()
+        .checked_sub(HASH_BYTES)
+        .filter(|&end| end >= body_start)
+        .ok_or_else(|| truncated("the hash"))?;
+    let body = &bytes[body_start..body_end];
+    let hash = u64::from_le_bytes(bytes[body_end..].try_into().map_err(|_| truncated("the hash"))?);
     if xxhash_rust::xxh3::xxh3_64(body) != hash {
         return Err(CacheError::Corrupt(
             "the body does not match its hash (truncated or overwritten)".into(),
@@ -120,14 +172,16 @@ pub fn decode(bytes: &[u8], root: &str) -> Result<Vec<CachedFile>, CacheError> {
     let mut reader = Reader { bytes: body, at: 0 };
     let mut files = Vec::new();
     while reader.at < body.len() {
-        let length = reader.u32().ok_or_else(|| truncated("a record"))? as usize;
-        if length > MAX_RECORD_BYTES {
-            return Err(CacheError::Corrupt(format!("a record of {length} bytes")));
-        }
-        let record = reader.take(length).ok_or_else(|| truncated("a record"))?;
-        let file: CachedFile = postcard::from_bytes(record)
+        let head = reader.record().ok_or_else(|| truncated("a record"))??;
+        let head: FileHead = postcard::from_bytes(head)
             .map_err(|err| CacheError::Corrupt(format!("a record does not decode: {err}")))?;
-        files.push(file);
+        let symbols_start = reader.at + 4;
+        let symbols = reader.record().ok_or_else(|| truncated("a record"))??;
+        let start = body_start + symbols_start;
+        files.push(CachedFile {
+            head,
+            symbols: start..start + symbols.len(),
+        });
     }
     Ok(files)
 }
@@ -153,8 +207,13 @@ impl<'b> Reader<'b> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
 
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    /// A length and that many bytes; `None` when the bytes end first.
+    fn record(&mut self) -> Option<Result<&'b [u8], CacheError>> {
+        let length = self.u32()? as usize;
+        if length > MAX_RECORD_BYTES {
+            return Some(Err(CacheError::Corrupt(format!("a record of {length} bytes"))));
+        }
+        self.take(length).map(Ok)
     }
 }
 

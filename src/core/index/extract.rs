@@ -3,6 +3,7 @@
 //! Broken code is normal input: tree-sitter recovers, and whatever the query still finds is
 //! kept.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -114,19 +115,46 @@ pub struct Symbol {
 /// The longest outline a symbol keeps: context for a completion, not the definition.
 pub const OUTLINE_BYTES: usize = 240;
 
-/// A use of a name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A use of a name: the name's number in its file's [`FileSymbols::names`] and its byte
+/// range. Twelve bytes: a large file has tens of thousands of them, most repeating a few
+/// hundred names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reference {
-    pub name: String,
-    pub range: Range<usize>,
+    pub name: u32,
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Reference {
+    pub fn range(&self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSymbols {
     pub symbols: Vec<Symbol>,
+    /// The names the references use, each once, in the order of their first use.
+    pub names: Vec<Box<str>>,
+    /// Uses of names, in the order of the text.
     pub references: Vec<Reference>,
     /// Whether the tree has syntax errors (what was found is still kept).
     pub has_errors: bool,
+}
+
+impl FileSymbols {
+    pub fn reference_name(&self, reference: &Reference) -> &str {
+        self.names
+            .get(reference.name as usize)
+            .map_or("", |name| name)
+    }
+
+    /// Every use: the name and its byte range.
+    pub fn uses(&self) -> impl Iterator<Item = (&str, Range<usize>)> {
+        self.references
+            .iter()
+            .map(|reference| (self.reference_name(reference), reference.range()))
+    }
 }
 
 /// Parses `text`, reusing `old` (already edited to match) when given.
@@ -167,11 +195,12 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
             }
         }
         let Some(name_node) = name_node else { continue };
-        let name = node_text(name_node, text).to_owned();
-        if name.is_empty() {
+        let name_text = node_text(name_node, text);
+        if name_text.is_empty() {
             continue;
         }
         if let Some((kind, node)) = definition {
+            let name = name_text.to_owned();
             let body = node
                 .child_by_field_name("body")
                 .map(|body| body.byte_range());
@@ -188,10 +217,7 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
             };
             definitions.push((found.pattern_index, symbol, container));
         } else if reference {
-            references.push(Reference {
-                name,
-                range: name_node.byte_range(),
-            });
+            references.push((name_node.byte_range(), name_text));
         }
     }
 
@@ -242,19 +268,45 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
         .map(|symbol| symbol.name_range.clone())
         .collect();
     definition_names.sort_by_key(|range| range.start);
-    references.retain(|reference| {
-        definition_names
-            .binary_search_by_key(&reference.range.start, |range| range.start)
-            .is_err()
+    references.retain(|(range, _)| {
+        // Offsets are stored in 32 bits; no indexed file comes near 4 GiB.
+        range.end <= u32::MAX as usize
+            && definition_names
+                .binary_search_by_key(&range.start, |range| range.start)
+                .is_err()
     });
-    references.sort_by_key(|reference| reference.range.start);
-    references.dedup_by(|a, b| a.range == b.range);
+    references.sort_by_key(|(range, _)| range.start);
+    references.dedup_by(|a, b| a.0 == b.0);
+    let (names, references) = number_names(references);
 
     FileSymbols {
         symbols,
+        names,
         references,
         has_errors: tree.root_node().has_error(),
     }
+}
+
+/// Each name stored once, and the uses by number: the names are copied out of the text
+/// once per file instead of once per use.
+fn number_names(uses: Vec<(Range<usize>, &str)>) -> (Vec<Box<str>>, Vec<Reference>) {
+    let mut numbers: HashMap<&str, u32> = HashMap::new();
+    let mut names: Vec<Box<str>> = Vec::new();
+    let references = uses
+        .into_iter()
+        .map(|(range, name)| {
+            let number = *numbers.entry(name).or_insert_with(|| {
+                names.push(name.into());
+                names.len() as u32 - 1
+            });
+            Reference {
+                name: number,
+                start: range.start as u32,
+                end: range.end as u32,
+            }
+        })
+        .collect();
+    (names, references)
 }
 
 fn node_text<'t>(node: Node<'_>, text: &'t str) -> &'t str {

@@ -110,13 +110,20 @@ impl Index {
             self.files.push(None);
             FileId(self.files.len() as u32 - 1)
         });
+        let used: Vec<NameId> = found
+            .names
+            .iter()
+            .map(|name| self.names.intern(name))
+            .collect();
         let references = found
             .references
             .iter()
-            .map(|reference| StoredReference {
-                name: self.names.intern(&reference.name),
-                start: reference.range.start as u32,
-                end: reference.range.end as u32,
+            .filter_map(|reference| {
+                Some(StoredReference {
+                    name: *used.get(reference.name as usize)?,
+                    start: reference.start,
+                    end: reference.end,
+                })
             })
             .collect();
         let names: Vec<NameId> = found
