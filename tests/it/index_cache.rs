@@ -245,3 +245,30 @@ fn hostile_files_are_skipped_cold_and_warm() {
     }
     assert!(decode(&std::fs::read(tree.cache_file()).unwrap(), &root.to_string_lossy()).is_ok());
 }
+
+/// A whole cache (right hash, version and root) whose record for one file holds symbols
+/// that do not decode: that file is parsed again, the others come from the cache.
+#[test]
+fn a_record_whose_symbols_do_not_decode_costs_that_file_a_parse() {
+    use tierls::core::index::cache_format::Encoder;
+    let tree = Tree::new(FILES);
+    let (cold, _) = tree.scan();
+    let root = tree.root();
+    let bytes = std::fs::read(tree.cache_file()).unwrap();
+    let cached = decode(&bytes, &root.to_string_lossy()).unwrap();
+    let (mut encoder, mut rewritten) = Encoder::start(&root.to_string_lossy());
+    for file in &cached {
+        let symbols: &[u8] = if file.head.path == "src/units.rs" {
+            &[0xff; 9]
+        } else {
+            &bytes[file.symbols.clone()]
+        };
+        rewritten.extend(encoder.record(&file.head, symbols));
+    }
+    rewritten.extend(encoder.finish());
+    std::fs::write(tree.cache_file(), &rewritten).unwrap();
+    let (index, stats) = tree.scan();
+    assert_eq!((stats.indexed, stats.from_cache), (4, 3));
+    assert_eq!(shown(&index), shown(&cold));
+    assert_eq!(tree.scan().1.from_cache, 4, "the cache is whole again");
+}
