@@ -15,7 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::bench::timed;
 use super::index::scan_with_progress_bar;
 use super::output;
-use crate::core::completion::{CompletionInput, CompletionPlan, finish_suggestion, plan_completion};
+use crate::core::completion::{
+    CompletionInput, CompletionPlan, finish_suggestion, plan_completion,
+};
 use crate::core::generation::GenerateRequest;
 use crate::core::holes::{Hole, cut_holes, prompt_has_definition, similarity};
 use crate::core::index::extract::{extract, parse};
@@ -133,8 +135,8 @@ async fn bench(repo: PathBuf, model_path: PathBuf) -> anyhow::Result<()> {
         ..EmbeddedOptions::default()
     };
     output::line(&format!("model: {}", model_path.display()));
-    let loaded = tokio::task::spawn_blocking(move || EmbeddedModel::load(&model_path, &options))
-        .await??;
+    let loaded =
+        tokio::task::spawn_blocking(move || EmbeddedModel::load(&model_path, &options)).await??;
     let model: &dyn Model = &loaded;
     let has_fim = model.info().has_fim;
 
@@ -201,7 +203,8 @@ async fn bench(repo: PathBuf, model_path: PathBuf) -> anyhow::Result<()> {
     let (p50, p95) = percentiles(&mut build_times);
     output::line(&format!(
         "prompt build on this repository: p50 {:.3} ms, p95 {:.3} ms over {} holes",
-        p50, p95,
+        p50,
+        p95,
         build_times.len()
     ));
     Ok(())
@@ -314,7 +317,9 @@ fn percentiles(times: &mut [Duration]) -> (f64, f64) {
     times.sort_unstable();
     let at = |share: f64| {
         let index = ((times.len() as f64 - 1.0) * share).round() as usize;
-        times.get(index).map_or(0.0, |time| time.as_secs_f64() * 1000.0)
+        times
+            .get(index)
+            .map_or(0.0, |time| time.as_secs_f64() * 1000.0)
     };
     (at(0.5), at(0.95))
 }

@@ -13,13 +13,7 @@ use crate::core::index::table::Index;
 use crate::scan::{ScanStats, Skip};
 use crate::workspace::{Limits, Workspace};
 
-pub fn run(
-    path: PathBuf,
-    as_json: bool,
-    map: Vec<String>,
-    tokens: usize,
-    cache: bool,
-) -> ExitCode {
+pub fn run(path: PathBuf, as_json: bool, map: Vec<String>, tokens: usize, cache: bool) -> ExitCode {
     if !path.is_dir() {
         output::error(&format!("{}: not a directory", path.display()));
         return ExitCode::from(2);

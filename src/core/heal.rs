@@ -99,12 +99,10 @@ pub fn plan_healing(last_pieces: &[Vec<u8>], table: &PieceTable) -> Option<Heali
     if removed_tokens == 0 || ends_at_boundary || is_continuation_byte(text[0]) {
         return None;
     }
-    table
-        .has_token_starting_with(&text)
-        .then_some(Healing {
-            removed_tokens,
-            text,
-        })
+    table.has_token_starting_with(&text).then_some(Healing {
+        removed_tokens,
+        text,
+    })
 }
 
 fn is_continuation_byte(byte: u8) -> bool {

@@ -39,9 +39,11 @@ impl Hole {
 /// Lines that only bring names in: their names are where they come from, not a use.
 fn is_import_line(line: &str) -> bool {
     let line = line.trim_start();
-    ["import ", "from ", "use ", "mod ", "package ", "export {", "#include"]
-        .iter()
-        .any(|start| line.starts_with(start))
+    [
+        "import ", "from ", "use ", "mod ", "package ", "export {", "#include",
+    ]
+    .iter()
+    .any(|start| line.starts_with(start))
 }
 
 fn is_comment_line(line: &str) -> bool {
@@ -66,11 +68,20 @@ pub fn cut_holes(index: &Index, path: &str, language: Language, text: &str) -> V
             // A definition's own name is not a use of it.
             let preceded = line[..*at].trim_end();
             let defines = [
-                "fn", "def", "func", "function", "class", "struct", "type", "interface", "const",
-                "let", "var",
+                "fn",
+                "def",
+                "func",
+                "function",
+                "class",
+                "struct",
+                "type",
+                "interface",
+                "const",
+                "let",
+                "var",
             ]
-                .iter()
-                .any(|keyword| preceded.ends_with(keyword));
+            .iter()
+            .any(|keyword| preceded.ends_with(keyword));
             !defines
                 && index
                     .definitions(name)
@@ -108,7 +119,10 @@ pub fn cut_holes(index: &Index, path: &str, language: Language, text: &str) -> V
 fn words(line: &str) -> impl Iterator<Item = (usize, &str)> {
     let mut found = Vec::new();
     let mut start = None;
-    for (at, c) in line.char_indices().chain(std::iter::once((line.len(), ' '))) {
+    for (at, c) in line
+        .char_indices()
+        .chain(std::iter::once((line.len(), ' ')))
+    {
         let word_char = c.is_alphanumeric() || c == '_';
         match (start, word_char) {
             (None, true) => start = Some(at),
@@ -202,7 +216,9 @@ pub fn large_index_case(files: usize) -> (Index, String, Vec<usize>) {
     let mut text = String::from("import numpy as np\nfrom app import cycle_a\n");
     for i in 0..5000 {
         let module = i % files.max(1);
-        text.push_str(&format!("from pkg.mod{module} import helper_{module}, Service{module}\n"));
+        text.push_str(&format!(
+            "from pkg.mod{module} import helper_{module}, Service{module}\n"
+        ));
     }
     text.push_str("\n\nclass Main:\n    def __init__(self):\n        self.service = Service7()\n\n    def run(self, thing):\n");
     let mut cursors = Vec::new();

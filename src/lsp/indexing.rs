@@ -21,12 +21,7 @@ enum Event {
 }
 
 /// Scans the workspace root, if there is one.
-pub fn start(
-    workspace: workspace::Shared,
-    client: Client,
-    progress_supported: bool,
-    cache: bool,
-) {
+pub fn start(workspace: workspace::Shared, client: Client, progress_supported: bool, cache: bool) {
     if workspace.lock().root().is_none() {
         return;
     }

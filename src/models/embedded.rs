@@ -28,11 +28,11 @@ use super::{
 };
 use crate::core::budget::CacheType;
 use crate::core::draft::{DraftMode, lookup_draft};
-use crate::core::heal::{HealState, Healing, PieceTable, plan_healing};
 use crate::core::generation::{
     ChatMessage, GenerateRequest, Generation, Grammar, Prompt, StopMatcher, StopOutcome,
     StopReason, Usage,
 };
+use crate::core::heal::{HealState, Healing, PieceTable, plan_healing};
 use crate::core::speculate::{Decoder, Limits, Steps, decode_greedily};
 use crate::sync::lock;
 
@@ -749,7 +749,9 @@ impl Slot<'_, '_> {
         let limits = Limits {
             // The healed text is written again and is not part of the answer's allowance.
             max_tokens: request.max_tokens
-                + healing.as_ref().map_or(0, |healing| healing.removed_tokens as u32),
+                + healing
+                    .as_ref()
+                    .map_or(0, |healing| healing.removed_tokens as u32),
             n_ctx: self.info.n_ctx as usize,
         };
         let (stop_reason, counts) = decode_greedily(&mut verifying, tokens, limits, &mut steps)?;
@@ -916,7 +918,10 @@ impl Verifying<'_, '_> {
         // Greedy is an argmax over the logits: cheaper than building llama.cpp's candidate
         // array of the whole vocabulary for every token.
         let logits = self.sequence.context.get_logits_ith(logits_index);
-        if let Some(healing) = self.healing.as_mut().filter(|healing| healing.constraining())
+        if let Some(healing) = self
+            .healing
+            .as_mut()
+            .filter(|healing| healing.constraining())
             && let Some(table) = self.pieces.get()
         {
             // The best-scoring token that agrees with the healed text (one always does: the

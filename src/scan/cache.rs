@@ -10,9 +10,7 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::core::index::cache_format::{
-    CachedFile, Encoder, FileHead, decode, decode_symbols,
-};
+use crate::core::index::cache_format::{CachedFile, Encoder, FileHead, decode, decode_symbols};
 use crate::core::index::extract::FileSymbols;
 
 /// A cache larger than this is not read (the kernel's index is about 150 MiB).
@@ -75,7 +73,8 @@ pub fn load(root: &Path, path: &Path) -> Result<LoadedCache, String> {
         // The error names the path.
         other => other.to_string(),
     })?;
-    let files = decode(&bytes, &root_key(root)).map_err(|err| format!("{}: {err}", path.display()))?;
+    let files =
+        decode(&bytes, &root_key(root)).map_err(|err| format!("{}: {err}", path.display()))?;
     let files = files
         .into_iter()
         .map(|file| (file.head.path.clone(), file))
@@ -196,5 +195,7 @@ pub fn scan_with_cache(
 }
 
 fn warn_unwritten(why: &str) {
-    tracing::warn!("the index cache could not be written ({why}): the next start indexes from scratch");
+    tracing::warn!(
+        "the index cache could not be written ({why}): the next start indexes from scratch"
+    );
 }

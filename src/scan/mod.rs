@@ -252,7 +252,9 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
     // content, which the next start's stat sees as a change.
     let (size, modified_ns) = match std::fs::symlink_metadata(path) {
         Ok(metadata) if metadata.is_file() => (metadata.len(), modified_ns(&metadata, reading)),
-        Ok(_) => return Outcome::Skipped(Skip::Unreadable, format!("{relative}: not a regular file")),
+        Ok(_) => {
+            return Outcome::Skipped(Skip::Unreadable, format!("{relative}: not a regular file"));
+        }
         Err(err) => return Outcome::Skipped(Skip::Unreadable, format!("{relative}: {err}")),
     };
     if let Some((cache, file)) = cached

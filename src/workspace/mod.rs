@@ -131,7 +131,9 @@ impl Workspace {
             ..ScanOptions::default()
         };
         let mut index = |file| workspace.index_scanned(file);
-        let cache_file = cache.then(|| crate::scan::cache::cache_path(root)).flatten();
+        let cache_file = cache
+            .then(|| crate::scan::cache::cache_path(root))
+            .flatten();
         let stats = if let Some(cache_file) = cache_file {
             crate::scan::cache::scan_with_cache(root, &cache_file, &options, &mut index, progress)
         } else {
@@ -424,7 +426,9 @@ impl Shared {
             ..ScanOptions::default()
         };
         let mut index = |file| self.lock().index_scanned(file);
-        let cache_file = cache.then(|| crate::scan::cache::cache_path(&root)).flatten();
+        let cache_file = cache
+            .then(|| crate::scan::cache::cache_path(&root))
+            .flatten();
         let stats = if let Some(cache_file) = cache_file {
             crate::scan::cache::scan_with_cache(&root, &cache_file, &options, &mut index, progress)
         } else {

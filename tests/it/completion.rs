@@ -534,15 +534,28 @@ async fn context_comes_from_the_newest_text_of_files_being_edited() {
 
     let model = Arc::new(ScriptedModel::new(1).answer("def brand_new_helper(value)", &["lper(2)"]));
     let mut server = TestServer::start_with_models(
-        &[("app/helpers.py", b"def old_helper(value):\n    return value\n"), ("app/main.py", b"")],
+        &[
+            (
+                "app/helpers.py",
+                b"def old_helper(value):\n    return value\n",
+            ),
+            ("app/main.py", b""),
+        ],
         vec![(Tier::Fast, model.clone())],
     );
     server
-        .initialize_with(&["utf-16"], json!({ "index": { "enabled": true }, "completion": { "debounce_ms": 0 } }))
+        .initialize_with(
+            &["utf-16"],
+            json!({ "index": { "enabled": true }, "completion": { "debounce_ms": 0 } }),
+        )
         .await;
     wait_for_log(&mut server, "indexed 2 files").await;
     server
-        .open_as("app/helpers.py", "python", "def old_helper(value):\n    return value\n")
+        .open_as(
+            "app/helpers.py",
+            "python",
+            "def old_helper(value):\n    return value\n",
+        )
         .await;
     server
         .change(
@@ -552,7 +565,8 @@ async fn context_comes_from_the_newest_text_of_files_being_edited() {
                      "text": "\n\ndef brand_new_helper(value):\n    return value * 2\n" }]),
         )
         .await;
-    let text = "from app.helpers import brand_new_helper\n\n\ndef run():\n    return brand_new_he\n";
+    let text =
+        "from app.helpers import brand_new_helper\n\n\ndef run():\n    return brand_new_he\n";
     server.open_as("app/main.py", "python", text).await;
     let items = inline(&mut server, "app/main.py", 4, 23).await;
     assert_eq!(items[0]["insertText"], "lper(2)", "{:#?}", model.prompts());

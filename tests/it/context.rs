@@ -115,7 +115,11 @@ fn check_context(files: &[(&str, &str)], cursor_file: (&str, &str)) -> String {
         .lines()
         .take_while(|line| line.starts_with("// ") || line.starts_with("# "))
         .collect();
-    format!("{path} at {:?}:\n{}\n", &source[..offset].lines().last().unwrap_or_default(), context.join("\n"))
+    format!(
+        "{path} at {:?}:\n{}\n",
+        &source[..offset].lines().last().unwrap_or_default(),
+        context.join("\n")
+    )
 }
 
 const CART: &str = "package shop\n\ntype Cart struct {\n\tCustomer string\n\tLines    []Line\n}\n\nfunc NewCart(customer string) *Cart {\n\treturn &Cart{Customer: customer}\n}\n\nfunc (c *Cart) AddLine(id string, quantity int) error {\n\treturn nil\n}\n\nfunc (c *Cart) TotalCents() int64 {\n\treturn 0\n}\n\nconst MaxLines = 50\n";
@@ -132,35 +136,62 @@ fn each_context_source_for_its_cursor() {
     let mut shown = String::new();
     shown += &check_context(
         &[("app/store.py", STORE)],
-        ("app/main.py", "from app.store import JsonStore\n\n\ndef main():\n    store = JsonStore(\"/tmp\")\n    store.sa$0\n"),
+        (
+            "app/main.py",
+            "from app.store import JsonStore\n\n\ndef main():\n    store = JsonStore(\"/tmp\")\n    store.sa$0\n",
+        ),
     );
     shown += &check_context(
         &[("shop/cart.go", CART)],
-        ("shop/checkout.go", "package shop\n\nfunc Checkout(c *Cart) int64 {\n\treturn c.$0\n}\n"),
+        (
+            "shop/checkout.go",
+            "package shop\n\nfunc Checkout(c *Cart) int64 {\n\treturn c.$0\n}\n",
+        ),
     );
     shown += &check_context(
         &[("shop/cart.go", CART)],
-        ("shop/sale.go", "package shop\n\nfunc Sale() {\n\tcart := NewCart(\"ann\")\n\tcart.Add$0\n}\n"),
+        (
+            "shop/sale.go",
+            "package shop\n\nfunc Sale() {\n\tcart := NewCart(\"ann\")\n\tcart.Add$0\n}\n",
+        ),
     );
     shown += &check_context(
         &[("inventory/pricing.py", PRICING)],
-        ("inventory/report.py", "from inventory import pricing\n\n\ndef total(price):\n    return pricing.$0\n"),
+        (
+            "inventory/report.py",
+            "from inventory import pricing\n\n\ndef total(price):\n    return pricing.$0\n",
+        ),
     );
     shown += &check_context(
-        &[("src/format.ts", "export function formatTask(task: Task): string {\n  return task.title;\n}\n\nexport const WIDTH = 80;\n")],
-        ("src/main.ts", "import * as format from \"./format\";\n\nfunction show(task) {\n  console.log(format.fo$0);\n}\n"),
+        &[(
+            "src/format.ts",
+            "export function formatTask(task: Task): string {\n  return task.title;\n}\n\nexport const WIDTH = 80;\n",
+        )],
+        (
+            "src/main.ts",
+            "import * as format from \"./format\";\n\nfunction show(task) {\n  console.log(format.fo$0);\n}\n",
+        ),
     );
     shown += &check_context(
-        &[("src/units.rs", "pub const MILLIMETRES_PER_INCH: f64 = 25.4;\n\npub fn to_millimetres(value: f64) -> f64 {\n    value * MILLIMETRES_PER_INCH\n}\n")],
+        &[(
+            "src/units.rs",
+            "pub const MILLIMETRES_PER_INCH: f64 = 25.4;\n\npub fn to_millimetres(value: f64) -> f64 {\n    value * MILLIMETRES_PER_INCH\n}\n",
+        )],
         ("src/main.rs", "fn main() {\n    let width = to_mil$0\n}\n"),
     );
     shown += &check_context(
         &[("inventory/pricing.py", PRICING)],
-        ("inventory/report.py", "from inventory.pricing import apply_discount, TAX_RATE\n\n\ndef total(price):\n    gross = price * (1 + TAX_RATE)\n    return $0\n"),
+        (
+            "inventory/report.py",
+            "from inventory.pricing import apply_discount, TAX_RATE\n\n\ndef total(price):\n    gross = price * (1 + TAX_RATE)\n    return $0\n",
+        ),
     );
     shown += &check_context(
         &[("shop/cart.go", CART)],
-        ("shop/limits.go", "package shop\n\nfunc Full(lines int) bool {\n\treturn lines >= $0\n}\n"),
+        (
+            "shop/limits.go",
+            "package shop\n\nfunc Full(lines int) bool {\n\treturn lines >= $0\n}\n",
+        ),
     );
     insta::assert_snapshot!(shown);
 }
@@ -170,18 +201,50 @@ fn each_context_source_for_its_cursor() {
 #[test]
 fn unknown_receivers_and_modules_bring_nothing_unrelated() {
     let mut files: Vec<(String, String)> = (0..12)
-        .map(|i| (format!("lib/m{i}.py"), format!("class Thing{i}:\n    def get(self, key):\n        return key\n")))
+        .map(|i| {
+            (
+                format!("lib/m{i}.py"),
+                format!("class Thing{i}:\n    def get(self, key):\n        return key\n"),
+            )
+        })
         .collect();
-    files.push(("app/a.py".into(), "from app import b\n\n\ndef left():\n    return b.right()\n".into()));
-    files.push(("app/b.py".into(), "from app import a\n\n\ndef right():\n    return a.left()\n".into()));
-    let files: Vec<(&str, &str)> = files.iter().map(|(p, s)| (p.as_str(), s.as_str())).collect();
-    let shown = check_context(&files, ("app/main.py", "import numpy as np\nfrom app import a\n\n\ndef run(data):\n    x = np.$0\n"));
+    files.push((
+        "app/a.py".into(),
+        "from app import b\n\n\ndef left():\n    return b.right()\n".into(),
+    ));
+    files.push((
+        "app/b.py".into(),
+        "from app import a\n\n\ndef right():\n    return a.left()\n".into(),
+    ));
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, s)| (p.as_str(), s.as_str()))
+        .collect();
+    let shown = check_context(
+        &files,
+        (
+            "app/main.py",
+            "import numpy as np\nfrom app import a\n\n\ndef run(data):\n    x = np.$0\n",
+        ),
+    );
     assert!(!shown.contains("get"), "{shown}");
-    let shown = check_context(&files, ("app/main.py", "def run(data):\n    return data.get$0\n"));
+    let shown = check_context(
+        &files,
+        ("app/main.py", "def run(data):\n    return data.get$0\n"),
+    );
     assert!(!shown.contains("def get"), "{shown}");
-    let shown = check_context(&files, ("app/c.py", "from app import a\n\n\ndef run():\n    return a.$0\n"));
+    let shown = check_context(
+        &files,
+        (
+            "app/c.py",
+            "from app import a\n\n\ndef run():\n    return a.$0\n",
+        ),
+    );
     assert!(shown.contains("def left()"), "{shown}");
-    assert!(!shown.contains("def right()"), "imports are never followed: {shown}");
+    assert!(
+        !shown.contains("def right()"),
+        "imports are never followed: {shown}"
+    );
 }
 
 /// A 2,000-file workspace, a file with 5,000 imports, a method defined in 200 files: every
@@ -202,13 +265,22 @@ fn hostile_workspaces_keep_the_prompt_within_its_budget() {
                 budget_bytes: budget,
                 recent_edits: &[],
             });
-            let tierls::core::generation::Prompt::Fim { prefix, suffix, context } = plan.prompt else {
+            let tierls::core::generation::Prompt::Fim {
+                prefix,
+                suffix,
+                context,
+            } = plan.prompt
+            else {
                 panic!("a FIM prompt");
             };
             let total = prefix.len() + suffix.len() + context.comments.len();
             assert!(total <= budget, "{total} > {budget} at {offset}");
             assert!(context.comments.len() <= budget / 4, "{}", context.comments);
-            assert!(!context.comments.contains(": def get"), "{}", context.comments);
+            assert!(
+                !context.comments.contains(": def get"),
+                "{}",
+                context.comments
+            );
         }
     }
 }
@@ -219,7 +291,16 @@ fn cursors_receivers_and_imports_as_read() {
     use tierls::core::completion::cursor::{at_cursor, receiver_types};
     use tierls::core::completion::imports::imports;
     let mut shown = String::new();
-    for line in ["    store.sa", "self.items.ge", "x = Sheet::", "f().va", "  return to_mil", "a?.b", "naïve_to", ""] {
+    for line in [
+        "    store.sa",
+        "self.items.ge",
+        "x = Sheet::",
+        "f().va",
+        "  return to_mil",
+        "a?.b",
+        "naïve_to",
+        "",
+    ] {
         shown += &format!("{line:?} -> {:?}\n", at_cursor(line));
     }
     let code = "cart := shop.NewCart(name)\nvar total Money\nlet sheet = Sheet::new(1.0);\nconst board = new TaskBoard();\nitem: Item = load()\nfunc (c *Cart) Add() {\n";
@@ -227,10 +308,22 @@ fn cursors_receivers_and_imports_as_read() {
         shown += &format!("{receiver}: {:?}\n", receiver_types(code, receiver));
     }
     let files = [
-        (Language::Python, "import os.path\nimport numpy as np\nfrom . import sibling\nfrom ..pkg.mod import (\n    a,\n    b as c,\n)\nfrom inventory.models import Item, Warehouse\n"),
-        (Language::TypeScript, "import Board from \"./board\";\nimport * as fmt from './format';\nimport {\n  Task,\n  type Priority as P,\n} from \"../types\";\nimport \"./side-effect\";\nconst { readFile: read } = require(\"fs\");\n"),
-        (Language::Go, "package main\n\nimport \"fmt\"\nimport (\n\tstore \"example.com/app/internal/store\"\n\t_ \"embed\"\n\t\"example.com/app/shop\"\n)\n"),
-        (Language::Rust, "mod sheet;\nuse crate::units::{self, Unit, to_millimetres as mm};\nuse super::shapes::Circle;\nuse std::{collections::HashMap, io};\n"),
+        (
+            Language::Python,
+            "import os.path\nimport numpy as np\nfrom . import sibling\nfrom ..pkg.mod import (\n    a,\n    b as c,\n)\nfrom inventory.models import Item, Warehouse\n",
+        ),
+        (
+            Language::TypeScript,
+            "import Board from \"./board\";\nimport * as fmt from './format';\nimport {\n  Task,\n  type Priority as P,\n} from \"../types\";\nimport \"./side-effect\";\nconst { readFile: read } = require(\"fs\");\n",
+        ),
+        (
+            Language::Go,
+            "package main\n\nimport \"fmt\"\nimport (\n\tstore \"example.com/app/internal/store\"\n\t_ \"embed\"\n\t\"example.com/app/shop\"\n)\n",
+        ),
+        (
+            Language::Rust,
+            "mod sheet;\nuse crate::units::{self, Unit, to_millimetres as mm};\nuse super::shapes::Circle;\nuse std::{collections::HashMap, io};\n",
+        ),
     ];
     for (language, text) in files {
         shown += &format!("{}:\n", language.name());

@@ -27,13 +27,18 @@ fn check(vocabulary: &[&str], last: &[&[u8]]) -> String {
         Some(Healing {
             removed_tokens,
             text,
-        }) => format!("{removed_tokens} token(s) off: {:?}", String::from_utf8_lossy(&text)),
+        }) => format!(
+            "{removed_tokens} token(s) off: {:?}",
+            String::from_utf8_lossy(&text)
+        ),
     }
 }
 
 #[test]
 fn what_comes_off_the_prompt() {
-    let vocabulary = ["apply", "_", "disc", "discount", "d", " x", "\n", "é", " world", " total"];
+    let vocabulary = [
+        "apply", "_", "disc", "discount", "d", " x", "\n", "é", " world", " total",
+    ];
     let cases: &[(&str, &[&[u8]])] = &[
         ("inside a word", &[b"apply", b"_", b"disc"]),
         ("at the start of a file (BOS only)", &[b""]),
@@ -72,7 +77,10 @@ fn the_answer_must_agree_with_the_healed_text_and_leaves_it_out() {
     assert!(state.constraining());
     let mut allowed: Vec<i32> = state.allowed(&vocabulary);
     allowed.sort_unstable();
-    assert!(allowed.is_empty(), "no token starts with \"sc\": {allowed:?}");
+    assert!(
+        allowed.is_empty(),
+        "no token starts with \"sc\": {allowed:?}"
+    );
     state.advance(b"scount");
     assert!(!state.constraining());
     // The answer's bytes as they come: "di", then "scount(" — the user gets "ount(".
@@ -91,7 +99,10 @@ async fn answer(model: &EmbeddedModel, prompt: &str, heal: bool) -> String {
         heal,
         ..GenerateRequest::text(prompt, 16)
     };
-    generate(model, 0, request, Cancel::new()).await.unwrap().text
+    generate(model, 0, request, Cancel::new())
+        .await
+        .unwrap()
+        .text
 }
 
 /// On the real model, a healed answer goes on from the cursor: the word finishes instead

@@ -87,10 +87,22 @@ fn shown(index: &Index) -> String {
 }
 
 const FILES: &[(&str, &str)] = &[
-    ("src/shapes.rs", "pub struct Circle { pub radius: f64 }\n\nimpl Circle {\n    pub fn area(&self) -> f64 { 3.14 * self.radius * self.radius }\n}\n"),
-    ("src/units.rs", "pub const INCH: f64 = 25.4;\n\npub fn to_mm(x: f64) -> f64 { x * INCH }\n"),
-    ("app/main.py", "from app.store import Store\n\n\ndef main():\n    Store().save()\n"),
-    ("app/store.py", "class Store:\n    def save(self):\n        pass\n"),
+    (
+        "src/shapes.rs",
+        "pub struct Circle { pub radius: f64 }\n\nimpl Circle {\n    pub fn area(&self) -> f64 { 3.14 * self.radius * self.radius }\n}\n",
+    ),
+    (
+        "src/units.rs",
+        "pub const INCH: f64 = 25.4;\n\npub fn to_mm(x: f64) -> f64 { x * INCH }\n",
+    ),
+    (
+        "app/main.py",
+        "from app.store import Store\n\n\ndef main():\n    Store().save()\n",
+    ),
+    (
+        "app/store.py",
+        "class Store:\n    def save(self):\n        pass\n",
+    ),
 ];
 
 #[test]
@@ -105,11 +117,19 @@ fn a_warm_start_reuses_what_did_not_change_and_rereads_what_did() {
     // Edited (same size, new content), deleted, renamed, replaced by a folder and by a link.
     tree.write("src/shapes.rs", &FILES[0].1.replace("area", "size"));
     std::fs::remove_file(tree.root().join("src/units.rs")).unwrap();
-    std::fs::rename(tree.root().join("app/store.py"), tree.root().join("app/storage.py")).unwrap();
+    std::fs::rename(
+        tree.root().join("app/store.py"),
+        tree.root().join("app/storage.py"),
+    )
+    .unwrap();
     std::fs::remove_file(tree.root().join("app/main.py")).unwrap();
     tree.write("app/main.py/inner.py", "def inner():\n    pass\n");
     tree.write("lib/target.py", "def target():\n    pass\n");
-    std::os::unix::fs::symlink(tree.root().join("lib/target.py"), tree.root().join("lib/link.py")).unwrap();
+    std::os::unix::fs::symlink(
+        tree.root().join("lib/target.py"),
+        tree.root().join("lib/link.py"),
+    )
+    .unwrap();
     let (changed, stats) = tree.scan();
     insta::assert_snapshot!(shown(&changed), @r"
     app/main.py/inner.py: inner
@@ -134,12 +154,24 @@ fn a_file_written_just_before_a_scan_is_checked_by_its_content_next_time() {
     tree.scan();
     let files = load(&tree.root(), &tree.cache_file()).unwrap();
     assert_eq!(files.get("src/fresh.rs").unwrap().head.stamp.modified_ns, 0);
-    assert_ne!(files.get("src/shapes.rs").unwrap().head.stamp.modified_ns, 0);
+    assert_ne!(
+        files.get("src/shapes.rs").unwrap().head.stamp.modified_ns,
+        0
+    );
     let modified = std::fs::metadata(&fresh).unwrap().modified().unwrap();
     std::fs::write(&fresh, "pub fn fresc() {}\n").unwrap();
-    std::fs::File::options().write(true).open(&fresh).unwrap().set_modified(modified).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&fresh)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
     let (index, _) = tree.scan();
-    assert!(shown(&index).contains("src/fresh.rs: fresc"), "{}", shown(&index));
+    assert!(
+        shown(&index).contains("src/fresh.rs: fresc"),
+        "{}",
+        shown(&index)
+    );
 }
 
 /// Each damaged or foreign cache: the scan is cold, the index right, and the cache is
@@ -172,7 +204,10 @@ fn damaged_or_foreign_caches_are_ignored_and_replaced() {
     for (case, bytes) in cases {
         std::fs::write(tree.cache_file(), &bytes).unwrap();
         let why = load(&tree.root(), &tree.cache_file()).unwrap_err();
-        reasons += &format!("{case}: {}\n", why.replace(&tree.cache_file().display().to_string(), "CACHE"));
+        reasons += &format!(
+            "{case}: {}\n",
+            why.replace(&tree.cache_file().display().to_string(), "CACHE")
+        );
         let (index, stats) = tree.scan();
         assert_eq!(stats.from_cache, 0, "{case}");
         assert_eq!(shown(&index), shown(&cold), "{case}");
@@ -183,7 +218,14 @@ fn damaged_or_foreign_caches_are_ignored_and_replaced() {
     let other = Tree::new(FILES);
     std::fs::copy(tree.cache_file(), other.cache_file()).unwrap();
     let why = load(&other.root(), &other.cache_file()).unwrap_err();
-    reasons += &format!("another root: {}\n", if why.contains("written for another root") { "written for another root" } else { &why });
+    reasons += &format!(
+        "another root: {}\n",
+        if why.contains("written for another root") {
+            "written for another root"
+        } else {
+            &why
+        }
+    );
     assert_eq!(other.scan().1.from_cache, 0);
     // A cache that is a folder: unreadable.
     std::fs::remove_file(tree.cache_file()).unwrap();
@@ -214,7 +256,10 @@ fn two_scans_writing_one_cache_at_once_leave_a_whole_cache() {
     let files: Vec<(String, String)> = (0..300)
         .map(|i| (format!("src/m{i}.rs"), format!("pub fn f{i}() {{}}\n")))
         .collect();
-    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
     let tree = Tree::new(&files);
     std::thread::scope(|scope| {
         for _ in 0..2 {
@@ -243,7 +288,13 @@ fn hostile_files_are_skipped_cold_and_warm() {
         assert_eq!(index.files().count(), 4, "{}", shown(&index));
         assert_eq!(stats.skipped(tierls::scan::Skip::TooLarge), 1);
     }
-    assert!(decode(&std::fs::read(tree.cache_file()).unwrap(), &root.to_string_lossy()).is_ok());
+    assert!(
+        decode(
+            &std::fs::read(tree.cache_file()).unwrap(),
+            &root.to_string_lossy()
+        )
+        .is_ok()
+    );
 }
 
 /// A whole cache (right hash, version and root) whose record for one file holds symbols

@@ -283,8 +283,7 @@ impl Chooser<'_> {
             };
             // The type itself, with its outline of fields and methods.
             self.add(found.path, found.symbol);
-            let mut members: Vec<&Symbol> =
-                self.index.children(file, found.index).collect();
+            let mut members: Vec<&Symbol> = self.index.children(file, found.index).collect();
             // Go methods live beside the type, not in it: `Type.Method` paths in its folder.
             let owner_prefix = format!("{name}{separator}");
             if members.is_empty() {
@@ -390,10 +389,11 @@ impl Chooser<'_> {
             if self.full() {
                 return;
             }
-            let files: Vec<String> = module_files(self.index, self.path, self.language, &import.module)
-                .iter()
-                .map(|file| file.path.clone())
-                .collect();
+            let files: Vec<String> =
+                module_files(self.index, self.path, self.language, &import.module)
+                    .iter()
+                    .map(|file| file.path.clone())
+                    .collect();
             // An imported name from outside the workspace is nobody's definition here.
             if files.is_empty() && !import.module.starts_with('.') {
                 let found = self.index.definitions(name);
@@ -503,9 +503,11 @@ fn holds_members(kind: SymbolKind) -> bool {
 
 /// The file that holds `member`, a child of a type in `type_path` or a Go method beside it.
 fn member_file(index: &Index, type_path: &str, member: &Symbol) -> String {
-    let in_type_file = index
-        .file(type_path)
-        .is_some_and(|file| file.symbols.iter().any(|symbol| std::ptr::eq(symbol, member)));
+    let in_type_file = index.file(type_path).is_some_and(|file| {
+        file.symbols
+            .iter()
+            .any(|symbol| std::ptr::eq(symbol, member))
+    });
     if in_type_file {
         return type_path.to_owned();
     }
@@ -513,7 +515,11 @@ fn member_file(index: &Index, type_path: &str, member: &Symbol) -> String {
     index
         .files_in_dir(folder, 64)
         .into_iter()
-        .find(|file| file.symbols.iter().any(|symbol| std::ptr::eq(symbol, member)))
+        .find(|file| {
+            file.symbols
+                .iter()
+                .any(|symbol| std::ptr::eq(symbol, member))
+        })
         .map_or_else(|| type_path.to_owned(), |file| file.path.clone())
 }
 
@@ -541,7 +547,8 @@ pub fn module_files<'i>(
     module: &str,
 ) -> Vec<&'i FileEntry> {
     let folder = from.rsplit_once('/').map_or("", |(dir, _)| dir);
-    let relative = module.starts_with("./") || module.starts_with("../") || module == "." || module == "..";
+    let relative =
+        module.starts_with("./") || module.starts_with("../") || module == "." || module == "..";
     let mut stems: Vec<String> = Vec::new();
     if relative {
         if let Some(joined) = join(folder, module) {
@@ -574,7 +581,15 @@ pub fn module_files<'i>(
     let endings: &[&str] = match language {
         Language::Python => &[".py", "/__init__.py"],
         Language::JavaScript | Language::TypeScript | Language::Tsx => &[
-            ".ts", ".tsx", ".js", ".jsx", ".mjs", "/index.ts", "/index.tsx", "/index.js", "",
+            ".ts",
+            ".tsx",
+            ".js",
+            ".jsx",
+            ".mjs",
+            "/index.ts",
+            "/index.tsx",
+            "/index.js",
+            "",
         ],
         Language::Rust => &[".rs", "/mod.rs"],
         _ => &[],

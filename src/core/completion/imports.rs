@@ -45,7 +45,9 @@ pub fn imports(language: Language, text: &str) -> Vec<Import> {
 fn is_identifier(word: &str) -> bool {
     !word.is_empty()
         && word.starts_with(|c: char| c.is_alphabetic() || c == '_')
-        && word.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        && word
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
 }
 
 /// `a as b` → `(b, a)`; `a` → `(a, a)`.
@@ -140,13 +142,17 @@ fn javascript(text: &str, found: &mut Vec<Import>) {
             return;
         }
         let trimmed = line.trim();
-        if statement.is_empty() && !trimmed.starts_with("import ") && !trimmed.contains("require(") {
+        if statement.is_empty() && !trimmed.starts_with("import ") && !trimmed.contains("require(")
+        {
             continue;
         }
         statement.push_str(trimmed);
         statement.push(' ');
         // An import spans lines until its module's string.
-        if !(statement.contains(" from ") || statement.contains("require(") || quoted(&statement).is_some()) {
+        if !(statement.contains(" from ")
+            || statement.contains("require(")
+            || quoted(&statement).is_some())
+        {
             if statement.len() > 4096 {
                 statement.clear();
             }
@@ -238,7 +244,9 @@ fn destructured(head: &str, module: String, alias_separator: &str) -> Import {
             .filter_map(|item| {
                 let item = item.trim();
                 match item.split_once(alias_separator) {
-                    Some((defined, local)) => aliased(&format!("{} as {}", defined.trim(), local.trim()), " as "),
+                    Some((defined, local)) => {
+                        aliased(&format!("{} as {}", defined.trim(), local.trim()), " as ")
+                    }
                     None => aliased(item, " as "),
                 }
             })
@@ -294,8 +302,14 @@ fn rust(text: &str, found: &mut Vec<Import>) {
         if found.len() >= MAX_IMPORTS {
             return;
         }
-        let trimmed = line.trim().trim_start_matches("pub ").trim_start_matches("pub(crate) ");
-        if let Some(name) = trimmed.strip_prefix("mod ").and_then(|rest| rest.strip_suffix(';')) {
+        let trimmed = line
+            .trim()
+            .trim_start_matches("pub ")
+            .trim_start_matches("pub(crate) ");
+        if let Some(name) = trimmed
+            .strip_prefix("mod ")
+            .and_then(|rest| rest.strip_suffix(';'))
+        {
             let name = name.trim();
             if is_identifier(name) {
                 found.push(Import {

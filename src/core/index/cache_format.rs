@@ -163,7 +163,11 @@ pub fn decode(bytes: &[u8], root: &str) -> Result<Vec<CachedFile>, CacheError> {
         .filter(|&end| end >= body_start)
         .ok_or_else(|| truncated("the hash"))?;
     let body = &bytes[body_start..body_end];
-    let hash = u64::from_le_bytes(bytes[body_end..].try_into().map_err(|_| truncated("the hash"))?);
+    let hash = u64::from_le_bytes(
+        bytes[body_end..]
+            .try_into()
+            .map_err(|_| truncated("the hash"))?,
+    );
     if xxhash_rust::xxh3::xxh3_64(body) != hash {
         return Err(CacheError::Corrupt(
             "the body does not match its hash (truncated or overwritten)".into(),
@@ -211,7 +215,9 @@ impl<'b> Reader<'b> {
     fn record(&mut self) -> Option<Result<&'b [u8], CacheError>> {
         let length = self.u32()? as usize;
         if length > MAX_RECORD_BYTES {
-            return Some(Err(CacheError::Corrupt(format!("a record of {length} bytes"))));
+            return Some(Err(CacheError::Corrupt(format!(
+                "a record of {length} bytes"
+            ))));
         }
         self.take(length).map(Ok)
     }

@@ -383,7 +383,11 @@ fn outline(text: &str, symbols: &[Symbol], i: usize) -> String {
             break;
         }
         if !outline.is_empty() {
-            outline.push_str(if outline.ends_with([',', ';']) { " " } else { "; " });
+            outline.push_str(if outline.ends_with([',', ';']) {
+                " "
+            } else {
+                "; "
+            });
         }
         outline.push_str(&line);
     }

@@ -258,7 +258,10 @@ impl Index {
             return Vec::new();
         }
         self.defined_names
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(name, _)| name.starts_with(prefix))
             .take(limit)
             .map(|(name, _)| &**name)
@@ -273,7 +276,10 @@ impl Index {
             format!("{}/", dir.trim_end_matches('/'))
         };
         self.by_path
-            .range::<str, _>((std::ops::Bound::Included(start.as_str()), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(start.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(path, _)| path.starts_with(&start))
             // A folder with a large tree under it: its own files are looked for in a bounded
             // stretch.
@@ -285,7 +291,11 @@ impl Index {
     }
 
     /// The definitions nested directly in `file`'s symbol number `parent` (a type's methods).
-    pub fn children<'i>(&'i self, file: &'i FileEntry, parent: usize) -> impl Iterator<Item = &'i Symbol> {
+    pub fn children<'i>(
+        &'i self,
+        file: &'i FileEntry,
+        parent: usize,
+    ) -> impl Iterator<Item = &'i Symbol> {
         file.symbols
             .iter()
             .skip(parent + 1)

@@ -394,7 +394,15 @@ impl Inner {
                 return Err(self.error(reason));
             }
             let generation = self
-                .stream(response, (request, wire.hidden), cancel, events, started, deadline, &claim)
+                .stream(
+                    response,
+                    (request, wire.hidden),
+                    cancel,
+                    events,
+                    started,
+                    deadline,
+                    &claim,
+                )
                 .await?;
             return self.check_grammar(request, generation);
         }

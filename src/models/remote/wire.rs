@@ -51,7 +51,13 @@ fn healed_word(api: NodeApi, request: &GenerateRequest) -> Option<String> {
 fn starting_with(word: &str) -> String {
     let escaped: String = word
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_string() } else { format!("\\U{:08X}", c as u32) })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\U{:08X}", c as u32)
+            }
+        })
         .collect();
     format!("root ::= \"{escaped}\" .*")
 }
@@ -150,7 +156,10 @@ pub fn request_body(
                     if let Some(word) = &healed {
                         body.insert("grammar".into(), json!(starting_with(word)));
                         // The word written again takes tokens of its own.
-                        body.insert("n_predict".into(), json!(request.max_tokens + HEALED_TOKENS));
+                        body.insert(
+                            "n_predict".into(),
+                            json!(request.max_tokens + HEALED_TOKENS),
+                        );
                         wire.hidden = word.len();
                     }
                 }

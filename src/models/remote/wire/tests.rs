@@ -299,8 +299,18 @@ fn healed_request_bodies() {
     let shown = [
         healed(NodeApi::LlamaServer, text(), None, false),
         healed(NodeApi::LlamaServer, fim(), None, true),
-        healed(NodeApi::LlamaServer, Prompt::Text("apply_disc".into()), None, false),
-        healed(NodeApi::LlamaServer, text(), Some(Grammar::Gbnf("root ::= \"a\"".into())), false),
+        healed(
+            NodeApi::LlamaServer,
+            Prompt::Text("apply_disc".into()),
+            None,
+            false,
+        ),
+        healed(
+            NodeApi::LlamaServer,
+            text(),
+            Some(Grammar::Gbnf("root ::= \"a\"".into())),
+            false,
+        ),
         healed(NodeApi::Openai, text(), None, false),
     ]
     .join("\n\n");
