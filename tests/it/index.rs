@@ -1,5 +1,6 @@
 //! The workspace index: the scan and its bad inputs, the repo map, and the LSP features on it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -105,6 +106,135 @@ fn the_repo_map_ranks_what_the_focus_uses() {
         token_budget: 30,
     };
     insta::assert_snapshot!("repo_map_small", repo_map(&index, &small));
+}
+
+/// A module of a generated Python package: two definitions of its own and uses of other
+/// modules' definitions, so that the repo graph has edges everywhere.
+fn generated_module(i: usize, files: usize) -> String {
+    let calls = (i * 7 + 3) % files;
+    let makes = (i * 11 + 5) % files;
+    format!(
+        "from pkg import m{calls}, m{makes}\n\n\
+         def build_part_{i}(x):\n    return m{calls}.build_part_{calls}(x) + 1\n\n\
+         class Widget{i}:\n    def render(self):\n        return m{makes}.Widget{makes}().render()\n"
+    )
+}
+
+/// A workspace's files by path.
+type Files = BTreeMap<String, String>;
+/// A change to a workspace's files.
+type Edit<'a> = dyn Fn(&mut Files) + 'a;
+
+/// Applies `edits` to an indexed package one after another. After each, the map from the
+/// graph kept between requests must equal the map from an index built fresh from the same
+/// files in the opposite order; what is shown is how many graph rows each edit cost.
+fn check_graph_updates(edits: &[(&str, &Edit<'_>)]) -> String {
+    use tierls::core::index::language::Language;
+    use tierls::core::index::repo_map::last_recomputed_rows;
+    use tierls::core::index::table::Index;
+    const FILES: usize = 40;
+    let mut files: Files = (0..FILES)
+        .map(|i| (format!("pkg/m{i}.py"), generated_module(i, FILES)))
+        .collect();
+    let mut kept = Index::default();
+    for (path, source) in &files {
+        crate::support::index_source(&mut kept, path, Language::Python, source);
+    }
+    // Three maps, and the graph rows the first of them recomputed.
+    let maps = |index: &Index| {
+        let mut rows = None;
+        let maps = [Some("pkg/m0.py"), Some("pkg/m3.py"), None].map(|focus| {
+            let focus_files: Vec<&str> = focus.into_iter().collect();
+            let request = RepoMapRequest {
+                focus_files: &focus_files,
+                focus_names: &["render"],
+                token_budget: 120,
+            };
+            let map = repo_map(index, &request);
+            rows.get_or_insert(last_recomputed_rows(index));
+            map
+        });
+        (maps, rows.unwrap_or_default())
+    };
+    let mut shown = format!("first map: {} rows\n", maps(&kept).1);
+    for (name, edit) in edits {
+        let before = files.clone();
+        edit(&mut files);
+        for path in before.keys().filter(|path| !files.contains_key(*path)) {
+            kept.remove(path);
+        }
+        for (path, source) in &files {
+            if before.get(path) != Some(source) {
+                crate::support::index_source(&mut kept, path, Language::Python, source);
+            }
+        }
+        let (from_kept, rows) = maps(&kept);
+        let mut fresh = Index::default();
+        for (path, source) in files.iter().rev() {
+            crate::support::index_source(&mut fresh, path, Language::Python, source);
+        }
+        assert_eq!(from_kept, maps(&fresh).0, "after {name}");
+        shown.push_str(&format!("{name}: {rows} rows\n"));
+    }
+    shown
+}
+
+#[test]
+fn the_repo_graph_is_kept_and_updated_per_changed_file() {
+    let rename = |files: &mut Files, from: &str, to: &str| {
+        let source = files.remove(from).unwrap();
+        files.insert(to.to_owned(), source);
+    };
+    let shown = check_graph_updates(&[
+        ("nothing changed", &|_| {}),
+        ("an edit inside a body of m3", &|files| {
+            let source = files.get_mut("pkg/m3.py").unwrap();
+            *source = source.replace("(x) + 1", "(x) + 2");
+        }),
+        (
+            "m3 defines build_part_5 as well (m5's users too)",
+            &|files| {
+                files
+                    .get_mut("pkg/m3.py")
+                    .unwrap()
+                    .push_str("\ndef build_part_5(y):\n    return y\n");
+            },
+        ),
+        ("m7 deleted (its users too)", &|files| {
+            files.remove("pkg/m7.py");
+        }),
+        ("m7 back (a file id reused)", &|files| {
+            files.insert("pkg/m7.py".to_owned(), generated_module(7, 40));
+        }),
+        ("m9 renamed to m99 (the files that lead to it)", &|files| {
+            rename(files, "pkg/m9.py", "pkg/m99.py")
+        }),
+        ("a new module with a name nobody uses yet", &|files| {
+            files.insert(
+                "pkg/m40.py".to_owned(),
+                "def brand_new_helper():\n    return 1\n".to_owned(),
+            );
+        }),
+        ("the new name used by m0", &|files| {
+            files
+                .get_mut("pkg/m0.py")
+                .unwrap()
+                .push_str("\ndef uses_it():\n    return m40.brand_new_helper()\n");
+        }),
+        (
+            "a file of 70,000 new names (the journal overflows)",
+            &|files| {
+                let source: String = (0..70_000).map(|i| format!("def f{i}(): pass\n")).collect();
+                files.insert("pkg/many.py".to_owned(), source);
+            },
+        ),
+        ("every module edited at once", &|files| {
+            for source in files.values_mut() {
+                source.push_str("\n# touched\n");
+            }
+        }),
+    ]);
+    insta::assert_snapshot!(shown);
 }
 
 const SHAPES: &str = "pub trait Shape {\n    fn area(&self) -> f64;\n}\n\npub struct Circle {\n    pub radius: f64,\n}\n\nimpl Shape for Circle {\n    fn area(&self) -> f64 {\n        3.14 * self.radius * self.radius\n    }\n}\n\npub fn total_area(shapes: &[Box<dyn Shape>]) -> f64 {\n    shapes.iter().map(|s| s.area()).sum()\n}\n";

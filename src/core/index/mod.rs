@@ -4,5 +4,6 @@ pub mod cache_format;
 pub mod extract;
 pub mod language;
 pub mod live;
+pub mod repo_graph;
 pub mod repo_map;
 pub mod table;

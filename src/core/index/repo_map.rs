@@ -7,12 +7,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::repo_graph::RepoGraph;
 use super::table::{FileId, Index};
 
-/// Names defined in more files than this carry no signal.
-const MAX_DEFINING_FILES: usize = 32;
 const DAMPING: f64 = 0.85;
 const ITERATIONS: usize = 30;
+/// Candidates are ordered this many at a time: a budget is spent long before most of a
+/// large tree's definitions are looked at.
+const SELECTION_CHUNK: usize = 4096;
 
 pub struct RepoMapRequest<'a> {
     /// Workspace-relative paths the map is about; their own definitions are left out (the
@@ -28,75 +30,36 @@ pub fn estimate_tokens(text: &str) -> usize {
     text.len().div_ceil(4)
 }
 
-/// Long compound names (`parse_headers`, `RepoMapRequest`) point at one thing; short ones
-/// (`len`, `get`) are shared by many types that a name-based index cannot tell apart.
-fn specificity(name: &str) -> f64 {
-    let compound = name.contains('_') || name.chars().skip(1).any(char::is_uppercase);
-    if name.len() >= 8 && compound {
-        10.0
-    } else if name.len() <= 3 {
-        0.1
-    } else {
-        1.0
-    }
+/// What the last [`repo_map`] cost: how many files' graph rows it had to recompute.
+pub fn last_recomputed_rows(index: &Index) -> usize {
+    index.repo_graph().last_recomputed
 }
 
 pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
+    let mut graph = index.repo_graph();
+    graph.update(index);
+    map_from_graph(index, &graph, request)
+}
+
+fn map_from_graph(index: &Index, graph: &RepoGraph, request: &RepoMapRequest<'_>) -> String {
     // Everything below runs in path order, and sums in the same order every time: the map
     // is a function of the files' contents and the request, never of the scan order.
-    let mut files: Vec<(FileId, &str)> = index
-        .files()
-        .map(|(id, entry)| (id, entry.path.as_str()))
-        .collect();
-    files.sort_by_key(|(_, path)| *path);
-    let files: Vec<FileId> = files.into_iter().map(|(id, _)| id).collect();
+    let flat = graph.flat();
+    let files = &flat.files;
+    let position = &flat.position;
     if files.is_empty() {
         return String::new();
     }
     let n = files.len();
-    let position: HashMap<FileId, usize> =
-        files.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let focus: HashSet<usize> = request
         .focus_files
         .iter()
-        .filter_map(|path| index.file_id(path).map(|id| position[&id]))
+        .filter_map(|path| index.file_id(path).map(|id| position[id.0 as usize]))
         .collect();
-
-    // The weight each use gives to each definition of the name; summed per pair of files
-    // for the ranking, and spent per definition afterwards.
-    let uses_of = |from: usize| {
-        let file = files[from];
-        index
-            .name_uses(file)
-            .into_iter()
-            .filter_map(move |(name, count)| {
-                let defining = index.defining(name);
-                let mut defining_files: Vec<FileId> =
-                    defining.iter().map(|(file, _)| *file).collect();
-                defining_files.dedup();
-                let only_here = defining_files
-                    .iter()
-                    .all(|defining_file| *defining_file == file);
-                if defining.is_empty() || defining_files.len() > MAX_DEFINING_FILES || only_here {
-                    return None;
-                }
-                let weight =
-                    specificity(index.name(name)) * (count as f64).sqrt() / defining.len() as f64;
-                Some((name, weight))
-            })
-    };
-    let mut edges: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
-    for (from, out) in edges.iter_mut().enumerate() {
-        let mut targets: BTreeMap<usize, f64> = BTreeMap::new();
-        for (name, weight) in uses_of(from) {
-            for (defining_file, _) in index.defining(name) {
-                if *defining_file != files[from] {
-                    *targets.entry(position[defining_file]).or_default() += weight;
-                }
-            }
-        }
-        *out = targets.into_iter().collect();
-    }
+    let rows: Vec<_> = files
+        .iter()
+        .map(|file| graph.row(*file).expect("the graph was brought up to date"))
+        .collect();
 
     // PageRank personalised to the focus (uniform without one).
     let personal: Vec<f64> = if focus.is_empty() {
@@ -112,79 +75,151 @@ pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
             })
             .collect()
     };
-    let out_weight: Vec<f64> = edges
-        .iter()
-        .map(|out| out.iter().map(|edge| edge.1).sum())
-        .collect();
     let mut rank = personal.clone();
+    let mut next = vec![0.0; n];
     for _ in 0..ITERATIONS {
-        let mut next: Vec<f64> = personal.iter().map(|p| (1.0 - DAMPING) * p).collect();
+        for (value, p) in next.iter_mut().zip(&personal) {
+            *value = (1.0 - DAMPING) * p;
+        }
         let mut dangling = 0.0;
-        for from in 0..n {
-            if out_weight[from] == 0.0 {
+        for (from, edges) in flat.offsets.windows(2).enumerate() {
+            let edges = edges[0]..edges[1];
+            if edges.is_empty() {
                 dangling += rank[from];
                 continue;
             }
-            for &(to, weight) in &edges[from] {
-                next[to] += DAMPING * rank[from] * weight / out_weight[from];
+            let flow = DAMPING * rank[from];
+            for (&to, &share) in flat.to[edges.clone()].iter().zip(&flat.share[edges]) {
+                next[to as usize] += flow * share;
             }
         }
         for (i, value) in next.iter_mut().enumerate() {
             *value += DAMPING * dangling * personal[i];
         }
-        rank = next;
+        std::mem::swap(&mut rank, &mut next);
     }
 
-    // A definition's score is the rank that flows to it; files with no rank to give are
-    // skipped (with a focus, most of a large tree).
-    let mut scores: HashMap<(FileId, usize), f64> = HashMap::new();
+    // A definition's score is the rank that flows to it from the files that use its name,
+    // its own file aside; files with no rank to give are skipped (with a focus, most of a
+    // large tree). What flows is summed per name first (in path order), then handed to
+    // each of the name's definitions once: a name used by a thousand files costs its
+    // definitions one visit, not a thousand.
     let max_rank = rank.iter().copied().fold(0.0, f64::max);
-    for from in 0..n {
-        if out_weight[from] == 0.0 || rank[from] < max_rank * 1e-6 {
+    let gives = |from: usize| rows[from].out_weight > 0.0 && rank[from] >= max_rank * 1e-6;
+    let mut flow = vec![0.0; index.name_count()];
+    let mut givers = vec![0u32; index.name_count()];
+    let mut flowing = Vec::new();
+    for (from, row) in rows.iter().enumerate() {
+        if !gives(from) {
             continue;
         }
-        for (name, weight) in uses_of(from) {
-            for &(defining_file, symbol_index) in index.defining(name) {
-                if defining_file != files[from] {
-                    *scores
-                        .entry((defining_file, symbol_index as usize))
-                        .or_default() += rank[from] * weight / out_weight[from];
-                }
+        for &(name, weight) in &row.uses {
+            let slot = name.0 as usize;
+            if givers[slot] == 0 {
+                flowing.push(name);
+            }
+            givers[slot] += 1;
+            flow[slot] += rank[from] * weight / row.out_weight;
+        }
+    }
+    let mut scores: Vec<Option<Box<[f64]>>> = vec![None; n];
+    for name in flowing {
+        let slot = name.0 as usize;
+        for &(defining_file, symbol_index) in index.defining(name) {
+            let at = position[defining_file.0 as usize];
+            // The file's own use of the name gives nothing to its own definitions.
+            let own = rows[at]
+                .uses
+                .binary_search_by_key(&name, |(used, _)| *used)
+                .ok()
+                .filter(|_| gives(at))
+                .map(|i| rank[at] * rows[at].uses[i].1 / rows[at].out_weight);
+            let score = match own {
+                Some(_) if givers[slot] == 1 => continue,
+                Some(own) => flow[slot] - own,
+                None => flow[slot],
+            };
+            let file_scores = scores[at].get_or_insert_with(|| {
+                let symbols = index.entry(defining_file).map_or(0, |e| e.symbols.len());
+                vec![0.0; symbols].into_boxed_slice()
+            });
+            if let Some(slot) = file_scores.get_mut(symbol_index as usize) {
+                *slot = score;
             }
         }
     }
-    let focus_names: HashSet<&str> = request.focus_names.iter().copied().collect();
-    let mut candidates: Vec<((FileId, usize), f64)> = Vec::new();
-    for (position_of_file, &file) in files.iter().enumerate() {
-        if focus.contains(&position_of_file) {
+    let mut focus_definitions: HashMap<usize, Vec<usize>> = HashMap::new();
+    for name in request.focus_names {
+        for found in index.definitions(name) {
+            let at = position[found.file.0 as usize];
+            focus_definitions.entry(at).or_default().push(found.index);
+        }
+    }
+    // Definitions with a score, and those without in path order: they follow every scored
+    // one, in that order, when the budget has room left. A place is (file's position in
+    // path order, symbol index).
+    let mut candidates: Vec<((usize, usize), f64)> = Vec::new();
+    let mut unscored: Vec<(usize, usize)> = Vec::new();
+    for (at, &file) in files.iter().enumerate() {
+        if focus.contains(&at) {
             continue;
         }
         let Some(entry) = index.entry(file) else {
             continue;
         };
-        for (symbol_index, symbol) in entry.symbols.iter().enumerate() {
-            let mut score = scores.get(&(file, symbol_index)).copied().unwrap_or(0.0);
+        let file_rank = rank[at];
+        let bonus = focus_definitions.get(&at);
+        if file_rank == 0.0 && scores[at].is_none() && bonus.is_none() {
+            unscored.extend((0..entry.symbols.len()).map(|symbol_index| (at, symbol_index)));
+            continue;
+        }
+        for symbol_index in 0..entry.symbols.len() {
+            let mut score = scores[at]
+                .as_ref()
+                .map_or(0.0, |file_scores| file_scores[symbol_index]);
             // Unreferenced definitions still rank by their file, below referenced ones.
-            score += rank[position_of_file] * 1e-3;
-            if focus_names.contains(symbol.name.as_str()) {
+            score += file_rank * 1e-3;
+            if bonus.is_some_and(|bonus| bonus.contains(&symbol_index)) {
                 score += 10.0;
             }
-            candidates.push(((file, symbol_index), score));
+            if score > 0.0 {
+                candidates.push(((at, symbol_index), score));
+            } else {
+                unscored.push((at, symbol_index));
+            }
         }
     }
-    let place = |(file, symbol_index): (FileId, usize)| {
-        (
-            index.entry(file).map_or("", |entry| entry.path.as_str()),
-            symbol_index,
-        )
+    let better = |a: &((usize, usize), f64), b: &((usize, usize), f64)| {
+        b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
     };
-    candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(place(a.0).cmp(&place(b.0))));
 
     // Take the best until the budget is spent, then print them grouped by file, in order.
     let mut chosen: BTreeMap<(usize, String), Vec<usize>> = BTreeMap::new();
     let mut file_order: HashMap<FileId, usize> = HashMap::new();
     let mut spent = 0;
-    for ((file, symbol_index), _) in candidates {
+    // No definition costs less than this: once it does not fit, nothing does.
+    const LEAST_COST: usize = 2;
+    let mut remaining = candidates.as_mut_slice();
+    let ordered = std::iter::from_fn(|| {
+        if remaining.is_empty() {
+            return None;
+        }
+        let take = remaining.len().min(SELECTION_CHUNK);
+        if take < remaining.len() {
+            remaining.select_nth_unstable_by(take - 1, better);
+        }
+        let (chunk, rest) = std::mem::take(&mut remaining).split_at_mut(take);
+        chunk.sort_by(better);
+        remaining = rest;
+        Some(chunk.iter().map(|(place, _)| *place).collect::<Vec<_>>())
+    })
+    .flatten()
+    .chain(unscored);
+    for (at, symbol_index) in ordered {
+        if spent + LEAST_COST > request.token_budget {
+            break;
+        }
+        let file = files[at];
         let Some(entry) = index.entry(file) else {
             continue;
         };

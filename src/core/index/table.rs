@@ -3,12 +3,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::{Mutex, MutexGuard};
 
 use super::extract::{FileSymbols, Symbol};
 use super::language::Language;
+use super::repo_graph::{MAX_DEFINING_FILES, RepoGraph};
 
 /// At most this many paths under a folder are looked at for its own files.
 const FOLDER_SCAN: usize = 4096;
+
+/// The journal of names whose definitions changed holds at most this many entries; a repo
+/// graph further behind is rebuilt whole (about as cheap as reading a longer journal).
+const JOURNAL_LIMIT: usize = 1 << 16;
 
 /// A file's number in this index; stable until the file is removed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -61,6 +67,8 @@ pub struct FileEntry {
     references: Vec<StoredReference>,
     pub bytes: usize,
     pub has_errors: bool,
+    /// The index's generation when this entry was last written (upserted or renamed).
+    version: u64,
 }
 
 /// A definition found in the index.
@@ -94,6 +102,15 @@ pub struct Index {
     definitions: HashMap<NameId, Vec<(FileId, u32)>>,
     /// The names that have definitions, ordered: a name being typed is a range of it.
     defined_names: BTreeMap<Box<str>, NameId>,
+    /// Bumped by every change.
+    generation: u64,
+    /// The names whose definitions changed, with the generation of the change: what the
+    /// repo graph reads to know whose rows are stale.
+    journal: Vec<(u64, NameId)>,
+    /// Changes up to this generation were dropped from the journal.
+    journal_floor: u64,
+    /// The repo map's file graph, kept between requests (see [`RepoGraph`]).
+    repo_graph: Mutex<RepoGraph>,
 }
 
 impl Index {
@@ -105,7 +122,18 @@ impl Index {
         found: FileSymbols,
         bytes: usize,
     ) -> FileId {
-        self.remove(path);
+        let names: Vec<NameId> = found
+            .symbols
+            .iter()
+            .map(|symbol| self.names.intern(&symbol.name))
+            .collect();
+        // Users' rows depend on how many definitions of a name a file holds, not on where
+        // in it they are: only names whose count changed are journaled (an edit inside a
+        // body touches none).
+        let changed = count_changes(&self.defined_names_of(path), &names);
+        let spread_before = self.spread(&changed);
+        self.forget(path);
+        self.generation += 1;
         let id = self.free.pop().unwrap_or_else(|| {
             self.files.push(None);
             FileId(self.files.len() as u32 - 1)
@@ -126,11 +154,6 @@ impl Index {
                 })
             })
             .collect();
-        let names: Vec<NameId> = found
-            .symbols
-            .iter()
-            .map(|symbol| self.names.intern(&symbol.name))
-            .collect();
         self.files[id.0 as usize] = Some(FileEntry {
             path: path.to_owned(),
             language,
@@ -138,8 +161,10 @@ impl Index {
             references,
             bytes,
             has_errors: found.has_errors,
+            version: self.generation,
         });
         self.by_path.insert(path.to_owned(), id);
+        self.journal_names(&changed, &spread_before);
         for (index, name) in names.into_iter().enumerate() {
             let place = (id, index as u32);
             let files = &self.files;
@@ -157,6 +182,83 @@ impl Index {
 
     /// Forgets a file; `false` when it was not indexed.
     pub fn remove(&mut self, path: &str) -> bool {
+        let names = self.defined_names_of(path);
+        let spread_before = self.spread(&names);
+        if !self.forget(path) {
+            return false;
+        }
+        self.generation += 1;
+        self.journal_names(&names, &spread_before);
+        true
+    }
+
+    /// The ids of the names `path` defines, once per definition.
+    fn defined_names_of(&self, path: &str) -> Vec<NameId> {
+        self.file(path)
+            .into_iter()
+            .flat_map(|entry| &entry.symbols)
+            .filter_map(|symbol| self.names.get(&symbol.name))
+            .collect()
+    }
+
+    /// In how many files each of `names` is defined (counted up to one past what the repo
+    /// graph looks at); nothing while no repo graph was built (the scan at start-up).
+    fn spread(&mut self, names: &[NameId]) -> HashMap<NameId, usize> {
+        if !self.keeps_journal() {
+            return HashMap::new();
+        }
+        names
+            .iter()
+            .map(|name| (*name, self.defining_file_count(*name)))
+            .collect()
+    }
+
+    fn defining_file_count(&self, name: NameId) -> usize {
+        let places = self.defining(name);
+        if places.is_empty() {
+            return 0;
+        }
+        // Sorted by path: a file's definitions are neighbours.
+        let files = 1 + places
+            .windows(2)
+            .filter(|pair| pair[0].0 != pair[1].0)
+            .take(MAX_DEFINING_FILES)
+            .count();
+        files.min(MAX_DEFINING_FILES + 1)
+    }
+
+    /// Journals a change of `names`' definitions. A name defined in too many files to say
+    /// anything to the repo graph, before and after, is left out: deleting one of the
+    /// thousand files that define `new` costs its users nothing.
+    fn journal_names(&mut self, names: &[NameId], spread_before: &HashMap<NameId, usize>) {
+        if !self.keeps_journal() {
+            return;
+        }
+        let generation = self.generation;
+        for &name in names {
+            let after = self.defining_file_count(name);
+            let before = spread_before.get(&name).copied().unwrap_or(0);
+            if before.min(after) <= MAX_DEFINING_FILES {
+                self.journal.push((generation, name));
+            }
+        }
+        if self.journal.len() > JOURNAL_LIMIT {
+            self.journal.clear();
+            self.journal_floor = generation;
+        }
+    }
+
+    /// The journal is for a repo graph to catch up; before one is built there is nothing
+    /// to catch up with (it will be built whole).
+    fn keeps_journal(&mut self) -> bool {
+        self.repo_graph
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_built()
+    }
+
+    /// Drops a file from the tables (the journal is the caller's).
+    fn forget(&mut self, path: &str) -> bool {
         let Some(id) = self.by_path.remove(path) else {
             return false;
         };
@@ -183,11 +285,18 @@ impl Index {
             return false;
         }
         self.remove(to);
+        // Users sort the files a name leads to by path: the names defined here are touched.
+        let moved = self.defined_names_of(from);
+        let spread = self.spread(&moved);
         let Some(id) = self.by_path.remove(from) else {
             return false;
         };
+        self.generation += 1;
+        self.journal_names(&moved, &spread);
+        let generation = self.generation;
         if let Some(entry) = self.files[id.0 as usize].as_mut() {
             entry.path = to.to_owned();
+            entry.version = generation;
         }
         self.by_path.insert(to.to_owned(), id);
         // The file's definitions move in the order of their names' places.
@@ -429,6 +538,60 @@ impl Index {
             .collect()
     }
 
+    /// Bumped by every change to the index.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The generation a file's entry was last written at.
+    pub fn version(&self, file: FileId) -> Option<u64> {
+        self.entry(file).map(|entry| entry.version)
+    }
+
+    /// How many file ids there are (some may be free).
+    pub fn file_slots(&self) -> usize {
+        self.files.len()
+    }
+
+    /// How many names were ever interned; every [`NameId`] is below it.
+    pub fn name_count(&self) -> usize {
+        self.names.names.len()
+    }
+
+    /// The names a file's references use, once per reference.
+    pub fn referenced_names(&self, file: FileId) -> impl Iterator<Item = NameId> + '_ {
+        self.entry(file)
+            .into_iter()
+            .flat_map(|entry| entry.references.iter().map(|reference| reference.name))
+    }
+
+    /// The names whose definitions changed after generation `seen`, or `None` when the
+    /// journal no longer reaches back that far.
+    pub fn definition_changes_since(&self, seen: u64) -> Option<Vec<NameId>> {
+        if seen < self.journal_floor {
+            return None;
+        }
+        let start = self
+            .journal
+            .partition_point(|(generation, _)| *generation <= seen);
+        let mut names: Vec<NameId> = self.journal[start..]
+            .iter()
+            .map(|(_, name)| *name)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Some(names)
+    }
+
+    /// The repo map's cached graph; its caller brings it up to date first.
+    pub(super) fn repo_graph(&self) -> MutexGuard<'_, RepoGraph> {
+        // A panic while the graph was updated leaves rows that are each whole; the next
+        // update recomputes whatever it finds stale.
+        self.repo_graph
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub fn stats(&self) -> IndexStats {
         let mut stats = IndexStats::default();
         let mut languages: HashMap<&'static str, usize> = HashMap::new();
@@ -455,6 +618,22 @@ fn place_key(files: &[Option<FileEntry>], (file, index): (FileId, u32)) -> (&str
         .as_ref()
         .map_or("", |entry| entry.path.as_str());
     (path, index)
+}
+
+/// The names defined a different number of times in `new` than in `old`.
+fn count_changes(old: &[NameId], new: &[NameId]) -> Vec<NameId> {
+    let mut difference: BTreeMap<NameId, i64> = BTreeMap::new();
+    for name in old {
+        *difference.entry(*name).or_default() -= 1;
+    }
+    for name in new {
+        *difference.entry(*name).or_default() += 1;
+    }
+    difference
+        .into_iter()
+        .filter(|(_, difference)| *difference != 0)
+        .map(|(name, _)| name)
+        .collect()
 }
 
 fn is_subsequence(needle: &str, haystack: &str) -> bool {

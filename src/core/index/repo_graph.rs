@@ -1,0 +1,206 @@
+//! The file graph the repo map ranks ("file A uses a name that file B defines"), kept
+//! between requests and brought up to date per changed file.
+//!
+//! A file's row (the names it uses with their weights, and the files those lead to) depends
+//! on its own references and on where each of those names is defined. So a row is recomputed
+//! when its file changed, or when it uses a name whose set of definitions changed; the index
+//! journals both (file versions, and the names each change touched). Every other row is
+//! reused: an edit in one file costs that file and its users, not the tree.
+
+use std::collections::BTreeMap;
+
+use super::table::{FileId, Index, NameId};
+
+/// Names defined in more files than this carry no signal.
+pub(super) const MAX_DEFINING_FILES: usize = 32;
+
+/// One file's outgoing side of the graph.
+#[derive(Debug)]
+pub(super) struct Row {
+    /// The index's generation when this row was computed.
+    computed_at: u64,
+    /// The names this file uses that lead elsewhere, with their weights, by name id.
+    pub(super) uses: Vec<(NameId, f64)>,
+    /// The files those names are defined in, in path order, with the summed weights.
+    pub(super) edges: Vec<(FileId, f64)>,
+    /// The sum of `edges`' weights.
+    pub(super) out_weight: f64,
+}
+
+/// The rows in path order, flattened for the ranking's thirty passes over every edge.
+#[derive(Debug, Default)]
+pub(super) struct Flat {
+    /// The files in path order: a file's position is its place here.
+    pub(super) files: Vec<FileId>,
+    /// Each file slot's position; `usize::MAX` for a free slot.
+    pub(super) position: Vec<usize>,
+    /// Where each position's edges start in `to` and `share`; one more than `files`.
+    pub(super) offsets: Vec<usize>,
+    /// The position an edge leads to.
+    pub(super) to: Vec<u32>,
+    /// The edge's weight over its file's outgoing weight: the part of the rank it carries.
+    pub(super) share: Vec<f64>,
+}
+
+/// The cached graph. Rows are indexed by file id.
+#[derive(Debug, Default)]
+pub struct RepoGraph {
+    /// The index generation the rows reflect; `None` before the first build.
+    seen: Option<u64>,
+    rows: Vec<Option<Row>>,
+    flat: Flat,
+    /// Rows (re)computed by the last update: what an edit cost.
+    pub(super) last_recomputed: usize,
+}
+
+/// Long compound names (`parse_headers`, `RepoMapRequest`) point at one thing; short ones
+/// (`len`, `get`) are shared by many types that a name-based index cannot tell apart.
+pub(super) fn specificity(name: &str) -> f64 {
+    let compound = name.contains('_') || name.chars().skip(1).any(char::is_uppercase);
+    if name.len() >= 8 && compound {
+        10.0
+    } else if name.len() <= 3 {
+        0.1
+    } else {
+        1.0
+    }
+}
+
+impl RepoGraph {
+    /// Brings the rows up to date with `index`.
+    pub(super) fn update(&mut self, index: &Index) {
+        let generation = index.generation();
+        if self.seen == Some(generation) {
+            self.last_recomputed = 0;
+            return;
+        }
+        let changed_names = self
+            .seen
+            .and_then(|seen| index.definition_changes_since(seen));
+        let Some(changed_names) = changed_names else {
+            // First build, or the journal no longer reaches back to it: every row.
+            self.rows.clear();
+            self.rows.resize_with(index.file_slots(), || None);
+            let mut recomputed = 0;
+            for (file, _) in index.files() {
+                self.rows[file.0 as usize] = Some(row(index, file, generation));
+                recomputed += 1;
+            }
+            self.seen = Some(generation);
+            self.last_recomputed = recomputed;
+            self.flatten(index);
+            return;
+        };
+        let seen = self.seen.unwrap_or(0);
+        self.rows.resize_with(index.file_slots(), || None);
+        // A bit per name: the test below runs once per reference in the tree.
+        let mut changed = vec![0u64; index.name_count().div_ceil(64)];
+        for name in &changed_names {
+            changed[name.0 as usize / 64] |= 1 << (name.0 % 64);
+        }
+        let is_changed = |name: NameId| changed[name.0 as usize / 64] & (1 << (name.0 % 64)) != 0;
+        let mut recomputed = 0;
+        for slot in 0..self.rows.len() {
+            let file = FileId(slot as u32);
+            let Some(version) = index.version(file) else {
+                self.rows[slot] = None;
+                continue;
+            };
+            let stale = match &self.rows[slot] {
+                None => true,
+                Some(row) => {
+                    version > row.computed_at
+                        || (!changed_names.is_empty()
+                            && index.referenced_names(file).any(is_changed))
+                }
+            };
+            if stale {
+                self.rows[slot] = Some(row(index, file, generation));
+                recomputed += 1;
+            }
+        }
+        debug_assert!(seen <= generation);
+        self.seen = Some(generation);
+        self.last_recomputed = recomputed;
+        // Any change may move files in path order (a rename, a new file): a few
+        // milliseconds, against the thirty passes it saves each a lookup and a division.
+        self.flatten(index);
+    }
+
+    fn flatten(&mut self, index: &Index) {
+        let mut files: Vec<(FileId, &str)> = index
+            .files()
+            .map(|(id, entry)| (id, entry.path.as_str()))
+            .collect();
+        files.sort_by_key(|(_, path)| *path);
+        let flat = &mut self.flat;
+        flat.files.clear();
+        flat.files.extend(files.into_iter().map(|(id, _)| id));
+        flat.position.clear();
+        flat.position.resize(index.file_slots(), usize::MAX);
+        for (at, id) in flat.files.iter().enumerate() {
+            flat.position[id.0 as usize] = at;
+        }
+        flat.offsets.clear();
+        flat.to.clear();
+        flat.share.clear();
+        flat.offsets.push(0);
+        for file in &flat.files {
+            if let Some(row) = self.rows[file.0 as usize].as_ref() {
+                for &(to, weight) in &row.edges {
+                    flat.to.push(flat.position[to.0 as usize] as u32);
+                    flat.share.push(weight / row.out_weight);
+                }
+            }
+            flat.offsets.push(flat.to.len());
+        }
+    }
+
+    pub(super) fn is_built(&self) -> bool {
+        self.seen.is_some()
+    }
+
+    pub(super) fn row(&self, file: FileId) -> Option<&Row> {
+        self.rows.get(file.0 as usize).and_then(Option::as_ref)
+    }
+
+    pub(super) fn flat(&self) -> &Flat {
+        &self.flat
+    }
+}
+
+/// Computes `file`'s row from the index as it is now.
+fn row(index: &Index, file: FileId, generation: u64) -> Row {
+    let mut uses = Vec::new();
+    // Summed per target in name order, so a weight is the same float whatever the scan order.
+    let mut targets: BTreeMap<FileId, f64> = BTreeMap::new();
+    for (name, count) in index.name_uses(file) {
+        let defining = index.defining(name);
+        let mut defining_files: Vec<FileId> = defining.iter().map(|(file, _)| *file).collect();
+        defining_files.dedup();
+        let only_here = defining_files
+            .iter()
+            .all(|defining_file| *defining_file == file);
+        if defining.is_empty() || defining_files.len() > MAX_DEFINING_FILES || only_here {
+            continue;
+        }
+        let weight = specificity(index.name(name)) * (count as f64).sqrt() / defining.len() as f64;
+        uses.push((name, weight));
+        for (defining_file, _) in defining {
+            if *defining_file != file {
+                *targets.entry(*defining_file).or_default() += weight;
+            }
+        }
+    }
+    let mut edges: Vec<(FileId, f64)> = targets.into_iter().collect();
+    let path = |file: FileId| index.entry(file).map_or("", |entry| entry.path.as_str());
+    edges.sort_by(|a, b| path(a.0).cmp(path(b.0)));
+    let out_weight = edges.iter().map(|edge| edge.1).sum();
+    uses.sort_unstable_by_key(|(name, _)| *name);
+    Row {
+        computed_at: generation,
+        uses,
+        edges,
+        out_weight,
+    }
+}
