@@ -323,3 +323,45 @@ fn a_record_whose_symbols_do_not_decode_costs_that_file_a_parse() {
     assert_eq!(shown(&index), shown(&cold));
     assert_eq!(tree.scan().1.from_cache, 4, "the cache is whole again");
 }
+
+#[test]
+fn files_that_change_during_a_warm_start_are_read_again_by_the_next() {
+    let files: Vec<(String, String)> = (0..24)
+        .map(|i| (format!("src/m{i}.rs"), format!("pub fn before_{i}() {{}}\n")))
+        .collect();
+    let listed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(path, text)| (path.as_str(), text.as_str()))
+        .collect();
+    let tree = Tree::new(&listed);
+    tree.scan();
+    // The warm start: when its first file reaches the index, every file is rewritten (the
+    // same size, a new name), some before the scan looked at them, some after.
+    let mut index = Index::default();
+    let mut edited = false;
+    let options = ScanOptions {
+        threads: 2,
+        ..ScanOptions::default()
+    };
+    scan_with_cache(
+        &tree.root(),
+        &tree.cache_file(),
+        &options,
+        &mut |file| {
+            if !edited {
+                edited = true;
+                for (path, text) in &files {
+                    tree.write(path, &text.replace("before_", "after__"));
+                }
+            }
+            index.upsert(&file.path, file.language, file.symbols, file.bytes);
+        },
+        &mut |_, _| {},
+    );
+    assert!(edited);
+    // Whatever that start saw, the next one has every new name.
+    let (next, _) = tree.scan();
+    let (cold, _) = scan_through(&tree.root(), &tree.cache.path().join("fresh.index"));
+    assert_eq!(shown(&next), shown(&cold));
+    assert!(!shown(&next).contains("before_"), "{}", shown(&next));
+}
