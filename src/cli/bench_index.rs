@@ -30,20 +30,22 @@ pub fn run(path: PathBuf) -> ExitCode {
     let ours = stats.elapsed;
     let our_memory = peak_memory().unwrap_or(0);
     output::line(&format!(
-        "tierls: {} files, {} definitions, {} references in {:.2} s, peak memory {} (+{} for the index)",
+        "tierls: {} files, {} definitions, {} references in {:.2} s, peak memory {} (+{} for the index), resident after the scan {}",
         summary.files,
         summary.definitions,
         summary.references,
         ours.as_secs_f64(),
         human_bytes(our_memory),
         human_bytes(our_memory.saturating_sub(memory_before)),
+        human_bytes(resident_memory().unwrap_or(0)),
     ));
     // ctags gets exactly the files tierls indexed (it knows no .gitignore of its own).
     let files: Vec<PathBuf> = index
         .files()
         .map(|(_, entry)| path.join(&entry.path))
         .collect();
-    match ctags(&files) {
+    let ctags_idle = ctags(&files);
+    match ctags_idle {
         Some((elapsed, memory, tags)) => output::line(&format!(
             "ctags on the same {} files: {tags} tags in {:.2} s, peak memory {} => tierls takes {:.2}x the time of ctags",
             files.len(),
@@ -109,7 +111,57 @@ pub fn run(path: PathBuf) -> ExitCode {
             if map == again { "yes" } else { "no" },
         ));
     }
+    drop(workspace);
+
+    // The same cold scan and ctags run again with one CPU-bound process beside them.
+    if let Some((ctags_alone, _, _)) = ctags_idle
+        && let Some(load) = BusyProcess::start()
+    {
+        let (_, loaded_stats) = scan_with_progress_bar(&path, Limits::default());
+        let ctags_loaded = ctags(&files);
+        drop(load);
+        if let Some((ctags_loaded, _, _)) = ctags_loaded {
+            let ours_slowdown = loaded_stats.elapsed.as_secs_f64() / ours.as_secs_f64().max(1e-9);
+            let ctags_slowdown = ctags_loaded.as_secs_f64() / ctags_alone.as_secs_f64().max(1e-9);
+            output::line(&format!(
+                "with one CPU-bound process running: tierls {:.2} s ({ours_slowdown:.2}x its idle time), ctags {:.2} s ({ctags_slowdown:.2}x) => tierls slows {:.2}x as much as ctags",
+                loaded_stats.elapsed.as_secs_f64(),
+                ctags_loaded.as_secs_f64(),
+                ours_slowdown / ctags_slowdown,
+            ));
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// A shell spinning in a loop for as long as this lives: the "other work on the machine".
+struct BusyProcess(std::process::Child);
+
+impl BusyProcess {
+    fn start() -> Option<BusyProcess> {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(BusyProcess(child))
+    }
+}
+
+impl Drop for BusyProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `VmRSS` of this process, in bytes: what it holds now.
+fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
 /// Scans `root` through a new cache twice: what writing it costs and how fast the next

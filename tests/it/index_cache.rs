@@ -327,7 +327,12 @@ fn a_record_whose_symbols_do_not_decode_costs_that_file_a_parse() {
 #[test]
 fn files_that_change_during_a_warm_start_are_read_again_by_the_next() {
     let files: Vec<(String, String)> = (0..24)
-        .map(|i| (format!("src/m{i}.rs"), format!("pub fn before_{i}() {{}}\n")))
+        .map(|i| {
+            (
+                format!("src/m{i}.rs"),
+                format!("pub fn before_{i}() {{}}\n"),
+            )
+        })
         .collect();
     let listed: Vec<(&str, &str)> = files
         .iter()
