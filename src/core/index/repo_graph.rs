@@ -176,12 +176,18 @@ fn row(index: &Index, file: FileId, generation: u64) -> Row {
     let mut targets: BTreeMap<FileId, f64> = BTreeMap::new();
     for (name, count) in index.name_uses(file) {
         let defining = index.defining(name);
-        let mut defining_files: Vec<FileId> = defining.iter().map(|(file, _)| *file).collect();
-        defining_files.dedup();
-        let only_here = defining_files
+        if defining.is_empty() {
+            continue;
+        }
+        // In path order: a file's definitions are neighbours.
+        let defining_files = 1 + defining
+            .windows(2)
+            .filter(|pair| pair[0].0 != pair[1].0)
+            .count();
+        let only_here = defining
             .iter()
-            .all(|defining_file| *defining_file == file);
-        if defining.is_empty() || defining_files.len() > MAX_DEFINING_FILES || only_here {
+            .all(|(defining_file, _)| *defining_file == file);
+        if defining_files > MAX_DEFINING_FILES || only_here {
             continue;
         }
         let weight = specificity(index.name(name)) * (count as f64).sqrt() / defining.len() as f64;

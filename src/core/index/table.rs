@@ -473,7 +473,8 @@ impl Index {
             .iter()
             .map(|reference| reference.name)
             .collect();
-        names.sort_unstable_by(|a, b| self.names.name(*a).cmp(self.names.name(*b)));
+        // Counted by id (integers), then only the distinct names ordered by their text.
+        names.sort_unstable();
         let mut uses: Vec<(NameId, u32)> = Vec::new();
         for name in names {
             match uses.last_mut() {
@@ -481,6 +482,7 @@ impl Index {
                 _ => uses.push((name, 1)),
             }
         }
+        uses.sort_unstable_by(|a, b| self.names.name(a.0).cmp(self.names.name(b.0)));
         uses
     }
 
