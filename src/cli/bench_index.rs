@@ -39,6 +39,15 @@ pub fn run(path: PathBuf) -> ExitCode {
         human_bytes(our_memory.saturating_sub(memory_before)),
         human_bytes(resident_memory().unwrap_or(0)),
     ));
+    let parts: Vec<String> = index
+        .memory_by_part()
+        .into_iter()
+        .map(|(part, bytes)| format!("{part} {}", human_bytes(bytes as u64)))
+        .collect();
+    output::line(&format!(
+        "the index's memory by part (heap and inline, before allocator overhead): {}",
+        parts.join(", ")
+    ));
     // ctags gets exactly the files tierls indexed (it knows no .gitignore of its own).
     let files: Vec<PathBuf> = index
         .files()

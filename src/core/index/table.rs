@@ -594,6 +594,57 @@ impl Index {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Roughly where the index's memory goes, part by part, in bytes: what each holds inline
+    /// plus what its strings hold on the heap (allocator overhead not counted).
+    pub fn memory_by_part(&self) -> Vec<(&'static str, usize)> {
+        use std::mem::size_of;
+        let mut symbol_structs = 0;
+        let mut names = 0;
+        let mut paths = 0;
+        let mut signatures = 0;
+        let mut outlines = 0;
+        let mut references = 0;
+        let mut file_paths = 0;
+        for (_, entry) in self.files() {
+            symbol_structs += entry.symbols.capacity() * size_of::<Symbol>();
+            for symbol in &entry.symbols {
+                names += symbol.name.capacity();
+                paths += symbol.path.capacity();
+                signatures += symbol.signature.capacity();
+                outlines += symbol.outline.capacity();
+            }
+            references += entry.references.capacity() * size_of::<StoredReference>();
+            file_paths += entry.path.capacity() * 2;
+        }
+        let interned: usize = self.names.names.iter().map(|name| name.len()).sum();
+        let name_tables = 2 * interned
+            + self.names.names.capacity() * size_of::<Box<str>>()
+            + self.names.ids.capacity() * (size_of::<Box<str>>() + size_of::<NameId>());
+        let defined_names: usize = self
+            .defined_names
+            .keys()
+            .map(|name| name.len() + size_of::<Box<str>>() + size_of::<NameId>())
+            .sum();
+        let definitions: usize = self
+            .definitions
+            .values()
+            .map(|places| places.capacity() * size_of::<(FileId, u32)>())
+            .sum::<usize>()
+            + self.definitions.capacity() * (size_of::<NameId>() + size_of::<Vec<(FileId, u32)>>());
+        vec![
+            ("symbol structs", symbol_structs),
+            ("symbol names", names),
+            ("symbol paths", paths),
+            ("signatures", signatures),
+            ("outlines", outlines),
+            ("references", references),
+            ("file paths", file_paths),
+            ("interned names (twice)", name_tables),
+            ("names with definitions", defined_names),
+            ("definitions by name", definitions),
+        ]
+    }
+
     pub fn stats(&self) -> IndexStats {
         let mut stats = IndexStats::default();
         let mut languages: HashMap<&'static str, usize> = HashMap::new();
