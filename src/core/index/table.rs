@@ -2,6 +2,7 @@
 //! name.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
@@ -24,30 +25,83 @@ pub struct FileId(pub u32);
 pub struct NameId(pub u32);
 
 /// Names stored once: a large tree repeats the same few hundred thousand names millions of
-/// times in its references.
+/// times in its references. One copy of each, back to back in one string; found again by
+/// the xxh3 of the text (a name whose hash an earlier name holds goes to `collisions`).
 #[derive(Debug, Default)]
 struct Interner {
-    ids: HashMap<Box<str>, NameId>,
-    names: Vec<Box<str>>,
+    text: String,
+    /// Where each name is in `text`, by id: start and length.
+    spans: Vec<(usize, usize)>,
+    by_hash: HashMap<u64, NameId, BuildHasherDefault<PassThrough>>,
+    collisions: HashMap<Box<str>, NameId>,
+}
+
+/// The hash of a `u64` that already is one (xxh3): used as it is.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 impl Interner {
     fn intern(&mut self, name: &str) -> NameId {
-        if let Some(&id) = self.ids.get(name) {
+        if let Some(id) = self.get(name) {
             return id;
         }
-        let id = NameId(self.names.len() as u32);
-        self.names.push(name.into());
-        self.ids.insert(name.into(), id);
+        let id = NameId(self.spans.len() as u32);
+        self.spans.push((self.text.len(), name.len()));
+        self.text.push_str(name);
+        let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
+        if self.by_hash.contains_key(&hash) {
+            self.collisions.insert(name.into(), id);
+        } else {
+            self.by_hash.insert(hash, id);
+        }
         id
     }
 
     fn get(&self, name: &str) -> Option<NameId> {
-        self.ids.get(name).copied()
+        let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
+        match self.by_hash.get(&hash) {
+            Some(&id) if self.name(id) == name => Some(id),
+            Some(_) => self.collisions.get(name).copied(),
+            None => None,
+        }
     }
 
     fn name(&self, id: NameId) -> &str {
-        &self.names[id.0 as usize]
+        let (start, len) = self.spans[id.0 as usize];
+        &self.text[start..start + len]
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Bytes held: the text, the spans and the hash table.
+    fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.text.capacity()
+            + self.spans.capacity() * size_of::<(usize, usize)>()
+            + self.by_hash.capacity() * (size_of::<u64>() + size_of::<NameId>())
+            + self
+                .collisions
+                .keys()
+                .map(|name| name.len() + size_of::<Box<str>>() + size_of::<NameId>())
+                .sum::<usize>()
     }
 }
 
@@ -557,7 +611,7 @@ impl Index {
 
     /// How many names were ever interned; every [`NameId`] is below it.
     pub fn name_count(&self) -> usize {
-        self.names.names.len()
+        self.names.len()
     }
 
     /// The names a file's references use, once per reference.
@@ -616,10 +670,7 @@ impl Index {
             references += entry.references.capacity() * size_of::<StoredReference>();
             file_paths += entry.path.capacity() * 2;
         }
-        let interned: usize = self.names.names.iter().map(|name| name.len()).sum();
-        let name_tables = 2 * interned
-            + self.names.names.capacity() * size_of::<Box<str>>()
-            + self.names.ids.capacity() * (size_of::<Box<str>>() + size_of::<NameId>());
+        let name_tables = self.names.bytes();
         let defined_names: usize = self
             .defined_names
             .keys()
@@ -639,7 +690,7 @@ impl Index {
             ("outlines", outlines),
             ("references", references),
             ("file paths", file_paths),
-            ("interned names (twice)", name_tables),
+            ("interned names", name_tables),
             ("names with definitions", defined_names),
             ("definitions by name", definitions),
         ]
