@@ -65,10 +65,13 @@ impl Interner {
         self.spans.push((self.text.len(), name.len()));
         self.text.push_str(name);
         let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
-        if self.by_hash.contains_key(&hash) {
-            self.collisions.insert(name.into(), id);
-        } else {
-            self.by_hash.insert(hash, id);
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.insert(name.into(), id);
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(id);
+            }
         }
         id
     }
