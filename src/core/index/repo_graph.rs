@@ -55,7 +55,7 @@ pub struct RepoGraph {
 
 /// Long compound names (`parse_headers`, `RepoMapRequest`) point at one thing; short ones
 /// (`len`, `get`) are shared by many types that a name-based index cannot tell apart.
-pub(super) fn specificity(name: &str) -> f64 {
+fn specificity(name: &str) -> f64 {
     let compound = name.contains('_') || name.chars().skip(1).any(char::is_uppercase);
     if name.len() >= 8 && compound {
         10.0
@@ -91,7 +91,6 @@ impl RepoGraph {
             self.flatten(index);
             return;
         };
-        let seen = self.seen.unwrap_or(0);
         self.rows.resize_with(index.file_slots(), || None);
         // A bit per name: the test below runs once per reference in the tree.
         let mut changed = vec![0u64; index.name_count().div_ceil(64)];
@@ -119,7 +118,6 @@ impl RepoGraph {
                 recomputed += 1;
             }
         }
-        debug_assert!(seen <= generation);
         self.seen = Some(generation);
         self.last_recomputed = recomputed;
         // Any change may move files in path order (a rename, a new file): a few

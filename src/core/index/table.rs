@@ -749,3 +749,25 @@ fn is_subsequence(needle: &str, haystack: &str) -> bool {
         .chars()
         .all(|wanted| letters.any(|letter| letter == wanted))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two names with one hash (xxh3 collisions cannot be found by hand, so one is made):
+    /// each keeps its own id and text.
+    #[test]
+    fn names_whose_hashes_collide_stay_apart() {
+        let mut names = Interner::default();
+        let first = names.intern("first_name");
+        let second_hash = xxhash_rust::xxh3::xxh3_64(b"second_name");
+        names.by_hash.insert(second_hash, first);
+        let second = names.intern("second_name");
+        assert_ne!(first, second);
+        assert_eq!(names.get("first_name"), Some(first));
+        assert_eq!(names.get("second_name"), Some(second));
+        assert_eq!(names.intern("second_name"), second);
+        assert_eq!(names.name(second), "second_name");
+        assert_eq!(names.get("third_name"), None);
+    }
+}
