@@ -222,6 +222,20 @@ fn the_repo_graph_is_kept_and_updated_per_changed_file() {
                 .push_str("\ndef uses_it():\n    return m40.brand_new_helper()\n");
         }),
         (
+            "render defined in 32 modules, not 40 (now under the limit)",
+            &|files| {
+                for i in 32..40 {
+                    let path = format!("pkg/m{i}.py");
+                    let source = files.get_mut(&path).unwrap();
+                    *source = source.replace("def render(self)", "def draw(self)");
+                }
+            },
+        ),
+        ("render in 33 modules (over the limit again)", &|files| {
+            let source = files.get_mut("pkg/m32.py").unwrap();
+            *source = source.replace("def draw(self)", "def render(self)");
+        }),
+        (
             "a file of 70,000 new names (the journal overflows)",
             &|files| {
                 let source: String = (0..70_000).map(|i| format!("def f{i}(): pass\n")).collect();

@@ -221,7 +221,6 @@ impl Index {
             version: self.generation,
         });
         self.by_path.insert(path.to_owned(), id);
-        self.journal_names(&changed, &spread_before);
         for (index, name) in names.into_iter().enumerate() {
             let place = (id, index as u32);
             let files = &self.files;
@@ -234,6 +233,8 @@ impl Index {
             let at = places.partition_point(|&other| place_key(files, other) < key);
             places.insert(at, place);
         }
+        // After the new definitions are in: the spread after the change includes them.
+        self.journal_names(&changed, &spread_before);
         id
     }
 
