@@ -16,6 +16,18 @@ struct Tree {
 }
 
 impl Tree {
+    /// `count` files `src/m{i}.rs`, each with `text(i)`.
+    fn numbered(count: usize, text: impl Fn(usize) -> String) -> Tree {
+        let files: Vec<(String, String)> = (0..count)
+            .map(|i| (format!("src/m{i}.rs"), text(i)))
+            .collect();
+        let listed: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(path, text)| (path.as_str(), text.as_str()))
+            .collect();
+        Tree::new(&listed)
+    }
+
     fn new(files: &[(&str, &str)]) -> Tree {
         let tree = Tree {
             root: tempfile::tempdir().unwrap(),
@@ -56,6 +68,15 @@ impl Tree {
 }
 
 fn scan_through(root: &Path, cache_file: &Path) -> (Index, ScanStats) {
+    scan_seeing(root, cache_file, |_| {})
+}
+
+/// [`scan_through`], with `seeing` told of each file before it reaches the index.
+fn scan_seeing(
+    root: &Path,
+    cache_file: &Path,
+    mut seeing: impl FnMut(&tierls::scan::ScannedFile),
+) -> (Index, ScanStats) {
     let mut index = Index::default();
     let options = ScanOptions {
         threads: 2,
@@ -66,6 +87,7 @@ fn scan_through(root: &Path, cache_file: &Path) -> (Index, ScanStats) {
         cache_file,
         &options,
         &mut |file| {
+            seeing(&file);
             index.upsert(&file.path, file.language, file.symbols, file.bytes);
         },
         &mut |_, _| {},
@@ -253,14 +275,7 @@ fn an_unwritable_cache_folder_leaves_the_index_working() {
 /// temporary file renamed), so the cache left behind is one of them, never a mix.
 #[test]
 fn two_scans_writing_one_cache_at_once_leave_a_whole_cache() {
-    let files: Vec<(String, String)> = (0..300)
-        .map(|i| (format!("src/m{i}.rs"), format!("pub fn f{i}() {{}}\n")))
-        .collect();
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, t)| (p.as_str(), t.as_str()))
-        .collect();
-    let tree = Tree::new(&files);
+    let tree = Tree::numbered(300, |i| format!("pub fn f{i}() {{}}\n"));
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| tree.scan());
@@ -326,43 +341,23 @@ fn a_record_whose_symbols_do_not_decode_costs_that_file_a_parse() {
 
 #[test]
 fn files_that_change_during_a_warm_start_are_read_again_by_the_next() {
-    let files: Vec<(String, String)> = (0..24)
-        .map(|i| {
-            (
-                format!("src/m{i}.rs"),
-                format!("pub fn before_{i}() {{}}\n"),
-            )
-        })
-        .collect();
-    let listed: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(path, text)| (path.as_str(), text.as_str()))
-        .collect();
-    let tree = Tree::new(&listed);
+    let text = |i: usize| format!("pub fn before_{i}() {{}}\n");
+    let tree = Tree::numbered(24, text);
     tree.scan();
     // The warm start: when its first file reaches the index, every file is rewritten (the
     // same size, a new name), some before the scan looked at them, some after.
-    let mut index = Index::default();
     let mut edited = false;
-    let options = ScanOptions {
-        threads: 2,
-        ..ScanOptions::default()
-    };
-    scan_with_cache(
-        &tree.root(),
-        &tree.cache_file(),
-        &options,
-        &mut |file| {
-            if !edited {
-                edited = true;
-                for (path, text) in &files {
-                    tree.write(path, &text.replace("before_", "after__"));
-                }
+    scan_seeing(&tree.root(), &tree.cache_file(), |_| {
+        if !edited {
+            edited = true;
+            for i in 0..24 {
+                tree.write(
+                    &format!("src/m{i}.rs"),
+                    &text(i).replace("before_", "after__"),
+                );
             }
-            index.upsert(&file.path, file.language, file.symbols, file.bytes);
-        },
-        &mut |_, _| {},
-    );
+        }
+    });
     assert!(edited);
     // Whatever that start saw, the next one has every new name.
     let (next, _) = tree.scan();

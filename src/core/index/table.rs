@@ -187,7 +187,12 @@ impl Index {
         // Users' rows depend on how many definitions of a name a file holds, not on where
         // in it they are: only names whose count changed are journaled (an edit inside a
         // body touches none).
-        let changed = count_changes(&self.defined_names_of(path), &names);
+        // Nothing of it before a repo graph exists: typing costs no journal until then.
+        let changed = if self.keeps_journal() {
+            count_changes(&self.defined_names_of(path), &names)
+        } else {
+            Vec::new()
+        };
         let spread_before = self.spread(&changed);
         self.forget(path);
         self.generation += 1;
@@ -240,7 +245,7 @@ impl Index {
 
     /// Forgets a file; `false` when it was not indexed.
     pub fn remove(&mut self, path: &str) -> bool {
-        let names = self.defined_names_of(path);
+        let names = self.journaled_names_of(path);
         let spread_before = self.spread(&names);
         if !self.forget(path) {
             return false;
@@ -248,6 +253,15 @@ impl Index {
         self.generation += 1;
         self.journal_names(&names, &spread_before);
         true
+    }
+
+    /// [`defined_names_of`](Self::defined_names_of) when a change must be journaled, else
+    /// nothing.
+    fn journaled_names_of(&mut self, path: &str) -> Vec<NameId> {
+        if !self.keeps_journal() {
+            return Vec::new();
+        }
+        self.defined_names_of(path)
     }
 
     /// The ids of the names `path` defines, once per definition.
@@ -344,7 +358,7 @@ impl Index {
         }
         self.remove(to);
         // Users sort the files a name leads to by path: the names defined here are touched.
-        let moved = self.defined_names_of(from);
+        let moved = self.journaled_names_of(from);
         let spread = self.spread(&moved);
         let Some(id) = self.by_path.remove(from) else {
             return false;
