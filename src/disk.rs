@@ -57,6 +57,30 @@ fn kind_of(file_type: std::fs::FileType) -> &'static str {
 /// or follow a link swapped in meanwhile, and the open file is checked again. The size limit
 /// holds by what is read, never by trusting the metadata.
 pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
+    let io = |source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let (mut file, length) = open_regular(path, max_bytes)?;
+    let mut bytes = Vec::with_capacity(length.min(max_bytes) as usize);
+    // `take` guards against a file that grows between the size check and the read.
+    file.by_ref()
+        .take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(ReadError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+            limit: max_bytes,
+        });
+    }
+    Ok(bytes)
+}
+
+/// [`read_regular`]'s checks without the read: the open regular file and its length, for a
+/// caller that reads parts of it (a reader must still bound what it reads by the length).
+pub fn open_regular(path: &Path, max_bytes: u64) -> Result<(std::fs::File, u64), ReadError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| ReadError::Io {
         path: path.to_owned(),
@@ -76,7 +100,7 @@ pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
             limit: max_bytes,
         });
     }
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         // Opening a FIFO swapped in after the check returns at once instead of waiting for
         // a writer; reads of a regular file are unaffected.
@@ -90,20 +114,7 @@ pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
             kind: kind_of(opened.file_type()),
         });
     }
-    let mut bytes = Vec::with_capacity(opened.len().min(max_bytes) as usize);
-    // `take` guards against a file that grows between the size check and the read.
-    file.by_ref()
-        .take(max_bytes + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(ReadError::TooLarge {
-            path: path.to_owned(),
-            size: bytes.len() as u64,
-            limit: max_bytes,
-        });
-    }
-    Ok(bytes)
+    Ok((file, opened.len()))
 }
 
 /// A missing file that is a symbolic link is a dangling link: say so, with its target.

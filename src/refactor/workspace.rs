@@ -56,7 +56,7 @@ impl PlanFacts {
                         symbols
                             .symbols
                             .into_iter()
-                            .map(|symbol| symbol.path)
+                            .map(|symbol| symbol.path().to_owned())
                             .collect(),
                     )
                 });

@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::core::index::cache_format::{CachedFile, Encoder, FileHead, decode, decode_symbols};
+use crate::core::index::cache_format::{
+    CachedFile, Encoder, FileHead, decode_from, decode_symbols,
+};
 use crate::core::index::extract::FileSymbols;
 
-/// A cache larger than this is not read (the kernel's index is about 150 MiB).
+/// A cache larger than this is not used (the kernel's index is about 150 MiB).
 const MAX_CACHE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// The cache file for `root`: `$TIERLS_INDEX_CACHE` (a folder) or the user's cache folder's
@@ -31,10 +33,13 @@ fn root_key(root: &Path) -> String {
     root.to_string_lossy().into_owned()
 }
 
-/// A cache read at start: each file's head by path, its symbols still encoded.
-#[derive(Debug, Default)]
+/// A cache read at start: each file's head by path; its symbols stay in the file, read
+/// when the scan reaches it (the cache is never held whole in memory).
+#[derive(Debug)]
 pub struct LoadedCache {
-    bytes: Vec<u8>,
+    /// The cache as it was checked: a cache written meanwhile is renamed over the path,
+    /// never written into this file.
+    file: std::fs::File,
     files: HashMap<String, CachedFile>,
 }
 
@@ -51,35 +56,40 @@ impl LoadedCache {
         self.files.is_empty()
     }
 
-    /// A file's symbols as encoded, to copy into the next cache.
-    pub fn encoded_symbols(&self, file: &CachedFile) -> &[u8] {
-        self.bytes.get(file.symbols.clone()).unwrap_or_default()
-    }
-
-    /// A file's symbols, or `None` when they do not decode (the file is then parsed).
-    pub fn symbols(&self, file: &CachedFile) -> Option<FileSymbols> {
-        decode_symbols(self.encoded_symbols(file)).ok()
+    /// A file's symbols, decoded and as encoded (to copy into the next cache), or `None`
+    /// when they cannot be read or do not decode (the file is then parsed).
+    pub fn symbols(&self, file: &CachedFile) -> Option<(FileSymbols, Vec<u8>)> {
+        use std::os::unix::fs::FileExt;
+        let mut encoded = vec![0; file.symbols.len()];
+        self.file
+            .read_exact_at(&mut encoded, file.symbols.start as u64)
+            .ok()?;
+        let symbols = decode_symbols(&encoded).ok()?;
+        Some((symbols, encoded))
     }
 }
 
 /// What the last scan of `root` left in `path`, or why there is nothing to use.
 pub fn load(root: &Path, path: &Path) -> Result<LoadedCache, String> {
-    let bytes = crate::disk::read_regular(path, MAX_CACHE_BYTES).map_err(|err| match err {
-        crate::disk::ReadError::Io { source, .. }
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            "none yet".to_owned()
-        }
-        // The error names the path.
-        other => other.to_string(),
-    })?;
-    let files =
-        decode(&bytes, &root_key(root)).map_err(|err| format!("{}: {err}", path.display()))?;
+    let (file, length) =
+        crate::disk::open_regular(path, MAX_CACHE_BYTES).map_err(|err| match err {
+            crate::disk::ReadError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                "none yet".to_owned()
+            }
+            // The error names the path.
+            other => other.to_string(),
+        })?;
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, &file);
+    let files = decode_from(&mut reader, length, &root_key(root))
+        .map_err(|err| format!("{}: {err}", path.display()))?;
+    drop(reader);
     let files = files
         .into_iter()
         .map(|file| (file.head.path.clone(), file))
         .collect();
-    Ok(LoadedCache { bytes, files })
+    Ok(LoadedCache { file, files })
 }
 
 /// A cache being written as a scan goes: records go to a temporary file beside the cache,
@@ -183,7 +193,7 @@ pub fn scan_with_cache(
         },
         progress,
     );
-    // The old cache's bytes are let go before the new one is synced.
+    // The old cache is closed before the new one is put in its place.
     drop(options);
     if let Some(writer) = writer {
         match writer.finish() {

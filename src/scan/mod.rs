@@ -260,10 +260,10 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
     if let Some((cache, file)) = cached
         && file.head.stamp.same_metadata(size, modified_ns)
         && size <= reading.max_bytes
-        && let Some(symbols) = cache.symbols(file)
+        && let Some((symbols, encoded)) = cache.symbols(file)
     {
         let head = file.head.clone();
-        return reused(head, symbols, cache.encoded_symbols(file), reading);
+        return reused(head, symbols, encoded, reading);
     }
     match read_source(path, reading.max_bytes) {
         Ok(text) => {
@@ -282,9 +282,9 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
             };
             if let Some((cache, file)) = cached
                 && file.head.stamp.hash == head.stamp.hash
-                && let Some(symbols) = cache.symbols(file)
+                && let Some((symbols, encoded)) = cache.symbols(file)
             {
-                return reused(head, symbols, cache.encoded_symbols(file), reading);
+                return reused(head, symbols, encoded, reading);
             }
             let symbols = match parse(language, &text, None) {
                 Some(tree) => extract(language, &tree, &text),
@@ -305,10 +305,15 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
 }
 
 /// A file whose symbols came from the cache: its record is copied, not encoded again.
-fn reused(head: FileHead, symbols: FileSymbols, encoded: &[u8], reading: &Reading<'_>) -> Outcome {
+fn reused(
+    head: FileHead,
+    symbols: FileSymbols,
+    encoded: Vec<u8>,
+    reading: &Reading<'_>,
+) -> Outcome {
     let record = reading.record.then(|| CacheRecord {
         head: head.clone(),
-        symbols: encoded.to_vec(),
+        symbols: encoded,
     });
     Outcome::Indexed(scanned(head, symbols, record), true)
 }

@@ -38,13 +38,13 @@ impl SymbolAt {
         SymbolAt {
             file: file.to_owned(),
             language,
-            name: symbol.name.clone(),
-            path: symbol.path.clone(),
+            name: symbol.name().to_owned(),
+            path: symbol.path().to_owned(),
             kind: symbol.kind,
-            signature: symbol.signature.clone(),
-            range: symbol.range.clone(),
-            name_range: symbol.name_range.clone(),
-            parent: symbol.parent,
+            signature: symbol.signature().to_owned(),
+            range: symbol.range(),
+            name_range: symbol.name_range(),
+            parent: symbol.parent(),
         }
     }
 
@@ -98,7 +98,7 @@ impl Workspace {
             (
                 found.path != key,
                 found.path.to_owned(),
-                found.symbol.range.start,
+                found.symbol.range().start,
             )
         });
         Some(found.iter().map(SymbolAt::of).collect())

@@ -484,13 +484,11 @@ fn the_table_answers_enclosing_symbols_references_and_renames() {
     assert_eq!(
         index
             .enclosing_symbol("src/shapes.rs", inside_area)
-            .map(|s| s.path.as_str()),
+            .map(|s| s.path()),
         Some("Circle::area")
     );
     assert_eq!(
-        index
-            .enclosing_symbol("src/shapes.rs", 0)
-            .map(|s| s.path.as_str()),
+        index.enclosing_symbol("src/shapes.rs", 0).map(|s| s.path()),
         Some("Shape")
     );
     let uses: Vec<&str> = index

@@ -100,7 +100,7 @@ fn shown(index: &Index) -> String {
     let mut lines: Vec<String> = index
         .files()
         .map(|(_, entry)| {
-            let names: Vec<&str> = entry.symbols.iter().map(|s| s.path.as_str()).collect();
+            let names: Vec<&str> = entry.symbols.iter().map(|s| s.path()).collect();
             format!("{}: {}", entry.path, names.join(", "))
         })
         .collect();

@@ -32,15 +32,15 @@ fn check(language: Language, source: &str) -> String {
         .symbols
         .iter()
         .map(|symbol| {
-            let body = symbol.body.as_ref().map_or(String::new(), |body| {
+            let body = symbol.body().as_ref().map_or(String::new(), |body| {
                 format!(" body {}-{}", line_of(body.start), line_of(body.end))
             });
             format!(
                 "{:<9} {:<24} line {}{body}  `{}`",
                 symbol.kind.name(),
-                symbol.path,
-                line_of(symbol.range.start),
-                symbol.signature
+                symbol.path(),
+                line_of(symbol.range().start),
+                symbol.signature()
             )
         })
         .collect();

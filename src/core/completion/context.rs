@@ -59,7 +59,7 @@ pub fn choose_context(input: &CompletionInput<'_>, offset: usize) -> Vec<Context
     let cursor = at_cursor(&line_prefix);
     let enclosing = input.index.enclosing_symbol(input.path, offset);
     let window_start = enclosing
-        .map_or(0, |symbol| symbol.range.start)
+        .map_or(0, |symbol| symbol.range().start)
         .max(offset.saturating_sub(NAMES_WINDOW));
     let window = text
         .byte_slice(super::char_floor(text, window_start)..offset)
@@ -141,11 +141,11 @@ impl Chooser<'_> {
         if self.full() || path == self.path {
             return false;
         }
-        if !self.seen.insert((path.to_owned(), symbol.range.start)) {
+        if !self.seen.insert((path.to_owned(), symbol.range().start)) {
             return false;
         }
         let text = snippet(symbol);
-        if self.window.contains(&symbol.signature) || !self.signatures.insert(text.clone()) {
+        if self.window.contains(&symbol.signature()) || !self.signatures.insert(text.clone()) {
             return false;
         }
         self.lines.push(ContextLine {
@@ -252,14 +252,14 @@ impl Chooser<'_> {
         let holder = file
             .symbols
             .iter()
-            .filter(|symbol| symbol.range.contains(&offset) && holds_members(symbol.kind))
-            .min_by_key(|symbol| symbol.range.len());
+            .filter(|symbol| symbol.range().contains(&offset) && holds_members(symbol.kind))
+            .min_by_key(|symbol| symbol.range().len());
         if let Some(holder) = holder {
-            return Some(holder.name.clone());
+            return Some(holder.name().to_owned());
         }
         // A Go method: its path is `Type.Method`.
         let enclosing = enclosing?;
-        let (owner, _) = enclosing.path.rsplit_once(self.language.separator())?;
+        let (owner, _) = enclosing.path().rsplit_once(self.language.separator())?;
         Some(owner.to_owned())
     }
 
@@ -293,7 +293,7 @@ impl Chooser<'_> {
                         entry
                             .symbols
                             .iter()
-                            .filter(|symbol| symbol.path.starts_with(&owner_prefix)),
+                            .filter(|symbol| symbol.path().starts_with(&owner_prefix)),
                     );
                 }
             }
@@ -304,9 +304,9 @@ impl Chooser<'_> {
                 // A member the type's outline shows already adds nothing.
                 let in_outline = found
                     .symbol
-                    .outline
-                    .contains(member.signature.trim_end_matches(['{', ':', ' ']));
-                if member.name.starts_with(word) && !in_outline {
+                    .outline()
+                    .contains(member.signature().trim_end_matches(['{', ':', ' ']));
+                if member.name().starts_with(word) && !in_outline {
                     let member_path = member_file(self.index, found.path, member);
                     listed += usize::from(self.add(&member_path, member));
                 }
@@ -320,11 +320,16 @@ impl Chooser<'_> {
     fn module_members(&mut self, files: &[&FileEntry], word: &str) {
         let mut listed = 0;
         for file in files {
-            for symbol in file.symbols.iter().filter(|symbol| symbol.parent.is_none()) {
+            for symbol in file
+                .symbols
+                .iter()
+                .filter(|symbol| symbol.parent().is_none())
+            {
                 if listed >= MEMBERS || self.full() {
                     return;
                 }
-                if symbol.name.starts_with(word) && !symbol.path.contains(self.language.separator())
+                if symbol.name().starts_with(word)
+                    && !symbol.path().contains(self.language.separator())
                 {
                     listed += usize::from(self.add(&file.path, symbol));
                 }
@@ -451,7 +456,7 @@ impl Chooser<'_> {
                     break;
                 }
                 let is_member_of_a_type =
-                    found.symbol.kind == SymbolKind::Method || found.symbol.parent.is_some();
+                    found.symbol.kind == SymbolKind::Method || found.symbol.parent().is_some();
                 if is_member && is_member_of_a_type {
                     // `x.get` with `x` unknown: some type's `get` is a guess, not context.
                     continue;
@@ -475,11 +480,11 @@ impl Chooser<'_> {
             .flat_map(|file| {
                 file.symbols
                     .iter()
-                    .filter(|symbol| symbol.parent.is_none() && !symbol.path.contains('.'))
+                    .filter(|symbol| symbol.parent().is_none() && !symbol.path().contains('.'))
                     .map(|symbol| (file.path.as_str(), symbol))
             })
             .collect();
-        symbols.sort_by_key(|(_, symbol)| !symbol.name.starts_with(cursor.word));
+        symbols.sort_by_key(|(_, symbol)| !symbol.name().starts_with(cursor.word));
         for (path, symbol) in symbols {
             if self.full() {
                 return;
@@ -525,14 +530,14 @@ fn member_file(index: &Index, type_path: &str, member: &Symbol) -> String {
 
 /// A definition as the model sees it: its signature, and its outline when it has one.
 pub fn snippet(symbol: &Symbol) -> String {
-    if symbol.outline.is_empty() {
-        symbol.signature.clone()
-    } else if symbol.signature.ends_with('{') {
-        format!("{} {} }}", symbol.signature, symbol.outline)
-    } else if symbol.signature.ends_with([':', '=', '(', '[']) {
-        format!("{} {}", symbol.signature, symbol.outline)
+    if symbol.outline().is_empty() {
+        symbol.signature().to_owned()
+    } else if symbol.signature().ends_with('{') {
+        format!("{} {} }}", symbol.signature(), symbol.outline())
+    } else if symbol.signature().ends_with([':', '=', '(', '[']) {
+        format!("{} {}", symbol.signature(), symbol.outline())
     } else {
-        format!("{} {{ {} }}", symbol.signature, symbol.outline)
+        format!("{} {{ {} }}", symbol.signature(), symbol.outline())
     }
 }
 

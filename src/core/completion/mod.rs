@@ -101,7 +101,7 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
     let in_body = input
         .index
         .enclosing_symbol(input.path, offset)
-        .and_then(|symbol| symbol.body.clone())
+        .and_then(|symbol| symbol.body())
         .is_some_and(|body| body.start < offset && offset < body.end);
     let mode = if blank_line && (opens_block || in_body) {
         Mode::Block
@@ -197,11 +197,12 @@ fn context_lines(
     let mut lines = Vec::new();
     let mut chunks = Vec::new();
     if let Some(enclosing) = input.index.enclosing_symbol(input.path, offset)
-        && enclosing.range.start + input.budget_bytes / 2 < offset
+        && enclosing.range().start + input.budget_bytes / 2 < offset
     {
         lines.push(format!(
             "{comment} Inside {}: {}",
-            input.path, enclosing.signature
+            input.path,
+            enclosing.signature()
         ));
     }
     for line in context::choose_context(input, offset) {

@@ -6,12 +6,13 @@
 //! of the body. The body is records, each a file's head (path, language, stamp; a length
 //! and a `postcard` encoding) and its symbols (a length and a `postcard` encoding). The
 //! hash comes last so that a cache can be written as the scan goes, never held whole in
-//! memory; the symbols are apart from the head so that a start decodes only the heads and
-//! each unchanged file's symbols when it is reached, and copies them unchanged into the
-//! next cache. Nothing in a cache is trusted before the magic, version, root and hash
+//! memory; the symbols are apart from the head so that a start decodes only the heads (in
+//! one streaming pass that also checks the hash) and reads each unchanged file's symbols
+//! when it is reached, and copies them unchanged into the next cache. Nothing in a cache is trusted before the magic, version, root and hash
 //! agree, and a record that does not decode ends the reading with an error (the cache is
 //! then ignored).
 
+use std::io::Read;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ use super::language::Language;
 const MAGIC: &[u8; 8] = b"TIERLSIX";
 /// Raised whenever the layout or anything it encodes (symbols, kinds, languages) changes: a
 /// cache of another version is ignored, never read as this one.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// A record longer than this is corrupt (a file's symbols never take 64 MiB).
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 const HASH_BYTES: usize = 8;
@@ -139,8 +140,26 @@ impl Encoder {
 /// The files a cache holds, if it is a whole cache of this version for `root`. Their
 /// symbols stay encoded in `bytes`.
 pub fn decode(bytes: &[u8], root: &str) -> Result<Vec<CachedFile>, CacheError> {
-    let mut reader = Reader { bytes, at: 0 };
-    if reader.take(MAGIC.len()) != Some(MAGIC.as_slice()) {
+    let mut reader = bytes;
+    decode_from(&mut reader, bytes.len() as u64, root)
+}
+
+/// [`decode`] reading the `length` bytes of a cache from `cache` in one pass, keeping only
+/// the heads: a start need not hold the whole cache in memory, only read each unchanged
+/// file's symbols (at [`CachedFile::symbols`], offsets from the cache's start) when it
+/// reaches it. Nothing is returned before the hash at the end agrees.
+pub fn decode_from(
+    cache: &mut dyn Read,
+    length: u64,
+    root: &str,
+) -> Result<Vec<CachedFile>, CacheError> {
+    let mut reader = Stream {
+        inner: cache,
+        at: 0,
+        hash: None,
+    };
+    let mut magic = [0; MAGIC.len()];
+    if reader.fill(&mut magic).is_err() || &magic != MAGIC {
         return Err(CacheError::NotACache);
     }
     let version = reader.u32().ok_or_else(|| truncated("the version"))?;
@@ -148,44 +167,46 @@ pub fn decode(bytes: &[u8], root: &str) -> Result<Vec<CachedFile>, CacheError> {
         return Err(CacheError::OtherVersion(version));
     }
     let root_length = reader.u32().ok_or_else(|| truncated("the root"))? as usize;
-    let cached_root = reader
-        .take(root_length)
-        .ok_or_else(|| truncated("the root"))?;
+    if root_length > MAX_RECORD_BYTES {
+        return Err(truncated("the root"));
+    }
+    let mut cached_root = vec![0; root_length];
+    reader
+        .fill(&mut cached_root)
+        .map_err(|_| truncated("the root"))?;
     if cached_root != root.as_bytes() {
         return Err(CacheError::OtherRoot(
-            String::from_utf8_lossy(cached_root).into_owned(),
+            String::from_utf8_lossy(&cached_root).into_owned(),
         ));
     }
-    let body_start = reader.at;
-    let body_end = bytes
-        .len()
-        .checked_sub(HASH_BYTES)
-        .filter(|&end| end >= body_start)
+    let body_end = length
+        .checked_sub(HASH_BYTES as u64)
+        .filter(|&end| end >= reader.at)
         .ok_or_else(|| truncated("the hash"))?;
-    let body = &bytes[body_start..body_end];
-    let hash = u64::from_le_bytes(
-        bytes[body_end..]
-            .try_into()
-            .map_err(|_| truncated("the hash"))?,
-    );
-    if xxhash_rust::xxh3::xxh3_64(body) != hash {
+    reader.hash = Some(xxhash_rust::xxh3::Xxh3::new());
+    let mut files = Vec::new();
+    let mut head = Vec::new();
+    while reader.at < body_end {
+        reader.record(&mut head)?;
+        let head: FileHead = postcard::from_bytes(&head)
+            .map_err(|err| CacheError::Corrupt(format!("a record does not decode: {err}")))?;
+        let symbols_length = reader.length()?;
+        let start = reader.at;
+        reader.skip(symbols_length)?;
+        files.push(CachedFile {
+            head,
+            symbols: start as usize..reader.at as usize,
+        });
+    }
+    if reader.at != body_end {
+        return Err(truncated("a record"));
+    }
+    let body_hash = reader.hash.take().map(|hash| hash.digest());
+    let hash = reader.u64().ok_or_else(|| truncated("the hash"))?;
+    if body_hash != Some(hash) {
         return Err(CacheError::Corrupt(
             "the body does not match its hash (truncated or overwritten)".into(),
         ));
-    }
-    let mut reader = Reader { bytes: body, at: 0 };
-    let mut files = Vec::new();
-    while reader.at < body.len() {
-        let head = reader.record().ok_or_else(|| truncated("a record"))??;
-        let head: FileHead = postcard::from_bytes(head)
-            .map_err(|err| CacheError::Corrupt(format!("a record does not decode: {err}")))?;
-        let symbols_start = reader.at + 4;
-        let symbols = reader.record().ok_or_else(|| truncated("a record"))??;
-        let start = body_start + symbols_start;
-        files.push(CachedFile {
-            head,
-            symbols: start..start + symbols.len(),
-        });
     }
     Ok(files)
 }
@@ -194,32 +215,61 @@ fn truncated(what: &str) -> CacheError {
     CacheError::Corrupt(format!("truncated in {what}"))
 }
 
-struct Reader<'b> {
-    bytes: &'b [u8],
-    at: usize,
+/// A cache read front to back, hashing the body as it goes.
+struct Stream<'r> {
+    inner: &'r mut dyn Read,
+    at: u64,
+    hash: Option<xxhash_rust::xxh3::Xxh3>,
 }
 
-impl<'b> Reader<'b> {
-    fn take(&mut self, length: usize) -> Option<&'b [u8]> {
-        let end = self.at.checked_add(length)?;
-        let taken = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(taken)
+impl Stream<'_> {
+    fn fill(&mut self, buffer: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_exact(buffer)?;
+        self.at += buffer.len() as u64;
+        if let Some(hash) = &mut self.hash {
+            hash.update(buffer);
+        }
+        Ok(())
     }
 
     fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+        let mut bytes = [0; 4];
+        self.fill(&mut bytes).ok()?;
+        Some(u32::from_le_bytes(bytes))
     }
 
-    /// A length and that many bytes; `None` when the bytes end first.
-    fn record(&mut self) -> Option<Result<&'b [u8], CacheError>> {
-        let length = self.u32()? as usize;
+    fn u64(&mut self) -> Option<u64> {
+        let mut bytes = [0; 8];
+        self.fill(&mut bytes).ok()?;
+        Some(u64::from_le_bytes(bytes))
+    }
+
+    /// A record's length, checked against `MAX_RECORD_BYTES`.
+    fn length(&mut self) -> Result<usize, CacheError> {
+        let length = self.u32().ok_or_else(|| truncated("a record"))? as usize;
         if length > MAX_RECORD_BYTES {
-            return Some(Err(CacheError::Corrupt(format!(
-                "a record of {length} bytes"
-            ))));
+            return Err(CacheError::Corrupt(format!("a record of {length} bytes")));
         }
-        self.take(length).map(Ok)
+        Ok(length)
+    }
+
+    /// A length and that many bytes, into `into`.
+    fn record(&mut self, into: &mut Vec<u8>) -> Result<(), CacheError> {
+        let length = self.length()?;
+        into.resize(length, 0);
+        self.fill(into).map_err(|_| truncated("a record"))
+    }
+
+    /// Reads past `length` bytes (hashing them).
+    fn skip(&mut self, mut length: usize) -> Result<(), CacheError> {
+        let mut buffer = [0; 16 * 1024];
+        while length > 0 {
+            let step = length.min(buffer.len());
+            self.fill(&mut buffer[..step])
+                .map_err(|_| truncated("a record"))?;
+            length -= step;
+        }
+        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 //! Broken code is normal input: tree-sitter recovers, and whatever the query still finds is
 //! kept.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -91,25 +92,143 @@ impl SymbolKind {
 }
 
 /// One definition in a file. Ranges are byte ranges of the file's text.
+///
+/// Compact, since a large tree holds millions of them: the strings share one allocation
+/// (the qualified path, which ends with the name, then the signature, then the outline) and
+/// offsets are 32-bit (no indexed file comes near 4 GiB). Fifty-six bytes and one heap block
+/// where four owned strings and word-sized ranges took 176 bytes and four.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symbol {
-    pub name: String,
     pub kind: SymbolKind,
-    /// The qualified path within the file: `Shape::area`, `Circle.area`.
-    pub path: String,
+    /// The path, the signature and the outline, back to back.
+    text: Box<str>,
+    name_len: u32,
+    signature_len: u16,
+    outline_len: u16,
+    name_range: [u32; 2],
+    range: [u32; 2],
+    /// `NO_BODY` when the definition has none.
+    body: [u32; 2],
+    /// `NO_PARENT` at the top level.
+    parent: u32,
+}
+
+const NO_BODY: [u32; 2] = [u32::MAX, u32::MAX];
+const NO_PARENT: u32 = u32::MAX;
+
+/// What a [`Symbol`] is made of, before it is packed.
+#[derive(Clone, Debug)]
+pub struct SymbolParts<'a> {
+    pub kind: SymbolKind,
+    /// The qualified path within the file: `Shape::area`, `Circle.area`. Ends with the name.
+    pub path: &'a str,
+    pub name_len: usize,
     pub name_range: Range<usize>,
     /// The whole definition.
     pub range: Range<usize>,
     /// The definition's body, when it has one.
     pub body: Option<Range<usize>>,
     /// The definition without its body, on one line.
-    pub signature: String,
+    pub signature: &'a str,
     /// The index of the enclosing symbol in the same file.
     pub parent: Option<usize>,
+    /// For a type or a constant, what it holds in brief (see [`OUTLINE_BYTES`]).
+    pub outline: &'a str,
+}
+
+impl Symbol {
+    /// Packs `parts`. Offsets past 4 GiB, a name longer than its path or a signature or
+    /// outline past 64 KiB (none of which extraction makes) are cut to fit.
+    pub fn new(parts: SymbolParts<'_>) -> Symbol {
+        let signature = prefix_within(parts.signature, u16::MAX as usize);
+        let outline = prefix_within(parts.outline, u16::MAX as usize);
+        let mut text = String::with_capacity(parts.path.len() + signature.len() + outline.len());
+        text.push_str(parts.path);
+        text.push_str(signature);
+        text.push_str(outline);
+        let offset = |at: usize| u32::try_from(at).unwrap_or(u32::MAX - 1);
+        let pair = |range: &Range<usize>| [offset(range.start), offset(range.end)];
+        Symbol {
+            kind: parts.kind,
+            text: text.into_boxed_str(),
+            name_len: offset(parts.name_len.min(parts.path.len())),
+            signature_len: signature.len() as u16,
+            outline_len: outline.len() as u16,
+            name_range: pair(&parts.name_range),
+            range: pair(&parts.range),
+            body: parts.body.as_ref().map_or(NO_BODY, pair),
+            parent: parts.parent.map_or(NO_PARENT, |parent| offset(parent)),
+        }
+    }
+
+    fn path_len(&self) -> usize {
+        // Saturating: a symbol decoded from a damaged cache reads as empty, never panics.
+        (self.text.len()).saturating_sub(self.signature_len as usize + self.outline_len as usize)
+    }
+
+    /// The name as written at the definition.
+    pub fn name(&self) -> &str {
+        let path_len = self.path_len();
+        let start = path_len.saturating_sub(self.name_len as usize);
+        self.text.get(start..path_len).unwrap_or_default()
+    }
+
+    /// The qualified path within the file: `Shape::area`, `Circle.area`.
+    pub fn path(&self) -> &str {
+        self.text.get(..self.path_len()).unwrap_or_default()
+    }
+
+    /// The definition without its body, on one line: `fn area(&self) -> f64`.
+    pub fn signature(&self) -> &str {
+        let start = self.path_len();
+        let end = start + self.signature_len as usize;
+        self.text.get(start..end).unwrap_or_default()
+    }
+
     /// For a type or a constant, what it holds in brief: the lines of its definition at its
     /// own level (fields, method signatures, a value), whitespace collapsed, at most
     /// `OUTLINE_BYTES`. Empty for other kinds.
-    pub outline: String,
+    pub fn outline(&self) -> &str {
+        let start = self.text.len().saturating_sub(self.outline_len as usize);
+        self.text.get(start..).unwrap_or_default()
+    }
+
+    /// The name's byte range.
+    pub fn name_range(&self) -> Range<usize> {
+        self.name_range[0] as usize..self.name_range[1] as usize
+    }
+
+    /// The whole definition.
+    pub fn range(&self) -> Range<usize> {
+        self.range[0] as usize..self.range[1] as usize
+    }
+
+    /// The definition's body, when it has one.
+    pub fn body(&self) -> Option<Range<usize>> {
+        (self.body != NO_BODY).then(|| self.body[0] as usize..self.body[1] as usize)
+    }
+
+    /// The index of the enclosing symbol in the same file.
+    pub fn parent(&self) -> Option<usize> {
+        (self.parent != NO_PARENT).then_some(self.parent as usize)
+    }
+
+    /// The bytes it holds on the heap (for the index's memory figures).
+    pub fn heap_bytes(&self) -> usize {
+        self.text.len()
+    }
+}
+
+/// The longest prefix of `text` within `limit` bytes that ends on a character boundary.
+fn prefix_within(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The longest outline a symbol keeps: context for a completion, not the definition.
@@ -157,6 +276,18 @@ impl FileSymbols {
     }
 }
 
+/// A definition while its file is read: its nesting and path are settled before it is
+/// packed into a [`Symbol`].
+struct Draft<'t> {
+    kind: SymbolKind,
+    name: &'t str,
+    path: Cow<'t, str>,
+    name_range: Range<usize>,
+    range: Range<usize>,
+    body: Option<Range<usize>>,
+    parent: Option<usize>,
+}
+
 /// Parses `text`, reusing `old` (already edited to match) when given.
 pub fn parse(language: Language, text: &str, old: Option<&Tree>) -> Option<Tree> {
     let mut parser = Parser::new();
@@ -173,7 +304,7 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
         };
     };
     let names = query.capture_names();
-    let mut definitions: Vec<(usize, Symbol, Option<String>)> = Vec::new();
+    let mut definitions: Vec<(usize, Draft, Option<&str>)> = Vec::new();
     let mut references = Vec::new();
     let mut cursor = QueryCursor::new();
     let mut matches = cursor.matches(query, tree.root_node(), text.as_bytes());
@@ -187,7 +318,7 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
             if capture_name == "name" {
                 name_node = Some(capture.node);
             } else if capture_name == "container" {
-                container = Some(node_text(capture.node, text).to_owned());
+                container = Some(node_text(capture.node, text));
             } else if let Some(kind) = capture_name.strip_prefix("definition.") {
                 definition = SymbolKind::from_capture(kind).map(|kind| (kind, capture.node));
             } else if capture_name.starts_with("reference.") {
@@ -200,22 +331,18 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
             continue;
         }
         if let Some((kind, node)) = definition {
-            let name = name_text.to_owned();
-            let body = node
-                .child_by_field_name("body")
-                .map(|body| body.byte_range());
-            let symbol = Symbol {
-                signature: signature(text, node.byte_range(), body.clone()),
-                path: name.clone(),
-                name,
+            let draft = Draft {
                 kind,
+                name: name_text,
+                path: Cow::Borrowed(name_text),
                 name_range: name_node.byte_range(),
                 range: node.byte_range(),
-                body,
+                body: node
+                    .child_by_field_name("body")
+                    .map(|body| body.byte_range()),
                 parent: None,
-                outline: String::new(),
             };
-            definitions.push((found.pattern_index, symbol, container));
+            definitions.push((found.pattern_index, draft, container));
         } else if reference {
             references.push((name_node.byte_range(), name_text));
         }
@@ -223,7 +350,7 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
 
     // Where two patterns define the same name, the earlier pattern (the more specific, or
     // the language's own rather than an inherited one) wins.
-    definitions.sort_by_key(|(pattern, symbol, _)| (symbol.name_range.start, *pattern));
+    definitions.sort_by_key(|(pattern, draft, _)| (draft.name_range.start, *pattern));
     definitions.dedup_by(|later, earlier| later.1.name_range == earlier.1.name_range);
     // Outer definitions first, so that nesting can be read off a stack.
     definitions.sort_by(|a, b| {
@@ -232,40 +359,56 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
     });
 
     let separator = language.separator();
-    let mut symbols: Vec<Symbol> = Vec::with_capacity(definitions.len());
+    let mut drafts: Vec<Draft> = Vec::with_capacity(definitions.len());
     let mut open: Vec<usize> = Vec::new();
-    for (_, mut symbol, container) in definitions {
+    for (_, mut draft, container) in definitions {
         while open.last().is_some_and(|&top| {
-            symbols[top].range.end < symbol.range.end
-                || symbols[top].range.end <= symbol.range.start
+            drafts[top].range.end < draft.range.end || drafts[top].range.end <= draft.range.start
         }) {
             open.pop();
         }
         let parent = open.last().copied();
-        symbol.parent = parent;
+        draft.parent = parent;
         if let Some(parent) = parent {
-            let parent = &symbols[parent];
-            if symbol.kind == SymbolKind::Function && parent.kind.holds_methods() {
-                symbol.kind = SymbolKind::Method;
+            let parent = &drafts[parent];
+            if draft.kind == SymbolKind::Function && parent.kind.holds_methods() {
+                draft.kind = SymbolKind::Method;
             }
-            symbol.path = format!("{}{separator}{}", parent.path, symbol.name);
+            draft.path = Cow::Owned(format!("{}{separator}{}", parent.path, draft.name));
         } else if let Some(container) = container {
-            symbol.path = format!("{container}{separator}{}", symbol.name);
+            draft.path = Cow::Owned(format!("{container}{separator}{}", draft.name));
         }
-        open.push(symbols.len());
-        symbols.push(symbol);
+        open.push(drafts.len());
+        drafts.push(draft);
     }
 
-    for i in 0..symbols.len() {
-        if symbols[i].kind.has_outline() {
-            symbols[i].outline = outline(text, &symbols, i);
-        }
-    }
+    let symbols: Vec<Symbol> = drafts
+        .iter()
+        .enumerate()
+        .map(|(i, draft)| {
+            let outline = if draft.kind.has_outline() {
+                outline(text, &drafts, i)
+            } else {
+                String::new()
+            };
+            Symbol::new(SymbolParts {
+                kind: draft.kind,
+                path: &draft.path,
+                name_len: draft.name.len(),
+                name_range: draft.name_range.clone(),
+                range: draft.range.clone(),
+                body: draft.body.clone(),
+                signature: &signature(text, draft.range.clone(), draft.body.clone()),
+                parent: draft.parent,
+                outline: &outline,
+            })
+        })
+        .collect();
 
     // A definition's own name is not a use of it.
-    let mut definition_names: Vec<Range<usize>> = symbols
+    let mut definition_names: Vec<Range<usize>> = drafts
         .iter()
-        .map(|symbol| symbol.name_range.clone())
+        .map(|draft| draft.name_range.clone())
         .collect();
     definition_names.sort_by_key(|range| range.start);
     references.retain(|(range, _)| {
@@ -340,7 +483,7 @@ fn signature(text: &str, range: Range<usize>, body: Option<Range<usize>>) -> Str
 
 /// The lines of symbol `i` after its first, at its own level: lines inside its children's
 /// bodies (method bodies) are left out, and so are blank lines, comments and lone brackets.
-fn outline(text: &str, symbols: &[Symbol], i: usize) -> String {
+fn outline(text: &str, symbols: &[Draft], i: usize) -> String {
     let symbol = &symbols[i];
     let Some(definition) = text.get(symbol.range.clone()) else {
         return String::new();

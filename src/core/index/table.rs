@@ -182,7 +182,7 @@ impl Index {
         let names: Vec<NameId> = found
             .symbols
             .iter()
-            .map(|symbol| self.names.intern(&symbol.name))
+            .map(|symbol| self.names.intern(&symbol.name()))
             .collect();
         // Users' rows depend on how many definitions of a name a file holds, not on where
         // in it they are: only names whose count changed are journaled (an edit inside a
@@ -269,7 +269,7 @@ impl Index {
         self.file(path)
             .into_iter()
             .flat_map(|entry| &entry.symbols)
-            .filter_map(|symbol| self.names.get(&symbol.name))
+            .filter_map(|symbol| self.names.get(&symbol.name()))
             .collect()
     }
 
@@ -336,13 +336,13 @@ impl Index {
         };
         if let Some(entry) = self.files[id.0 as usize].take() {
             for symbol in &entry.symbols {
-                if let Some(name) = self.names.get(&symbol.name)
+                if let Some(name) = self.names.get(&symbol.name())
                     && let Some(places) = self.definitions.get_mut(&name)
                 {
                     places.retain(|(file, _)| *file != id);
                     if places.is_empty() {
                         self.definitions.remove(&name);
-                        self.defined_names.remove(symbol.name.as_str());
+                        self.defined_names.remove(symbol.name());
                     }
                 }
             }
@@ -377,7 +377,7 @@ impl Index {
             .map(|entry| {
                 let names = entry.symbols.iter();
                 names
-                    .filter_map(|symbol| self.names.get(&symbol.name))
+                    .filter_map(|symbol| self.names.get(&symbol.name()))
                     .collect()
             })
             .unwrap_or_default();
@@ -480,8 +480,8 @@ impl Index {
         file.symbols
             .iter()
             .skip(parent + 1)
-            .take_while(move |symbol| symbol.range.start < file.symbols[parent].range.end)
-            .filter(move |symbol| symbol.parent == Some(parent))
+            .take_while(move |symbol| symbol.range().start < file.symbols[parent].range().end)
+            .filter(move |symbol| symbol.parent() == Some(parent))
     }
 
     /// Every use of `name`: the file and the byte range, by path and then position.
@@ -513,8 +513,8 @@ impl Index {
         self.file(path)?
             .symbols
             .iter()
-            .filter(|symbol| symbol.range.contains(&offset))
-            .min_by_key(|symbol| symbol.range.len())
+            .filter(|symbol| symbol.range().contains(&offset))
+            .min_by_key(|symbol| symbol.range().len())
     }
 
     /// The name at `offset`: a reference or a definition's name.
@@ -529,8 +529,10 @@ impl Index {
             entry
                 .symbols
                 .iter()
-                .find(|symbol| (symbol.name_range.start..=symbol.name_range.end).contains(&offset))
-                .map(|symbol| symbol.name.as_str())
+                .find(|symbol| {
+                    (symbol.name_range().start..=symbol.name_range().end).contains(&offset)
+                })
+                .map(|symbol| symbol.name())
         })
     }
 
@@ -603,7 +605,7 @@ impl Index {
             }
         }
         scored.sort_by(|a, b| {
-            (a.0, a.1, a.2.path, &a.2.symbol.path).cmp(&(b.0, b.1, b.2.path, &b.2.symbol.path))
+            (a.0, a.1, a.2.path, &a.2.symbol.path()).cmp(&(b.0, b.1, b.2.path, &b.2.symbol.path()))
         });
         scored
             .into_iter()
@@ -671,20 +673,12 @@ impl Index {
     pub fn memory_by_part(&self) -> Vec<(&'static str, usize)> {
         use std::mem::size_of;
         let mut symbol_structs = 0;
-        let mut names = 0;
-        let mut paths = 0;
-        let mut signatures = 0;
-        let mut outlines = 0;
+        let mut symbol_texts = 0;
         let mut references = 0;
         let mut file_paths = 0;
         for (_, entry) in self.files() {
             symbol_structs += entry.symbols.capacity() * size_of::<Symbol>();
-            for symbol in &entry.symbols {
-                names += symbol.name.capacity();
-                paths += symbol.path.capacity();
-                signatures += symbol.signature.capacity();
-                outlines += symbol.outline.capacity();
-            }
+            symbol_texts += entry.symbols.iter().map(Symbol::heap_bytes).sum::<usize>();
             references += entry.references.capacity() * size_of::<StoredReference>();
             file_paths += entry.path.capacity() * 2;
         }
@@ -702,10 +696,7 @@ impl Index {
             + self.definitions.capacity() * (size_of::<NameId>() + size_of::<Vec<(FileId, u32)>>());
         vec![
             ("symbol structs", symbol_structs),
-            ("symbol names", names),
-            ("symbol paths", paths),
-            ("signatures", signatures),
-            ("outlines", outlines),
+            ("symbol paths, signatures, outlines", symbol_texts),
             ("references", references),
             ("file paths", file_paths),
             ("interned names", name_tables),

@@ -99,11 +99,11 @@ pub fn locate(language: Language, text: &str, target: &str) -> Option<Located> {
     let symbol = symbols
         .symbols
         .iter()
-        .find(|symbol| symbol.path == target)?;
-    let start = leading_lines_start(language, text, symbol.range.start);
+        .find(|symbol| symbol.path() == target)?;
+    let start = leading_lines_start(language, text, symbol.range().start);
     let line_start = text[..start].rfind('\n').map_or(0, |at| at + 1);
     Some(Located {
-        range: start..symbol.range.end,
+        range: start..symbol.range().end,
         indent: text[line_start..start].to_owned(),
     })
 }

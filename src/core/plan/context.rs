@@ -29,12 +29,13 @@ pub fn used_definitions(
             continue;
         }
         for definition in definitions {
-            if definition.path == file && definition.symbol.path == target {
+            if definition.path == file && definition.symbol.path() == target {
                 continue;
             }
             found.push(format!(
                 "{}: {}",
-                definition.path, definition.symbol.signature
+                definition.path,
+                definition.symbol.signature()
             ));
         }
     }
@@ -114,7 +115,7 @@ fn chosen_symbols<'i>(entry: &'i FileEntry, item: &Focus) -> Result<Vec<&'i Symb
         Focus::Symbol { path, .. } => entry
             .symbols
             .iter()
-            .find(|symbol| &symbol.path == path)
+            .find(|symbol| &symbol.path() == path)
             .map(|symbol| vec![symbol])
             .ok_or_else(|| format!("{} has no symbol `{path}`", item.file())),
         Focus::Selection { range, .. } => Ok(selected_symbols(&entry.symbols, range)),
@@ -139,7 +140,7 @@ pub fn reference_files(index: &Index, focus: &[Focus], budget: usize) -> Vec<Str
         };
         for symbol in chosen_symbols(entry, item).unwrap_or_default() {
             let mut spent = 0;
-            for (file, _) in index.references(&symbol.name) {
+            for (file, _) in index.references(&symbol.name()) {
                 spent += least_site_cost(file);
                 if spent > budget {
                     break;
@@ -162,11 +163,11 @@ fn references_of(
     let mut spent = 0;
     let mut all = Vec::new();
     for (_, symbol) in targets {
-        let found = index.references(&symbol.name);
+        let found = index.references(&symbol.name());
         let mut references = References {
-            path: symbol.path.clone(),
-            name: symbol.name.clone(),
-            definitions: defining_files(index, &symbol.name),
+            path: symbol.path().to_owned(),
+            name: symbol.name().to_owned(),
+            definitions: defining_files(index, &symbol.name()),
             total_sites: found.len(),
             total_files: found
                 .iter()
@@ -193,7 +194,7 @@ fn references_of(
                 .collect();
             let enclosing = index
                 .enclosing_symbol(file, range.start)
-                .map(|symbol| symbol.path.clone())
+                .map(|symbol| symbol.path().to_owned())
                 .unwrap_or_default();
             // Never below `least_site_cost`: the line holds the name, so it is a token at least.
             let cost =
@@ -250,14 +251,14 @@ pub fn planner_input(
             files.push(file);
         }
         for symbol in chosen_symbols(entry, item)? {
-            let Some(located) = locate(entry.language, text, &symbol.path) else {
+            let Some(located) = locate(entry.language, text, &symbol.path()) else {
                 continue;
             };
             let source = located.display(text);
             shown.push((file, symbol));
             targets.push(TargetSource {
                 file: file.to_owned(),
-                path: symbol.path.clone(),
+                path: symbol.path().to_owned(),
                 kind: symbol.kind.name().to_owned(),
                 language: entry.language.name().to_owned(),
                 source,
@@ -272,7 +273,7 @@ pub fn planner_input(
                 .symbols
                 .iter()
                 .take(MAX_LISTED_SYMBOLS)
-                .map(|symbol| (symbol.path.clone(), symbol.kind.name().to_owned()))
+                .map(|symbol| (symbol.path().to_owned(), symbol.kind.name().to_owned()))
                 .collect();
             Some(((*file).to_owned(), listed))
         })
@@ -307,8 +308,8 @@ pub fn planner_input(
             let symbols = index.file(&file).map_or_else(Vec::new, |entry| {
                 let mut paths: Vec<String> = Vec::new();
                 for symbol in entry.symbols.iter().take(MAX_LISTED_SYMBOLS) {
-                    if !paths.contains(&symbol.path) {
-                        paths.push(symbol.path.clone());
+                    if !paths.iter().any(|path| path == symbol.path()) {
+                        paths.push(symbol.path().to_owned());
                     }
                 }
                 paths
@@ -340,14 +341,14 @@ pub fn planner_input(
 /// above a function is about that function).
 fn selected_symbols<'s>(symbols: &'s [Symbol], range: &std::ops::Range<usize>) -> Vec<&'s Symbol> {
     let covered = |symbol: &Symbol| {
-        !range.is_empty() && range.start <= symbol.range.start && symbol.range.end <= range.end
+        !range.is_empty() && range.start <= symbol.range().start && symbol.range().end <= range.end
     };
     let outermost: Vec<&Symbol> = symbols
         .iter()
         .filter(|symbol| {
             covered(symbol)
                 && !symbol
-                    .parent
+                    .parent()
                     .is_some_and(|parent| covered(&symbols[parent]))
         })
         .collect();
@@ -356,16 +357,18 @@ fn selected_symbols<'s>(symbols: &'s [Symbol], range: &std::ops::Range<usize>) -
     }
     let around = symbols
         .iter()
-        .filter(|symbol| symbol.range.start <= range.start && range.end <= symbol.range.end)
-        .min_by_key(|symbol| symbol.range.len());
+        .filter(|symbol| symbol.range().start <= range.start && range.end <= symbol.range().end)
+        .min_by_key(|symbol| symbol.range().len());
     let below = symbols
         .iter()
-        .filter(|symbol| symbol.range.start >= range.end && symbol.range.start - range.end < 200)
-        .min_by_key(|symbol| symbol.range.start);
+        .filter(|symbol| {
+            symbol.range().start >= range.end && symbol.range().start - range.end < 200
+        })
+        .min_by_key(|symbol| symbol.range().start);
     // The symbol right below wins when it lies inside the one around (a method below a
     // comment in its class).
     let chosen = match (around, below) {
-        (Some(around), Some(below)) if around.range.end >= below.range.end => Some(below),
+        (Some(around), Some(below)) if around.range().end >= below.range().end => Some(below),
         (None, below) => below,
         (around, _) => around,
     };
@@ -392,16 +395,18 @@ pub fn edit_targets<'e>(
     }
     let symbols = &entry.symbols;
     let intersects =
-        |symbol: &Symbol| symbol.range.start < range.end && range.start < symbol.range.end;
+        |symbol: &Symbol| symbol.range().start < range.end && range.start < symbol.range().end;
     let container = symbols
         .iter()
         .enumerate()
-        .filter(|(_, symbol)| symbol.range.start <= range.start && range.end <= symbol.range.end)
-        .min_by_key(|(_, symbol)| symbol.range.len())
+        .filter(|(_, symbol)| {
+            symbol.range().start <= range.start && range.end <= symbol.range().end
+        })
+        .min_by_key(|(_, symbol)| symbol.range().len())
         .map(|(index, _)| index);
     let members: Vec<&Symbol> = symbols
         .iter()
-        .filter(|symbol| symbol.parent == container && intersects(symbol))
+        .filter(|symbol| symbol.parent() == container && intersects(symbol))
         .collect();
     let in_an_impl = container.is_some_and(|index| symbols[index].kind == SymbolKind::Impl);
     let targets = match (container, members.len()) {

@@ -182,7 +182,7 @@ pub fn symbol_at_line(language: Language, text: &str, line: usize) -> Option<Str
     let symbols = extract(language, &tree, text).symbols;
     symbols
         .iter()
-        .filter(|symbol| symbol.range.start <= end && start < symbol.range.end)
-        .min_by_key(|symbol| symbol.range.len())
-        .map(|symbol| symbol.path.clone())
+        .filter(|symbol| symbol.range().start <= end && start < symbol.range().end)
+        .min_by_key(|symbol| symbol.range().len())
+        .map(|symbol| symbol.path().to_owned())
 }

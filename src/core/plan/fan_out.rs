@@ -81,7 +81,7 @@ impl<'a> Layered<'a> {
 
     fn symbol(&self, file: &str, path: &str) -> Option<&'a Symbol> {
         let entry = self.layer(file).file(file)?;
-        entry.symbols.iter().find(|symbol| symbol.path == path)
+        entry.symbols.iter().find(|symbol| symbol.path() == path)
     }
 
     /// Every use of `name`, by path and then position.
@@ -224,8 +224,8 @@ fn expand_one(
         ));
         return (fan_out, Vec::new());
     };
-    let definitions = index.defining_files(&symbol.name);
-    let sites = index.references(&symbol.name);
+    let definitions = index.defining_files(&symbol.name());
+    let sites = index.references(&symbol.name());
     fan_out.sites = sites.len();
     // The symbols the uses sit in, in path order, each once.
     let mut users: Vec<(String, String)> = Vec::new();
@@ -233,7 +233,7 @@ fn expand_one(
     for (file, range) in &sites {
         let enclosing = index
             .enclosing_symbol(file, range.start)
-            .map(|symbol| symbol.path.clone())
+            .map(|symbol| symbol.path().to_owned())
             .unwrap_or_default();
         let user = ((*file).to_owned(), enclosing);
         if seen.insert(user.clone()) {
@@ -265,7 +265,9 @@ fn expand_one(
         } else if definitions > 1 && file != step.file {
             Some(format!(
                 "`{}` is defined in {definitions} places and uses are found by name: confirm this one uses {} `{}` and change it with a step of its own",
-                symbol.name, step.file, step.target
+                symbol.name(),
+                step.file,
+                step.target
             ))
         } else if jobs.len() >= max_jobs {
             Some(format!(

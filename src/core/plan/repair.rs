@@ -502,7 +502,7 @@ pub fn revision_input(
         let listed: Vec<(String, String)> = symbols
             .iter()
             .take(MAX_REVISION_SYMBOLS)
-            .map(|symbol| (symbol.path.clone(), symbol.kind.name().to_owned()))
+            .map(|symbol| (symbol.path().to_owned(), symbol.kind.name().to_owned()))
             .collect();
         input.allowed.push((
             file.to_owned(),
@@ -523,7 +523,7 @@ pub fn revision_input(
                 continue;
             }
             let (Some(symbol), Some(located)) = (
-                symbols.iter().find(|symbol| symbol.path == path),
+                symbols.iter().find(|symbol| symbol.path() == path),
                 locate(language, &text, path),
             ) else {
                 continue;
