@@ -134,6 +134,37 @@ enum Outcome {
     Skipped(Skip, String),
 }
 
+/// A walker thread hands the index its files this many at a time: one wake-up of the
+/// index's thread per batch, not per file.
+const BATCH_FILES: usize = 32;
+/// Batches read but not yet taken by the index, at most.
+const QUEUED_BATCHES: usize = 16;
+
+/// A walker thread's files not yet sent; the rest go when the thread's walk ends.
+struct Batch {
+    outcomes: Vec<Outcome>,
+    sender: mpsc::SyncSender<Vec<Outcome>>,
+}
+
+impl Batch {
+    /// Adds `outcome`; `false` once the index stopped taking files.
+    fn push(&mut self, outcome: Outcome) -> bool {
+        self.outcomes.push(outcome);
+        self.outcomes.len() < BATCH_FILES || self.send()
+    }
+
+    fn send(&mut self) -> bool {
+        let full = std::mem::replace(&mut self.outcomes, Vec::with_capacity(BATCH_FILES));
+        full.is_empty() || self.sender.send(full).is_ok()
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
 /// Scans `root` into `index`, calling `progress` with the number of files seen so far.
 /// `keep` says whether a scanned file may replace what the index holds (the editor's copy of
 /// an open document wins over the disk's).
@@ -144,7 +175,10 @@ pub fn scan(
     progress: &mut dyn FnMut(usize, &str),
 ) -> ScanStats {
     let started = Instant::now();
-    let (sender, receiver) = mpsc::channel::<Outcome>();
+    // Bounded: when the index takes files slower than the walkers read them (a warm start
+    // decodes faster than the index inserts), the walkers wait instead of queueing the
+    // whole tree's symbols in memory.
+    let (sender, receiver) = mpsc::sync_channel::<Vec<Outcome>>(QUEUED_BATCHES);
     let walker = WalkBuilder::new(root)
         .require_git(false)
         .follow_links(false)
@@ -157,7 +191,10 @@ pub fn scan(
     std::thread::scope(|scope| {
         scope.spawn(move || {
             walker.run(|| {
-                let sender = sender.clone();
+                let mut batch = Batch {
+                    outcomes: Vec::with_capacity(BATCH_FILES),
+                    sender: sender.clone(),
+                };
                 let root = root_owned.clone();
                 let cache = options.cache.clone();
                 let record = options.record;
@@ -175,15 +212,16 @@ pub fn scan(
                         Ok(_) => return WalkState::Continue,
                         Err(err) => Outcome::Skipped(Skip::Unreadable, err.to_string()),
                     };
-                    if sender.send(outcome).is_err() {
-                        return WalkState::Quit;
+                    if batch.push(outcome) {
+                        WalkState::Continue
+                    } else {
+                        WalkState::Quit
                     }
-                    WalkState::Continue
                 })
             });
         });
         let mut seen = 0;
-        for outcome in receiver {
+        for outcome in receiver.into_iter().flatten() {
             seen += 1;
             match outcome {
                 Outcome::Indexed(file, reused) => {

@@ -6,6 +6,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
+use smallvec::SmallVec;
+
 use super::extract::{FileSymbols, Symbol};
 use super::language::Language;
 use super::repo_graph::{MAX_DEFINING_FILES, RepoGraph};
@@ -108,6 +110,51 @@ impl Interner {
     }
 }
 
+/// Where each name is defined, indexed by its id (ids are dense, so a vector is the map):
+/// the files and symbol numbers, in path order. Most names have one definition, kept inline.
+#[derive(Debug, Default)]
+struct Definitions {
+    by_name: Vec<Places>,
+}
+
+type Places = SmallVec<[(FileId, u32); 1]>;
+
+impl Definitions {
+    fn get(&self, name: NameId) -> &[(FileId, u32)] {
+        self.by_name
+            .get(name.0 as usize)
+            .map_or(&[], |places| places)
+    }
+
+    fn places_mut(&mut self, name: NameId) -> &mut Places {
+        let at = name.0 as usize;
+        if at >= self.by_name.len() {
+            self.by_name.resize_with(at + 1, Places::new);
+        }
+        &mut self.by_name[at]
+    }
+
+    /// The names with at least one definition, and their places.
+    fn iter(&self) -> impl Iterator<Item = (NameId, &[(FileId, u32)])> {
+        self.by_name
+            .iter()
+            .enumerate()
+            .filter(|(_, places)| !places.is_empty())
+            .map(|(name, places)| (NameId(name as u32), places.as_slice()))
+    }
+
+    fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.by_name.capacity() * size_of::<Places>()
+            + self
+                .by_name
+                .iter()
+                .filter(|places| places.spilled())
+                .map(|places| places.capacity() * size_of::<(FileId, u32)>())
+                .sum::<usize>()
+    }
+}
+
 /// A compact reference: the name and its byte range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct StoredReference {
@@ -156,7 +203,7 @@ pub struct Index {
     free: Vec<FileId>,
     /// Ordered, so that a folder's files are one range (a Go package, a module's folder).
     by_path: BTreeMap<String, FileId>,
-    definitions: HashMap<NameId, Vec<(FileId, u32)>>,
+    definitions: Definitions,
     /// The names that have definitions, ordered: a name being typed is a range of it.
     defined_names: BTreeMap<Box<str>, NameId>,
     /// Bumped by every change.
@@ -230,11 +277,11 @@ impl Index {
             let place = (id, index as u32);
             let files = &self.files;
             let key = place_key(files, place);
-            if !self.definitions.contains_key(&name) {
+            if self.definitions.get(name).is_empty() {
                 self.defined_names
                     .insert(self.names.name(name).into(), name);
             }
-            let places = self.definitions.entry(name).or_default();
+            let places = self.definitions.places_mut(name);
             let at = places.partition_point(|&other| place_key(files, other) < key);
             places.insert(at, place);
         }
@@ -336,12 +383,10 @@ impl Index {
         };
         if let Some(entry) = self.files[id.0 as usize].take() {
             for symbol in &entry.symbols {
-                if let Some(name) = self.names.get(&symbol.name())
-                    && let Some(places) = self.definitions.get_mut(&name)
-                {
+                if let Some(name) = self.names.get(&symbol.name()) {
+                    let places = self.definitions.places_mut(name);
                     places.retain(|(file, _)| *file != id);
                     if places.is_empty() {
-                        self.definitions.remove(&name);
                         self.defined_names.remove(symbol.name());
                     }
                 }
@@ -383,9 +428,9 @@ impl Index {
             .unwrap_or_default();
         let files = &self.files;
         for name in names {
-            if let Some(places) = self.definitions.get_mut(&name) {
-                places.sort_by(|a, b| place_key(files, *a).cmp(&place_key(files, *b)));
-            }
+            self.definitions
+                .places_mut(name)
+                .sort_by(|a, b| place_key(files, *a).cmp(&place_key(files, *b)));
         }
         true
     }
@@ -415,9 +460,8 @@ impl Index {
             return Vec::new();
         };
         self.definitions
-            .get(&id)
-            .into_iter()
-            .flatten()
+            .get(id)
+            .iter()
             .filter_map(|&(file, index)| self.found(file, index as usize))
             .collect()
     }
@@ -562,7 +606,7 @@ impl Index {
 
     /// Where `name` is defined: files and symbol indices.
     pub fn defining(&self, name: NameId) -> &[(FileId, u32)] {
-        self.definitions.get(&name).map_or(&[], Vec::as_slice)
+        self.definitions.get(name)
     }
 
     pub fn name(&self, name: NameId) -> &str {
@@ -585,8 +629,8 @@ impl Index {
     pub fn search(&self, query: &str, limit: usize) -> Vec<Found<'_>> {
         let query = query.to_lowercase();
         let mut scored: Vec<(u8, usize, Found<'_>)> = Vec::new();
-        for (name, places) in &self.definitions {
-            let lower = self.names.name(*name).to_lowercase();
+        for (name, places) in self.definitions.iter() {
+            let lower = self.names.name(name).to_lowercase();
             let score = if lower == query {
                 0
             } else if lower.starts_with(&query) {
@@ -688,12 +732,7 @@ impl Index {
             .keys()
             .map(|name| name.len() + size_of::<Box<str>>() + size_of::<NameId>())
             .sum();
-        let definitions: usize = self
-            .definitions
-            .values()
-            .map(|places| places.capacity() * size_of::<(FileId, u32)>())
-            .sum::<usize>()
-            + self.definitions.capacity() * (size_of::<NameId>() + size_of::<Vec<(FileId, u32)>>());
+        let definitions = self.definitions.bytes();
         vec![
             ("symbol structs", symbol_structs),
             ("symbol paths, signatures, outlines", symbol_texts),
