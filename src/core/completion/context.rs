@@ -145,7 +145,7 @@ impl Chooser<'_> {
             return false;
         }
         let text = snippet(symbol);
-        if self.window.contains(&symbol.signature()) || !self.signatures.insert(text.clone()) {
+        if self.window.contains(symbol.signature()) || !self.signatures.insert(text.clone()) {
             return false;
         }
         self.lines.push(ContextLine {

@@ -157,7 +157,7 @@ impl Symbol {
             name_range: pair(&parts.name_range),
             range: pair(&parts.range),
             body: parts.body.as_ref().map_or(NO_BODY, pair),
-            parent: parts.parent.map_or(NO_PARENT, |parent| offset(parent)),
+            parent: parts.parent.map_or(NO_PARENT, offset),
         }
     }
 

@@ -229,7 +229,7 @@ impl Index {
         let names: Vec<NameId> = found
             .symbols
             .iter()
-            .map(|symbol| self.names.intern(&symbol.name()))
+            .map(|symbol| self.names.intern(symbol.name()))
             .collect();
         // Users' rows depend on how many definitions of a name a file holds, not on where
         // in it they are: only names whose count changed are journaled (an edit inside a
@@ -316,7 +316,7 @@ impl Index {
         self.file(path)
             .into_iter()
             .flat_map(|entry| &entry.symbols)
-            .filter_map(|symbol| self.names.get(&symbol.name()))
+            .filter_map(|symbol| self.names.get(symbol.name()))
             .collect()
     }
 
@@ -383,7 +383,7 @@ impl Index {
         };
         if let Some(entry) = self.files[id.0 as usize].take() {
             for symbol in &entry.symbols {
-                if let Some(name) = self.names.get(&symbol.name()) {
+                if let Some(name) = self.names.get(symbol.name()) {
                     let places = self.definitions.places_mut(name);
                     places.retain(|(file, _)| *file != id);
                     if places.is_empty() {
@@ -422,7 +422,7 @@ impl Index {
             .map(|entry| {
                 let names = entry.symbols.iter();
                 names
-                    .filter_map(|symbol| self.names.get(&symbol.name()))
+                    .filter_map(|symbol| self.names.get(symbol.name()))
                     .collect()
             })
             .unwrap_or_default();

@@ -115,7 +115,7 @@ fn chosen_symbols<'i>(entry: &'i FileEntry, item: &Focus) -> Result<Vec<&'i Symb
         Focus::Symbol { path, .. } => entry
             .symbols
             .iter()
-            .find(|symbol| &symbol.path() == path)
+            .find(|symbol| symbol.path() == path)
             .map(|symbol| vec![symbol])
             .ok_or_else(|| format!("{} has no symbol `{path}`", item.file())),
         Focus::Selection { range, .. } => Ok(selected_symbols(&entry.symbols, range)),
@@ -140,7 +140,7 @@ pub fn reference_files(index: &Index, focus: &[Focus], budget: usize) -> Vec<Str
         };
         for symbol in chosen_symbols(entry, item).unwrap_or_default() {
             let mut spent = 0;
-            for (file, _) in index.references(&symbol.name()) {
+            for (file, _) in index.references(symbol.name()) {
                 spent += least_site_cost(file);
                 if spent > budget {
                     break;
@@ -163,11 +163,11 @@ fn references_of(
     let mut spent = 0;
     let mut all = Vec::new();
     for (_, symbol) in targets {
-        let found = index.references(&symbol.name());
+        let found = index.references(symbol.name());
         let mut references = References {
             path: symbol.path().to_owned(),
             name: symbol.name().to_owned(),
-            definitions: defining_files(index, &symbol.name()),
+            definitions: defining_files(index, symbol.name()),
             total_sites: found.len(),
             total_files: found
                 .iter()
@@ -251,7 +251,7 @@ pub fn planner_input(
             files.push(file);
         }
         for symbol in chosen_symbols(entry, item)? {
-            let Some(located) = locate(entry.language, text, &symbol.path()) else {
+            let Some(located) = locate(entry.language, text, symbol.path()) else {
                 continue;
             };
             let source = located.display(text);

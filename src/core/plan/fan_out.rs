@@ -224,8 +224,8 @@ fn expand_one(
         ));
         return (fan_out, Vec::new());
     };
-    let definitions = index.defining_files(&symbol.name());
-    let sites = index.references(&symbol.name());
+    let definitions = index.defining_files(symbol.name());
+    let sites = index.references(symbol.name());
     fan_out.sites = sites.len();
     // The symbols the uses sit in, in path order, each once.
     let mut users: Vec<(String, String)> = Vec::new();
