@@ -551,3 +551,70 @@ async fn file_operations_from_the_editor_update_the_index() {
     );
     assert!(server.finish().await.clean);
 }
+
+/// Names being typed are looked up by prefix in a table kept sorted lazily (merged in
+/// batches, emptied names dropped at merges): after every step of a seeded run of files
+/// defining, redefining and dropping thousands of names (enough for many merges), each
+/// prefix answers what a plain ordered map of the defined names answers.
+#[test]
+fn names_by_prefix_follow_every_definition_and_removal() {
+    use tierls::core::index::language::Language;
+    use tierls::core::index::table::Index;
+    let mut rng = fastrand::Rng::with_seed(17);
+    let mut index = Index::default();
+    // file -> the names it defines; the model is derived from it.
+    let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let prefixes = [
+        "a", "ab", "abc", "b", "ba", "c", "ca", "cab", "zz", "abcabc",
+    ];
+    let mut lookups = 0;
+    let mut ever_defined = std::collections::BTreeSet::new();
+    for step in 0..400 {
+        let file = format!("src/f{}.rs", rng.usize(0..100));
+        if rng.u8(0..5) == 0 {
+            index.remove(&file);
+            files.remove(&file);
+        } else {
+            let names: Vec<String> = (0..rng.usize(0..80))
+                .map(|_| {
+                    let letters: String = (0..rng.usize(1..7))
+                        .map(|_| rng.choice(['a', 'b', 'c']).unwrap())
+                        .collect();
+                    format!("{letters}_{}", rng.usize(0..100))
+                })
+                .collect();
+            let text: String = names
+                .iter()
+                .map(|name| format!("fn {name}() {{}}\n"))
+                .collect();
+            crate::support::index_source(&mut index, &file, Language::Rust, &text);
+            ever_defined.extend(names.iter().cloned());
+            files.insert(file, names);
+        }
+        let defined: std::collections::BTreeSet<&str> =
+            files.values().flatten().map(String::as_str).collect();
+        for prefix in prefixes {
+            for limit in [3, 1000] {
+                let expected: Vec<&str> = defined
+                    .iter()
+                    .filter(|name| name.starts_with(prefix))
+                    .take(limit)
+                    .copied()
+                    .collect();
+                assert_eq!(
+                    index.names_with_prefix(prefix, limit),
+                    expected,
+                    "step {step}, prefix {prefix:?}, limit {limit}"
+                );
+                lookups += 1;
+            }
+        }
+    }
+    // Merges come every 1,024 new names at the least.
+    assert!(
+        ever_defined.len() > 4 * 1024,
+        "enough names for merges: {}",
+        ever_defined.len()
+    );
+    assert_eq!(lookups, 400 * 20);
+}

@@ -155,6 +155,85 @@ impl Definitions {
     }
 }
 
+/// Defined names in this many before a merge, at the least (see [`DefinedNames`]).
+const MERGE_AT: usize = 1024;
+
+/// The names that have definitions, in the order of their text, for prefix lookups (a name
+/// being typed is a range of them). Ids, not strings (the text is the interner's): a sorted
+/// run, and the names defined since it was last merged, merged in once they pass an eighth
+/// of it (so inserting is amortised O(log n) and a lookup scans a bounded tail). A name
+/// whose last definition went stays until the next merge; lookups skip it.
+#[derive(Debug, Default)]
+struct DefinedNames {
+    sorted: Vec<NameId>,
+    recent: Vec<NameId>,
+}
+
+impl DefinedNames {
+    /// `name` has its first definition.
+    fn insert(&mut self, name: NameId, names: &Interner, definitions: &Definitions) {
+        self.recent.push(name);
+        if self.recent.len() > MERGE_AT.max(self.sorted.len() / 8) {
+            self.merge(names, definitions);
+        }
+    }
+
+    fn merge(&mut self, names: &Interner, definitions: &Definitions) {
+        let mut recent = std::mem::take(&mut self.recent);
+        recent.sort_unstable_by(|a, b| names.name(*a).cmp(names.name(*b)));
+        let old = std::mem::take(&mut self.sorted);
+        let mut merged = Vec::with_capacity(old.len() + recent.len());
+        let (mut old, mut recent) = (old.into_iter().peekable(), recent.into_iter().peekable());
+        loop {
+            let next = match (old.peek(), recent.peek()) {
+                (Some(a), Some(b)) if names.name(*a) <= names.name(*b) => old.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => recent.next(),
+                (Some(_), None) => old.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        // One text is one id: a name defined again before a merge is there twice.
+        merged.dedup();
+        merged.retain(|name| !definitions.get(*name).is_empty());
+        self.sorted = merged;
+    }
+
+    /// Defined names that start with `prefix`, in order, at most `limit`.
+    fn with_prefix<'n>(
+        &self,
+        prefix: &str,
+        limit: usize,
+        names: &'n Interner,
+        definitions: &Definitions,
+    ) -> Vec<&'n str> {
+        let defined = |name: &NameId| !definitions.get(*name).is_empty();
+        let start = self
+            .sorted
+            .partition_point(|name| names.name(*name) < prefix);
+        let mut found: Vec<NameId> = self.sorted[start..]
+            .iter()
+            .take_while(|name| names.name(**name).starts_with(prefix))
+            .filter(|name| defined(name))
+            .take(limit)
+            .copied()
+            .collect();
+        found.extend(
+            self.recent
+                .iter()
+                .filter(|name| names.name(**name).starts_with(prefix) && defined(name)),
+        );
+        found.sort_unstable_by(|a, b| names.name(*a).cmp(names.name(*b)));
+        found.dedup();
+        found.truncate(limit);
+        found.into_iter().map(|name| names.name(name)).collect()
+    }
+
+    fn bytes(&self) -> usize {
+        (self.sorted.capacity() + self.recent.capacity()) * std::mem::size_of::<NameId>()
+    }
+}
+
 /// A compact reference: the name and its byte range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct StoredReference {
@@ -205,7 +284,7 @@ pub struct Index {
     by_path: BTreeMap<String, FileId>,
     definitions: Definitions,
     /// The names that have definitions, ordered: a name being typed is a range of it.
-    defined_names: BTreeMap<Box<str>, NameId>,
+    defined_names: DefinedNames,
     /// Bumped by every change.
     generation: u64,
     /// The names whose definitions changed, with the generation of the change: what the
@@ -277,13 +356,14 @@ impl Index {
             let place = (id, index as u32);
             let files = &self.files;
             let key = place_key(files, place);
-            if self.definitions.get(name).is_empty() {
-                self.defined_names
-                    .insert(self.names.name(name).into(), name);
-            }
             let places = self.definitions.places_mut(name);
+            let first = places.is_empty();
             let at = places.partition_point(|&other| place_key(files, other) < key);
             places.insert(at, place);
+            if first {
+                self.defined_names
+                    .insert(name, &self.names, &self.definitions);
+            }
         }
         // After the new definitions are in: the spread after the change includes them.
         self.journal_names(&changed, &spread_before);
@@ -386,9 +466,6 @@ impl Index {
                 if let Some(name) = self.names.get(symbol.name()) {
                     let places = self.definitions.places_mut(name);
                     places.retain(|(file, _)| *file != id);
-                    if places.is_empty() {
-                        self.defined_names.remove(symbol.name());
-                    }
                 }
             }
         }
@@ -483,14 +560,7 @@ impl Index {
             return Vec::new();
         }
         self.defined_names
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(name, _)| name.starts_with(prefix))
-            .take(limit)
-            .map(|(name, _)| &**name)
-            .collect()
+            .with_prefix(prefix, limit, &self.names, &self.definitions)
     }
 
     /// The files directly in folder `dir` (`""` for the root), in path order, at most `limit`.
@@ -727,11 +797,7 @@ impl Index {
             file_paths += entry.path.capacity() * 2;
         }
         let name_tables = self.names.bytes();
-        let defined_names: usize = self
-            .defined_names
-            .keys()
-            .map(|name| name.len() + size_of::<Box<str>>() + size_of::<NameId>())
-            .sum();
+        let defined_names = self.defined_names.bytes();
         let definitions = self.definitions.bytes();
         vec![
             ("symbol structs", symbol_structs),
