@@ -2,11 +2,10 @@
 //! name.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
-use smallvec::SmallVec;
+use hashbrown::HashTable;
 
 use super::extract::{FileSymbols, Symbol};
 use super::language::Language;
@@ -27,130 +26,167 @@ pub struct FileId(pub u32);
 pub struct NameId(pub u32);
 
 /// Names stored once: a large tree repeats the same few hundred thousand names millions of
-/// times in its references. One copy of each, back to back in one string; found again by
-/// the xxh3 of the text (a name whose hash an earlier name holds goes to `collisions`).
+/// times in its references. One copy of each, back to back in one string, found again by the
+/// xxh3 of the text through a table of bare ids (four bytes a slot: the text it compares
+/// against is in `text`, and a hash is recomputed from it when the table grows).
 #[derive(Debug, Default)]
 struct Interner {
     text: String,
     /// Where each name is in `text`, by id: start and length.
     spans: Vec<(usize, usize)>,
-    by_hash: HashMap<u64, NameId, BuildHasherDefault<PassThrough>>,
-    collisions: HashMap<Box<str>, NameId>,
+    by_hash: HashTable<NameId>,
 }
 
-/// The hash of a `u64` that already is one (xxh3): used as it is.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
+fn name_hash(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
 }
 
 impl Interner {
     fn intern(&mut self, name: &str) -> NameId {
-        if let Some(id) = self.get(name) {
+        self.intern_hashed(name, name_hash(name))
+    }
+
+    /// [`intern`](Self::intern) with the name's hash given (a test forces collisions).
+    fn intern_hashed(&mut self, name: &str, hash: u64) -> NameId {
+        if let Some(id) = self.get_hashed(name, hash) {
             return id;
         }
         let id = NameId(self.spans.len() as u32);
         self.spans.push((self.text.len(), name.len()));
         self.text.push_str(name);
-        let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
-        match self.by_hash.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collisions.insert(name.into(), id);
-            }
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(id);
-            }
-        }
+        let Interner {
+            text,
+            spans,
+            by_hash,
+        } = self;
+        by_hash.insert_unique(hash, id, |&id| name_hash(span_text(text, spans, id)));
         id
     }
 
     fn get(&self, name: &str) -> Option<NameId> {
-        let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
-        match self.by_hash.get(&hash) {
-            Some(&id) if self.name(id) == name => Some(id),
-            Some(_) => self.collisions.get(name).copied(),
-            None => None,
-        }
+        self.get_hashed(name, name_hash(name))
+    }
+
+    fn get_hashed(&self, name: &str, hash: u64) -> Option<NameId> {
+        self.by_hash
+            .find(hash, |&id| self.name(id) == name)
+            .copied()
     }
 
     fn name(&self, id: NameId) -> &str {
-        let (start, len) = self.spans[id.0 as usize];
-        &self.text[start..start + len]
+        span_text(&self.text, &self.spans, id)
     }
 
     fn len(&self) -> usize {
         self.spans.len()
     }
 
-    /// Bytes held: the text, the spans and the hash table.
+    /// Bytes held: the text, the spans and the hash table (a slot and a control byte).
     fn bytes(&self) -> usize {
         use std::mem::size_of;
         self.text.capacity()
             + self.spans.capacity() * size_of::<(usize, usize)>()
-            + self.by_hash.capacity() * (size_of::<u64>() + size_of::<NameId>())
-            + self
-                .collisions
-                .keys()
-                .map(|name| name.len() + size_of::<Box<str>>() + size_of::<NameId>())
-                .sum::<usize>()
+            + self.by_hash.capacity() * (size_of::<NameId>() + 1)
     }
 }
 
-/// Where each name is defined, indexed by its id (ids are dense, so a vector is the map):
-/// the files and symbol numbers, in path order. Most names have one definition, kept inline.
+fn span_text<'t>(text: &'t str, spans: &[(usize, usize)], id: NameId) -> &'t str {
+    let (start, len) = spans[id.0 as usize];
+    &text[start..start + len]
+}
+
+/// A definition: the file and the symbol's number in it.
+type Place = (FileId, u32);
+const NO_PLACE: Place = (FileId(u32::MAX), 0);
+const MANY_PLACES: Place = (FileId(u32::MAX), 1);
+
+/// Where each name is defined, in path order. By name id (ids are dense, so a vector is the
+/// map), eight bytes a name: most names have one definition or none (names only used), and
+/// only names with more keep a list.
 #[derive(Debug, Default)]
 struct Definitions {
-    by_name: Vec<Places>,
+    /// The name's one place, `NO_PLACE`, or `MANY_PLACES` (then the list is in `many`).
+    one: Vec<Place>,
+    many: HashMap<NameId, Vec<Place>>,
 }
 
-type Places = SmallVec<[(FileId, u32); 1]>;
-
 impl Definitions {
-    fn get(&self, name: NameId) -> &[(FileId, u32)] {
-        self.by_name
-            .get(name.0 as usize)
-            .map_or(&[], |places| places)
+    fn get(&self, name: NameId) -> &[Place] {
+        match self.one.get(name.0 as usize) {
+            None | Some(&NO_PLACE) => &[],
+            Some(&MANY_PLACES) => self.many.get(&name).map_or(&[], Vec::as_slice),
+            Some(place) => std::slice::from_ref(place),
+        }
     }
 
-    fn places_mut(&mut self, name: NameId) -> &mut Places {
+    /// Adds `place` after the places `is_before` says come first; whether it is the name's
+    /// first.
+    fn insert(&mut self, name: NameId, place: Place, is_before: impl Fn(Place) -> bool) -> bool {
         let at = name.0 as usize;
-        if at >= self.by_name.len() {
-            self.by_name.resize_with(at + 1, Places::new);
+        if at >= self.one.len() {
+            self.one.resize(at + 1, NO_PLACE);
         }
-        &mut self.by_name[at]
+        match self.one[at] {
+            NO_PLACE => {
+                self.one[at] = place;
+                true
+            }
+            MANY_PLACES => {
+                let places = self.many.entry(name).or_default();
+                let index = places.partition_point(|&other| is_before(other));
+                places.insert(index, place);
+                false
+            }
+            single => {
+                let places = if is_before(single) {
+                    vec![single, place]
+                } else {
+                    vec![place, single]
+                };
+                self.many.insert(name, places);
+                self.one[at] = MANY_PLACES;
+                false
+            }
+        }
+    }
+
+    /// Changes the name's places with `edit`, kept compact after; whether the name had
+    /// places and has none now.
+    fn edit(&mut self, name: NameId, edit: impl FnOnce(&mut Vec<Place>)) -> bool {
+        let at = name.0 as usize;
+        let mut places = match self.one.get(at) {
+            None | Some(&NO_PLACE) => return false,
+            Some(&MANY_PLACES) => self.many.remove(&name).unwrap_or_default(),
+            Some(&single) => vec![single],
+        };
+        edit(&mut places);
+        self.one[at] = match places.as_slice() {
+            [] => NO_PLACE,
+            [single] => *single,
+            _ => {
+                self.many.insert(name, places);
+                MANY_PLACES
+            }
+        };
+        self.one[at] == NO_PLACE
     }
 
     /// The names with at least one definition, and their places.
-    fn iter(&self) -> impl Iterator<Item = (NameId, &[(FileId, u32)])> {
-        self.by_name
-            .iter()
-            .enumerate()
+    fn iter(&self) -> impl Iterator<Item = (NameId, &[Place])> {
+        (0..self.one.len())
+            .map(|name| NameId(name as u32))
+            .map(|name| (name, self.get(name)))
             .filter(|(_, places)| !places.is_empty())
-            .map(|(name, places)| (NameId(name as u32), places.as_slice()))
     }
 
     fn bytes(&self) -> usize {
         use std::mem::size_of;
-        self.by_name.capacity() * size_of::<Places>()
+        self.one.capacity() * size_of::<Place>()
+            + self.many.capacity() * (size_of::<NameId>() + size_of::<Vec<Place>>())
             + self
-                .by_name
-                .iter()
-                .filter(|places| places.spilled())
-                .map(|places| places.capacity() * size_of::<(FileId, u32)>())
+                .many
+                .values()
+                .map(|places| places.capacity() * size_of::<Place>())
                 .sum::<usize>()
     }
 }
@@ -167,6 +203,9 @@ const MERGE_AT: usize = 1024;
 struct DefinedNames {
     sorted: Vec<NameId>,
     recent: Vec<NameId>,
+    /// Names that lost their last definition since the last merge (a scan loses none, and
+    /// its merges then skip the sweep).
+    undefined: usize,
 }
 
 impl DefinedNames {
@@ -195,7 +234,10 @@ impl DefinedNames {
         }
         // One text is one id: a name defined again before a merge is there twice.
         merged.dedup();
-        merged.retain(|name| !definitions.get(*name).is_empty());
+        if self.undefined > 0 {
+            merged.retain(|name| !definitions.get(*name).is_empty());
+            self.undefined = 0;
+        }
         self.sorted = merged;
     }
 
@@ -234,12 +276,12 @@ impl DefinedNames {
     }
 }
 
-/// A compact reference: the name and its byte range.
+/// A compact reference: the name and where it starts (it ends a name's length later: a use
+/// is its name's text). Eight bytes; a large tree holds millions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct StoredReference {
     name: NameId,
     start: u32,
-    end: u32,
 }
 
 #[derive(Debug)]
@@ -335,10 +377,12 @@ impl Index {
             .references
             .iter()
             .filter_map(|reference| {
-                Some(StoredReference {
-                    name: *used.get(reference.name as usize)?,
+                let name = *used.get(reference.name as usize)?;
+                // A use whose range is not its name's length cannot come from extraction.
+                let length = reference.end.checked_sub(reference.start);
+                (length == Some(self.names.name(name).len() as u32)).then_some(StoredReference {
+                    name,
                     start: reference.start,
-                    end: reference.end,
                 })
             })
             .collect();
@@ -356,10 +400,9 @@ impl Index {
             let place = (id, index as u32);
             let files = &self.files;
             let key = place_key(files, place);
-            let places = self.definitions.places_mut(name);
-            let first = places.is_empty();
-            let at = places.partition_point(|&other| place_key(files, other) < key);
-            places.insert(at, place);
+            let first = self
+                .definitions
+                .insert(name, place, |other| place_key(files, other) < key);
             if first {
                 self.defined_names
                     .insert(name, &self.names, &self.definitions);
@@ -463,9 +506,12 @@ impl Index {
         };
         if let Some(entry) = self.files[id.0 as usize].take() {
             for symbol in &entry.symbols {
-                if let Some(name) = self.names.get(symbol.name()) {
-                    let places = self.definitions.places_mut(name);
-                    places.retain(|(file, _)| *file != id);
+                if let Some(name) = self.names.get(symbol.name())
+                    && self
+                        .definitions
+                        .edit(name, |places| places.retain(|(file, _)| *file != id))
+                {
+                    self.defined_names.undefined += 1;
                 }
             }
         }
@@ -505,9 +551,10 @@ impl Index {
             .unwrap_or_default();
         let files = &self.files;
         for name in names {
-            self.definitions
-                .places_mut(name)
-                .sort_by(|a, b| place_key(files, *a).cmp(&place_key(files, *b)));
+            let emptied = self.definitions.edit(name, |places| {
+                places.sort_by(|a, b| place_key(files, *a).cmp(&place_key(files, *b)));
+            });
+            debug_assert!(!emptied, "sorting drops no place");
         }
         true
     }
@@ -610,16 +657,16 @@ impl Index {
                     .references
                     .iter()
                     .filter(move |reference| reference.name == id)
-                    .map(move |reference| {
-                        (
-                            entry.path.as_str(),
-                            reference.start as usize..reference.end as usize,
-                        )
-                    })
+                    .map(move |reference| (entry.path.as_str(), self.reference_range(reference)))
             })
             .collect();
         found.sort_by(|a, b| (a.0, a.1.start).cmp(&(b.0, b.1.start)));
         found
+    }
+
+    fn reference_range(&self, reference: &StoredReference) -> Range<usize> {
+        let start = reference.start as usize;
+        start..start + self.names.name(reference.name).len()
     }
 
     /// The innermost definition that contains `offset`.
@@ -637,7 +684,10 @@ impl Index {
         let reference = entry
             .references
             .iter()
-            .find(|reference| (reference.start as usize..=reference.end as usize).contains(&offset))
+            .find(|reference| {
+                let range = self.reference_range(reference);
+                (range.start..=range.end).contains(&offset)
+            })
             .map(|reference| self.names.name(reference.name));
         reference.or_else(|| {
             entry
@@ -870,15 +920,22 @@ mod tests {
     #[test]
     fn names_whose_hashes_collide_stay_apart() {
         let mut names = Interner::default();
-        let first = names.intern("first_name");
-        let second_hash = xxhash_rust::xxh3::xxh3_64(b"second_name");
-        names.by_hash.insert(second_hash, first);
-        let second = names.intern("second_name");
+        let hash = 42;
+        let first = names.intern_hashed("first_name", hash);
+        let second = names.intern_hashed("second_name", hash);
         assert_ne!(first, second);
-        assert_eq!(names.get("first_name"), Some(first));
-        assert_eq!(names.get("second_name"), Some(second));
-        assert_eq!(names.intern("second_name"), second);
+        assert_eq!(names.get_hashed("first_name", hash), Some(first));
+        assert_eq!(names.get_hashed("second_name", hash), Some(second));
+        assert_eq!(names.intern_hashed("second_name", hash), second);
         assert_eq!(names.name(second), "second_name");
-        assert_eq!(names.get("third_name"), None);
+        assert_eq!(names.get_hashed("third_name", hash), None);
+        // The table grows (rehashing from the text): every name is found by its own hash.
+        let many: Vec<NameId> = (0..10_000)
+            .map(|i| names.intern(&format!("n{i}")))
+            .collect();
+        for (i, id) in many.iter().enumerate() {
+            assert_eq!(names.get(&format!("n{i}")), Some(*id));
+        }
+        assert_eq!(names.get("first_name"), Some(first));
     }
 }
