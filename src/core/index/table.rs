@@ -32,8 +32,8 @@ pub struct NameId(pub u32);
 #[derive(Debug, Default)]
 struct Interner {
     text: String,
-    /// Where each name is in `text`, by id: start and length.
-    spans: Vec<(usize, usize)>,
+    /// Where each name is in `text`, by id (see [`Span`]).
+    spans: Vec<Span>,
     by_hash: HashTable<NameId>,
 }
 
@@ -52,7 +52,7 @@ impl Interner {
             return id;
         }
         let id = NameId(self.spans.len() as u32);
-        self.spans.push((self.text.len(), name.len()));
+        self.spans.push(Span::new(self.text.len(), name.len()));
         self.text.push_str(name);
         let Interner {
             text,
@@ -85,14 +85,35 @@ impl Interner {
     fn bytes(&self) -> usize {
         use std::mem::size_of;
         self.text.capacity()
-            + self.spans.capacity() * size_of::<(usize, usize)>()
+            + self.spans.capacity() * size_of::<Span>()
             + self.by_hash.capacity() * (size_of::<NameId>() + 1)
     }
 }
 
-fn span_text<'t>(text: &'t str, spans: &[(usize, usize)], id: NameId) -> &'t str {
-    let (start, len) = spans[id.0 as usize];
-    &text[start..start + len]
+/// A name's place in the interner's text in 8 bytes (a large tree has millions of names):
+/// 40 bits of start (1 TiB of names) and 24 bits of length. A name of 16 MiB or more (no
+/// identifier) keeps only its first 16 MiB − 1 bytes, is never found again by its text, and
+/// is interned anew each time: wasteful, never wrong about any other name.
+#[derive(Clone, Copy, Debug)]
+struct Span(u64);
+
+impl Span {
+    const LENGTH_BITS: u32 = 24;
+    const MAX_LENGTH: usize = (1 << Self::LENGTH_BITS) - 1;
+
+    fn new(start: usize, length: usize) -> Span {
+        Span(((start as u64) << Self::LENGTH_BITS) | length.min(Self::MAX_LENGTH) as u64)
+    }
+
+    fn range(self) -> Range<usize> {
+        let start = (self.0 >> Self::LENGTH_BITS) as usize;
+        start..start + (self.0 as usize & Self::MAX_LENGTH)
+    }
+}
+
+fn span_text<'t>(text: &'t str, spans: &[Span], id: NameId) -> &'t str {
+    // A clamped span can end inside a character: such a name reads as empty.
+    text.get(spans[id.0 as usize].range()).unwrap_or_default()
 }
 
 /// A definition: the file and the symbol's number in it.
@@ -937,5 +958,26 @@ mod tests {
             assert_eq!(names.get(&format!("n{i}")), Some(*id));
         }
         assert_eq!(names.get("first_name"), Some(first));
+    }
+
+    /// A span keeps starts past 4 GiB and clamps a length past 24 bits; a name longer than
+    /// that is interned without being mistaken for another.
+    #[test]
+    fn spans_keep_large_starts_and_clamp_huge_names() {
+        let far = Span::new(5_000_000_000, 7);
+        assert_eq!(far.range(), 5_000_000_000..5_000_000_007);
+        assert_eq!(Span::new(3, 1 << 30).range(), 3..3 + Span::MAX_LENGTH);
+        let mut names = Interner::default();
+        let short = names.intern("short");
+        let huge = "x".repeat(Span::MAX_LENGTH + 10);
+        let first = names.intern(&huge);
+        assert_ne!(first, short);
+        assert_eq!(names.name(first).len(), Span::MAX_LENGTH);
+        assert_eq!(names.get("short"), Some(short));
+        assert_eq!(
+            names.get(&huge[..Span::MAX_LENGTH]),
+            None,
+            "a clamped name is no other"
+        );
     }
 }
