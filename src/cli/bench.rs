@@ -40,12 +40,15 @@ pub fn run(name: &str, model: Option<PathBuf>, path: Option<PathBuf>) -> ExitCod
     if name == "rounds" {
         return run_async(super::bench_rounds::bench(model));
     }
+    if name == "pull" {
+        return run_async(super::bench_pull::bench());
+    }
     if name == "server" {
         return super::bench_server::run();
     }
     if name != "models" {
         output::error(&format!(
-            "unknown benchmark `{name}`: available: models, index, completion, quality, plan, routing, fan-out, rounds, nodes, server"
+            "unknown benchmark `{name}`: available: models, index, completion, quality, plan, routing, fan-out, rounds, nodes, server, pull"
         ));
         return ExitCode::from(2);
     }

@@ -6,6 +6,7 @@ mod bench_fan_out;
 mod bench_index;
 mod bench_nodes;
 mod bench_plan;
+mod bench_pull;
 mod bench_quality;
 mod bench_rounds;
 mod bench_routing;
@@ -15,6 +16,7 @@ mod index;
 mod models;
 mod output;
 mod plan;
+mod pull;
 mod route;
 mod scripted;
 mod status;
@@ -104,7 +106,8 @@ enum Command {
         #[arg(long)]
         no_cache: bool,
     },
-    /// Show each tier's model, its memory needs and where it fits on this machine.
+    /// Show each tier's model, its memory needs and where it fits on this machine, and the
+    /// models in the cache.
     Models {
         /// The workspace whose `tierls.toml` names the models (default: the current directory).
         #[arg(long)]
@@ -112,6 +115,14 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Download a model from Hugging Face into the model cache (`hf://owner/repo/file.gguf`
+    /// or `owner/repo:QUANT`), resuming a partial download; `HF_ENDPOINT` and `HF_TOKEN`
+    /// are honoured. Prints the model's local path.
+    Pull {
+        /// The model: `hf://owner/repo/path/file.gguf`, `hf://owner/repo:Q4_K_M`, or either
+        /// without `hf://`.
+        model: String,
     },
     /// Probe the worker nodes and show their health, load and latency, and what serves
     /// each tier. Exit status 1 when some node is not healthy.
@@ -134,7 +145,8 @@ enum Command {
     /// decision),
     /// `nodes` (llama-server worker nodes on loopback through the router) or `server`
     /// (completion latency idle against during a 2,000-file reindex; memory over 20,000
-    /// completions).
+    /// completions) or `pull` (a model downloaded from a hub on loopback against the bare
+    /// transfer, and a resume after a cut).
     Bench {
         /// Which benchmark.
         name: String,
@@ -185,6 +197,7 @@ pub fn main() -> ExitCode {
             no_cache,
         } => index::run(path, json, map, tokens, !no_cache),
         Command::Models { workspace, json } => models::run(workspace, json),
+        Command::Pull { model } => pull::run(&model),
         Command::Status { workspace, json } => status::run(workspace, json),
         Command::Bench { name, model, path } => bench::run(&name, model, path),
     }

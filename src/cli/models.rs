@@ -11,6 +11,7 @@ use crate::core::budget::{Machine, human_bytes};
 use crate::models::embedded::test_model_path;
 use crate::models::fit::{LoadPlan, plan_load_drafted};
 use crate::models::gguf::GgufHeader;
+use crate::models::hub::{Hub, cached_models, model_cache};
 use crate::models::machine;
 use crate::models::tiers::model_drafting;
 
@@ -43,9 +44,13 @@ pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
             drafter.as_ref(),
         ));
     }
+    let cache = model_cache();
+    let cached = cached_models(&cache);
     if as_json {
         let report = json!({
             "machine": machine_json(&machine),
+            "cache": cache,
+            "cached": cached.iter().map(|(name, bytes)| json!({"model": name, "bytes": bytes})).collect::<Vec<_>>(),
             "tiers": rows.iter().map(|row| {
                 let mut json = row.to_json();
                 if let (Some(fields), Some(drafting)) = (json.as_object_mut(), row.drafting(&rows)) {
@@ -73,8 +78,28 @@ pub fn run(workspace: Option<PathBuf>, as_json: bool) -> ExitCode {
                 output::line(&format!("{}: {drafting}", row.tier));
             }
         }
+        output::line(&format!(
+            "downloaded models in {}: {}",
+            cache.display(),
+            if cached.is_empty() { "none" } else { "" }
+        ));
+        for (name, bytes) in &cached {
+            output::line(&format!("  {name}  {}", human_bytes(*bytes)));
+        }
     }
     ExitCode::SUCCESS
+}
+
+fn planned(
+    path: &Path,
+    tier_config: &TierConfig,
+    machine: &Machine,
+    drafter: Option<&GgufHeader>,
+) -> Outcome {
+    match plan_load_drafted(path, tier_config, machine, drafter) {
+        Ok(plan) => Outcome::Planned(Box::new(plan)),
+        Err(err) => Outcome::Failed(err.to_string()),
+    }
 }
 
 struct Row {
@@ -103,19 +128,21 @@ impl Row {
         let outcome = match &tier_config.model {
             None => Outcome::NotConfigured,
             Some(ModelSource::Remote(_)) => Outcome::Remote,
-            Some(ModelSource::HuggingFace { .. }) => Outcome::Unsupported(
-                "hf:// downloads are not available yet: download the file and name its path".into(),
-            ),
+            Some(ModelSource::HuggingFace(model)) => {
+                match Hub::from_env(model_cache()).cached(model) {
+                    Some(path) => planned(&path, tier_config, machine, drafter),
+                    None => Outcome::Unsupported(format!(
+                        "not downloaded yet: `tierls pull {model}` fetches it"
+                    )),
+                }
+            }
             Some(ModelSource::File(path)) => {
                 let path = if path.is_absolute() {
                     path.clone()
                 } else {
                     workspace.join(path)
                 };
-                match plan_load_drafted(&path, tier_config, machine, drafter) {
-                    Ok(plan) => Outcome::Planned(Box::new(plan)),
-                    Err(err) => Outcome::Failed(err.to_string()),
-                }
+                planned(&path, tier_config, machine, drafter)
             }
         };
         Row {

@@ -93,6 +93,7 @@ async fn plan(args: PlanArgs) -> Result<ExitCode, String> {
     let scanned = scan_configured(&root, &config);
     let workspace = Shared::new(scanned);
 
+    super::pull::fetch_configured(&config.tiers).await;
     let tiers = TierSet::new(crate::models::machine::detect());
     for (tier, problem) in tiers.configure_all(&config.tiers, Some(&root)) {
         output::error(&format!("the {tier} tier: {problem}"));

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::core::budget::CacheType;
 use crate::core::draft::{DEFAULT_DRAFT_MATCH, DEFAULT_DRAFT_TOKENS, DraftMode};
+use crate::core::hub::HubModel;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tier {
@@ -36,31 +37,18 @@ pub enum ModelSource {
     File(PathBuf),
     /// An inference server speaking the OpenAI-compatible API (a worker node).
     Remote(String),
-    /// A file on Hugging Face: `hf://owner/repo/file.gguf`.
-    HuggingFace { repo: String, file: String },
+    /// A model on Hugging Face: `hf://owner/repo/file.gguf` or `hf://owner/repo:QUANT`,
+    /// fetched into the model cache (`models::hub`).
+    HuggingFace(HubModel),
 }
 
 impl<'de> Deserialize<'de> for ModelSource {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        if let Some(rest) = text.strip_prefix("hf://") {
-            let parts: Vec<&str> = rest.split('/').collect();
-            return match parts.as_slice() {
-                [owner, repo, file @ ..]
-                    if !owner.is_empty()
-                        && !repo.is_empty()
-                        && !file.is_empty()
-                        && file.last().is_some_and(|f| f.ends_with(".gguf")) =>
-                {
-                    Ok(ModelSource::HuggingFace {
-                        repo: format!("{owner}/{repo}"),
-                        file: file.join("/"),
-                    })
-                }
-                _ => Err(serde::de::Error::custom(format!(
-                    "`{text}`: expected hf://owner/repo/file.gguf"
-                ))),
-            };
+        if text.starts_with("hf://") {
+            return HubModel::parse(&text)
+                .map(ModelSource::HuggingFace)
+                .map_err(serde::de::Error::custom);
         }
         if text.starts_with("http://") || text.starts_with("https://") {
             return Ok(ModelSource::Remote(text));
@@ -77,7 +65,7 @@ impl fmt::Display for ModelSource {
         match self {
             ModelSource::File(path) => write!(f, "{}", path.display()),
             ModelSource::Remote(url) => f.write_str(url),
-            ModelSource::HuggingFace { repo, file } => write!(f, "hf://{repo}/{file}"),
+            ModelSource::HuggingFace(model) => model.fmt(f),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod generation;
 pub mod heal;
 pub mod hidden;
 pub mod holes;
+pub mod hub;
 pub mod index;
 pub mod plan;
 pub mod position;

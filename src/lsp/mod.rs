@@ -7,6 +7,7 @@ mod catch_panic;
 pub mod client;
 mod completion;
 mod convert;
+mod downloads;
 pub mod ext;
 mod framing;
 mod guard;

@@ -342,6 +342,7 @@ impl LanguageServer for Backend {
             root.as_deref(),
             provided,
             &self.router,
+            features.work_done_progress,
         )
         .await;
         if features.watch_files {

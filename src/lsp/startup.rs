@@ -25,8 +25,14 @@ pub(super) async fn start_tiers(
     root: Option<&std::path::Path>,
     provided: &super::ProvidedModels,
     router_cell: &std::sync::OnceLock<Arc<Router>>,
+    progress_supported: bool,
 ) {
+    // Models still to download are configured when they are in, not reported missing.
+    let downloads = super::downloads::missing(&config.tiers);
     for (tier, problem) in tiers.configure_all(&config.tiers, root) {
+        if downloads.iter().any(|(waiting, _)| *waiting == tier) {
+            continue;
+        }
         client
             .show_message(
                 MessageType::ERROR,
@@ -45,6 +51,25 @@ pub(super) async fn start_tiers(
         .is_some_and(|router| router.tiers().contains(&Tier::Fast));
     if tiers.is_configured(Tier::Fast) && !served_by_nodes {
         load_fast_tier(client.clone(), tiers.clone());
+    }
+    for (tier, model) in downloads {
+        let then = {
+            let (client, tiers) = (client.clone(), tiers.clone());
+            move || {
+                if tier == Tier::Fast && !served_by_nodes {
+                    load_fast_tier(client, tiers);
+                }
+            }
+        };
+        super::downloads::start(
+            client.clone(),
+            tiers.clone(),
+            tier,
+            model,
+            config.tiers.get(tier).clone(),
+            progress_supported,
+            then,
+        );
     }
 }
 

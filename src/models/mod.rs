@@ -6,6 +6,8 @@
 pub mod embedded;
 pub mod fit;
 pub mod gguf;
+pub mod hub;
+pub mod loopback_hub;
 pub mod machine;
 pub mod remote;
 pub mod router;

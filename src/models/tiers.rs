@@ -184,12 +184,20 @@ impl TierSet {
                 },
                 // A URL is a worker node of its own (`[nodes]`), set up by the router.
                 Some(ModelSource::Remote(_)) => continue,
-                Some(other) => {
-                    problems.push((
-                        tier,
-                        format!("{other}: Hugging Face models are not fetched yet: download the GGUF and name its path"),
-                    ));
-                    continue;
+                // From the model cache; one not there yet is the caller's to fetch first.
+                Some(ModelSource::HuggingFace(model)) => {
+                    match crate::models::hub::Hub::from_env(crate::models::hub::model_cache())
+                        .cached(model)
+                    {
+                        Some(path) => path,
+                        None => {
+                            problems.push((
+                                tier,
+                                format!("{model} is not downloaded yet: `tierls pull {model}` fetches it"),
+                            ));
+                            continue;
+                        }
+                    }
                 }
             };
             if let Err(err) = self.configure(tier, path, config) {

@@ -266,6 +266,7 @@ pub fn scan_into_index(
         },
         progress,
     );
+    index.settle();
     (index, stats)
 }
 

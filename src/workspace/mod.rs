@@ -139,6 +139,7 @@ impl Workspace {
         } else {
             crate::scan::scan(root, &options, &mut index, progress)
         };
+        workspace.index.settle();
         workspace.unindexed = stats.unindexed.clone();
         (workspace, stats)
     }
@@ -304,11 +305,13 @@ impl Workspace {
     /// The start-up scan begins: files the disk sync indexes meanwhile keep their newer copy.
     pub fn begin_scan(&mut self) {
         self.scanning = true;
+        self.index.begin_bulk_load();
     }
 
     pub fn end_scan(&mut self) {
         self.scanning = false;
         self.synced_during_scan.clear();
+        self.index.settle();
     }
 
     /// One file of the start-up scan: the editor's copy and what the disk sync read since

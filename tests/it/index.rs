@@ -570,6 +570,13 @@ fn names_by_prefix_follow_every_definition_and_removal() {
     let mut lookups = 0;
     let mut ever_defined = std::collections::BTreeSet::new();
     for step in 0..400 {
+        // A scan's bulk load, settled, then edits, a second bulk load and settled again:
+        // the tail is merged lazily in bulk and every 1,024 names once settled.
+        match step {
+            150 | 330 => index.settle(),
+            250 => index.begin_bulk_load(),
+            _ => {}
+        }
         let file = format!("src/f{}.rs", rng.usize(0..100));
         if rng.u8(0..5) == 0 {
             index.remove(&file);

@@ -20,6 +20,7 @@ mod fake_node;
 mod fuzz;
 mod heal;
 mod hostile;
+mod hub;
 mod index;
 mod index_cache;
 mod models;

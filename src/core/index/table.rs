@@ -217,9 +217,11 @@ const MERGE_AT: usize = 1024;
 
 /// The names that have definitions, in the order of their text, for prefix lookups (a name
 /// being typed is a range of them). Ids, not strings (the text is the interner's): a sorted
-/// run, and the names defined since it was last merged, merged in once they pass an eighth
-/// of it (so inserting is amortised O(log n) and a lookup scans a bounded tail). A name
-/// whose last definition went stays until the next merge; lookups skip it.
+/// run, and the names defined since it was last merged, which every lookup scans. While a
+/// scan loads the index the tail is merged once it passes an eighth of the run (inserting
+/// stays amortised O(log n)); once the index is [settled](Index::settle) it is merged every
+/// [`MERGE_AT`] names, so the keystroke path scans a short tail. A name whose last
+/// definition went stays until the next merge; lookups skip it.
 #[derive(Debug, Default)]
 struct DefinedNames {
     sorted: Vec<NameId>,
@@ -227,15 +229,29 @@ struct DefinedNames {
     /// Names that lost their last definition since the last merge (a scan loses none, and
     /// its merges then skip the sweep).
     undefined: usize,
+    /// Set by [`Index::settle`]: the bulk load is over and lookups come first.
+    settled: bool,
 }
 
 impl DefinedNames {
     /// `name` has its first definition.
     fn insert(&mut self, name: NameId, names: &Interner, definitions: &Definitions) {
         self.recent.push(name);
-        if self.recent.len() > MERGE_AT.max(self.sorted.len() / 8) {
+        let tail = if self.settled {
+            MERGE_AT
+        } else {
+            MERGE_AT.max(self.sorted.len() / 8)
+        };
+        if self.recent.len() > tail {
             self.merge(names, definitions);
         }
+    }
+
+    fn settle(&mut self, names: &Interner, definitions: &Definitions) {
+        if !self.recent.is_empty() || self.undefined > 0 {
+            self.merge(names, definitions);
+        }
+        self.settled = true;
     }
 
     fn merge(&mut self, names: &Interner, definitions: &Definitions) {
@@ -620,6 +636,19 @@ impl Index {
             symbol: entry.symbols.get(index)?,
             index,
         })
+    }
+
+    /// Starts a bulk load (a scan): the ordered tables are merged lazily until
+    /// [`settle`](Self::settle). A new index starts in this state.
+    pub fn begin_bulk_load(&mut self) {
+        self.defined_names.settled = false;
+    }
+
+    /// Ends a bulk load: what it added is merged into the ordered tables at once, and later
+    /// changes keep them merged in small steps, so that lookups on the keystroke path stay
+    /// O(log n). Calling it again costs nothing.
+    pub fn settle(&mut self) {
+        self.defined_names.settle(&self.names, &self.definitions);
     }
 
     /// Defined names that start with `prefix` (case-sensitive), in order, at most `limit`.
