@@ -381,15 +381,20 @@ fn check_models(toml: &str, extra: &[&str]) -> (i32, String, String) {
     let dir = workspace.path().display().to_string();
     let mut args = vec!["models", "--workspace", &dir];
     args.extend_from_slice(extra);
+    // An empty model cache of its own: the user's downloads are not listed.
+    let cache = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(TIERLS)
         .args(&args)
         .env("TIERLS_CONFIG_DIR", "/nonexistent")
+        .env("TIERLS_MODEL_CACHE", cache.path())
+        .env("TIERLS_TEST_MODEL", tierls::models::embedded::test_model_path())
         .output()
         .unwrap();
     let clean = |bytes: &[u8]| {
         String::from_utf8_lossy(bytes)
             .replace(&model, "$MODEL")
             .replace(&dir, "$WORKSPACE")
+            .replace(&cache.path().display().to_string(), "$MODEL_CACHE")
     };
     (
         output.status.code().unwrap_or(-1),
