@@ -31,7 +31,8 @@ pub(super) fn missing(tiers: &Tiers) -> Vec<(Tier, HubModel)> {
         .collect()
 }
 
-/// Fetches `model` for `tier`, then configures the tier; `then` runs once it is configured.
+/// Fetches `model` for `tier`, then puts it behind the tier (`reload::swap`: the fast tier
+/// loads at once, the others when a plan asks).
 pub(super) fn start(
     client: Client,
     tiers: Arc<TierSet>,
@@ -39,7 +40,6 @@ pub(super) fn start(
     model: HubModel,
     config: TierConfig,
     progress_supported: bool,
-    then: impl FnOnce() + Send + 'static,
 ) {
     let span = tracing::Span::current();
     let fetch = async move {
@@ -61,17 +61,14 @@ pub(super) fn start(
         let fetched = hub.fetch(&model, &mut progress).await;
         drop(progress);
         let _ = reporter.await;
-        let outcome = fetched.map_err(|err| err.to_string()).and_then(|path| {
-            tracing::info!(
-                "the {tier} tier's model is in the cache: {}",
-                path.display()
-            );
-            tiers
-                .configure(tier, path, &config)
-                .map_err(|err| err.to_string())
-        });
-        match outcome {
-            Ok(()) => then(),
+        match fetched {
+            Ok(path) => {
+                tracing::info!(
+                    "the {tier} tier's model is in the cache: {}",
+                    path.display()
+                );
+                super::reload::swap(client, tiers, tier, path, config);
+            }
             Err(err) => {
                 tracing::error!("the {tier} tier's model: {err}");
                 client

@@ -19,6 +19,7 @@ mod plan_reports;
 mod plan_run;
 mod plans;
 mod progress;
+mod reload;
 mod server;
 mod session;
 mod startup;

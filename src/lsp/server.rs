@@ -23,8 +23,8 @@ use super::ext::{
 use super::session::Session;
 use super::symbols::Texts;
 use super::{
-    ServerOptions, Shared, completion, hover, indexing, plan_actions, plans, request_failed,
-    startup, status, symbols,
+    ServerOptions, Shared, completion, hover, indexing, plan_actions, plans, reload,
+    request_failed, startup, status, symbols,
 };
 use crate::completion::explain::ExplainEngine;
 use crate::completion::{Completed, CompletionEngine};
@@ -133,6 +133,23 @@ impl Backend {
             index_bytes: session.config.index.max_file_bytes,
             read_bytes: session.config.limits.max_file_bytes,
         });
+    }
+
+    /// Puts changed `[tiers.*]` into effect; before `initialized` there is nothing running
+    /// (the tiers start from the configuration then).
+    fn reload_tiers(&self, before: &config::Tiers, after: &config::Tiers) {
+        let Some(tiers) = self.tiers.get() else {
+            return;
+        };
+        let root = self.workspace.lock().root().map(ToOwned::to_owned);
+        reload::changed_tiers(
+            &self.client,
+            tiers,
+            before,
+            after,
+            root.as_deref(),
+            self.features().work_done_progress,
+        );
     }
 
     async fn report_config_errors(&self, errors: Vec<ConfigError>) {
@@ -399,11 +416,14 @@ impl LanguageServer for Backend {
                 return;
             }
             let errors = session.config_sources.reload_files();
+            let before = session.config.tiers.clone();
             self.apply_config(&mut session);
-            errors
+            (errors, before, session.config.tiers.clone())
         };
+        let (errors, before, after) = errors;
         tracing::info!("configuration reloaded after save");
         self.report_config_errors(errors).await;
+        self.reload_tiers(&before, &after);
     }
 
     async fn did_close(&self, params: DidCloseTextDocumentParams) {
@@ -620,11 +640,14 @@ impl LanguageServer for Backend {
                 let layer = config::parse_settings(settings, "workspace/didChangeConfiguration");
                 errors.extend(session.config_sources.set_settings(layer));
             }
+            let before = session.config.tiers.clone();
             self.apply_config(&mut session);
-            errors
+            (errors, before, session.config.tiers.clone())
         };
+        let (errors, before, after) = errors;
         tracing::info!("configuration reloaded");
         self.report_config_errors(errors).await;
+        self.reload_tiers(&before, &after);
     }
 }
 

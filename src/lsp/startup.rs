@@ -53,14 +53,6 @@ pub(super) async fn start_tiers(
         load_fast_tier(client.clone(), tiers.clone());
     }
     for (tier, model) in downloads {
-        let then = {
-            let (client, tiers) = (client.clone(), tiers.clone());
-            move || {
-                if tier == Tier::Fast && !served_by_nodes {
-                    load_fast_tier(client, tiers);
-                }
-            }
-        };
         super::downloads::start(
             client.clone(),
             tiers.clone(),
@@ -68,7 +60,6 @@ pub(super) async fn start_tiers(
             model,
             config.tiers.get(tier).clone(),
             progress_supported,
-            then,
         );
     }
 }

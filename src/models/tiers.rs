@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use std::path::Path;
 
@@ -110,6 +111,119 @@ impl TierSet {
             },
         );
         Ok(())
+    }
+
+    /// Changes `tier`'s model or settings while the server runs (a saved `tierls.toml`).
+    /// The new model's header is read and its fit planned first: an error there changes
+    /// nothing. A tier that is not serving just takes the new model, loaded when asked. A
+    /// serving tier loads the new model beside the old one when both fit, and swaps; else it
+    /// stops taking requests (they get "loading"), waits up to `drain` for the old model's
+    /// requests to finish, frees it and loads the new one. If that load fails, the tier
+    /// goes back to the old model (loaded again when next asked) and the error is returned.
+    /// A request still running on the old model keeps it alive until it ends. Blocks.
+    pub fn reconfigure(
+        &self,
+        tier: Tier,
+        path: PathBuf,
+        config: &TierConfig,
+        drain: Duration,
+    ) -> Result<(), ModelError> {
+        let drafter = self
+            .lock()
+            .get(&Tier::Fast)
+            .filter(|_| tier != Tier::Fast)
+            .and_then(|fast| fast.plan.as_ref().map(|plan| plan.header.clone()));
+        let plan = plan_load_drafted(&path, config, &self.machine, drafter.as_ref())?;
+        let (old_model, fits_beside) = {
+            let mut entries = self.lock();
+            let serving = match entries.get(&tier) {
+                Some(Entry {
+                    plan: Some(_),
+                    state: State::Ready { model, .. },
+                    ..
+                }) => Some(model.clone()),
+                _ => None,
+            };
+            let Some(old_model) = serving else {
+                entries.insert(
+                    tier,
+                    Entry {
+                        path,
+                        plan: Some(plan),
+                        state: State::Unloaded,
+                        drafting_note: None,
+                    },
+                );
+                connect_drafters(&mut entries);
+                return Ok(());
+            };
+            let held: u64 = entries
+                .values()
+                .filter(|entry| matches!(entry.state, State::Ready { .. }))
+                .filter_map(|entry| entry.plan.as_ref())
+                .map(|plan| plan.estimate.total())
+                .sum();
+            let fits_beside = plan.estimate.total() + held <= usable_memory(&self.machine);
+            if !fits_beside && let Some(entry) = entries.get_mut(&tier) {
+                entry.state = State::Loading;
+                connect_drafters(&mut entries);
+            }
+            (old_model, fits_beside)
+        };
+        if !fits_beside {
+            // Ours is the last handle once the requests running on it have ended.
+            let deadline = Instant::now() + drain;
+            while Arc::strong_count(&old_model) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if Arc::strong_count(&old_model) > 1 {
+                tracing::warn!(
+                    "the {tier} tier's old model still has requests after {} s: they finish on it",
+                    drain.as_secs()
+                );
+            }
+        }
+        drop(old_model);
+        tracing::info!("the {tier} tier loads {}", path.display());
+        let loaded = EmbeddedModel::load(&path, &plan.options);
+        let mut entries = self.lock();
+        let result = match loaded {
+            Ok(model) => {
+                let model = Arc::new(model);
+                entries.insert(
+                    tier,
+                    Entry {
+                        path,
+                        plan: Some(plan),
+                        state: State::Ready {
+                            model: model.clone(),
+                            embedded: Some(model),
+                        },
+                        drafting_note: None,
+                    },
+                );
+                Ok(())
+            }
+            Err(err) => {
+                if let Some(entry) = entries.get_mut(&tier)
+                    && matches!(entry.state, State::Loading)
+                {
+                    entry.state = State::Unloaded;
+                }
+                Err(err)
+            }
+        };
+        connect_drafters(&mut entries);
+        result
+    }
+
+    /// Stops serving `tier` from this machine (its model is no longer configured).
+    pub fn remove(&self, tier: Tier) {
+        let mut entries = self.lock();
+        if entries.get(&tier).is_some_and(|entry| entry.plan.is_some()) {
+            entries.remove(&tier);
+        }
+        connect_drafters(&mut entries);
     }
 
     /// Serves `tier` with a model that is already running (a scripted model in tests).

@@ -387,7 +387,10 @@ fn check_models(toml: &str, extra: &[&str]) -> (i32, String, String) {
         .args(&args)
         .env("TIERLS_CONFIG_DIR", "/nonexistent")
         .env("TIERLS_MODEL_CACHE", cache.path())
-        .env("TIERLS_TEST_MODEL", tierls::models::embedded::test_model_path())
+        .env(
+            "TIERLS_TEST_MODEL",
+            tierls::models::embedded::test_model_path(),
+        )
         .output()
         .unwrap();
     let clean = |bytes: &[u8]| {

@@ -30,6 +30,7 @@ mod plans;
 mod positions;
 mod protocol;
 mod queries;
+mod reload;
 mod rounds;
 mod routing;
 mod support;

@@ -125,3 +125,90 @@ fn unconfigured_and_unfit_tiers_are_clear_errors() {
     );
     assert!(tiers.enter_flow().is_err());
 }
+
+/// A reload (a saved `tierls.toml`) on a machine that cannot hold the old model and the new
+/// one: the tier takes no new requests, the one running on the old model finishes, then the
+/// new model loads. The wait is bounded: a request that outlives it keeps the old model
+/// alive on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_cannot_hold_both_models_drains_the_old_one_first() {
+    let _turn = crate::support::one_model_at_a_time();
+    // One tier (about 0.8 GiB) fits in 1.25 GiB with headroom, two do not.
+    let tiers = TierSet::new(machine(GIB + GIB / 4));
+    let config = TierConfig {
+        context: 512,
+        ..TierConfig::default()
+    };
+    tiers
+        .configure(Tier::Fast, test_model_path(), &config)
+        .unwrap();
+    tiers.load(Tier::Fast).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let other_model = other.path().join("other-model.gguf");
+    std::fs::copy(test_model_path(), &other_model).unwrap();
+
+    let in_flight = tiers.get(Tier::Fast).unwrap();
+    let reloading = {
+        let (tiers, config, path) = (tiers.clone(), config.clone(), other_model.clone());
+        std::thread::spawn(move || {
+            tiers.reconfigure(Tier::Fast, path, &config, Duration::from_secs(60))
+        })
+    };
+    let started = Instant::now();
+    while tiers.status(Tier::Fast) != TierStatus::Loading {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            tiers.status(Tier::Fast)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // New requests are told the tier is loading; the one in flight still runs.
+    assert!(matches!(
+        tiers.get(Tier::Fast),
+        Err(ModelError::TierLoading { tier: Tier::Fast })
+    ));
+    let answer = generate(
+        &*in_flight,
+        0,
+        GenerateRequest::text("fn main", 4),
+        Cancel::new(),
+    )
+    .await
+    .unwrap();
+    assert!(answer.usage.generated_tokens >= 1);
+    // Still draining: the new model waits for the old one's request.
+    assert_eq!(tiers.status(Tier::Fast), TierStatus::Loading);
+    assert!(!reloading.is_finished());
+    drop(in_flight);
+    reloading.join().unwrap().unwrap();
+    assert_eq!(
+        tiers.describe(Tier::Fast),
+        (Some(other_model.clone()), TierStatus::Ready)
+    );
+
+    // A request that outlives the bounded wait: the reload goes on, the request keeps its
+    // model and finishes on it.
+    let in_flight = tiers.get(Tier::Fast).unwrap();
+    tiers
+        .reconfigure(
+            Tier::Fast,
+            test_model_path(),
+            &config,
+            Duration::from_millis(100),
+        )
+        .unwrap();
+    assert_eq!(
+        tiers.describe(Tier::Fast),
+        (Some(test_model_path()), TierStatus::Ready)
+    );
+    let answer = generate(
+        &*in_flight,
+        0,
+        GenerateRequest::text("fn main", 4),
+        Cancel::new(),
+    )
+    .await
+    .unwrap();
+    assert!(answer.usage.generated_tokens >= 1);
+}

@@ -1,0 +1,117 @@
+//! A changed `[tiers.*]` applied while the server runs (a saved `tierls.toml` or
+//! `workspace/didChangeConfiguration`): each changed tier on a task of its own, the others
+//! untouched. A model that does not exist or does not fit is reported naming the key, and
+//! the tier keeps serving what it had.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_lsp::Client;
+use tower_lsp::lsp_types::MessageType;
+
+use crate::config::{ModelSource, Tier, TierConfig, Tiers};
+use crate::models::hub::{Hub, model_cache};
+use crate::models::tiers::TierSet;
+
+/// How long a swap that cannot hold both models waits for the old one's requests.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Starts reloading every tier whose settings differ between `old` and `new`.
+pub(super) fn changed_tiers(
+    client: &Client,
+    tiers: &Arc<TierSet>,
+    old: &Tiers,
+    new: &Tiers,
+    root: Option<&Path>,
+    progress_supported: bool,
+) {
+    for tier in Tier::ALL {
+        let config = new.get(tier);
+        if old.get(tier) == config {
+            continue;
+        }
+        tracing::info!("the {tier} tier's configuration changed: reloading it");
+        let (client, tiers) = (client.clone(), tiers.clone());
+        match &config.model {
+            None => tiers.remove(tier),
+            Some(ModelSource::Remote(url)) => {
+                let message = format!(
+                    "tierls: tiers.{tier}.model = {url}: a worker node named in a reload takes effect at the next start; the {tier} tier keeps what it had"
+                );
+                tokio::spawn(async move {
+                    client.show_message(MessageType::WARNING, message).await;
+                });
+            }
+            Some(ModelSource::HuggingFace(model))
+                if Hub::from_env(model_cache()).cached(model).is_none() =>
+            {
+                super::downloads::start(
+                    client,
+                    tiers,
+                    tier,
+                    model.clone(),
+                    config.clone(),
+                    progress_supported,
+                );
+            }
+            Some(ModelSource::HuggingFace(model)) => {
+                if let Some(path) = Hub::from_env(model_cache()).cached(model) {
+                    swap(client, tiers, tier, path, config.clone());
+                }
+            }
+            Some(ModelSource::File(path)) => {
+                let path = match root {
+                    Some(root) if path.is_relative() => root.join(path),
+                    _ => path.clone(),
+                };
+                swap(client, tiers, tier, path, config.clone());
+            }
+        }
+    }
+}
+
+/// Puts `path` behind `tier` off the runtime, then loads the fast tier (the others load
+/// when a plan asks).
+pub(super) fn swap(
+    client: Client,
+    tiers: Arc<TierSet>,
+    tier: Tier,
+    path: PathBuf,
+    config: TierConfig,
+) {
+    let span = tracing::Span::current();
+    let work = async move {
+        let reloaded = {
+            let tiers = tiers.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = tiers.reconfigure(tier, path.clone(), &config, DRAIN);
+                // The fast tier serves completions: loaded now, the new model or, after a
+                // failed load, the old one again.
+                if tier == Tier::Fast
+                    && let Err(err) = tiers.load(Tier::Fast)
+                {
+                    tracing::error!("the fast tier could not load: {err}");
+                }
+                result.map(|()| path)
+            })
+            .await
+        };
+        match reloaded {
+            Ok(Ok(path)) => tracing::info!("the {tier} tier now runs {}", path.display()),
+            Ok(Err(err)) => {
+                tracing::error!("the {tier} tier keeps its model: tiers.{tier}.model: {err}");
+                client
+                    .show_message(
+                        MessageType::ERROR,
+                        format!(
+                            "tierls: tiers.{tier}.model: {err}; the {tier} tier keeps the model it had"
+                        ),
+                    )
+                    .await;
+            }
+            Err(err) => tracing::error!("reloading the {tier} tier panicked: {err}"),
+        }
+    };
+    tokio::spawn(tracing::Instrument::instrument(work, span));
+}
