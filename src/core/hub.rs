@@ -58,13 +58,7 @@ impl HubModel {
         }
         match &target {
             Target::File(file) => {
-                let safe = file.split('/').all(|segment| {
-                    !segment.is_empty()
-                        && segment != "."
-                        && segment != ".."
-                        && !segment.contains(['\\', '\0', ':'])
-                });
-                if !safe {
+                if !is_safe_path(file) {
                     return Err(format!(
                         "`{text}`: `{file}` is not a file path in the repository"
                     ));
@@ -92,6 +86,18 @@ impl HubModel {
     pub fn repo_folder(&self) -> String {
         format!("hf/{}", self.repo)
     }
+}
+
+/// A relative path inside a repository's folder: no `..`, `.` or empty segments, no
+/// backslashes, drive letters or NULs. Names from the hub's listing are held to it too.
+fn is_safe_path(path: &str) -> bool {
+    path.len() <= 1024
+        && path.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && !segment.contains(['\\', '\0', ':'])
+        })
 }
 
 fn is_repo_part(part: &str) -> bool {
@@ -129,8 +135,15 @@ fn split_part(path: &str) -> Option<(&str, u32, u32)> {
 /// What a reference needs from a repository: its files in load order (a split GGUF's parts
 /// from the first, which is what llama.cpp opens).
 pub fn pick_files(model: &HubModel, files: &[RepoFile]) -> Result<Vec<RepoFile>, String> {
+    // A hostile or broken hub's names that would leave the repository's folder are not
+    // files of it.
+    let files: Vec<&RepoFile> = files
+        .iter()
+        .filter(|file| is_safe_path(&file.path))
+        .collect();
     let ggufs: Vec<&RepoFile> = files
         .iter()
+        .copied()
         .filter(|file| file.path.to_ascii_lowercase().ends_with(".gguf"))
         .collect();
     let listing = || {
@@ -187,7 +200,7 @@ pub fn pick_files(model: &HubModel, files: &[RepoFile]) -> Result<Vec<RepoFile>,
     for index in 1..=count {
         let path = format!("{prefix}-{index:05}-of-{count:05}.gguf");
         match files.iter().find(|file| file.path == path) {
-            Some(file) => parts.push(file.clone()),
+            Some(file) => parts.push((*file).clone()),
             None => {
                 return Err(format!(
                     "{model}: `{}` is split in {count} parts but `{path}` is missing from {}",

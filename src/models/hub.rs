@@ -379,7 +379,9 @@ impl Hub {
         progress.file(&file.path, file.size, writer.done);
         let mut attempts = 0;
         let mut last = String::new();
-        while writer.done < file.size || file.size == 0 {
+        // The listed size bounds the download: a body past it is refused, so a hub that
+        // never stops cannot fill the disk.
+        while writer.done < file.size {
             if attempts == ATTEMPTS {
                 return Err(HubError::Interrupted {
                     file: file.path.clone(),
@@ -411,7 +413,6 @@ impl Hub {
                 _ => {}
             }
             match self.receive(response, &mut writer, file, progress).await {
-                Ok(()) if file.size == 0 => break,
                 Ok(()) => {
                     if writer.done < file.size {
                         last = format!("the body ended at byte {}", writer.done);
@@ -468,7 +469,7 @@ impl Hub {
                 Ok(Ok(None)) => return Ok(()),
                 Ok(Ok(Some(chunk))) => chunk,
             };
-            if file.size != 0 && writer.done + chunk.len() as u64 > file.size {
+            if writer.done + chunk.len() as u64 > file.size {
                 return Err(Received::Failed(HubError::TooLong {
                     file: file.path.clone(),
                     total: file.size,
@@ -518,7 +519,7 @@ impl PartWriter {
             file: file.try_clone().map_err(io(path))?,
         };
         let kept = file.metadata().map_err(io(path))?.len();
-        if size != 0 && kept > size {
+        if kept > size {
             writer.restart()?;
             return Ok(writer);
         }
@@ -578,8 +579,7 @@ fn hex(bytes: &[u8]) -> String {
 struct FileLock(#[allow(dead_code)] File);
 
 fn is_complete(target: &Path, file: &RepoFile) -> bool {
-    std::fs::symlink_metadata(target)
-        .is_ok_and(|meta| meta.is_file() && (file.size == 0 || meta.len() == file.size))
+    std::fs::symlink_metadata(target).is_ok_and(|meta| meta.is_file() && meta.len() == file.size)
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

@@ -136,6 +136,14 @@ impl TierSet {
         let plan = plan_load_drafted(&path, config, &self.machine, drafter.as_ref())?;
         let (old_model, fits_beside) = {
             let mut entries = self.lock();
+            // Worker nodes (or a model provided running) serve it: they stay in charge.
+            if entries.get(&tier).is_some_and(|entry| entry.plan.is_none()) {
+                tracing::info!(
+                    "the {tier} tier is served by worker nodes: its model file {} is not loaded",
+                    path.display()
+                );
+                return Ok(());
+            }
             let serving = match entries.get(&tier) {
                 Some(Entry {
                     plan: Some(_),

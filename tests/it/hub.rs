@@ -626,8 +626,11 @@ async fn a_tier_named_on_the_hub_downloads_with_progress_and_then_serves() {
     loop {
         let log = client.wait_for("window/logMessage").await.unwrap();
         let message = log["params"]["message"].as_str().unwrap_or_default();
-        assert!(!message.contains("could not load"), "{message}");
-        if message.contains("the fast tier is ready") {
+        assert!(
+            !message.contains("could not load") && !message.contains("keeps its model"),
+            "{message}"
+        );
+        if message.contains("the fast tier now runs") {
             break;
         }
     }
@@ -649,4 +652,43 @@ async fn a_tier_named_on_the_hub_downloads_with_progress_and_then_serves() {
         "{status}"
     );
     client.shutdown().await.unwrap();
+}
+
+/// A hub whose listing names files outside the repository (`../…`, absolute, backslashes):
+/// they are not files of it, and nothing is written outside the cache's repository folder.
+#[tokio::test]
+async fn a_hostile_listing_cannot_write_outside_the_cache() {
+    let hub = LoopbackHub::start(repo(&[
+        (
+            "../../escape-Q4_K_M.gguf",
+            HubFile::new(some_bytes(100, 100)),
+        ),
+        ("/etc/abs-Q4_K_M.gguf", HubFile::new(some_bytes(100, 101))),
+        (
+            "sub\\..\\..\\win-Q4_K_M.gguf",
+            HubFile::new(some_bytes(100, 102)),
+        ),
+    ]));
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("cache");
+    let err = fetch(&hub, &cache, &format!("{REPO}:Q4_K_M"), |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "hf://tester/tiny-GGUF:Q4_K_M: tester/tiny-GGUF has no GGUF for Q4_K_M; it has no GGUF files"
+    );
+    assert!(
+        hub.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| !r.path.contains("/resolve/"))
+    );
+    let written: Vec<_> = walkdir::WalkDir::new(root.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file())
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
 }
