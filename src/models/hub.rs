@@ -361,12 +361,12 @@ impl Hub {
         let identity_path = with_suffix(target, ".part.id");
         let identity = format!("{} {}", file.size, file.sha256.as_deref().unwrap_or("-"));
         let resumable = std::fs::read_to_string(&identity_path).is_ok_and(|kept| kept == identity);
-        if !resumable {
-            let _ = std::fs::remove_file(part);
-            std::fs::write(&identity_path, &identity).map_err(io(&identity_path))?;
-        }
-        let mut writer = PartWriter::open(part, file.size)?;
-        let needed = file.size.saturating_sub(writer.done);
+        // Room is checked before anything is written.
+        let kept = match resumable {
+            true => std::fs::metadata(part).map_or(0, |meta| meta.len().min(file.size)),
+            false => 0,
+        };
+        let needed = file.size - kept;
         let room = self.room(target.parent().unwrap_or(target));
         if needed > room {
             return Err(HubError::NoRoom {
@@ -376,6 +376,11 @@ impl Hub {
                 folder: target.parent().unwrap_or(target).display().to_string(),
             });
         }
+        if !resumable {
+            let _ = std::fs::remove_file(part);
+            std::fs::write(&identity_path, &identity).map_err(io(&identity_path))?;
+        }
+        let mut writer = PartWriter::open(part, file.size)?;
         progress.file(&file.path, file.size, writer.done);
         let mut attempts = 0;
         let mut last = String::new();

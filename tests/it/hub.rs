@@ -457,11 +457,10 @@ async fn a_disk_without_room_is_refused_before_writing() {
         "tiny-Q4_K_M.gguf: needs 100000 bytes more but {cache}/hf/tester/tiny-GGUF has room for 50000"
     );
     assert!(hub.downloads_of("tiny-Q4_K_M.gguf").is_empty());
-    assert!(
-        !cache
-            .path()
-            .join("hf/tester/tiny-GGUF/tiny-Q4_K_M.gguf")
-            .exists()
+    // Nothing written but the file's lock.
+    assert_eq!(
+        cache_listing(cache.path()),
+        ["hf/tester/tiny-GGUF/tiny-Q4_K_M.gguf.lock (0 bytes)"]
     );
 }
 
