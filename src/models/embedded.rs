@@ -1105,14 +1105,6 @@ pub fn test_model_path() -> PathBuf {
     if let Some(path) = std::env::var_os("TIERLS_TEST_MODEL") {
         return PathBuf::from(path);
     }
-    let cache = std::env::var_os("TIERLS_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let base = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| dirs::home_dir().map(|home| home.join(".cache")))
-                .unwrap_or_else(|| PathBuf::from(".cache"));
-            base.join("tierls/models")
-        });
+    let cache = crate::models::hub::model_cache();
     cache.join("gemma-3-270m-q4_k_m.gguf")
 }

@@ -95,11 +95,7 @@ impl TierSet {
         // A tier the fast tier's model drafts for holds a context of that model per slot:
         // counted here when the fast tier is configured first (`configure_all` does so).
         // The fast tier never drafts for itself.
-        let drafter = self
-            .lock()
-            .get(&Tier::Fast)
-            .filter(|_| tier != Tier::Fast)
-            .and_then(|fast| fast.plan.as_ref().map(|plan| plan.header.clone()));
+        let drafter = self.drafter_header(tier);
         let plan = plan_load_drafted(&path, config, &self.machine, drafter.as_ref())?;
         self.lock().insert(
             tier,
@@ -111,6 +107,15 @@ impl TierSet {
             },
         );
         Ok(())
+    }
+
+    /// The fast tier's model header when it drafts for `tier` (the fast tier never drafts
+    /// for itself): a tier it drafts for holds a context of that model per slot.
+    fn drafter_header(&self, tier: Tier) -> Option<GgufHeader> {
+        self.lock()
+            .get(&Tier::Fast)
+            .filter(|_| tier != Tier::Fast)
+            .and_then(|fast| fast.plan.as_ref().map(|plan| plan.header.clone()))
     }
 
     /// Changes `tier`'s model or settings while the server runs (a saved `tierls.toml`).
@@ -128,11 +133,7 @@ impl TierSet {
         config: &TierConfig,
         drain: Duration,
     ) -> Result<(), ModelError> {
-        let drafter = self
-            .lock()
-            .get(&Tier::Fast)
-            .filter(|_| tier != Tier::Fast)
-            .and_then(|fast| fast.plan.as_ref().map(|plan| plan.header.clone()));
+        let drafter = self.drafter_header(tier);
         let plan = plan_load_drafted(&path, config, &self.machine, drafter.as_ref())?;
         let (old_model, fits_beside) = {
             let mut entries = self.lock();
