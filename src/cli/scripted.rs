@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -20,6 +21,8 @@ struct Rule {
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct Script {
+    /// How long each four-byte token takes, so that an editor can see work in progress.
+    per_token_ms: u64,
     fast: Vec<Rule>,
     executor: Vec<Rule>,
     planner: Vec<Rule>,
@@ -38,7 +41,7 @@ pub fn load(path: &Path) -> Result<ProvidedModels, String> {
         if rules.is_empty() {
             continue;
         }
-        let mut model = ScriptedModel::new(1);
+        let mut model = ScriptedModel::new(1).per_token(Duration::from_millis(script.per_token_ms));
         for rule in &rules {
             let answers: Vec<&str> = rule.answers.iter().map(String::as_str).collect();
             model = model.answer(&rule.needle, &answers);

@@ -19,10 +19,11 @@ pub(super) fn plan_ready(id: u32, plan: &Plan) -> String {
         0 => String::new(),
         count => format!(", {count} cannot run"),
     };
-    format!(
-        "plan {id} is ready: {} steps{rejected}; execute or discard it from the code actions",
-        plan.steps.len()
-    )
+    let steps = match plan.steps.len() {
+        1 => "1 step".to_owned(),
+        count => format!("{count} steps"),
+    };
+    format!("plan {id} is ready: {steps}{rejected}; execute or discard it from the code actions")
 }
 
 pub(super) fn plan_result(

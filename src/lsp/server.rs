@@ -258,6 +258,7 @@ impl Backend {
         Checked(params): Checked<InlineCompletionParams>,
     ) -> Result<InlineCompletionList> {
         let cursor = params.position;
+        let started = std::time::Instant::now();
         let items = match self.suggest(&params.text_document.uri, cursor).await {
             Some((_, text)) => vec![InlineCompletionItem {
                 insert_text: text,
@@ -265,6 +266,12 @@ impl Backend {
             }],
             None => Vec::new(),
         };
+        // The server's side of an editor's keystroke-to-ghost-text time.
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            suggested = !items.is_empty(),
+            "inline completion answered"
+        );
         Ok(InlineCompletionList { items })
     }
 

@@ -138,34 +138,52 @@ fn npm(folder: &Path, args: &[&str]) -> std::process::Output {
         .expect("npm runs")
 }
 
+/// What `npm test` printed and where `npm run package` put the `.vsix`.
+pub(crate) struct PackagedExtension {
+    pub tested: String,
+    pub vsix: PathBuf,
+}
+
+/// Builds, unit-tests and packages the VS Code extension once per test run: two tests use it,
+/// and two builds at once would race on `out/` and on the `.vsix`.
+pub(crate) fn packaged_extension() -> &'static PackagedExtension {
+    static PACKAGED: std::sync::OnceLock<PackagedExtension> = std::sync::OnceLock::new();
+    PACKAGED.get_or_init(|| {
+        let folder: PathBuf = repository().join("editors/vscode");
+        assert!(
+            folder.join("node_modules").exists(),
+            "the extension's npm packages are missing: run tests/setup.sh"
+        );
+        let output = |args: &[&str]| {
+            let done = npm(&folder, args);
+            let out = format!(
+                "{}{}",
+                String::from_utf8_lossy(&done.stdout),
+                String::from_utf8_lossy(&done.stderr)
+            );
+            assert!(done.status.success(), "npm {args:?}: {out}");
+            out
+        };
+        let tested = output(&["test"]);
+        output(&["run", "package"]);
+        PackagedExtension {
+            tested,
+            vsix: folder.join("tierls.vsix"),
+        }
+    })
+}
+
 /// The VS Code extension builds with tsc, its logic passes its unit tests, and one command
 /// packages it as a `.vsix`.
 #[test]
 fn vscode_extension_builds_tests_and_packages() {
-    let folder: PathBuf = repository().join("editors/vscode");
+    let packaged = packaged_extension();
+    let out = &packaged.tested;
     assert!(
-        folder.join("node_modules").exists(),
-        "the extension's npm packages are missing: run tests/setup.sh"
-    );
-    let tested = npm(&folder, &["test"]);
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&tested.stdout),
-        String::from_utf8_lossy(&tested.stderr)
-    );
-    assert!(tested.status.success(), "{out}");
-    assert!(
-        out.contains("# fail 0") && out.contains("# pass 10"),
+        out.contains("# fail 0") && out.contains("# pass 11"),
         "{out}"
     );
-    let packaged = npm(&folder, &["run", "package"]);
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&packaged.stdout),
-        String::from_utf8_lossy(&packaged.stderr)
-    );
-    assert!(packaged.status.success(), "{out}");
-    let vsix = std::fs::read(folder.join("tierls.vsix")).unwrap();
+    let vsix = std::fs::read(&packaged.vsix).unwrap();
     assert_eq!(&vsix[..2], b"PK", "a .vsix is a zip");
 }
 

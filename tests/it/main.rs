@@ -35,5 +35,6 @@ mod rounds;
 mod routing;
 mod support;
 mod tiers;
+mod vscode;
 mod workers;
 mod workspace;

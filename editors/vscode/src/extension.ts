@@ -3,6 +3,7 @@
 // "Edit selection…", whose edit VS Code shows as a diff before applying it.
 // The logic that needs no VS Code lives in logic.ts, where it is unit-tested.
 
+import * as fs from "fs";
 import * as vscode from "vscode";
 import {
   CloseAction,
@@ -69,6 +70,13 @@ async function refreshStatus(): Promise<void> {
 async function start(): Promise<void> {
   const current = settings();
   const { command, args } = logic.serverCommand(current);
+  const isFile = (path: string) => fs.statSync(path, { throwIfNoEntry: false })?.isFile() ?? false;
+  if (!logic.findServer(command, process.env.PATH, isFile)) {
+    // One message, from here: the client's own would come first and say nothing of the fix.
+    setStatus("failed");
+    void vscode.window.showErrorMessage(logic.startFailure(command, { code: "ENOENT" }));
+    return;
+  }
   const serverOptions: ServerOptions = { command, args };
   const clientOptions: LanguageClientOptions = {
     documentSelector: LANGUAGES.map((language) => ({ scheme: "file", language })),
@@ -131,7 +139,7 @@ async function start(): Promise<void> {
   } catch (error) {
     setStatus("failed");
     // Said once: the client does not retry a start that failed.
-    void vscode.window.showErrorMessage(logic.startFailure(command, error as { code?: string; message?: string }));
+    void vscode.window.showErrorMessage(logic.startFailure(command, error as { code?: string; message?: string } | string));
   }
 }
 

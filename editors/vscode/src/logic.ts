@@ -55,15 +55,41 @@ export function serverCommand(settings: Settings): { command: string; args: stri
   return { command: path === "" ? "tierls" : path, args: ["serve"] };
 }
 
-/** Why the server could not start, and what to do about it. */
-export function startFailure(command: string, error: { code?: string; message?: string }): string {
-  if (error.code === "ENOENT") {
+/**
+ * Where `command` runs from: itself when it names a path, else the first directory of
+ * `searchPath` (PATH) holding it; `undefined` when there is no such file. Checked before the
+ * client starts, because the client reports a missing binary with a message of its own that
+ * says nothing of the fix.
+ */
+export function findServer(
+  command: string,
+  searchPath: string | undefined,
+  isFile: (path: string) => boolean,
+): string | undefined {
+  if (command.includes("/")) {
+    return isFile(command) ? command : undefined;
+  }
+  for (const directory of (searchPath ?? "").split(":")) {
+    const candidate = `${directory === "" ? "." : directory}/${command}`;
+    if (isFile(candidate)) {
+      return candidate;
+    }
+  }
+  return undefined;
+}
+
+/** Why the server could not start, and what to do about it. The client rejects with an
+ * error or, when spawning failed, a string such as "… Error: spawn tierls ENOENT". */
+export function startFailure(command: string, error: { code?: string; message?: string } | string): string {
+  const { code, message } =
+    typeof error === "string" ? { code: /\b(ENOENT|EACCES)\b/.exec(error)?.[1], message: error } : error;
+  if (code === "ENOENT") {
     return `tierls: the server \`${command}\` was not found. Install it with \`cargo install --path .\` in the tierls sources, or set "tierls.server.path" to the binary.`;
   }
-  if (error.code === "EACCES") {
+  if (code === "EACCES") {
     return `tierls: \`${command}\` cannot be run (permission denied). Check the file, or set "tierls.server.path".`;
   }
-  return `tierls: the server \`${command} serve\` did not start: ${error.message ?? "unknown error"}. Run it in a terminal to see why.`;
+  return `tierls: the server \`${command} serve\` did not start: ${message ?? "unknown error"}. Run it in a terminal to see why.`;
 }
 
 /**

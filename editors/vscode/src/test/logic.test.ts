@@ -9,6 +9,7 @@ import {
   planSummary,
   serverCommand,
   startFailure,
+  findServer,
   statusText,
   statusTooltip,
   tiersText,
@@ -50,6 +51,21 @@ test("a missing or broken binary says how to fix it", () => {
   assert.match(missing, /tierls\.server\.path/);
   assert.match(startFailure("/x/tierls", { code: "EACCES" }), /permission denied/);
   assert.match(startFailure("tierls", { message: "exit code 3" }), /did not start: exit code 3/);
+  // What the client rejects with when spawning fails: a string.
+  assert.match(
+    startFailure("/x/tierls", "Launching server using command /x/tierls failed. Error: spawn /x/tierls ENOENT"),
+    /was not found/,
+  );
+});
+
+test("the server binary is looked for where the client would run it from", () => {
+  const files = new Set(["/usr/local/bin/tierls", "/opt/tierls/bin/tierls"]);
+  const isFile = (path: string) => files.has(path);
+  assert.equal(findServer("tierls", "/usr/bin:/usr/local/bin", isFile), "/usr/local/bin/tierls");
+  assert.equal(findServer("/opt/tierls/bin/tierls", "/usr/bin", isFile), "/opt/tierls/bin/tierls");
+  assert.equal(findServer("tierls", "/usr/bin", isFile), undefined);
+  assert.equal(findServer("/nowhere/tierls", "/usr/local/bin", isFile), undefined);
+  assert.equal(findServer("tierls", undefined, isFile), undefined);
 });
 
 test("a crashing server is restarted a few times, then reported once, not in a loop", () => {
