@@ -13,6 +13,7 @@ mod framing;
 mod guard;
 mod hover;
 mod indexing;
+mod nodes;
 mod plan_actions;
 mod plan_edit;
 mod plan_reports;

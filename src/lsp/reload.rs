@@ -1,12 +1,14 @@
 //! A changed `[tiers.*]` applied while the server runs (a saved `tierls.toml` or
 //! `workspace/didChangeConfiguration`): each changed tier on a task of its own, the others
 //! untouched. A model that does not exist or does not fit is reported naming the key, and
-//! the tier keeps serving what it had.
+//! the tier keeps serving what it had. A tier whose model becomes a URL leaves this machine:
+//! the node the URL names serves it once the router is built anew (`nodes.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tower_lsp::Client;
 use tower_lsp::lsp_types::MessageType;
 
@@ -17,7 +19,8 @@ use crate::models::tiers::TierSet;
 /// How long a swap that cannot hold both models waits for the old one's requests.
 const DRAIN: Duration = Duration::from_secs(30);
 
-/// Starts reloading every tier whose settings differ between `old` and `new`.
+/// Starts reloading every tier whose settings differ between `old` and `new`; returns the
+/// swaps under way, each done when its tier has its new model (or kept its old one).
 pub(super) fn changed_tiers(
     client: &Client,
     tiers: &Arc<TierSet>,
@@ -25,7 +28,8 @@ pub(super) fn changed_tiers(
     new: &Tiers,
     root: Option<&Path>,
     progress_supported: bool,
-) {
+) -> Vec<JoinHandle<()>> {
+    let mut swaps = Vec::new();
     for tier in Tier::ALL {
         let config = new.get(tier);
         if old.get(tier) == config {
@@ -34,15 +38,7 @@ pub(super) fn changed_tiers(
         tracing::info!("the {tier} tier's configuration changed: reloading it");
         let (client, tiers) = (client.clone(), tiers.clone());
         match &config.model {
-            None => tiers.remove(tier),
-            Some(ModelSource::Remote(url)) => {
-                let message = format!(
-                    "tierls: tiers.{tier}.model = {url}: a worker node named in a reload takes effect at the next start; the {tier} tier keeps what it had"
-                );
-                tokio::spawn(async move {
-                    client.show_message(MessageType::WARNING, message).await;
-                });
-            }
+            None | Some(ModelSource::Remote(_)) => tiers.remove(tier),
             Some(ModelSource::HuggingFace(model))
                 if Hub::from_env(model_cache()).cached(model).is_none() =>
             {
@@ -57,7 +53,7 @@ pub(super) fn changed_tiers(
             }
             Some(ModelSource::HuggingFace(model)) => {
                 if let Some(path) = Hub::from_env(model_cache()).cached(model) {
-                    swap(client, tiers, tier, path, config.clone());
+                    swaps.push(swap(client, tiers, tier, path, config.clone()));
                 }
             }
             Some(ModelSource::File(path)) => {
@@ -65,10 +61,11 @@ pub(super) fn changed_tiers(
                     Some(root) if path.is_relative() => root.join(path),
                     _ => path.clone(),
                 };
-                swap(client, tiers, tier, path, config.clone());
+                swaps.push(swap(client, tiers, tier, path, config.clone()));
             }
         }
     }
+    swaps
 }
 
 /// Puts `path` behind `tier` off the runtime, then loads the fast tier (the others load
@@ -79,7 +76,7 @@ pub(super) fn swap(
     tier: Tier,
     path: PathBuf,
     config: TierConfig,
-) {
+) -> JoinHandle<()> {
     let span = tracing::Span::current();
     let work = async move {
         let reloaded = {
@@ -113,5 +110,5 @@ pub(super) fn swap(
             Err(err) => tracing::error!("reloading the {tier} tier panicked: {err}"),
         }
     };
-    tokio::spawn(tracing::Instrument::instrument(work, span));
+    tokio::spawn(tracing::Instrument::instrument(work, span))
 }

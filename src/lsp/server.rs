@@ -20,6 +20,7 @@ use super::ext::{
     self, Checked, InlineCompletionItem, InlineCompletionList, InlineCompletionParams, Status,
     ViewDocumentParams, ViewDocumentResult,
 };
+use super::nodes::Nodes;
 use super::session::Session;
 use super::symbols::Texts;
 use super::{
@@ -33,7 +34,6 @@ use crate::core::document::Document;
 use crate::core::route;
 use crate::logging;
 use crate::models::Model;
-use crate::models::router::Router;
 use crate::models::tiers::TierSet;
 use crate::sync::lock;
 use crate::workspace::disk_sync::{DiskSync, Job};
@@ -53,7 +53,7 @@ pub struct Backend {
     /// The models of this machine, set up at `initialized`.
     pub(super) tiers: OnceLock<Arc<TierSet>>,
     /// The worker nodes, when the configuration names any.
-    pub(super) router: OnceLock<Arc<Router>>,
+    pub(super) nodes: Arc<Nodes>,
     pub(super) completion: CompletionEngine,
     explain: ExplainEngine,
     /// Brings the index up to date with the disk, off the workspace lock.
@@ -75,7 +75,7 @@ impl Backend {
             features: OnceLock::new(),
             startup_errors: Mutex::default(),
             tiers: OnceLock::new(),
-            router: OnceLock::new(),
+            nodes: Arc::default(),
             completion: CompletionEngine::default(),
             explain: ExplainEngine::default(),
         }
@@ -135,21 +135,49 @@ impl Backend {
         });
     }
 
-    /// Puts changed `[tiers.*]` into effect; before `initialized` there is nothing running
-    /// (the tiers start from the configuration then).
-    fn reload_tiers(&self, before: &config::Tiers, after: &config::Tiers) {
+    /// Puts changed `[tiers.*]` and `[nodes]` into effect; before `initialized` there is
+    /// nothing running (the tiers start from the configuration then).
+    fn reload_tiers(&self, before: &config::Config, after: &config::Config) {
         let Some(tiers) = self.tiers.get() else {
             return;
         };
         let root = self.workspace.lock().root().map(ToOwned::to_owned);
-        reload::changed_tiers(
+        let swaps = reload::changed_tiers(
             &self.client,
             tiers,
-            before,
-            after,
+            &before.tiers,
+            &after.tiers,
             root.as_deref(),
             self.features().work_done_progress,
         );
+        // The router is built anew when its nodes change, or when a tier they serve
+        // changed its model here (the router's member for it), once that model is in place.
+        let routed = |config: &config::Config| -> Vec<(config::Tier, bool)> {
+            let routed = self
+                .nodes
+                .router()
+                .map(|router| router.tiers())
+                .unwrap_or_default();
+            config::Tier::ALL
+                .into_iter()
+                .filter(|tier| {
+                    routed.contains(tier) || config.nodes.iter().any(|node| node.serves(*tier))
+                })
+                .map(|tier| (tier, before.tiers.get(tier) != after.tiers.get(tier)))
+                .collect()
+        };
+        let tiers_changed = routed(after).iter().any(|(_, changed)| *changed);
+        if before.nodes == after.nodes && !tiers_changed {
+            return;
+        }
+        let (client, tiers, nodes) = (self.client.clone(), tiers.clone(), self.nodes.clone());
+        let configs = after.nodes.clone();
+        tokio::spawn(async move {
+            for swap in swaps {
+                let _ = swap.await;
+            }
+            nodes.apply(&client, &tiers, &configs).await;
+        });
     }
 
     async fn report_config_errors(&self, errors: Vec<ConfigError>) {
@@ -365,7 +393,7 @@ impl LanguageServer for Backend {
             &config,
             root.as_deref(),
             provided,
-            &self.router,
+            &self.nodes,
             features.work_done_progress,
         )
         .await;
@@ -423,9 +451,9 @@ impl LanguageServer for Backend {
                 return;
             }
             let errors = session.config_sources.reload_files();
-            let before = session.config.tiers.clone();
+            let before = session.config.clone();
             self.apply_config(&mut session);
-            (errors, before, session.config.tiers.clone())
+            (errors, before, session.config.clone())
         };
         let (errors, before, after) = errors;
         tracing::info!("configuration reloaded after save");
@@ -647,9 +675,9 @@ impl LanguageServer for Backend {
                 let layer = config::parse_settings(settings, "workspace/didChangeConfiguration");
                 errors.extend(session.config_sources.set_settings(layer));
             }
-            let before = session.config.tiers.clone();
+            let before = session.config.clone();
             self.apply_config(&mut session);
-            (errors, before, session.config.tiers.clone())
+            (errors, before, session.config.clone())
         };
         let (errors, before, after) = errors;
         tracing::info!("configuration reloaded");

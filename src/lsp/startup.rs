@@ -9,9 +9,8 @@ use tower_lsp::Client;
 use tower_lsp::lsp_types::*;
 
 use super::convert;
-use super::ext::{COMMANDS, NodesChanged, NodesChangedParams};
+use super::ext::COMMANDS;
 use crate::config::{self, Tier};
-use crate::models::router::Router;
 use crate::models::tiers::TierSet;
 
 /// Sets up the tiers the configuration names (reading GGUF headers only), routes the tiers
@@ -24,7 +23,7 @@ pub(super) async fn start_tiers(
     config: &config::Config,
     root: Option<&std::path::Path>,
     provided: &super::ProvidedModels,
-    router_cell: &std::sync::OnceLock<Arc<Router>>,
+    nodes: &super::nodes::Nodes,
     progress_supported: bool,
 ) {
     // Models still to download are configured when they are in, not reported missing.
@@ -40,16 +39,13 @@ pub(super) async fn start_tiers(
             )
             .await;
     }
-    if !config.nodes.is_empty() {
-        start_nodes(client, tiers, &config.nodes, router_cell).await;
-    }
+    nodes.apply(client, tiers, &config.nodes).await;
     for (tier, model) in provided {
         tiers.provide(*tier, model.clone());
     }
-    let served_by_nodes = router_cell
-        .get()
-        .is_some_and(|router| router.tiers().contains(&Tier::Fast));
-    if tiers.is_configured(Tier::Fast) && !served_by_nodes {
+    // Loaded now even when nodes also serve the tier: completions are the reason to have
+    // the model here.
+    if tiers.local_info(Tier::Fast).is_some() {
         load_fast_tier(client.clone(), tiers.clone());
     }
     for (tier, model) in downloads {
@@ -83,44 +79,6 @@ fn load_fast_tier(client: Client, tiers: Arc<TierSet>) {
             Err(err) => tracing::error!("loading the fast tier panicked: {err}"),
         }
     });
-}
-
-/// Routes the tiers worker nodes serve through the router, probes the nodes now and then
-/// every few seconds, and tells the editor when a node's health changes.
-async fn start_nodes(
-    client: &Client,
-    tiers: &Arc<TierSet>,
-    configs: &[config::NodeConfig],
-    router_cell: &std::sync::OnceLock<Arc<Router>>,
-) {
-    let (router, mut notes) = Router::new(configs);
-    // Known to the status request before any tier is routed through it.
-    let _ = router_cell.set(router.clone());
-    // Probed first: a route's context comes from what its nodes report.
-    router.probe_now().await;
-    notes.extend(router.serve(tiers));
-    for note in notes {
-        tracing::warn!("{note}");
-        client
-            .show_message(MessageType::WARNING, format!("tierls: {note}"))
-            .await;
-    }
-    let client = client.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let watched = Arc::downgrade(&router);
-    router.set_on_change(move || {
-        let Some(router) = watched.upgrade() else {
-            return;
-        };
-        let client = client.clone();
-        let nodes = router.status();
-        runtime.spawn(async move {
-            client
-                .send_notification::<NodesChanged>(NodesChangedParams { nodes })
-                .await;
-        });
-    });
-    router.start_probing(crate::models::router::PROBE_EVERY);
 }
 
 /// Asks the client to tell us about files that change on disk.

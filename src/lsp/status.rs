@@ -65,8 +65,8 @@ pub fn status(backend: &Backend) -> Status {
         index,
         plans,
         nodes: backend
-            .router
-            .get()
+            .nodes
+            .router()
             .map(|router| router.status())
             .unwrap_or_default(),
         routing,

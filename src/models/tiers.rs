@@ -45,6 +45,40 @@ struct Entry {
     /// Drafting with the fast tier's model (`draft = "model"`): with which model, or why
     /// not; said in the log when it changes.
     drafting_note: Option<String>,
+    /// The router's route when worker nodes serve the tier: requests go through it, and
+    /// the model above (if this machine has one) is one of its members.
+    route: Option<Arc<dyn Model>>,
+}
+
+/// What this machine's own model for a tier is doing, as the router sees its member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalState {
+    Ready,
+    /// Not loaded; `fits` says whether it would load beside the tiers that are loaded.
+    Unloaded {
+        fits: bool,
+    },
+    Loading,
+    Paused,
+    Failed(String),
+    /// The tier has no model on this machine (any more).
+    Gone,
+}
+
+impl Entry {
+    /// A tier only worker nodes serve.
+    fn routed(route: Arc<dyn Model>) -> Entry {
+        Entry {
+            path: route.info().path.clone(),
+            plan: None,
+            state: State::Ready {
+                model: route.clone(),
+                embedded: None,
+            },
+            drafting_note: None,
+            route: Some(route),
+        }
+    }
 }
 
 /// What a tier is doing, for status displays.
@@ -97,13 +131,16 @@ impl TierSet {
         // The fast tier never drafts for itself.
         let drafter = self.drafter_header(tier);
         let plan = plan_load_drafted(&path, config, &self.machine, drafter.as_ref())?;
-        self.lock().insert(
+        let mut entries = self.lock();
+        let route = entries.get(&tier).and_then(|entry| entry.route.clone());
+        entries.insert(
             tier,
             Entry {
                 path,
                 plan: Some(plan),
                 state: State::Unloaded,
                 drafting_note: None,
+                route,
             },
         );
         Ok(())
@@ -137,10 +174,15 @@ impl TierSet {
         let plan = plan_load_drafted(&path, config, &self.machine, drafter.as_ref())?;
         let (old_model, fits_beside) = {
             let mut entries = self.lock();
-            // Worker nodes (or a model provided running) serve it: they stay in charge.
-            if entries.get(&tier).is_some_and(|entry| entry.plan.is_none()) {
+            // A model provided running (a scripted one in tests) stays in charge. Worker nodes
+            // that serve the tier take this model as one more member when the router is
+            // built again (the LSP shell does so after a reload).
+            if entries
+                .get(&tier)
+                .is_some_and(|entry| entry.plan.is_none() && entry.route.is_none())
+            {
                 tracing::info!(
-                    "the {tier} tier is served by worker nodes: its model file {} is not loaded",
+                    "the {tier} tier is served by a model provided running: its model file {} is not loaded",
                     path.display()
                 );
                 return Ok(());
@@ -154,6 +196,7 @@ impl TierSet {
                 _ => None,
             };
             let Some(old_model) = serving else {
+                let route = entries.get(&tier).and_then(|entry| entry.route.clone());
                 entries.insert(
                     tier,
                     Entry {
@@ -161,6 +204,7 @@ impl TierSet {
                         plan: Some(plan),
                         state: State::Unloaded,
                         drafting_note: None,
+                        route,
                     },
                 );
                 connect_drafters(&mut entries);
@@ -199,6 +243,7 @@ impl TierSet {
         let result = match loaded {
             Ok(model) => {
                 let model = Arc::new(model);
+                let route = entries.get(&tier).and_then(|entry| entry.route.clone());
                 entries.insert(
                     tier,
                     Entry {
@@ -209,6 +254,7 @@ impl TierSet {
                             embedded: Some(model),
                         },
                         drafting_note: None,
+                        route,
                     },
                 );
                 Ok(())
@@ -226,11 +272,21 @@ impl TierSet {
         result
     }
 
-    /// Stops serving `tier` from this machine (its model is no longer configured).
+    /// Stops serving `tier` from this machine (its model is no longer configured); worker
+    /// nodes that serve it go on serving it.
     pub fn remove(&self, tier: Tier) {
         let mut entries = self.lock();
-        if entries.get(&tier).is_some_and(|entry| entry.plan.is_some()) {
-            entries.remove(&tier);
+        if let Some(entry) = entries.get(&tier)
+            && entry.plan.is_some()
+        {
+            match entry.route.clone() {
+                Some(route) => {
+                    entries.insert(tier, Entry::routed(route));
+                }
+                None => {
+                    entries.remove(&tier);
+                }
+            }
         }
         connect_drafters(&mut entries);
     }
@@ -247,8 +303,76 @@ impl TierSet {
                     embedded: None,
                 },
                 drafting_note: None,
+                route: None,
             },
         );
+    }
+
+    /// Sends `tier`'s requests through the router's `route`. This machine's model for the
+    /// tier, if it has one, stays configured: the route holds it as one of its members.
+    pub fn route_through(&self, tier: Tier, route: Arc<dyn Model>) {
+        let mut entries = self.lock();
+        match entries.get_mut(&tier) {
+            Some(entry) if entry.plan.is_some() => entry.route = Some(route),
+            _ => {
+                entries.insert(tier, Entry::routed(route));
+            }
+        }
+    }
+
+    /// Stops routing `tier` (no node serves it any more): this machine's model serves it
+    /// alone, or nothing does.
+    pub fn unroute(&self, tier: Tier) {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(&tier) else {
+            return;
+        };
+        if entry.route.is_none() {
+            return;
+        }
+        if entry.plan.is_some() {
+            entry.route = None;
+        } else {
+            entries.remove(&tier);
+        }
+    }
+
+    /// Whether `tier`'s requests go through the router.
+    pub fn is_routed(&self, tier: Tier) -> bool {
+        self.lock()
+            .get(&tier)
+            .is_some_and(|entry| entry.route.is_some())
+    }
+
+    /// What this machine's own model for `tier` would be, from its load plan (nothing is
+    /// loaded): the router's member for it describes itself with this.
+    pub fn local_info(&self, tier: Tier) -> Option<super::ModelInfo> {
+        let entries = self.lock();
+        let entry = entries.get(&tier)?;
+        let plan = entry.plan.as_ref()?;
+        Some(super::ModelInfo {
+            path: entry.path.clone(),
+            n_ctx: plan.options.n_ctx,
+            n_ctx_train: plan.header.shape.n_ctx_train,
+            has_fim: plan.header.has_fim_tokens,
+            slots: plan.options.slots.max(1),
+        })
+    }
+
+    /// What this machine's own model for `tier` is doing, for the router's member.
+    pub fn local_state(&self, tier: Tier) -> LocalState {
+        let fits = self.fits_beside(tier);
+        let entries = self.lock();
+        let Some(entry) = entries.get(&tier).filter(|entry| entry.plan.is_some()) else {
+            return LocalState::Gone;
+        };
+        match &entry.state {
+            State::Ready { .. } => LocalState::Ready,
+            State::Unloaded => LocalState::Unloaded { fits },
+            State::Loading => LocalState::Loading,
+            State::Paused => LocalState::Paused,
+            State::Failed(err) => LocalState::Failed(err.to_string()),
+        }
     }
 
     /// Loads `tier`'s model. Blocks: call it off the async runtime.
@@ -337,8 +461,28 @@ impl TierSet {
     /// The model serving `tier`, loading it or waiting for a load in progress (the flow
     /// brings paused tiers back on a thread of its own). Blocks: call it off the runtime.
     pub fn ready(&self, tier: Tier, cancel: &Cancel) -> Result<Arc<dyn Model>, ModelError> {
+        if let Some(route) = self.route(tier) {
+            return Ok(route);
+        }
+        self.ready_local(tier, cancel)
+    }
+
+    /// This machine's own model for `tier` as a router member takes work: loaded now if it
+    /// is not, but never waiting for a load or a pause (the router sends the request to a
+    /// node instead), nor retrying a load that failed. Blocks while loading.
+    pub fn local_now(&self, tier: Tier) -> Result<Arc<dyn Model>, ModelError> {
+        match self.get_local(tier) {
+            Err(ModelError::TierNotLoaded { .. }) => {
+                self.load(tier)?;
+                self.get_local(tier)
+            }
+            other => other,
+        }
+    }
+
+    fn ready_local(&self, tier: Tier, cancel: &Cancel) -> Result<Arc<dyn Model>, ModelError> {
         loop {
-            match self.get(tier) {
+            match self.get_local(tier) {
                 Ok(model) => return Ok(model),
                 Err(ModelError::TierNotLoaded { .. }) => self.load(tier)?,
                 Err(ModelError::TierLoading { .. } | ModelError::TierPaused { .. }) => {
@@ -362,8 +506,21 @@ impl TierSet {
         }
     }
 
-    /// The model serving `tier` now, or at once the reason there is none.
+    /// The model serving `tier` now (the router's route when nodes serve it), or at once
+    /// the reason there is none.
     pub fn get(&self, tier: Tier) -> Result<Arc<dyn Model>, ModelError> {
+        match self.route(tier) {
+            Some(route) => Ok(route),
+            None => self.get_local(tier),
+        }
+    }
+
+    fn route(&self, tier: Tier) -> Option<Arc<dyn Model>> {
+        self.lock().get(&tier).and_then(|entry| entry.route.clone())
+    }
+
+    /// This machine's own model for `tier` now, or at once the reason there is none.
+    fn get_local(&self, tier: Tier) -> Result<Arc<dyn Model>, ModelError> {
         let entries = self.lock();
         let entry = entries
             .get(&tier)
@@ -379,7 +536,10 @@ impl TierSet {
 
     /// The model file serving `tier` (if any) and its state.
     pub fn describe(&self, tier: Tier) -> (Option<PathBuf>, TierStatus) {
-        let path = self.lock().get(&tier).map(|entry| entry.path.clone());
+        let path = self.lock().get(&tier).map(|entry| match &entry.route {
+            Some(route) => route.info().path.clone(),
+            None => entry.path.clone(),
+        });
         (path, self.status(tier))
     }
 
@@ -391,8 +551,14 @@ impl TierSet {
         }
     }
 
+    /// A routed tier is ready: the router answers for it, whatever its members are doing.
     pub fn status(&self, tier: Tier) -> TierStatus {
-        match self.lock().get(&tier).map(|entry| &entry.state) {
+        let entries = self.lock();
+        let entry = entries.get(&tier);
+        if entry.is_some_and(|entry| entry.route.is_some()) {
+            return TierStatus::Ready;
+        }
+        match entry.map(|entry| &entry.state) {
             None => TierStatus::NotConfigured,
             Some(State::Unloaded) => TierStatus::Unloaded,
             Some(State::Loading) => TierStatus::Loading,
@@ -410,16 +576,16 @@ impl TierSet {
             let Some(entry) = entries.get(&tier) else {
                 return TierState::ABSENT;
             };
-            let (usable, idle) = match &entry.state {
-                State::Ready { model, .. } => {
+            let (usable, idle) = match (&entry.route, &entry.state) {
+                (Some(model), _) | (None, State::Ready { model, .. }) => {
                     let availability = model.availability();
                     (
                         availability.usable,
                         availability.usable && availability.idle,
                     )
                 }
-                State::Unloaded | State::Loading | State::Paused => (true, false),
-                State::Failed(_) => (false, false),
+                (None, State::Unloaded | State::Loading | State::Paused) => (true, false),
+                (None, State::Failed(_)) => (false, false),
             };
             TierState {
                 configured: true,

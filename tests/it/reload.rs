@@ -130,3 +130,126 @@ async fn a_changed_tier_reloads_and_a_bad_change_keeps_the_old_model() {
     );
     assert!(server.finish().await.clean);
 }
+
+async fn change_settings(server: &mut TestServer, settings: Value) {
+    server
+        .client
+        .notify(
+            "workspace/didChangeConfiguration",
+            json!({ "settings": { "tierls": settings } }),
+        )
+        .await
+        .unwrap();
+}
+
+/// `tierls/status` once `ready` says it shows what the last change asked for.
+async fn status_when(server: &mut TestServer, ready: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let status = server
+            .client
+            .request("tierls/status", Value::Null)
+            .await
+            .unwrap();
+        if ready(&status["result"]) {
+            return status["result"].clone();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the change did not take effect: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn names(status: &Value) -> Vec<String> {
+    let mut names: Vec<String> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `[nodes]` changed while the server runs: a node joins (and this machine's fast model
+/// becomes one member of the fast tier beside it), a node serving another tier joins through
+/// `tiers.executor.model = "http://…"`, then they all leave, and the fast tier, unchanged, keeps
+/// its loaded model throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_and_leave_without_a_restart() {
+    let _turn = crate::support::one_model_at_a_time();
+    let node = tierls::models::worker::LlamaServer::start(&test_model_path(), 1, 1)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let fast = json!({ "model": test_model_path(), "context": 2048 });
+    let mut server = TestServer::start(&[]);
+    server
+        .initialize_with(&["utf-16"], json!({ "tiers": { "fast": fast } }))
+        .await;
+    wait_for_log(&mut server, "the fast tier is ready").await;
+    let status = status_when(&mut server, |_| true).await;
+    assert_eq!(status["nodes"], json!([]), "{status}");
+
+    // A node whose API key is not in the environment is left out, saying so; the other joins.
+    change_settings(
+        &mut server,
+        json!({ "tiers": { "fast": fast }, "nodes": {
+            "gpu": { "url": node.url(), "api": "llama-server", "tiers": ["fast"] },
+            "locked": { "url": node.url(), "tiers": ["fast"], "api_key_env": "TIERLS_TEST_NEVER_SET" },
+        } }),
+    )
+    .await;
+    let message = error_message(&mut server).await;
+    assert!(
+        message.contains("node `locked`") && message.contains("TIERLS_TEST_NEVER_SET"),
+        "{message}"
+    );
+    let status = status_when(&mut server, |status| {
+        !status["nodes"].as_array().unwrap().is_empty()
+    })
+    .await;
+    assert_eq!(names(&status), ["gpu", "this machine"], "{status}");
+    let fast_model = status["tiers"][0]["model"].as_str().unwrap();
+    assert!(fast_model.ends_with(".gguf + nodes: gpu"), "{status}");
+    assert_eq!(status["tiers"][0]["state"], "ready", "{status}");
+
+    // The executor's model becomes the node's URL: a node of its own joins for that tier.
+    change_settings(
+        &mut server,
+        json!({ "tiers": { "fast": fast, "executor": { "model": node.url() } }, "nodes": { "gpu": { "url": node.url(), "api": "llama-server", "tiers": ["fast"] } } }),
+    )
+    .await;
+    let status = status_when(&mut server, |status| {
+        status["nodes"].as_array().unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(status["tiers"][1]["state"], "ready", "{status}");
+    assert!(
+        status["tiers"][1]["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("nodes: "),
+        "{status}"
+    );
+
+    // All nodes leave: the executor has nothing to run on, the fast tier runs its own model.
+    change_settings(&mut server, json!({ "tiers": { "fast": fast } })).await;
+    let status = status_when(&mut server, |status| status["nodes"] == json!([])).await;
+    assert_eq!(status["tiers"][1]["state"], "not configured", "{status}");
+    let (state, model) = (&status["tiers"][0]["state"], &status["tiers"][0]["model"]);
+    assert_eq!(state, "ready", "{status}");
+    assert_eq!(model.as_str().unwrap(), test_model_path().to_str().unwrap());
+    let messages = server
+        .client
+        .drain(std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(
+        !messages.iter().any(|m| m["params"]["message"]
+            .as_str()
+            .is_some_and(|text| text.contains("fast tier"))),
+        "the fast tier was touched: {messages:?}"
+    );
+    assert!(server.finish().await.clean);
+}

@@ -412,3 +412,204 @@ async fn llama_server_heals_a_half_typed_word() {
         assert!(answer.is_ok(), "{prompt:?}: {answer:?}");
     }
 }
+
+/// One member's line of the router's status, by name.
+fn member(router: &Router, name: &str) -> serde_json::Value {
+    let status = serde_json::to_value(router.status()).unwrap();
+    status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|member| member["name"] == name)
+        .unwrap_or_else(|| panic!("no member `{name}`: {status}"))
+        .clone()
+}
+
+/// The executor tier on this machine's model and on a llama-server node at once: the
+/// embedded model is one more member of the router, with its own slots and state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_served_by_its_local_model_and_a_node_uses_both() {
+    use tierls::models::tiers::{LocalState, TierSet};
+    let _turn = one_model_at_a_time();
+    let server = start(1);
+    let tiers = TierSet::new(tierls::models::machine::detect());
+    let config = tierls::config::TierConfig {
+        context: 2048,
+        slots: 1,
+        ..Default::default()
+    };
+    tiers
+        .configure(
+            Tier::Executor,
+            tierls::models::embedded::test_model_path(),
+            &config,
+        )
+        .unwrap();
+    let gpu = NodeConfig {
+        concurrency: 1,
+        ..node("gpu", &server, &[Tier::Executor])
+    };
+    let (router, notes) = tierls::models::router::serve_nodes(&tiers, &[gpu]).await;
+    let router = router.unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    let (path, _) = tiers.describe(Tier::Executor);
+    let path = path.unwrap().display().to_string();
+    assert!(
+        path.ends_with(".gguf + nodes: gpu"),
+        "the tier names both: {path}"
+    );
+    // Not loaded yet, and healthy: it loads with the first request the router gives it.
+    let here = member(&router, "this machine");
+    assert_eq!(here["health"], "healthy", "{here}");
+    assert_eq!(here["api"], "llama.cpp", "{here}");
+    assert_eq!(
+        tiers.local_state(Tier::Executor),
+        LocalState::Unloaded { fits: true }
+    );
+
+    // Four requests at once on two one-slot members: both take some.
+    let route = tiers.get(Tier::Executor).unwrap();
+    let requests = (0..4).map(|i| {
+        let route = route.clone();
+        tokio::spawn(async move {
+            let prompt =
+                format!("// Step {i}: add two numbers.\nfn add(a: i32, b: i32) -> i32 {{\n");
+            generate(
+                route.as_ref(),
+                i,
+                GenerateRequest::text(&prompt, 8),
+                Cancel::new(),
+            )
+            .await
+        })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        let answer = request.await.unwrap().unwrap();
+        assert!(!answer.text.is_empty(), "{answer:?}");
+    }
+    let (here, gpu) = (member(&router, "this machine"), member(&router, "gpu"));
+    assert!(
+        here["served"].as_u64().unwrap() >= 1 && gpu["served"].as_u64().unwrap() >= 1,
+        "both members served: {here} {gpu}"
+    );
+    assert_eq!(
+        here["served"].as_u64().unwrap() + gpu["served"].as_u64().unwrap(),
+        4
+    );
+    assert_eq!(tiers.local_state(Tier::Executor), LocalState::Ready);
+    assert_eq!(here["health"], "healthy", "{here}");
+}
+
+/// This machine's model for a node-served tier is a file that is gone by the time the
+/// router first gives it work: the load fails, the request is answered by the node, and the
+/// member shows why it is down; the tier keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_member_that_cannot_load_leaves_the_work_to_the_node() {
+    use tierls::models::tiers::TierSet;
+    let _turn = one_model_at_a_time();
+    let server = start(1);
+    let folder = tempfile::tempdir().unwrap();
+    let copy = folder.path().join("vanishing.gguf");
+    std::fs::copy(tierls::models::embedded::test_model_path(), &copy).unwrap();
+    let tiers = TierSet::new(tierls::models::machine::detect());
+    let config = tierls::config::TierConfig {
+        context: 2048,
+        slots: 1,
+        ..Default::default()
+    };
+    tiers
+        .configure(Tier::Executor, copy.clone(), &config)
+        .unwrap();
+    let (router, _) =
+        tierls::models::router::serve_nodes(&tiers, &[node("gpu", &server, &[Tier::Executor])])
+            .await;
+    let router = router.unwrap();
+    std::fs::remove_file(&copy).unwrap();
+    let route = tiers.get(Tier::Executor).unwrap();
+    for i in 0..3 {
+        let answer = generate(
+            route.as_ref(),
+            0,
+            GenerateRequest::text(format!("fn step_{i}() {{\n"), 6),
+            Cancel::new(),
+        )
+        .await
+        .unwrap();
+        assert!(!answer.text.is_empty(), "{answer:?}");
+    }
+    let here = member(&router, "this machine");
+    assert_eq!(here["health"], "down", "{here}");
+    assert!(
+        here["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("vanishing.gguf"),
+        "the member says which file: {here}"
+    );
+    assert_eq!(member(&router, "gpu")["served"], 3);
+}
+
+/// The node set changes while a request runs on a node that leaves: the request finishes
+/// there (the old router lives while its requests do); new requests see the new set. A node
+/// kept across the change keeps what the router knew of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_running_on_a_node_that_leaves_finishes_there() {
+    use tierls::models::tiers::TierSet;
+    let _turn = one_model_at_a_time();
+    let (first, second) = (start(1), start(1));
+    let tiers = TierSet::new(tierls::models::machine::detect());
+    let leaving = node("leaving", &first, &[Tier::Executor]);
+    let staying = node("staying", &second, &[Tier::Planner]);
+    let (old, _) = tierls::models::router::serve_nodes(&tiers, &[leaving, staying.clone()]).await;
+    let old = old.unwrap();
+    let planner = tiers.get(Tier::Planner).unwrap();
+    generate(
+        planner.as_ref(),
+        0,
+        GenerateRequest::text("fn main() {", 4),
+        Cancel::new(),
+    )
+    .await
+    .unwrap();
+    drop(planner);
+    let route = tiers.get(Tier::Executor).unwrap();
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let request = GenerateRequest {
+        stop: Vec::new(),
+        ..GenerateRequest::text("Count from one to one hundred: one, two, three,", 60)
+    };
+    route.submit(0, request, Cancel::new(), sender);
+    match events.recv().await.unwrap() {
+        GenerationEvent::Piece(_) => {}
+        GenerationEvent::Done(done) => panic!("no piece first: {done:?}"),
+    }
+    drop(route);
+
+    let (new, _) = Router::build(&[staying], Some(&tiers), Some(&old));
+    new.probe_now().await;
+    new.replace(Some(&old), &tiers);
+    drop(old);
+    assert!(
+        matches!(
+            tiers.get(Tier::Executor),
+            Err(tierls::models::ModelError::TierNotConfigured { .. })
+        ),
+        "no node serves the executor any more"
+    );
+    assert!(tiers.get(Tier::Planner).is_ok());
+    let mut text = String::new();
+    let done = loop {
+        match events.recv().await.unwrap() {
+            GenerationEvent::Piece(piece) => text.push_str(&piece),
+            GenerationEvent::Done(done) => break done.unwrap(),
+        }
+    };
+    assert_eq!(done.stop_reason, StopReason::MaxTokens, "{done:?}");
+    assert!(text.len() > 20, "{text}");
+    let kept: Vec<(String, u64)> = new
+        .status()
+        .into_iter()
+        .map(|node| (node.name, node.served))
+        .collect();
+    assert_eq!(kept, [("staying".to_owned(), 1)]);
+}

@@ -11,8 +11,14 @@
 //! them well. When no node of a tier can serve, an executor request goes to the planner's
 //! nodes and a planner request to the executor's; a fast request fails at once with the
 //! reasons, so a completion never hangs.
+//!
+//! A tier this machine also has a model for gets that model as one more member
+//! ([`member::LocalMember`]), weighed like a node by its own slots, latency and state.
+//! A changed node set builds a new router ([`Router::rebuild`]) that keeps the members that
+//! did not change, with their state; requests running on the old one finish there.
 
 pub mod choose;
+pub mod member;
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -21,11 +27,13 @@ use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::remote::{RemoteNode, http_runtime, wire};
+use super::tiers::TierSet;
 use super::{Cancel, GenerationEvent, Model, ModelError, ModelInfo};
 use crate::config::{NodeConfig, Tier};
 use crate::core::generation::{GenerateRequest, Generation, StopReason};
 use crate::sync::lock;
 use choose::{Choice, NodeState, Priority, backoff, choose};
+use member::{LocalMember, Member};
 
 /// How often nodes are probed.
 pub const PROBE_EVERY: Duration = Duration::from_secs(5);
@@ -66,7 +74,7 @@ pub struct SlotCount {
 }
 
 pub struct Router {
-    nodes: Vec<RoutedNode>,
+    nodes: Vec<Arc<RoutedNode>>,
     /// Woken whenever a slot frees up or a node's health changes.
     freed: Notify,
     /// Interactive requests waiting for a slot; batch requests let them go first.
@@ -76,26 +84,36 @@ pub struct Router {
 }
 
 struct RoutedNode {
-    node: RemoteNode,
+    node: Member,
     state: Mutex<NodeState>,
     /// The last probe's extras, for the status displays.
     probe: Mutex<Option<super::remote::Probe>>,
+}
+
+impl RoutedNode {
+    fn new(node: Member) -> Arc<RoutedNode> {
+        Arc::new(RoutedNode {
+            state: Mutex::new(NodeState::new(node.concurrency(), node.serves(Tier::Fast))),
+            node,
+            probe: Mutex::new(None),
+        })
+    }
 }
 
 /// Sets up the configured nodes for `tiers` and probes them once: what the server, `tierls
 /// plan` and `tierls status` share. Returns the router (none without nodes) and what the
 /// user should be told.
 pub async fn serve_nodes(
-    tiers: &super::tiers::TierSet,
+    tiers: &Arc<TierSet>,
     configs: &[NodeConfig],
 ) -> (Option<Arc<Router>>, Vec<String>) {
     if configs.is_empty() {
         return (None, Vec::new());
     }
-    let (router, mut notes) = Router::new(configs);
+    let (router, notes) = Router::build(configs, Some(tiers), None);
     // Probed first: a route's context comes from what its nodes report.
     router.probe_now().await;
-    notes.extend(router.serve(tiers));
+    router.serve(tiers);
     (Some(router), notes)
 }
 
@@ -119,19 +137,47 @@ impl Router {
     /// A router over the configured nodes. A node that cannot be set up (its API key's
     /// variable is unset) is left out and reported.
     pub fn new(configs: &[NodeConfig]) -> (Arc<Router>, Vec<String>) {
+        Router::build(configs, None, None)
+    }
+
+    /// A router over the configured nodes and, for each tier they serve, this machine's
+    /// model for it in `tiers` (when it has one). Members of `previous` that did not change
+    /// (the same node settings; the same local model) are kept with their state, so that a
+    /// reload neither forgets a node's health nor overfills it with requests still running.
+    pub fn build(
+        configs: &[NodeConfig],
+        tiers: Option<&Arc<TierSet>>,
+        previous: Option<&Router>,
+    ) -> (Arc<Router>, Vec<String>) {
+        let kept = |same: &dyn Fn(&Member) -> bool| {
+            previous.and_then(|router| router.nodes.iter().find(|n| same(&n.node)).cloned())
+        };
         let mut problems = Vec::new();
         let mut nodes = Vec::new();
         for config in configs {
+            if let Some(routed) =
+                kept(&|member| member.as_node().is_some_and(|node| node.config() == config))
+            {
+                nodes.push(routed);
+                continue;
+            }
             match RemoteNode::new(config.clone()) {
-                Ok(node) => nodes.push(RoutedNode {
-                    state: Mutex::new(NodeState::new(
-                        config.concurrency,
-                        config.serves(Tier::Fast),
-                    )),
-                    node,
-                    probe: Mutex::new(None),
-                }),
+                Ok(node) => nodes.push(RoutedNode::new(Member::Node(node))),
                 Err(problem) => problems.push(problem),
+            }
+        }
+        if let Some(tiers) = tiers {
+            for tier in Tier::ALL {
+                let served = nodes.iter().any(|n| n.node.serves(tier));
+                let Some(local) = LocalMember::new(tiers, tier).filter(|_| served) else {
+                    continue;
+                };
+                let same = |member: &Member| {
+                    member
+                        .as_local()
+                        .is_some_and(|old| old.tier() == tier && old.info() == local.info())
+                };
+                nodes.push(kept(&same).unwrap_or_else(|| RoutedNode::new(Member::Local(local))));
             }
         }
         let router = Arc::new(Router {
@@ -151,29 +197,37 @@ impl Router {
     pub fn tiers(&self) -> Vec<Tier> {
         Tier::ALL
             .into_iter()
-            .filter(|&tier| self.nodes.iter().any(|n| n.node.config().serves(tier)))
+            .filter(|&tier| self.nodes.iter().any(|n| n.node.serves(tier)))
             .collect()
     }
 
     /// The route for `tier`, or `None` when no node serves it.
     pub fn route(self: &Arc<Self>, tier: Tier) -> Option<Arc<TierRoute>> {
-        let serving: Vec<&RoutedNode> = self
-            .nodes
-            .iter()
-            .filter(|n| n.node.config().serves(tier))
-            .collect();
+        let serving: Vec<&Arc<RoutedNode>> =
+            self.nodes.iter().filter(|n| n.node.serves(tier)).collect();
         if serving.is_empty() {
             return None;
         }
         let names: Vec<&str> = serving
             .iter()
-            .map(|n| n.node.config().name.as_str())
+            .filter(|n| n.node.as_node().is_some())
+            .map(|n| n.node.name())
             .collect();
+        let local = serving.iter().find_map(|n| n.node.as_local());
+        let path = match local {
+            Some(local) => format!(
+                "{} + nodes: {}",
+                local.info().path.display(),
+                names.join(", ")
+            ),
+            None => format!("nodes: {}", names.join(", ")),
+        };
         let info = ModelInfo {
-            path: format!("nodes: {}", names.join(", ")).into(),
+            path: path.into(),
+            // A request must fit whichever member takes it.
             n_ctx: serving
                 .iter()
-                .map(|n| n.node.context().unwrap_or(n.node.info().n_ctx))
+                .map(|n| n.node.context())
                 .min()
                 .unwrap_or(8192),
             n_ctx_train: serving
@@ -191,21 +245,29 @@ impl Router {
         }))
     }
 
-    /// Makes every tier some node serves go through the router. Returns what the user
-    /// should know: a tier's model file that nodes replace.
-    pub fn serve(self: &Arc<Self>, tiers: &super::tiers::TierSet) -> Vec<String> {
-        let mut notes = Vec::new();
+    /// Makes every tier some node serves go through the router, and every tier `before`
+    /// (the router this one replaces) served and this one does not go back to this machine's
+    /// model alone (or to none).
+    pub fn serve(self: &Arc<Self>, tiers: &TierSet) {
         for tier in self.tiers() {
-            if tiers.is_configured(tier) {
-                notes.push(format!(
-                    "worker nodes serve the {tier} tier: its model file (`tiers.{tier}.model`) is not loaded"
-                ));
-            }
             if let Some(route) = self.route(tier) {
-                tiers.provide(tier, route);
+                tracing::info!("the {tier} tier is served by {}", route.info.path.display());
+                tiers.route_through(tier, route);
             }
         }
-        notes
+    }
+
+    /// Puts this router in `previous`'s place: tiers only `previous` served stop being
+    /// routed. Requests running on `previous` finish there (their route holds it).
+    pub fn replace(self: &Arc<Self>, previous: Option<&Router>, tiers: &TierSet) {
+        let served = self.tiers();
+        for tier in previous.map(Router::tiers).unwrap_or_default() {
+            if !served.contains(&tier) {
+                tracing::info!("no worker node serves the {tier} tier any more");
+                tiers.unroute(tier);
+            }
+        }
+        self.serve(tiers);
     }
 
     /// Whether some node of `tier` can take a request now, and whether one has room.
@@ -215,7 +277,7 @@ impl Router {
             usable: false,
             idle: false,
         };
-        for routed in self.nodes.iter().filter(|n| n.node.config().serves(tier)) {
+        for routed in self.nodes.iter().filter(|n| n.node.serves(tier)) {
             let state = lock(&routed.state);
             if state.available(now) {
                 availability.usable = true;
@@ -235,12 +297,24 @@ impl Router {
         }
     }
 
+    /// Reads the state of this machine's models into their members' health: cheap, and done
+    /// before each choice, because a pause or a load changes it between probes.
+    fn refresh_local(&self) {
+        let now = Instant::now();
+        for routed in &self.nodes {
+            if let Member::Local(local) = &routed.node {
+                let (healthy, detail) = local.health();
+                lock(&routed.state).probed(healthy, &detail, now);
+            }
+        }
+    }
+
     /// Probes every node now and records what it found.
     pub async fn probe_all(&self) {
         let mut probes = tokio::task::JoinSet::new();
         for (index, routed) in self.nodes.iter().enumerate() {
-            let node = routed.node.clone();
-            probes.spawn(async move { (index, node.probe(PROBE_TIMEOUT).await) });
+            let routed = routed.clone();
+            probes.spawn(async move { (index, routed.node.probe(PROBE_TIMEOUT).await) });
         }
         let mut changed = false;
         while let Some(Ok((index, probe))) = probes.join_next().await {
@@ -289,15 +363,31 @@ impl Router {
         self.nodes
             .iter()
             .map(|routed| {
-                let config = routed.node.config();
                 let state = lock(&routed.state).clone();
                 let probe = lock(&routed.probe).clone();
+                let (url, api, tiers, model) = match &routed.node {
+                    Member::Node(node) => {
+                        let config = node.config();
+                        (
+                            config.url.clone(),
+                            config.api.to_string(),
+                            config.tiers.iter().map(Tier::to_string).collect(),
+                            config.model.clone(),
+                        )
+                    }
+                    Member::Local(local) => (
+                        "embedded".to_owned(),
+                        "llama.cpp".to_owned(),
+                        vec![local.tier().to_string()],
+                        Some(local.info().path.display().to_string()),
+                    ),
+                };
                 NodeReport {
-                    name: config.name.clone(),
-                    url: config.url.clone(),
-                    api: config.api.to_string(),
-                    tiers: config.tiers.iter().map(Tier::to_string).collect(),
-                    model: config.model.clone(),
+                    name: routed.node.name().to_owned(),
+                    url,
+                    api,
+                    tiers,
+                    model,
                     health: state.health(now).to_owned(),
                     busy: state.busy(),
                     concurrency: state.concurrency,
@@ -321,7 +411,7 @@ impl Router {
 
     fn serving(&self, tier: Tier) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].node.config().serves(tier))
+            .filter(|&i| self.nodes[i].node.serves(tier))
             .collect()
     }
 
@@ -341,6 +431,7 @@ impl Router {
         }
         let mut waiting = false;
         let result = loop {
+            self.refresh_local();
             let notified = self.freed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -406,7 +497,7 @@ impl Router {
                         None => health.to_owned(),
                     }
                 };
-                format!("`{}` {why}", routed.node.config().name)
+                format!("`{}` {why}", routed.node.name())
             })
             .collect();
         format!(
