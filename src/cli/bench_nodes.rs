@@ -1,6 +1,6 @@
 //! `tierls bench nodes`: worker nodes on loopback (llama-server serving the test model),
-//! reached through the router, side by side: two nodes against one for a batch of executor
-//! steps; a completion through the router against the embedded backend; completion
+//! reached through the router, side by side: two nodes against one (and one node with this
+//! machine's model beside it) for a batch of executor steps; a completion through the router against the embedded backend; completion
 //! latency while a plan's work runs on the same node.
 //!
 //! Each node runs with one CPU thread, standing in for a machine of its own.
@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::output;
-use crate::config::{NodeApi, NodeConfig, Tier};
+use crate::config::{NodeApi, NodeConfig, Tier, TierConfig};
 use crate::core::generation::GenerateRequest;
 use crate::models::embedded::{EmbeddedModel, EmbeddedOptions, test_model_path};
 use crate::models::router::Router;
+use crate::models::tiers::TierSet;
 use crate::models::worker::LlamaServer;
 use crate::models::{Cancel, GenerationEvent, Model, generate};
 
@@ -154,6 +155,20 @@ async fn bench(path: &Path) -> anyhow::Result<()> {
         speed(two) / speed(one),
         two.0.as_secs_f64() / one.0.as_secs_f64()
     ));
+    // The same node with this machine's own model as the second member (loaded first, so
+    // that the load is not counted).
+    let (mixed, served) = with_this_machine(path, node("a", &first, &[Tier::Executor], 2)).await?;
+    output::line(&format!(
+        "  1 node + this machine: {:>8}  {:>4} tokens  {:>6.1} tokens/s  (steps: {served})",
+        ms(mixed.0),
+        mixed.1,
+        speed(mixed)
+    ));
+    output::line(&format!(
+        "  1 node + this machine / 1 node: throughput {:.2}x, wall time {:.2}x",
+        speed(mixed) / speed(one),
+        mixed.0.as_secs_f64() / one.0.as_secs_f64()
+    ));
 
     // 2. A completion through the router against the embedded backend, same model.
     output::line("");
@@ -218,6 +233,32 @@ async fn bench(path: &Path) -> anyhow::Result<()> {
     ));
     drop(second);
     Ok(())
+}
+
+/// The batch on `node` and this machine's model for the executor tier (2 slots, its
+/// default threads) as one more member; returns the batch's figures and who took the steps.
+async fn with_this_machine(
+    path: &Path,
+    node: NodeConfig,
+) -> anyhow::Result<((Duration, u32), String)> {
+    let tiers = TierSet::new(crate::models::machine::detect());
+    let config = TierConfig {
+        context: 2048,
+        slots: 2,
+        ..TierConfig::default()
+    };
+    tiers.configure(Tier::Executor, path.to_owned(), &config)?;
+    let loading = tiers.clone();
+    tokio::task::spawn_blocking(move || loading.load(Tier::Executor)).await??;
+    let (router, _) = Router::build(&[node], Some(&tiers), None);
+    router.probe_now().await;
+    let figures = batch(router.route(Tier::Executor).expect("a route")).await?;
+    let served: Vec<String> = router
+        .status()
+        .into_iter()
+        .map(|member| format!("{} {}", member.name, member.served))
+        .collect();
+    Ok((figures, served.join(", ")))
 }
 
 /// Completion latency while batch steps keep the node's batch slots busy.
