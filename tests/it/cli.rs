@@ -599,6 +599,7 @@ fn bench_nodes_prints_two_nodes_against_one_and_the_router_against_embedded() {
         "1 node:",
         "2 nodes:",
         "2 nodes / 1 node: throughput",
+        "1 node + this machine / 1 node: throughput",
         "embedded:",
         "router -> llama-server:",
         "router / embedded:",
