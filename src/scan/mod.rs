@@ -128,6 +128,9 @@ pub struct CacheRecord {
     pub symbols: Vec<u8>,
 }
 
+// Not boxed: a box per file, allocated by a walker and freed by the index's thread, made
+// a warm start of the kernel 0.4 s slower (3.2 s → 3.6–3.9 s) than moving the bytes.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     /// A file, and whether its symbols came from the cache.
     Indexed(ScannedFile, bool),
