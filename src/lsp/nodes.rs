@@ -3,6 +3,7 @@
 //! tier that nodes serve changes its model on this machine. Nodes that did not change keep
 //! their state; requests running on a node that left finish there first.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tower_lsp::Client;
@@ -17,12 +18,20 @@ use crate::sync::lock;
 #[derive(Default)]
 pub(super) struct Nodes {
     router: Mutex<Option<Arc<Router>>>,
-    /// One change at a time: a later change waits for the earlier one's probes, so that
-    /// the last configuration is the one that stays.
-    changing: tokio::sync::Mutex<()>,
+    /// One change at a time: a later change waits for the earlier one's probes. Holds the
+    /// number of the change applied last, so that an earlier change that comes late (its
+    /// model swaps took longer) does not undo a later one.
+    changing: tokio::sync::Mutex<u64>,
+    /// Numbers changes in the order the configuration changed.
+    changes: AtomicU64,
 }
 
 impl Nodes {
+    /// A number for a change about to be applied: changes apply in this order.
+    pub(super) fn next_change(&self) -> u64 {
+        self.changes.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
     /// The router now, if any node is configured.
     pub(super) fn router(&self) -> Option<Arc<Router>> {
         lock(&self.router).clone()
@@ -34,11 +43,17 @@ impl Nodes {
     /// there was: tiers no node serves any more go back to this machine's model alone.
     pub(super) async fn apply(
         &self,
+        change: u64,
         client: &Client,
         tiers: &Arc<TierSet>,
         configs: &[NodeConfig],
     ) {
-        let _one_at_a_time = self.changing.lock().await;
+        let mut applied = self.changing.lock().await;
+        if *applied > change {
+            tracing::debug!("a later change of the nodes is in effect already");
+            return;
+        }
+        *applied = change;
         let previous = self.router();
         if configs.is_empty() && previous.is_none() {
             return;

@@ -152,31 +152,26 @@ impl Backend {
         );
         // The router is built anew when its nodes change, or when a tier they serve
         // changed its model here (the router's member for it), once that model is in place.
-        let routed = |config: &config::Config| -> Vec<(config::Tier, bool)> {
-            let routed = self
-                .nodes
-                .router()
-                .map(|router| router.tiers())
-                .unwrap_or_default();
-            config::Tier::ALL
-                .into_iter()
-                .filter(|tier| {
-                    routed.contains(tier) || config.nodes.iter().any(|node| node.serves(*tier))
-                })
-                .map(|tier| (tier, before.tiers.get(tier) != after.tiers.get(tier)))
-                .collect()
-        };
-        let tiers_changed = routed(after).iter().any(|(_, changed)| *changed);
-        if before.nodes == after.nodes && !tiers_changed {
+        let routed_now = self
+            .nodes
+            .router()
+            .map(|router| router.tiers())
+            .unwrap_or_default();
+        let routed_tier_changed = config::Tier::ALL.into_iter().any(|tier| {
+            let routed = routed_now.contains(&tier) || after.nodes.iter().any(|n| n.serves(tier));
+            routed && before.tiers.get(tier) != after.tiers.get(tier)
+        });
+        if before.nodes == after.nodes && !routed_tier_changed {
             return;
         }
         let (client, tiers, nodes) = (self.client.clone(), tiers.clone(), self.nodes.clone());
         let configs = after.nodes.clone();
+        let change = nodes.next_change();
         tokio::spawn(async move {
             for swap in swaps {
                 let _ = swap.await;
             }
-            nodes.apply(&client, &tiers, &configs).await;
+            nodes.apply(change, &client, &tiers, &configs).await;
         });
     }
 

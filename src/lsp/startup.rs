@@ -39,7 +39,9 @@ pub(super) async fn start_tiers(
             )
             .await;
     }
-    nodes.apply(client, tiers, &config.nodes).await;
+    nodes
+        .apply(nodes.next_change(), client, tiers, &config.nodes)
+        .await;
     for (tier, model) in provided {
         tiers.provide(*tier, model.clone());
     }

@@ -245,9 +245,8 @@ impl Router {
         }))
     }
 
-    /// Makes every tier some node serves go through the router, and every tier `before`
-    /// (the router this one replaces) served and this one does not go back to this machine's
-    /// model alone (or to none).
+    /// Makes every tier some node serves go through the router (this machine's model for
+    /// such a tier stays configured: it is one of the route's members).
     pub fn serve(self: &Arc<Self>, tiers: &TierSet) {
         for tier in self.tiers() {
             if let Some(route) = self.route(tier) {
