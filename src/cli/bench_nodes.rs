@@ -137,38 +137,31 @@ async fn bench(path: &Path) -> anyhow::Result<()> {
     ])
     .await;
     let two = batch(two.route(Tier::Executor).expect("a route")).await?;
-    let speed = |(time, tokens): (Duration, u32)| f64::from(tokens) / time.as_secs_f64();
-    output::line(&format!(
-        "  1 node:  {:>8}  {:>4} tokens  {:>6.1} tokens/s",
-        ms(one.0),
-        one.1,
-        speed(one)
-    ));
-    output::line(&format!(
-        "  2 nodes: {:>8}  {:>4} tokens  {:>6.1} tokens/s",
-        ms(two.0),
-        two.1,
-        speed(two)
-    ));
-    output::line(&format!(
-        "  2 nodes / 1 node: throughput {:.2}x, wall time {:.2}x",
-        speed(two) / speed(one),
-        two.0.as_secs_f64() / one.0.as_secs_f64()
-    ));
     // The same node with this machine's own model as the second member (loaded first, so
     // that the load is not counted).
     let (mixed, served) = with_this_machine(path, node("a", &first, &[Tier::Executor], 2)).await?;
-    output::line(&format!(
-        "  1 node + this machine: {:>8}  {:>4} tokens  {:>6.1} tokens/s  (steps: {served})",
-        ms(mixed.0),
-        mixed.1,
-        speed(mixed)
-    ));
-    output::line(&format!(
-        "  1 node + this machine / 1 node: throughput {:.2}x, wall time {:.2}x",
-        speed(mixed) / speed(one),
-        mixed.0.as_secs_f64() / one.0.as_secs_f64()
-    ));
+    let speed = |(time, tokens): (Duration, u32)| f64::from(tokens) / time.as_secs_f64();
+    let row = |label: &str, figures: (Duration, u32)| {
+        output::line(&format!(
+            "  {label:<22} {:>8}  {:>4} tokens  {:>6.1} tokens/s",
+            ms(figures.0),
+            figures.1,
+            speed(figures)
+        ));
+    };
+    let against_one = |label: &str, figures: (Duration, u32)| {
+        output::line(&format!(
+            "  {label} / 1 node: throughput {:.2}x, wall time {:.2}x",
+            speed(figures) / speed(one),
+            figures.0.as_secs_f64() / one.0.as_secs_f64()
+        ));
+    };
+    row("1 node:", one);
+    row("2 nodes:", two);
+    row("1 node + this machine:", mixed);
+    output::line(&format!("  (steps taken: {served})"));
+    against_one("2 nodes", two);
+    against_one("1 node + this machine", mixed);
 
     // 2. A completion through the router against the embedded backend, same model.
     output::line("");

@@ -37,6 +37,21 @@ async fn tiers(server: &mut TestServer) -> Vec<(String, String)> {
         .collect()
 }
 
+/// No message since the last wait speaks of `tier` (a reload left it alone).
+async fn assert_untouched(server: &mut TestServer, tier: &str) {
+    let messages = server
+        .client
+        .drain(std::time::Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(
+        !messages.iter().any(|m| m["params"]["message"]
+            .as_str()
+            .is_some_and(|text| text.contains(tier))),
+        "the {tier} was touched: {messages:?}"
+    );
+}
+
 async fn error_message(server: &mut TestServer) -> String {
     let shown = server.client.wait_for("window/showMessage").await.unwrap();
     shown["params"]["message"].as_str().unwrap().to_owned()
@@ -117,17 +132,7 @@ async fn a_changed_tier_reloads_and_a_bad_change_keeps_the_old_model() {
             executor_waiting
         ]
     );
-    let messages = server
-        .client
-        .drain(std::time::Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert!(
-        !messages.iter().any(|m| m["params"]["message"]
-            .as_str()
-            .is_some_and(|text| text.contains("executor tier"))),
-        "the executor was touched: {messages:?}"
-    );
+    assert_untouched(&mut server, "executor tier").await;
     assert!(server.finish().await.clean);
 }
 
@@ -240,16 +245,6 @@ async fn nodes_join_and_leave_without_a_restart() {
     let (state, model) = (&status["tiers"][0]["state"], &status["tiers"][0]["model"]);
     assert_eq!(state, "ready", "{status}");
     assert_eq!(model.as_str().unwrap(), test_model_path().to_str().unwrap());
-    let messages = server
-        .client
-        .drain(std::time::Duration::from_millis(300))
-        .await
-        .unwrap();
-    assert!(
-        !messages.iter().any(|m| m["params"]["message"]
-            .as_str()
-            .is_some_and(|text| text.contains("fast tier"))),
-        "the fast tier was touched: {messages:?}"
-    );
+    assert_untouched(&mut server, "fast tier").await;
     assert!(server.finish().await.clean);
 }

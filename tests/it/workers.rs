@@ -425,26 +425,26 @@ fn member(router: &Router, name: &str) -> serde_json::Value {
         .clone()
 }
 
-/// The executor tier on this machine's model and on a llama-server node at once: the
-/// embedded model is one more member of the router, with its own slots and state.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tier_served_by_its_local_model_and_a_node_uses_both() {
-    use tierls::models::tiers::{LocalState, TierSet};
-    let _turn = one_model_at_a_time();
-    let server = start(1);
-    let tiers = TierSet::new(tierls::models::machine::detect());
+/// This machine's tiers with the executor on `model` (one slot, nothing loaded yet).
+fn executor_here(model: std::path::PathBuf) -> std::sync::Arc<tierls::models::tiers::TierSet> {
+    let tiers = tierls::models::tiers::TierSet::new(tierls::models::machine::detect());
     let config = tierls::config::TierConfig {
         context: 2048,
         slots: 1,
         ..Default::default()
     };
+    tiers.configure(Tier::Executor, model, &config).unwrap();
     tiers
-        .configure(
-            Tier::Executor,
-            tierls::models::embedded::test_model_path(),
-            &config,
-        )
-        .unwrap();
+}
+
+/// The executor tier on this machine's model and on a llama-server node at once: the
+/// embedded model is one more member of the router, with its own slots and state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_served_by_its_local_model_and_a_node_uses_both() {
+    use tierls::models::tiers::LocalState;
+    let _turn = one_model_at_a_time();
+    let server = start(1);
+    let tiers = executor_here(tierls::models::embedded::test_model_path());
     let gpu = NodeConfig {
         concurrency: 1,
         ..node("gpu", &server, &[Tier::Executor])
@@ -505,21 +505,12 @@ async fn a_tier_served_by_its_local_model_and_a_node_uses_both() {
 /// member shows why it is down; the tier keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_member_that_cannot_load_leaves_the_work_to_the_node() {
-    use tierls::models::tiers::TierSet;
     let _turn = one_model_at_a_time();
     let server = start(1);
     let folder = tempfile::tempdir().unwrap();
     let copy = folder.path().join("vanishing.gguf");
     std::fs::copy(tierls::models::embedded::test_model_path(), &copy).unwrap();
-    let tiers = TierSet::new(tierls::models::machine::detect());
-    let config = tierls::config::TierConfig {
-        context: 2048,
-        slots: 1,
-        ..Default::default()
-    };
-    tiers
-        .configure(Tier::Executor, copy.clone(), &config)
-        .unwrap();
+    let tiers = executor_here(copy.clone());
     let (router, _) =
         tierls::models::router::serve_nodes(&tiers, &[node("gpu", &server, &[Tier::Executor])])
             .await;
