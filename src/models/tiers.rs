@@ -66,6 +66,17 @@ pub enum LocalState {
 }
 
 impl Entry {
+    /// The model this entry holds for `tier` on this machine, or why there is none now.
+    fn local_model(&self, tier: Tier) -> Result<Arc<dyn Model>, ModelError> {
+        match &self.state {
+            State::Ready { model, .. } => Ok(model.clone()),
+            State::Paused => Err(ModelError::TierPaused { tier }),
+            State::Loading => Err(ModelError::TierLoading { tier }),
+            State::Unloaded => Err(ModelError::TierNotLoaded { tier }),
+            State::Failed(err) => Err(err.clone()),
+        }
+    }
+
     /// A tier only worker nodes serve.
     fn routed(route: Arc<dyn Model>) -> Entry {
         Entry {
@@ -337,13 +348,6 @@ impl TierSet {
         }
     }
 
-    /// Whether `tier`'s requests go through the router.
-    pub fn is_routed(&self, tier: Tier) -> bool {
-        self.lock()
-            .get(&tier)
-            .is_some_and(|entry| entry.route.is_some())
-    }
-
     /// What this machine's own model for `tier` would be, from its load plan (nothing is
     /// loaded): the router's member for it describes itself with this.
     pub fn local_info(&self, tier: Tier) -> Option<super::ModelInfo> {
@@ -361,14 +365,18 @@ impl TierSet {
 
     /// What this machine's own model for `tier` is doing, for the router's member.
     pub fn local_state(&self, tier: Tier) -> LocalState {
-        let fits = self.fits_beside(tier);
         let entries = self.lock();
         let Some(entry) = entries.get(&tier).filter(|entry| entry.plan.is_some()) else {
             return LocalState::Gone;
         };
         match &entry.state {
             State::Ready { .. } => LocalState::Ready,
-            State::Unloaded => LocalState::Unloaded { fits },
+            State::Unloaded => {
+                drop(entries);
+                LocalState::Unloaded {
+                    fits: self.fits_beside(tier),
+                }
+            }
             State::Loading => LocalState::Loading,
             State::Paused => LocalState::Paused,
             State::Failed(err) => LocalState::Failed(err.to_string()),
@@ -509,9 +517,14 @@ impl TierSet {
     /// The model serving `tier` now (the router's route when nodes serve it), or at once
     /// the reason there is none.
     pub fn get(&self, tier: Tier) -> Result<Arc<dyn Model>, ModelError> {
-        match self.route(tier) {
-            Some(route) => Ok(route),
-            None => self.get_local(tier),
+        // One lock: a completion asks this on every keystroke.
+        let entries = self.lock();
+        let entry = entries
+            .get(&tier)
+            .ok_or(ModelError::TierNotConfigured { tier })?;
+        match &entry.route {
+            Some(route) => Ok(route.clone()),
+            None => entry.local_model(tier),
         }
     }
 
@@ -521,17 +534,10 @@ impl TierSet {
 
     /// This machine's own model for `tier` now, or at once the reason there is none.
     fn get_local(&self, tier: Tier) -> Result<Arc<dyn Model>, ModelError> {
-        let entries = self.lock();
-        let entry = entries
+        self.lock()
             .get(&tier)
-            .ok_or(ModelError::TierNotConfigured { tier })?;
-        match &entry.state {
-            State::Ready { model, .. } => Ok(model.clone()),
-            State::Paused => Err(ModelError::TierPaused { tier }),
-            State::Loading => Err(ModelError::TierLoading { tier }),
-            State::Unloaded => Err(ModelError::TierNotLoaded { tier }),
-            State::Failed(err) => Err(err.clone()),
-        }
+            .ok_or(ModelError::TierNotConfigured { tier })?
+            .local_model(tier)
     }
 
     /// The model file serving `tier` (if any) and its state.

@@ -14,7 +14,7 @@
 //!
 //! A tier this machine also has a model for gets that model as one more member
 //! ([`member::LocalMember`]), weighed like a node by its own slots, latency and state.
-//! A changed node set builds a new router ([`Router::rebuild`]) that keeps the members that
+//! A changed node set builds a new router ([`Router::build`] with the router it replaces) that keeps the members that
 //! did not change, with their state; requests running on the old one finish there.
 
 pub mod choose;
