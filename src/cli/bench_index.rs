@@ -195,9 +195,7 @@ fn warm_start(root: &std::path::Path) -> Option<String> {
             root,
             &cache_file,
             &options,
-            &mut |file| {
-                index.upsert(&file.path, file.language, file.symbols, file.bytes);
-            },
+            &mut index,
             &mut |_, _| {},
         );
         (started.elapsed(), stats.from_cache, index.files().count())

@@ -26,8 +26,8 @@ pub struct ScanOptions {
     /// The last scan's files (`scan::cache`): a file whose size and modification time, or
     /// failing those its content hash, are unchanged takes its symbols from here unparsed.
     pub cache: Option<Arc<cache::LoadedCache>>,
-    /// Encode every indexed file for the next start's cache (`ScannedFile::record`).
-    pub record: bool,
+    /// Where every indexed file goes for the next start's cache, from the walkers' threads.
+    pub recorder: Option<Arc<cache::Recorder>>,
 }
 
 impl Default for ScanOptions {
@@ -36,7 +36,7 @@ impl Default for ScanOptions {
             max_file_bytes: 1024 * 1024,
             threads: 0,
             cache: None,
-            record: false,
+            recorder: None,
         }
     }
 }
@@ -118,14 +118,6 @@ pub struct ScannedFile {
     pub language: Language,
     pub symbols: FileSymbols,
     pub bytes: usize,
-    /// With `ScanOptions::record`: the file as the next start's cache keeps it.
-    pub record: Option<CacheRecord>,
-}
-
-/// A file's record in the persisted index: its head and its encoded symbols.
-pub struct CacheRecord {
-    pub head: FileHead,
-    pub symbols: Vec<u8>,
 }
 
 // Not boxed: a box per file, allocated by a walker and freed by the index's thread, made
@@ -200,14 +192,14 @@ pub fn scan(
                 };
                 let root = root_owned.clone();
                 let cache = options.cache.clone();
-                let record = options.record;
+                let recorder = options.recorder.clone();
                 Box::new(move |entry| {
                     let outcome = match entry {
                         Ok(entry) if entry.file_type().is_some_and(|kind| kind.is_file()) => {
                             let reading = Reading {
                                 max_bytes: max,
                                 cache: cache.as_deref(),
-                                record,
+                                recorder: recorder.as_deref(),
                                 scan_started,
                             };
                             scan_file(&root, entry.path(), &reading)
@@ -277,7 +269,7 @@ pub fn scan_into_index(
 struct Reading<'c> {
     max_bytes: u64,
     cache: Option<&'c cache::LoadedCache>,
-    record: bool,
+    recorder: Option<&'c cache::Recorder>,
     scan_started: SystemTime,
 }
 
@@ -302,10 +294,12 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
     if let Some((cache, file)) = cached
         && file.head.stamp.same_metadata(size, modified_ns)
         && size <= reading.max_bytes
-        && let Some((symbols, encoded)) = cache.symbols(file)
+        && let Some((symbols, _)) = cache.symbols(file)
     {
-        let head = file.head.clone();
-        return reused(head, symbols, encoded, reading);
+        if let Some(recorder) = reading.recorder {
+            recorder.unchanged(file);
+        }
+        return Outcome::Indexed(scanned(file.head.clone(), symbols), true);
     }
     match read_source(path, reading.max_bytes) {
         Ok(text) => {
@@ -326,7 +320,11 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
                 && file.head.stamp.hash == head.stamp.hash
                 && let Some((symbols, encoded)) = cache.symbols(file)
             {
-                return reused(head, symbols, encoded, reading);
+                // The same content under a new stamp: the next start need not hash it.
+                if let Some(recorder) = reading.recorder {
+                    recorder.changed(&head, &encoded);
+                }
+                return Outcome::Indexed(scanned(head, symbols), true);
             }
             let symbols = match parse(language, &text, None) {
                 Some(tree) => extract(language, &tree, &text),
@@ -336,37 +334,21 @@ fn scan_file(root: &Path, path: &Path, reading: &Reading<'_>) -> Outcome {
                 },
             };
             drop(text);
-            let record = reading.record.then(|| CacheRecord {
-                symbols: encode_symbols(&symbols),
-                head: head.clone(),
-            });
-            Outcome::Indexed(scanned(head, symbols, record), false)
+            if let Some(recorder) = reading.recorder {
+                recorder.changed(&head, &encode_symbols(&symbols));
+            }
+            Outcome::Indexed(scanned(head, symbols), false)
         }
         Err((reason, detail)) => Outcome::Skipped(reason, format!("{relative}: {detail}")),
     }
 }
 
-/// A file whose symbols came from the cache: its record is copied, not encoded again.
-fn reused(
-    head: FileHead,
-    symbols: FileSymbols,
-    encoded: Vec<u8>,
-    reading: &Reading<'_>,
-) -> Outcome {
-    let record = reading.record.then(|| CacheRecord {
-        head: head.clone(),
-        symbols: encoded,
-    });
-    Outcome::Indexed(scanned(head, symbols, record), true)
-}
-
-fn scanned(head: FileHead, symbols: FileSymbols, record: Option<CacheRecord>) -> ScannedFile {
+fn scanned(head: FileHead, symbols: FileSymbols) -> ScannedFile {
     ScannedFile {
         path: head.path,
         language: head.language,
         symbols,
         bytes: head.bytes as usize,
-        record,
     }
 }
 

@@ -31,6 +31,7 @@ use crate::core::index::live::LiveFile;
 use crate::core::index::table::Index;
 use crate::core::position::PositionEncoding;
 use crate::core::store::{DocumentStore, StoreError};
+use crate::scan::cache::IndexSink;
 use crate::scan::{ScanOptions, ScanStats, ScannedFile};
 use crate::sync::lock;
 
@@ -130,13 +131,19 @@ impl Workspace {
             threads,
             ..ScanOptions::default()
         };
-        let mut index = |file| workspace.index_scanned(file);
         let cache_file = cache
             .then(|| crate::scan::cache::cache_path(root))
             .flatten();
         let stats = if let Some(cache_file) = cache_file {
-            crate::scan::cache::scan_with_cache(root, &cache_file, &options, &mut index, progress)
+            crate::scan::cache::scan_with_cache(
+                root,
+                &cache_file,
+                &options,
+                &mut workspace,
+                progress,
+            )
         } else {
+            let mut index = |file| workspace.index_scanned(file);
             crate::scan::scan(root, &options, &mut index, progress)
         };
         workspace.index.settle();
@@ -391,6 +398,36 @@ impl Workspace {
 #[derive(Clone, Default)]
 pub struct Shared(Arc<Mutex<Workspace>>);
 
+/// A workspace scanned alone (`tierls index`, `tierls plan`).
+impl IndexSink for Workspace {
+    fn expect_names(&mut self, names: usize) {
+        self.index.reserve_names(names);
+    }
+
+    fn add(&mut self, file: ScannedFile) {
+        self.index_scanned(file);
+    }
+
+    fn name_count(&self) -> usize {
+        self.index.name_count()
+    }
+}
+
+/// The server's workspace, scanned while the editor works in it: one short lock per file.
+impl IndexSink for &Shared {
+    fn expect_names(&mut self, names: usize) {
+        self.lock().index.reserve_names(names);
+    }
+
+    fn add(&mut self, file: ScannedFile) {
+        self.lock().index_scanned(file);
+    }
+
+    fn name_count(&self) -> usize {
+        self.lock().index.name_count()
+    }
+}
+
 impl Shared {
     pub fn new(workspace: Workspace) -> Self {
         Shared(Arc::new(Mutex::new(workspace)))
@@ -428,13 +465,13 @@ impl Shared {
             threads,
             ..ScanOptions::default()
         };
-        let mut index = |file| self.lock().index_scanned(file);
         let cache_file = cache
             .then(|| crate::scan::cache::cache_path(&root))
             .flatten();
         let stats = if let Some(cache_file) = cache_file {
-            crate::scan::cache::scan_with_cache(&root, &cache_file, &options, &mut index, progress)
+            crate::scan::cache::scan_with_cache(&root, &cache_file, &options, &mut &*self, progress)
         } else {
+            let mut index = |file| self.lock().index_scanned(file);
             crate::scan::scan(&root, &options, &mut index, progress)
         };
         let mut workspace = self.lock();

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use tierls::core::index::cache_format::{FORMAT_VERSION, decode};
 use tierls::core::index::table::Index;
-use tierls::scan::cache::{load, scan_with_cache};
+use tierls::scan::cache::{IndexSink, load, scan_with_cache};
 use tierls::scan::{ScanOptions, ScanStats};
 
 /// A workspace and a cache file of its own.
@@ -77,22 +77,33 @@ fn scan_seeing(
     cache_file: &Path,
     mut seeing: impl FnMut(&tierls::scan::ScannedFile),
 ) -> (Index, ScanStats) {
-    let mut index = Index::default();
+    /// An index that shows each file to `seeing` before taking it.
+    struct Seen<F> {
+        index: Index,
+        seeing: F,
+    }
+    impl<F: FnMut(&tierls::scan::ScannedFile)> IndexSink for Seen<F> {
+        fn expect_names(&mut self, names: usize) {
+            self.index.expect_names(names);
+        }
+        fn add(&mut self, file: tierls::scan::ScannedFile) {
+            (self.seeing)(&file);
+            self.index.add(file);
+        }
+        fn name_count(&self) -> usize {
+            IndexSink::name_count(&self.index)
+        }
+    }
     let options = ScanOptions {
         threads: 2,
         ..ScanOptions::default()
     };
-    let stats = scan_with_cache(
-        root,
-        cache_file,
-        &options,
-        &mut |file| {
-            seeing(&file);
-            index.upsert(&file.path, file.language, file.symbols, file.bytes);
-        },
-        &mut |_, _| {},
-    );
-    (index, stats)
+    let mut seen = Seen {
+        index: Index::default(),
+        seeing: &mut seeing,
+    };
+    let stats = scan_with_cache(root, cache_file, &options, &mut seen, &mut |_, _| {});
+    (seen.index, stats)
 }
 
 /// What the index holds, one file a line: its path and its definitions' paths.
@@ -163,6 +174,42 @@ fn a_warm_start_reuses_what_did_not_change_and_rereads_what_did() {
     let (again, stats) = tree.scan();
     assert_eq!(shown(&again), shown(&changed));
     assert_eq!(stats.from_cache, 4);
+}
+
+/// A warm start that found nothing changed leaves the cache file as it was (it writes
+/// nothing); one that found a change writes a cache whose unchanged records are copied from
+/// the last one, and a file's removal alone is a change.
+#[test]
+fn a_warm_start_writes_the_cache_only_when_something_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let text = |i: usize| format!("pub fn numbered_{i}() {{}}\n");
+    let tree = Tree::numbered(50, text);
+    tree.scan();
+    let written = |tree: &Tree| {
+        let metadata = std::fs::metadata(tree.cache_file()).unwrap();
+        (metadata.ino(), metadata.modified().unwrap())
+    };
+    let first = written(&tree);
+    let (_, stats) = tree.scan();
+    assert_eq!(stats.from_cache, 50);
+    assert_eq!(written(&tree), first, "nothing changed, nothing written");
+
+    tree.write("src/m7.rs", &text(7).replace("numbered_", "renamed__"));
+    let (_, stats) = tree.scan();
+    assert_eq!(stats.from_cache, 49);
+    assert_ne!(written(&tree), first, "a change writes the cache anew");
+    let (warm, stats) = tree.scan();
+    assert_eq!(stats.from_cache, 50, "the copied records are whole");
+    let (cold, _) = scan_through(&tree.root(), &tree.cache.path().join("fresh.index"));
+    assert_eq!(shown(&warm), shown(&cold));
+    assert!(shown(&warm).contains("src/m7.rs: renamed__7"));
+
+    std::fs::remove_file(tree.root().join("src/m3.rs")).unwrap();
+    let (_, stats) = tree.scan();
+    assert_eq!((stats.indexed, stats.from_cache), (49, 49));
+    let cached = load(&tree.root(), &tree.cache_file()).unwrap();
+    assert_eq!(cached.len(), 49);
+    assert!(cached.get("src/m3.rs").is_none());
 }
 
 #[test]
@@ -323,7 +370,7 @@ fn a_record_whose_symbols_do_not_decode_costs_that_file_a_parse() {
     let bytes = std::fs::read(tree.cache_file()).unwrap();
     let cached = decode(&bytes, &root.to_string_lossy()).unwrap();
     let (mut encoder, mut rewritten) = Encoder::start(&root.to_string_lossy());
-    for file in &cached {
+    for file in &cached.files {
         let symbols: &[u8] = if file.head.path == "src/units.rs" {
             &[0xff; 9]
         } else {
@@ -331,12 +378,36 @@ fn a_record_whose_symbols_do_not_decode_costs_that_file_a_parse() {
         };
         rewritten.extend(encoder.record(&file.head, symbols));
     }
-    rewritten.extend(encoder.finish());
+    rewritten.extend(encoder.finish(cached.names));
     std::fs::write(tree.cache_file(), &rewritten).unwrap();
     let (index, stats) = tree.scan();
     assert_eq!((stats.indexed, stats.from_cache), (4, 3));
     assert_eq!(shown(&index), shown(&cold));
     assert_eq!(tree.scan().1.from_cache, 4, "the cache is whole again");
+}
+
+/// A cache (whole, its hash right) whose name count says more names than it could spell:
+/// the room made for them is bounded by the cache's size, and the index is as a cold scan's.
+#[test]
+fn a_cache_whose_name_count_lies_asks_for_no_more_room_than_its_size() {
+    use tierls::core::index::cache_format::Encoder;
+    let tree = Tree::new(FILES);
+    let (cold, _) = tree.scan();
+    let root = tree.root();
+    let bytes = std::fs::read(tree.cache_file()).unwrap();
+    let cached = decode(&bytes, &root.to_string_lossy()).unwrap();
+    assert_eq!(cached.names as usize, cold.name_count());
+    let (mut encoder, mut rewritten) = Encoder::start(&root.to_string_lossy());
+    for file in &cached.files {
+        rewritten.extend(encoder.record(&file.head, &bytes[file.symbols.clone()]));
+    }
+    rewritten.extend(encoder.finish(u64::MAX));
+    std::fs::write(tree.cache_file(), &rewritten).unwrap();
+    let loaded = load(&root, &tree.cache_file()).unwrap();
+    assert_eq!(loaded.names(), rewritten.len() / 2);
+    let (index, stats) = tree.scan();
+    assert_eq!(stats.from_cache, 4);
+    assert_eq!(shown(&index), shown(&cold));
 }
 
 #[test]

@@ -3,12 +3,14 @@
 //! changed. Pure: bytes in, bytes out; the file is written and read by `scan::cache`.
 //!
 //! Layout: a magic, the format version, the root it was written for, the body, and a hash
-//! of the body. The body is records, each a file's head (path, language, stamp; a length
-//! and a `postcard` encoding) and its symbols (a length and a `postcard` encoding). The
-//! hash comes last so that a cache can be written as the scan goes, never held whole in
-//! memory; the symbols are apart from the head so that a start decodes only the heads (in
-//! one streaming pass that also checks the hash) and reads each unchanged file's symbols
-//! when it is reached, and copies them unchanged into the next cache. Nothing in a cache is trusted before the magic, version, root and hash
+//! of the body. The body is records, then the number of distinct names the writing index
+//! held (the next start makes room for that many at once instead of growing its tables
+//! name by name). A record is a file's head (path, language, stamp; a length and a
+//! `postcard` encoding) and its symbols (a length and a `postcard` encoding). The hash
+//! comes last so that a cache can be written as the scan goes, never held whole in memory;
+//! the symbols are apart from the head so that a start decodes only the heads (in one
+//! streaming pass that also checks the hash) and reads each unchanged file's symbols when
+//! it is reached. Nothing in a cache is trusted before the magic, version, root and hash
 //! agree, and a record that does not decode ends the reading with an error (the cache is
 //! then ignored).
 
@@ -23,10 +25,12 @@ use super::language::Language;
 const MAGIC: &[u8; 8] = b"TIERLSIX";
 /// Raised whenever the layout or anything it encodes (symbols, kinds, languages) changes: a
 /// cache of another version is ignored, never read as this one.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// A record longer than this is corrupt (a file's symbols never take 64 MiB).
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 const HASH_BYTES: usize = 8;
+/// The name count and the hash.
+const TRAILER_BYTES: usize = 8 + HASH_BYTES;
 
 /// What the disk said about a file when it was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,12 +60,14 @@ pub struct FileHead {
     pub bytes: u64,
 }
 
-/// A file in a decoded cache: its head, and where its encoded symbols are in the cache's
-/// bytes (for [`decode_symbols`]).
+/// A file in a decoded cache: its head, and where its encoded symbols (for
+/// [`decode_symbols`]) and its whole record (for [`Encoder::copied`]) are in the cache's
+/// bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CachedFile {
     pub head: FileHead,
     pub symbols: Range<usize>,
+    pub record: Range<usize>,
 }
 
 /// Why a cache was not used.
@@ -131,15 +137,34 @@ impl Encoder {
         record
     }
 
-    /// The cache's last bytes.
-    pub fn finish(&self) -> [u8; HASH_BYTES] {
-        self.body.digest().to_le_bytes()
+    /// A record copied whole from another cache of this version (its bytes at
+    /// [`CachedFile::record`]).
+    pub fn copied(&mut self, record: &[u8]) {
+        self.body.update(record);
     }
+
+    /// The cache's last bytes: `names`, the distinct names the index held, and the hash.
+    pub fn finish(&mut self, names: u64) -> [u8; TRAILER_BYTES] {
+        let names = names.to_le_bytes();
+        self.body.update(&names);
+        let mut trailer = [0; TRAILER_BYTES];
+        trailer[..8].copy_from_slice(&names);
+        trailer[8..].copy_from_slice(&self.body.digest().to_le_bytes());
+        trailer
+    }
+}
+
+/// What a cache holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decoded {
+    pub files: Vec<CachedFile>,
+    /// The distinct names the index that wrote it held.
+    pub names: u64,
 }
 
 /// The files a cache holds, if it is a whole cache of this version for `root`. Their
 /// symbols stay encoded in `bytes`.
-pub fn decode(bytes: &[u8], root: &str) -> Result<Vec<CachedFile>, CacheError> {
+pub fn decode(bytes: &[u8], root: &str) -> Result<Decoded, CacheError> {
     let mut reader = bytes;
     decode_from(&mut reader, bytes.len() as u64, root)
 }
@@ -148,11 +173,7 @@ pub fn decode(bytes: &[u8], root: &str) -> Result<Vec<CachedFile>, CacheError> {
 /// the heads: a start need not hold the whole cache in memory, only read each unchanged
 /// file's symbols (at [`CachedFile::symbols`], offsets from the cache's start) when it
 /// reaches it. Nothing is returned before the hash at the end agrees.
-pub fn decode_from(
-    cache: &mut dyn Read,
-    length: u64,
-    root: &str,
-) -> Result<Vec<CachedFile>, CacheError> {
+pub fn decode_from(cache: &mut dyn Read, length: u64, root: &str) -> Result<Decoded, CacheError> {
     let mut reader = Stream {
         inner: cache,
         at: 0,
@@ -179,14 +200,15 @@ pub fn decode_from(
             String::from_utf8_lossy(&cached_root).into_owned(),
         ));
     }
-    let body_end = length
-        .checked_sub(HASH_BYTES as u64)
+    let records_end = length
+        .checked_sub(TRAILER_BYTES as u64)
         .filter(|&end| end >= reader.at)
         .ok_or_else(|| truncated("the hash"))?;
     reader.hash = Some(xxhash_rust::xxh3::Xxh3::new());
     let mut files = Vec::new();
     let mut head = Vec::new();
-    while reader.at < body_end {
+    while reader.at < records_end {
+        let record_start = reader.at as usize;
         reader.record(&mut head)?;
         let head: FileHead = postcard::from_bytes(&head)
             .map_err(|err| CacheError::Corrupt(format!("a record does not decode: {err}")))?;
@@ -196,11 +218,13 @@ pub fn decode_from(
         files.push(CachedFile {
             head,
             symbols: start as usize..reader.at as usize,
+            record: record_start..reader.at as usize,
         });
     }
-    if reader.at != body_end {
+    if reader.at != records_end {
         return Err(truncated("a record"));
     }
+    let names = reader.u64().ok_or_else(|| truncated("the name count"))?;
     let body_hash = reader.hash.take().map(|hash| hash.digest());
     let hash = reader.u64().ok_or_else(|| truncated("the hash"))?;
     if body_hash != Some(hash) {
@@ -208,7 +232,7 @@ pub fn decode_from(
             "the body does not match its hash (truncated or overwritten)".into(),
         ));
     }
-    Ok(files)
+    Ok(Decoded { files, names })
 }
 
 fn truncated(what: &str) -> CacheError {
