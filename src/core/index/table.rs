@@ -18,8 +18,8 @@ const FOLDER_SCAN: usize = 4096;
 /// graph further behind is rebuilt whole (about as cheap as reading a longer journal).
 const JOURNAL_LIMIT: usize = 1 << 16;
 
-/// The most names [`Index::reserve_names`] makes room for (about 80 MiB of table): a Linux
-/// kernel tree has about three million.
+/// The most names [`Index::reserve_names`] makes room for (about 140 MiB of hash table and
+/// spans): a Linux kernel tree has about 2.2 million.
 const MAX_RESERVED_NAMES: usize = 1 << 23;
 
 /// A file's number in this index; stable until the file is removed.
