@@ -61,6 +61,22 @@ impl Tree {
             .unwrap();
     }
 
+    /// Writes the cache again, whole and with a right hash, each file's symbols as
+    /// `symbols` gives them (from its path and its encoded symbols) and `names` as its count.
+    fn rewrite_cache(&self, symbols: impl Fn(&str, &[u8]) -> Vec<u8>, names: impl Fn(u64) -> u64) {
+        use tierls::core::index::cache_format::Encoder;
+        let root = self.root().to_string_lossy().into_owned();
+        let bytes = std::fs::read(self.cache_file()).unwrap();
+        let cached = decode(&bytes, &root).unwrap();
+        let (mut encoder, mut rewritten) = Encoder::start(&root);
+        for file in &cached.files {
+            let encoded = symbols(&file.head.path, &bytes[file.symbols.clone()]);
+            rewritten.extend(encoder.record(&file.head, &encoded));
+        }
+        rewritten.extend(encoder.finish(names(cached.names)));
+        std::fs::write(self.cache_file(), &rewritten).unwrap();
+    }
+
     /// Scans through the cache: the index and the scan's figures.
     fn scan(&self) -> (Index, ScanStats) {
         scan_through(&self.root(), &self.cache_file())
@@ -363,23 +379,15 @@ fn hostile_files_are_skipped_cold_and_warm() {
 /// that do not decode: that file is parsed again, the others come from the cache.
 #[test]
 fn a_record_whose_symbols_do_not_decode_costs_that_file_a_parse() {
-    use tierls::core::index::cache_format::Encoder;
     let tree = Tree::new(FILES);
     let (cold, _) = tree.scan();
-    let root = tree.root();
-    let bytes = std::fs::read(tree.cache_file()).unwrap();
-    let cached = decode(&bytes, &root.to_string_lossy()).unwrap();
-    let (mut encoder, mut rewritten) = Encoder::start(&root.to_string_lossy());
-    for file in &cached.files {
-        let symbols: &[u8] = if file.head.path == "src/units.rs" {
-            &[0xff; 9]
-        } else {
-            &bytes[file.symbols.clone()]
-        };
-        rewritten.extend(encoder.record(&file.head, symbols));
-    }
-    rewritten.extend(encoder.finish(cached.names));
-    std::fs::write(tree.cache_file(), &rewritten).unwrap();
+    tree.rewrite_cache(
+        |path, symbols| match path {
+            "src/units.rs" => vec![0xff; 9],
+            _ => symbols.to_vec(),
+        },
+        |names| names,
+    );
     let (index, stats) = tree.scan();
     assert_eq!((stats.indexed, stats.from_cache), (4, 3));
     assert_eq!(shown(&index), shown(&cold));
@@ -390,21 +398,16 @@ fn a_record_whose_symbols_do_not_decode_costs_that_file_a_parse() {
 /// the room made for them is bounded by the cache's size, and the index is as a cold scan's.
 #[test]
 fn a_cache_whose_name_count_lies_asks_for_no_more_room_than_its_size() {
-    use tierls::core::index::cache_format::Encoder;
     let tree = Tree::new(FILES);
     let (cold, _) = tree.scan();
     let root = tree.root();
     let bytes = std::fs::read(tree.cache_file()).unwrap();
     let cached = decode(&bytes, &root.to_string_lossy()).unwrap();
     assert_eq!(cached.names as usize, cold.name_count());
-    let (mut encoder, mut rewritten) = Encoder::start(&root.to_string_lossy());
-    for file in &cached.files {
-        rewritten.extend(encoder.record(&file.head, &bytes[file.symbols.clone()]));
-    }
-    rewritten.extend(encoder.finish(u64::MAX));
-    std::fs::write(tree.cache_file(), &rewritten).unwrap();
+    tree.rewrite_cache(|_, symbols| symbols.to_vec(), |_| u64::MAX);
     let loaded = load(&root, &tree.cache_file()).unwrap();
-    assert_eq!(loaded.names(), rewritten.len() / 2);
+    let length = std::fs::metadata(tree.cache_file()).unwrap().len() as usize;
+    assert_eq!(loaded.names(), length / 2);
     let (index, stats) = tree.scan();
     assert_eq!(stats.from_cache, 4);
     assert_eq!(shown(&index), shown(&cold));
