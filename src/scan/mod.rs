@@ -16,6 +16,7 @@ use crate::core::index::cache_format::{FileHead, FileStamp, content_hash, encode
 use crate::core::index::extract::{FileSymbols, extract, parse};
 use crate::core::index::language::Language;
 use crate::core::index::table::Index;
+use cache::IndexSink;
 
 #[derive(Clone, Debug)]
 pub struct ScanOptions {
@@ -253,14 +254,7 @@ pub fn scan_into_index(
     progress: &mut dyn FnMut(usize, &str),
 ) -> (Index, ScanStats) {
     let mut index = Index::default();
-    let stats = scan(
-        root,
-        options,
-        &mut |file| {
-            index.upsert(&file.path, file.language, file.symbols, file.bytes);
-        },
-        progress,
-    );
+    let stats = scan(root, options, &mut |file| index.add(file), progress);
     index.settle();
     (index, stats)
 }
