@@ -153,8 +153,8 @@ pub fn prompt_has_definition(index: &Index, plan: &CompletionPlan, path: &str, n
         .filter(|found| found.path != path)
         .any(|found| {
             // An outline lists a member without the `:` or `{` that opens its body.
-            let signature = found.symbol.signature().trim_end_matches(['{', ':', ' ']);
-            prompt.contains(signature)
+            let signature = found.detail().signature;
+            prompt.contains(signature.trim_end_matches(['{', ':', ' ']))
         })
 }
 

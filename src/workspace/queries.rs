@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 use super::{Key, Workspace};
-use crate::core::index::extract::{Symbol, SymbolKind};
+use crate::core::index::extract::{Detail, Symbol, SymbolKind};
 use crate::core::index::language::Language;
 use crate::core::index::table::Found;
 
@@ -31,17 +31,17 @@ pub struct SymbolAt {
 
 impl SymbolAt {
     fn of(found: &Found<'_>) -> Self {
-        SymbolAt::new(found.path, found.language, found.symbol)
+        SymbolAt::new(found.path, found.language, found.symbol, found.detail())
     }
 
-    fn new(file: &str, language: Language, symbol: &Symbol) -> Self {
+    fn new(file: &str, language: Language, symbol: &Symbol, detail: Detail) -> Self {
         SymbolAt {
             file: file.to_owned(),
             language,
             name: symbol.name().to_owned(),
             path: symbol.path().to_owned(),
             kind: symbol.kind,
-            signature: symbol.signature().to_owned(),
+            signature: detail.signature,
             range: symbol.range(),
             name_range: symbol.name_range(),
             parent: symbol.parent(),
@@ -76,7 +76,10 @@ impl Workspace {
             entry
                 .symbols
                 .iter()
-                .map(|symbol| SymbolAt::new(key, entry.language, symbol))
+                .enumerate()
+                .map(|(index, symbol)| {
+                    SymbolAt::new(key, entry.language, symbol, entry.detail(index))
+                })
                 .collect(),
         )
     }

@@ -31,7 +31,8 @@ fn check(language: Language, source: &str) -> String {
     let mut lines: Vec<String> = found
         .symbols
         .iter()
-        .map(|symbol| {
+        .enumerate()
+        .map(|(index, symbol)| {
             let body = symbol.body().as_ref().map_or(String::new(), |body| {
                 format!(" body {}-{}", line_of(body.start), line_of(body.end))
             });
@@ -40,7 +41,7 @@ fn check(language: Language, source: &str) -> String {
                 symbol.kind.name(),
                 symbol.path(),
                 line_of(symbol.range().start),
-                symbol.signature()
+                found.detail(index).signature
             )
         })
         .collect();

@@ -11,7 +11,7 @@ use super::cursor::{AtCursor, at_cursor, receiver_types};
 use super::imports::{Import, imports};
 use super::{CompletionInput, RecentEdit};
 use crate::core::generation::ContextChunk;
-use crate::core::index::extract::{Symbol, SymbolKind};
+use crate::core::index::extract::{Detail, Symbol, SymbolKind};
 use crate::core::index::language::Language;
 use crate::core::index::table::{FileEntry, Found, Index};
 
@@ -136,16 +136,21 @@ impl Chooser<'_> {
         self.lines.len() >= CONTEXT_DEFINITIONS
     }
 
-    /// Adds a definition from another file, unless it is here already; `true` when added.
-    fn add(&mut self, path: &str, symbol: &Symbol) -> bool {
+    /// Adds `file`'s symbol number `index`, unless it is here already; `true` when added.
+    fn add(&mut self, file: &FileEntry, index: usize) -> bool {
+        let path = file.path.as_str();
         if self.full() || path == self.path {
             return false;
         }
+        let Some(symbol) = file.symbols.get(index) else {
+            return false;
+        };
         if !self.seen.insert((path.to_owned(), symbol.range().start)) {
             return false;
         }
-        let text = snippet(symbol);
-        if self.window.contains(symbol.signature()) || !self.signatures.insert(text.clone()) {
+        let detail = file.detail(index);
+        let text = snippet(&detail);
+        if self.window.contains(&detail.signature) || !self.signatures.insert(text.clone()) {
             return false;
         }
         self.lines.push(ContextLine {
@@ -153,6 +158,10 @@ impl Chooser<'_> {
             text,
         });
         true
+    }
+
+    fn add_found(&mut self, found: &Found<'_>) -> bool {
+        self.add(found.entry, found.index)
     }
 
     /// Adds up to `DEFINITIONS_PER_NAME` definitions of `name`, those in `preferred` files
@@ -170,7 +179,7 @@ impl Chooser<'_> {
             if added >= DEFINITIONS_PER_NAME || self.full() {
                 break;
             }
-            added += usize::from(self.add(found.path, found.symbol));
+            added += usize::from(self.add_found(found));
         }
     }
 
@@ -238,7 +247,7 @@ impl Chooser<'_> {
                 if found.len() <= DEFINITIONS_PER_NAME {
                     for found in &found {
                         if found.symbol.kind == SymbolKind::Method {
-                            self.add(found.path, found.symbol);
+                            self.add_found(found);
                         }
                     }
                 }
@@ -282,33 +291,34 @@ impl Chooser<'_> {
                 continue;
             };
             // The type itself, with its outline of fields and methods.
-            self.add(found.path, found.symbol);
-            let mut members: Vec<&Symbol> = self.index.children(file, found.index).collect();
+            self.add_found(found);
+            let mut members: Vec<(&FileEntry, usize)> = Index::children(file, found.index)
+                .map(|index| (file, index))
+                .collect();
             // Go methods live beside the type, not in it: `Type.Method` paths in its folder.
             let owner_prefix = format!("{name}{separator}");
             if members.is_empty() {
                 let folder = found.path.rsplit_once('/').map_or("", |(dir, _)| dir);
                 for entry in self.index.files_in_dir(folder, 64) {
                     members.extend(
-                        entry
-                            .symbols
-                            .iter()
-                            .filter(|symbol| symbol.path().starts_with(&owner_prefix)),
+                        (entry.symbols.iter().enumerate())
+                            .filter(|(_, symbol)| symbol.path().starts_with(&owner_prefix))
+                            .map(|(index, _)| (entry, index)),
                     );
                 }
             }
-            for member in members {
+            let outline = found.detail().outline;
+            for (member_file, member) in members {
                 if listed >= MEMBERS || self.full() {
                     break;
                 }
+                if !member_file.symbols[member].name().starts_with(word) {
+                    continue;
+                }
                 // A member the type's outline shows already adds nothing.
-                let in_outline = found
-                    .symbol
-                    .outline()
-                    .contains(member.signature().trim_end_matches(['{', ':', ' ']));
-                if member.name().starts_with(word) && !in_outline {
-                    let member_path = member_file(self.index, found.path, member);
-                    listed += usize::from(self.add(&member_path, member));
+                let signature = member_file.detail(member).signature;
+                if !outline.contains(signature.trim_end_matches(['{', ':', ' '])) {
+                    listed += usize::from(self.add(member_file, member));
                 }
             }
         }
@@ -320,18 +330,17 @@ impl Chooser<'_> {
     fn module_members(&mut self, files: &[&FileEntry], word: &str) {
         let mut listed = 0;
         for file in files {
-            for symbol in file
-                .symbols
-                .iter()
-                .filter(|symbol| symbol.parent().is_none())
-            {
+            for (index, symbol) in file.symbols.iter().enumerate() {
+                if symbol.parent().is_some() {
+                    continue;
+                }
                 if listed >= MEMBERS || self.full() {
                     return;
                 }
                 if symbol.name().starts_with(word)
                     && !symbol.path().contains(self.language.separator())
                 {
-                    listed += usize::from(self.add(&file.path, symbol));
+                    listed += usize::from(self.add(file, index));
                 }
             }
         }
@@ -461,7 +470,7 @@ impl Chooser<'_> {
                     // `x.get` with `x` unknown: some type's `get` is a guess, not context.
                     continue;
                 }
-                added += usize::from(self.add(found.path, found.symbol));
+                added += usize::from(self.add_found(&found));
             }
         }
     }
@@ -474,22 +483,21 @@ impl Chooser<'_> {
         }
         let folder = self.path.rsplit_once('/').map_or("", |(dir, _)| dir);
         let files = self.index.files_in_dir(folder, 64);
-        let mut symbols: Vec<(&str, &Symbol)> = files
+        let mut symbols: Vec<(&FileEntry, usize)> = files
             .iter()
             .filter(|file| file.path != self.path)
             .flat_map(|file| {
-                file.symbols
-                    .iter()
-                    .filter(|symbol| symbol.parent().is_none() && !symbol.path().contains('.'))
-                    .map(|symbol| (file.path.as_str(), symbol))
+                (file.symbols.iter().enumerate())
+                    .filter(|(_, symbol)| symbol.parent().is_none() && !symbol.path().contains('.'))
+                    .map(|(index, _)| (*file, index))
             })
             .collect();
-        symbols.sort_by_key(|(_, symbol)| !symbol.name().starts_with(cursor.word));
-        for (path, symbol) in symbols {
+        symbols.sort_by_key(|(file, index)| !file.symbols[*index].name().starts_with(cursor.word));
+        for (file, index) in symbols {
             if self.full() {
                 return;
             }
-            self.add(path, symbol);
+            self.add(file, index);
         }
     }
 }
@@ -506,38 +514,17 @@ fn holds_members(kind: SymbolKind) -> bool {
     )
 }
 
-/// The file that holds `member`, a child of a type in `type_path` or a Go method beside it.
-fn member_file(index: &Index, type_path: &str, member: &Symbol) -> String {
-    let in_type_file = index.file(type_path).is_some_and(|file| {
-        file.symbols
-            .iter()
-            .any(|symbol| std::ptr::eq(symbol, member))
-    });
-    if in_type_file {
-        return type_path.to_owned();
-    }
-    let folder = type_path.rsplit_once('/').map_or("", |(dir, _)| dir);
-    index
-        .files_in_dir(folder, 64)
-        .into_iter()
-        .find(|file| {
-            file.symbols
-                .iter()
-                .any(|symbol| std::ptr::eq(symbol, member))
-        })
-        .map_or_else(|| type_path.to_owned(), |file| file.path.clone())
-}
-
 /// A definition as the model sees it: its signature, and its outline when it has one.
-pub fn snippet(symbol: &Symbol) -> String {
-    if symbol.outline().is_empty() {
-        symbol.signature().to_owned()
-    } else if symbol.signature().ends_with('{') {
-        format!("{} {} }}", symbol.signature(), symbol.outline())
-    } else if symbol.signature().ends_with([':', '=', '(', '[']) {
-        format!("{} {}", symbol.signature(), symbol.outline())
+pub fn snippet(detail: &Detail) -> String {
+    let Detail { signature, outline } = detail;
+    if outline.is_empty() {
+        signature.clone()
+    } else if signature.ends_with('{') {
+        format!("{signature} {outline} }}")
+    } else if signature.ends_with([':', '=', '(', '[']) {
+        format!("{signature} {outline}")
     } else {
-        format!("{} {{ {} }}", symbol.signature(), symbol.outline())
+        format!("{signature} {{ {outline} }}")
     }
 }
 

@@ -196,13 +196,13 @@ fn context_lines(
     };
     let mut lines = Vec::new();
     let mut chunks = Vec::new();
-    if let Some(enclosing) = input.index.enclosing_symbol(input.path, offset)
-        && enclosing.range().start + input.budget_bytes / 2 < offset
+    if let Some(enclosing) = input.index.enclosing(input.path, offset)
+        && enclosing.symbol.range().start + input.budget_bytes / 2 < offset
     {
         lines.push(format!(
             "{comment} Inside {}: {}",
             input.path,
-            enclosing.signature()
+            enclosing.detail().signature
         ));
     }
     for line in context::choose_context(input, offset) {

@@ -25,7 +25,7 @@ use super::language::Language;
 const MAGIC: &[u8; 8] = b"TIERLSIX";
 /// Raised whenever the layout or anything it encodes (symbols, kinds, languages) changes: a
 /// cache of another version is ignored, never read as this one.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// A record longer than this is corrupt (a file's symbols never take 64 MiB).
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 const HASH_BYTES: usize = 8;

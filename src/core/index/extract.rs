@@ -93,16 +93,17 @@ impl SymbolKind {
 
 /// One definition in a file. Ranges are byte ranges of the file's text.
 ///
-/// Compact, since a large tree holds millions of them: the strings share one allocation
-/// (the qualified path, which ends with the name, then the signature, then the outline) and
-/// offsets are 32-bit (no indexed file comes near 4 GiB). Fifty-six bytes and one heap block
-/// where four owned strings and word-sized ranges took 176 bytes and four.
+/// Compact, since a large tree holds millions of them: the qualified path (which ends with
+/// the name) is its one heap block, offsets are 32-bit (no indexed file comes near 4 GiB),
+/// and its signature and outline are kept apart, compressed with their neighbours' (see
+/// [`Details`]), where they were once two thirds of its bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symbol {
     pub kind: SymbolKind,
-    /// The path, the signature and the outline, back to back.
-    text: Box<str>,
+    /// The qualified path.
+    path: Box<str>,
     name_len: u32,
+    /// The lengths of its signature and outline, which [`Details`] holds.
     signature_len: u16,
     outline_len: u16,
     name_range: [u32; 2],
@@ -137,23 +138,18 @@ pub struct SymbolParts<'a> {
 }
 
 impl Symbol {
-    /// Packs `parts`. Offsets past 4 GiB, a name longer than its path or a signature or
-    /// outline past 64 KiB (none of which extraction makes) are cut to fit.
-    pub fn new(parts: SymbolParts<'_>) -> Symbol {
-        let signature = prefix_within(parts.signature, u16::MAX as usize);
-        let outline = prefix_within(parts.outline, u16::MAX as usize);
-        let mut text = String::with_capacity(parts.path.len() + signature.len() + outline.len());
-        text.push_str(parts.path);
-        text.push_str(signature);
-        text.push_str(outline);
+    /// Packs `parts`, but for its signature and outline, which the caller keeps in a
+    /// [`Details`] (see [`SymbolsBuilder`]). Offsets past 4 GiB or a name longer than its path
+    /// (neither of which extraction makes) are cut to fit.
+    fn new(parts: &SymbolParts<'_>, signature_len: usize, outline_len: usize) -> Symbol {
         let offset = |at: usize| u32::try_from(at).unwrap_or(u32::MAX - 1);
         let pair = |range: &Range<usize>| [offset(range.start), offset(range.end)];
         Symbol {
             kind: parts.kind,
-            text: text.into_boxed_str(),
+            path: parts.path.into(),
             name_len: offset(parts.name_len.min(parts.path.len())),
-            signature_len: signature.len() as u16,
-            outline_len: outline.len() as u16,
+            signature_len: signature_len as u16,
+            outline_len: outline_len as u16,
             name_range: pair(&parts.name_range),
             range: pair(&parts.range),
             body: parts.body.as_ref().map_or(NO_BODY, pair),
@@ -161,36 +157,25 @@ impl Symbol {
         }
     }
 
-    fn path_len(&self) -> usize {
-        // Saturating: a symbol decoded from a damaged cache reads as empty, never panics.
-        (self.text.len()).saturating_sub(self.signature_len as usize + self.outline_len as usize)
-    }
-
     /// The name as written at the definition.
     pub fn name(&self) -> &str {
-        let path_len = self.path_len();
-        let start = path_len.saturating_sub(self.name_len as usize);
-        self.text.get(start..path_len).unwrap_or_default()
+        let start = self.path.len().saturating_sub(self.name_len as usize);
+        // Checked: a symbol decoded from a damaged cache reads as empty, never panics.
+        self.path.get(start..).unwrap_or_default()
     }
 
     /// The qualified path within the file: `Shape::area`, `Circle.area`.
     pub fn path(&self) -> &str {
-        self.text.get(..self.path_len()).unwrap_or_default()
+        &self.path
     }
 
-    /// The definition without its body, on one line: `fn area(&self) -> f64`.
-    pub fn signature(&self) -> &str {
-        let start = self.path_len();
-        let end = start + self.signature_len as usize;
-        self.text.get(start..end).unwrap_or_default()
+    /// How long its signature is, in bytes, without unpacking it (a repo map's cost).
+    pub fn signature_len(&self) -> usize {
+        self.signature_len as usize
     }
 
-    /// For a type or a constant, what it holds in brief: the lines of its definition at its
-    /// own level (fields, method signatures, a value), whitespace collapsed, at most
-    /// `OUTLINE_BYTES`. Empty for other kinds.
-    pub fn outline(&self) -> &str {
-        let start = self.text.len().saturating_sub(self.outline_len as usize);
-        self.text.get(start..).unwrap_or_default()
+    fn details_len(&self) -> usize {
+        self.signature_len as usize + self.outline_len as usize
     }
 
     /// The name's byte range.
@@ -212,10 +197,172 @@ impl Symbol {
     pub fn parent(&self) -> Option<usize> {
         (self.parent != NO_PARENT).then_some(self.parent as usize)
     }
+}
 
-    /// The bytes it holds on the heap (for the index's memory figures).
-    pub fn heap_bytes(&self) -> usize {
-        self.text.len()
+/// A symbol's signature and outline, unpacked from its file's [`Details`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// The definition without its body, on one line: `fn area(&self) -> f64`.
+    pub signature: String,
+    /// For a type or a constant, what it holds in brief: the lines of its definition at its
+    /// own level (fields, method signatures, a value), whitespace collapsed, at most
+    /// `OUTLINE_BYTES`. Empty for other kinds.
+    pub outline: String,
+}
+
+/// How many symbols' signatures and outlines are compressed together. A chunk of 32 is
+/// about 2 KiB of text, which lz4 unpacks in a microsecond or two: cheap for the few
+/// symbols a request reads, and large enough for the repetition in a file's signatures
+/// (`static int`, `#define REG_`, parameter types) to compress.
+const DETAIL_CHUNK: usize = 32;
+
+/// How a chunk is stored: its first byte says.
+const CHUNK_PLAIN: u8 = 0;
+const CHUNK_LZ4: u8 = 1;
+
+/// The signatures and outlines of a file's symbols, in chunks of [`DETAIL_CHUNK`] symbols,
+/// each chunk compressed with lz4 (or kept plain when that is no smaller). On a kernel tree
+/// they were a third of the index's memory as plain strings, and they are read a few at a
+/// time: a hover, a completion's context, a repo map's chosen lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Details {
+    chunks: Vec<Box<[u8]>>,
+}
+
+impl Details {
+    /// Symbol `index`'s signature and outline; empty when they cannot be unpacked (only a
+    /// damaged cache could make that: the chunk's lengths come from its symbols).
+    pub fn get(&self, symbols: &[Symbol], index: usize) -> Detail {
+        self.unpack(symbols, index).unwrap_or_default()
+    }
+
+    fn unpack(&self, symbols: &[Symbol], index: usize) -> Option<Detail> {
+        let chunk = self.chunks.get(index / DETAIL_CHUNK)?;
+        let first = index / DETAIL_CHUNK * DETAIL_CHUNK;
+        let members = symbols.get(first..(first + DETAIL_CHUNK).min(symbols.len()))?;
+        let symbol = symbols.get(index)?;
+        let total: usize = members.iter().map(Symbol::details_len).sum();
+        let (&how, packed) = chunk.split_first()?;
+        let text = match how {
+            CHUNK_PLAIN => Cow::Borrowed(packed),
+            CHUNK_LZ4 => {
+                let mut text = vec![0; total];
+                let written = lz4_flex::block::decompress_into(packed, &mut text).ok()?;
+                (written == total).then_some(Cow::Owned(text))?
+            }
+            _ => return None,
+        };
+        let start: usize = members[..index - first]
+            .iter()
+            .map(Symbol::details_len)
+            .sum();
+        let signature_end = start + symbol.signature_len as usize;
+        let slice = |range: Range<usize>| std::str::from_utf8(text.get(range)?).ok();
+        Some(Detail {
+            signature: slice(start..signature_end)?.to_owned(),
+            outline: slice(signature_end..start + symbol.details_len())?.to_owned(),
+        })
+    }
+
+    /// What it holds on the heap, for the index's memory figures.
+    pub fn bytes(&self) -> usize {
+        self.chunks.capacity() * std::mem::size_of::<Box<[u8]>>()
+            + self.chunks.iter().map(|chunk| chunk.len()).sum::<usize>()
+    }
+}
+
+impl Serialize for Details {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Bytes<'b>(&'b [u8]);
+        impl Serialize for Bytes<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_bytes(self.0)
+            }
+        }
+        serializer.collect_seq(self.chunks.iter().map(|chunk| Bytes(chunk)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Details {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Chunk(Box<[u8]>);
+        impl<'de> Deserialize<'de> for Chunk {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_bytes(ChunkBytes)
+            }
+        }
+        struct ChunkBytes;
+        impl serde::de::Visitor<'_> for ChunkBytes {
+            type Value = Chunk;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a chunk of signatures and outlines")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Chunk, E> {
+                Ok(Chunk(bytes.into()))
+            }
+        }
+        let chunks: Vec<Chunk> = Vec::deserialize(deserializer)?;
+        Ok(Details {
+            chunks: chunks.into_iter().map(|chunk| chunk.0).collect(),
+        })
+    }
+}
+
+/// Packs a file's symbols, in order, with their details.
+#[derive(Default)]
+pub struct SymbolsBuilder {
+    symbols: Vec<Symbol>,
+    chunks: Vec<Box<[u8]>>,
+    /// The current chunk's text, not yet compressed.
+    pending: Vec<u8>,
+}
+
+impl SymbolsBuilder {
+    pub fn with_capacity(symbols: usize) -> Self {
+        SymbolsBuilder {
+            symbols: Vec::with_capacity(symbols),
+            chunks: Vec::with_capacity(symbols.div_ceil(DETAIL_CHUNK)),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Adds a symbol. A signature or outline past 64 KiB (extraction makes none) is cut.
+    pub fn push(&mut self, parts: SymbolParts<'_>) {
+        let signature = prefix_within(parts.signature, u16::MAX as usize);
+        let outline = prefix_within(parts.outline, u16::MAX as usize);
+        self.symbols
+            .push(Symbol::new(&parts, signature.len(), outline.len()));
+        self.pending.extend_from_slice(signature.as_bytes());
+        self.pending.extend_from_slice(outline.as_bytes());
+        if self.symbols.len().is_multiple_of(DETAIL_CHUNK) {
+            self.close_chunk();
+        }
+    }
+
+    fn close_chunk(&mut self) {
+        let packed = lz4_flex::block::compress(&self.pending);
+        let (how, bytes) = if packed.len() < self.pending.len() {
+            (CHUNK_LZ4, &packed[..])
+        } else {
+            (CHUNK_PLAIN, &self.pending[..])
+        };
+        let mut chunk = Vec::with_capacity(bytes.len() + 1);
+        chunk.push(how);
+        chunk.extend_from_slice(bytes);
+        self.chunks.push(chunk.into_boxed_slice());
+        self.pending.clear();
+    }
+
+    pub fn finish(mut self) -> (Vec<Symbol>, Details) {
+        if !self.symbols.len().is_multiple_of(DETAIL_CHUNK) {
+            self.close_chunk();
+        }
+        (
+            self.symbols,
+            Details {
+                chunks: self.chunks,
+            },
+        )
     }
 }
 
@@ -253,6 +400,8 @@ impl Reference {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSymbols {
     pub symbols: Vec<Symbol>,
+    /// The symbols' signatures and outlines.
+    pub details: Details,
     /// The names the references use, each once, in the order of their first use.
     pub names: NameList,
     /// Uses of names, in the order of the text.
@@ -349,6 +498,11 @@ impl<'de> Deserialize<'de> for NameList {
 }
 
 impl FileSymbols {
+    /// Symbol `index`'s signature and outline.
+    pub fn detail(&self, index: usize) -> Detail {
+        self.details.get(&self.symbols, index)
+    }
+
     pub fn reference_name(&self, reference: &Reference) -> &str {
         self.names.get(reference.name as usize).unwrap_or_default()
     }
@@ -467,28 +621,26 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
         drafts.push(draft);
     }
 
-    let symbols: Vec<Symbol> = drafts
-        .iter()
-        .enumerate()
-        .map(|(i, draft)| {
-            let outline = if draft.kind.has_outline() {
-                outline(text, &drafts, i)
-            } else {
-                String::new()
-            };
-            Symbol::new(SymbolParts {
-                kind: draft.kind,
-                path: &draft.path,
-                name_len: draft.name.len(),
-                name_range: draft.name_range.clone(),
-                range: draft.range.clone(),
-                body: draft.body.clone(),
-                signature: &signature(text, draft.range.clone(), draft.body.clone()),
-                parent: draft.parent,
-                outline: &outline,
-            })
-        })
-        .collect();
+    let mut symbols = SymbolsBuilder::with_capacity(drafts.len());
+    for (i, draft) in drafts.iter().enumerate() {
+        let outline = if draft.kind.has_outline() {
+            outline(text, &drafts, i)
+        } else {
+            String::new()
+        };
+        symbols.push(SymbolParts {
+            kind: draft.kind,
+            path: &draft.path,
+            name_len: draft.name.len(),
+            name_range: draft.name_range.clone(),
+            range: draft.range.clone(),
+            body: draft.body.clone(),
+            signature: &signature(text, draft.range.clone(), draft.body.clone()),
+            parent: draft.parent,
+            outline: &outline,
+        });
+    }
+    let (symbols, details) = symbols.finish();
 
     // A definition's own name is not a use of it.
     let mut definition_names: Vec<Range<usize>> = drafts
@@ -509,6 +661,7 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
 
     FileSymbols {
         symbols,
+        details,
         names,
         references,
         has_errors: tree.root_node().has_error(),
@@ -620,4 +773,108 @@ fn outline(text: &str, symbols: &[Draft], i: usize) -> String {
         outline.push_str(&line);
     }
     outline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Symbol `i` of [`built`]: its signature says its number, its outline repeats it.
+    fn parts_of(i: usize, path: &str, signature: &str, outline: &str) -> SymbolParts<'static> {
+        let leak = |text: &str| -> &'static str { Box::leak(text.to_owned().into_boxed_str()) };
+        SymbolParts {
+            kind: SymbolKind::Struct,
+            path: leak(path),
+            name_len: path.len(),
+            name_range: i * 10..i * 10 + 3,
+            range: i * 10..i * 10 + 9,
+            body: None,
+            signature: leak(signature),
+            parent: None,
+            outline: leak(outline),
+        }
+    }
+
+    fn built(count: usize) -> (Vec<Symbol>, Details) {
+        let mut builder = SymbolsBuilder::with_capacity(count);
+        for i in 0..count {
+            let outline = if i % 3 == 0 {
+                String::new()
+            } else {
+                format!("field_{i}: u32, ").repeat(i % 5)
+            };
+            builder.push(parts_of(
+                i,
+                &format!("Item{i}"),
+                &format!("struct Item{i} é"),
+                &outline,
+            ));
+        }
+        builder.finish()
+    }
+
+    #[test]
+    fn details_come_back_as_they_went_in_across_chunks() {
+        let count = DETAIL_CHUNK * 3 + 5;
+        let (symbols, details) = built(count);
+        assert_eq!(details.chunks.len(), 4);
+        assert!(
+            details.chunks.iter().any(|chunk| chunk[0] == CHUNK_LZ4),
+            "repetitive text is compressed"
+        );
+        let encoded = postcard::to_allocvec(&details).unwrap();
+        let decoded: Details = postcard::from_bytes(&encoded).unwrap();
+        assert_eq!(decoded, details);
+        for i in 0..count {
+            let detail = decoded.get(&symbols, i);
+            assert_eq!(detail.signature, format!("struct Item{i} é"));
+            let outline = if i % 3 == 0 {
+                String::new()
+            } else {
+                format!("field_{i}: u32, ").repeat(i % 5)
+            };
+            assert_eq!(detail.outline, outline, "symbol {i}");
+        }
+        assert_eq!(
+            decoded.get(&symbols, count),
+            Detail::default(),
+            "past the end"
+        );
+    }
+
+    /// What a damaged cache could hold: every way a chunk can be wrong reads as empty
+    /// details, never a panic or a wrong text.
+    #[test]
+    fn details_that_do_not_unpack_read_as_empty() {
+        let (symbols, details) = built(DETAIL_CHUNK + 1);
+        let damaged = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut chunks = details.chunks.clone();
+            let mut chunk = chunks[0].to_vec();
+            edit(&mut chunk);
+            chunks[0] = chunk.into_boxed_slice();
+            Details { chunks }.get(&symbols, 1)
+        };
+        let empty = Detail::default();
+        assert_eq!(damaged(&|chunk| chunk[0] = 7), empty, "an unknown tag");
+        assert_eq!(
+            damaged(&|chunk| chunk.truncate(chunk.len() / 2)),
+            empty,
+            "cut short"
+        );
+        assert_eq!(damaged(&|chunk| chunk.clear()), empty, "no tag at all");
+        assert_eq!(
+            damaged(&|chunk| chunk.iter_mut().skip(1).for_each(|b| *b = 0xff)),
+            empty,
+            "garbage"
+        );
+        assert_eq!(
+            damaged(&|chunk| *chunk = [&[CHUNK_PLAIN][..], &[0xc3; 4096]].concat()),
+            empty,
+            "not UTF-8"
+        );
+        // Lengths that the chunk does not hold: symbols from another file.
+        let (others, _) = built(3);
+        assert_eq!(details.get(&others, 1), empty);
+        assert_eq!(Details::default().get(&symbols, 0), empty, "no chunks");
+    }
 }

@@ -225,7 +225,7 @@ fn map_from_graph(index: &Index, graph: &RepoGraph, request: &RepoMapRequest<'_>
         };
         let symbol = &entry.symbols[symbol_index];
         let is_new_file = !file_order.contains_key(&file);
-        let cost = estimate_tokens(symbol.signature())
+        let cost = symbol.signature_len().div_ceil(4)
             + 2
             + if is_new_file {
                 estimate_tokens(&entry.path) + 2
@@ -257,7 +257,7 @@ fn map_from_graph(index: &Index, graph: &RepoGraph, request: &RepoMapRequest<'_>
                 std::iter::successors(symbol.parent(), |&parent| entry.symbols[parent].parent())
                     .count();
             map.push_str(&"  ".repeat(depth + 1));
-            map.push_str(symbol.signature());
+            map.push_str(&entry.detail(i).signature);
             map.push('\n');
         }
     }

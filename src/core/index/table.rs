@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use hashbrown::HashTable;
 
-use super::extract::{FileSymbols, Symbol};
+use super::extract::{Detail, Details, FileSymbols, Symbol};
 use super::language::Language;
 use super::repo_graph::{MAX_DEFINING_FILES, RepoGraph};
 
@@ -363,11 +363,20 @@ pub struct FileEntry {
     pub path: String,
     pub language: Language,
     pub symbols: Vec<Symbol>,
+    /// The symbols' signatures and outlines.
+    details: Details,
     references: Vec<StoredReference>,
     pub bytes: usize,
     pub has_errors: bool,
     /// The index's generation when this entry was last written (upserted or renamed).
     version: u64,
+}
+
+impl FileEntry {
+    /// Symbol `index`'s signature and outline.
+    pub fn detail(&self, index: usize) -> Detail {
+        self.details.get(&self.symbols, index)
+    }
 }
 
 /// A definition found in the index.
@@ -378,6 +387,14 @@ pub struct Found<'i> {
     pub language: Language,
     pub symbol: &'i Symbol,
     pub index: usize,
+    pub entry: &'i FileEntry,
+}
+
+impl Found<'_> {
+    /// Its signature and outline.
+    pub fn detail(&self) -> Detail {
+        self.entry.detail(self.index)
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -464,6 +481,7 @@ impl Index {
             path: path.to_owned(),
             language,
             symbols: found.symbols,
+            details: found.details,
             references,
             bytes,
             has_errors: found.has_errors,
@@ -672,6 +690,7 @@ impl Index {
             language: entry.language,
             symbol: entry.symbols.get(index)?,
             index,
+            entry,
         })
     }
 
@@ -730,17 +749,16 @@ impl Index {
             .collect()
     }
 
-    /// The definitions nested directly in `file`'s symbol number `parent` (a type's methods).
-    pub fn children<'i>(
-        &'i self,
-        file: &'i FileEntry,
-        parent: usize,
-    ) -> impl Iterator<Item = &'i Symbol> {
+    /// The numbers of the definitions nested directly in `file`'s symbol number `parent` (a
+    /// type's methods).
+    pub fn children(file: &FileEntry, parent: usize) -> impl Iterator<Item = usize> + '_ {
         file.symbols
             .iter()
+            .enumerate()
             .skip(parent + 1)
-            .take_while(move |symbol| symbol.range().start < file.symbols[parent].range().end)
-            .filter(move |symbol| symbol.parent() == Some(parent))
+            .take_while(move |(_, symbol)| symbol.range().start < file.symbols[parent].range().end)
+            .filter(move |(_, symbol)| symbol.parent() == Some(parent))
+            .map(|(index, _)| index)
     }
 
     /// Every use of `name`: the file and the byte range, by path and then position.
@@ -769,11 +787,21 @@ impl Index {
 
     /// The innermost definition that contains `offset`.
     pub fn enclosing_symbol(&self, path: &str, offset: usize) -> Option<&Symbol> {
-        self.file(path)?
+        self.enclosing(path, offset).map(|found| found.symbol)
+    }
+
+    /// The innermost definition that contains `offset`, with where it is.
+    pub fn enclosing(&self, path: &str, offset: usize) -> Option<Found<'_>> {
+        let file = self.file_id(path)?;
+        let index = self
+            .entry(file)?
             .symbols
             .iter()
-            .filter(|symbol| symbol.range().contains(&offset))
-            .min_by_key(|symbol| symbol.range().len())
+            .enumerate()
+            .filter(|(_, symbol)| symbol.range().contains(&offset))
+            .min_by_key(|(_, symbol)| symbol.range().len())?
+            .0;
+        self.found(file, index)
     }
 
     /// The name at `offset`: a reference or a definition's name.
@@ -935,12 +963,13 @@ impl Index {
     pub fn memory_by_part(&self) -> Vec<(&'static str, usize)> {
         use std::mem::size_of;
         let mut symbol_structs = 0;
-        let mut symbol_texts = 0;
+        let (mut symbol_paths, mut details) = (0, 0);
         let mut references = 0;
         let mut file_paths = 0;
         for (_, entry) in self.files() {
             symbol_structs += entry.symbols.capacity() * size_of::<Symbol>();
-            symbol_texts += entry.symbols.iter().map(Symbol::heap_bytes).sum::<usize>();
+            symbol_paths += entry.symbols.iter().map(|s| s.path().len()).sum::<usize>();
+            details += entry.details.bytes();
             references += entry.references.capacity() * size_of::<StoredReference>();
             file_paths += entry.path.capacity() * 2;
         }
@@ -949,7 +978,8 @@ impl Index {
         let definitions = self.definitions.bytes();
         vec![
             ("symbol structs", symbol_structs),
-            ("symbol paths, signatures, outlines", symbol_texts),
+            ("symbol paths", symbol_paths),
+            ("signatures and outlines, compressed", details),
             ("references", references),
             ("file paths", file_paths),
             ("interned names", name_tables),

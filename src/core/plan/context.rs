@@ -35,7 +35,7 @@ pub fn used_definitions(
             found.push(format!(
                 "{}: {}",
                 definition.path,
-                definition.symbol.signature()
+                definition.detail().signature
             ));
         }
     }
