@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use tree_sitter::{Node, Parser, QueryCursor, StreamingIterator, Tree};
@@ -93,20 +94,23 @@ impl SymbolKind {
 
 /// One definition in a file. Ranges are byte ranges of the file's text.
 ///
-/// Compact, since a large tree holds millions of them: the qualified path (which ends with
-/// the name) is its one heap block, offsets are 32-bit (no indexed file comes near 4 GiB),
-/// and its signature and outline are kept apart, compressed with their neighbours' (see
-/// [`Details`]), where they were once two thirds of its bytes.
+/// Compact, since a large tree holds millions of them: 56 bytes, with the qualified path
+/// (which ends with the name) inline up to 24 bytes (most of a C tree's) and on the heap
+/// only when longer; offsets are 32-bit (no indexed file comes near 4 GiB); its signature
+/// and outline are kept apart, compressed with their neighbours' (see [`Details`]), where
+/// they were once two thirds of its bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Symbol {
     pub kind: SymbolKind,
     /// The qualified path.
-    path: Box<str>,
-    name_len: u32,
+    path: CompactString,
+    /// The name's length: its range is `name_start..name_start + name_len` (see
+    /// [`MAX_NAME_BYTES`]).
+    name_len: u16,
     /// The lengths of its signature and outline, which [`Details`] holds.
     signature_len: u16,
     outline_len: u16,
-    name_range: [u32; 2],
+    name_start: u32,
     range: [u32; 2],
     /// `NO_BODY` when the definition has none.
     body: [u32; 2],
@@ -115,6 +119,10 @@ pub struct Symbol {
 }
 
 const NO_BODY: [u32; 2] = [u32::MAX, u32::MAX];
+
+/// The longest name a definition may have: a longer "identifier" is no code a person
+/// wrote (a generated or hostile file), and extraction skips its definition.
+pub const MAX_NAME_BYTES: usize = 1024;
 const NO_PARENT: u32 = u32::MAX;
 
 /// What a [`Symbol`] is made of, before it is packed.
@@ -140,17 +148,19 @@ pub struct SymbolParts<'a> {
 impl Symbol {
     /// Packs `parts`, but for its signature and outline, which the caller keeps in a
     /// [`Details`] (see [`SymbolsBuilder`]). Offsets past 4 GiB or a name longer than its path
-    /// (neither of which extraction makes) are cut to fit.
+    /// (neither of which extraction makes) are cut to fit, and so is a name past
+    /// [`MAX_NAME_BYTES`] (which extraction skips).
     fn new(parts: &SymbolParts<'_>, signature_len: usize, outline_len: usize) -> Symbol {
         let offset = |at: usize| u32::try_from(at).unwrap_or(u32::MAX - 1);
         let pair = |range: &Range<usize>| [offset(range.start), offset(range.end)];
+        let name_len = parts.name_len.min(parts.path.len()).min(MAX_NAME_BYTES);
         Symbol {
             kind: parts.kind,
             path: parts.path.into(),
-            name_len: offset(parts.name_len.min(parts.path.len())),
+            name_len: name_len as u16,
             signature_len: signature_len as u16,
             outline_len: outline_len as u16,
-            name_range: pair(&parts.name_range),
+            name_start: offset(parts.name_range.start),
             range: pair(&parts.range),
             body: parts.body.as_ref().map_or(NO_BODY, pair),
             parent: parts.parent.map_or(NO_PARENT, offset),
@@ -169,6 +179,15 @@ impl Symbol {
         &self.path
     }
 
+    /// What its path holds on the heap: nothing for one of up to 24 bytes, kept inline.
+    pub fn path_heap_bytes(&self) -> usize {
+        if self.path.is_heap_allocated() {
+            self.path.capacity()
+        } else {
+            0
+        }
+    }
+
     /// How long its signature is, in bytes, without unpacking it (a repo map's cost).
     pub fn signature_len(&self) -> usize {
         self.signature_len as usize
@@ -180,7 +199,8 @@ impl Symbol {
 
     /// The name's byte range.
     pub fn name_range(&self) -> Range<usize> {
-        self.name_range[0] as usize..self.name_range[1] as usize
+        let start = self.name_start as usize;
+        start..start + self.name_len as usize
     }
 
     /// The whole definition.
@@ -566,7 +586,7 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
         }
         let Some(name_node) = name_node else { continue };
         let name_text = node_text(name_node, text);
-        if name_text.is_empty() {
+        if name_text.is_empty() || name_text.len() > MAX_NAME_BYTES {
             continue;
         }
         if let Some((kind, node)) = definition {
@@ -811,6 +831,20 @@ mod tests {
             ));
         }
         builder.finish()
+    }
+
+    #[test]
+    fn a_symbol_is_56_bytes_and_a_name_past_the_limit_defines_nothing() {
+        assert_eq!(std::mem::size_of::<Symbol>(), 56);
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        let fits = "y".repeat(MAX_NAME_BYTES);
+        let text = format!("fn {long}() {{}}\nfn {fits}() {{}}\nfn short() {{ {long}(); }}\n");
+        let tree = parse(Language::Rust, &text, None).unwrap();
+        let found = extract(Language::Rust, &tree, &text);
+        let names: Vec<&str> = found.symbols.iter().map(Symbol::name).collect();
+        assert_eq!(names, [fits.as_str(), "short"]);
+        assert_eq!(&text[found.symbols[0].name_range()], fits);
+        assert_eq!(found.detail(1).signature, "fn short()");
     }
 
     #[test]
