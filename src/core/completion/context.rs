@@ -138,6 +138,11 @@ impl Chooser<'_> {
 
     /// Adds `file`'s symbol number `index`, unless it is here already; `true` when added.
     fn add(&mut self, file: &FileEntry, index: usize) -> bool {
+        self.add_unpacked(file, index, None)
+    }
+
+    /// [`add`](Self::add), with the symbol's detail when the caller unpacked it already.
+    fn add_unpacked(&mut self, file: &FileEntry, index: usize, known: Option<Detail>) -> bool {
         let path = file.path.as_str();
         if self.full() || path == self.path {
             return false;
@@ -148,7 +153,7 @@ impl Chooser<'_> {
         if !self.seen.insert((path.to_owned(), symbol.range().start)) {
             return false;
         }
-        let detail = file.detail(index);
+        let detail = known.unwrap_or_else(|| file.detail(index));
         let text = snippet(&detail);
         if self.window.contains(&detail.signature) || !self.signatures.insert(text.clone()) {
             return false;
@@ -316,9 +321,9 @@ impl Chooser<'_> {
                     continue;
                 }
                 // A member the type's outline shows already adds nothing.
-                let signature = member_file.detail(member).signature;
-                if !outline.contains(signature.trim_end_matches(['{', ':', ' '])) {
-                    listed += usize::from(self.add(member_file, member));
+                let detail = member_file.detail(member);
+                if !outline.contains(detail.signature.trim_end_matches(['{', ':', ' '])) {
+                    listed += usize::from(self.add_unpacked(member_file, member, Some(detail)));
                 }
             }
         }

@@ -799,36 +799,35 @@ fn outline(text: &str, symbols: &[Draft], i: usize) -> String {
 mod tests {
     use super::*;
 
-    /// Symbol `i` of [`built`]: its signature says its number, its outline repeats it.
-    fn parts_of(i: usize, path: &str, signature: &str, outline: &str) -> SymbolParts<'static> {
-        let leak = |text: &str| -> &'static str { Box::leak(text.to_owned().into_boxed_str()) };
-        SymbolParts {
-            kind: SymbolKind::Struct,
-            path: leak(path),
-            name_len: path.len(),
-            name_range: i * 10..i * 10 + 3,
-            range: i * 10..i * 10 + 9,
-            body: None,
-            signature: leak(signature),
-            parent: None,
-            outline: leak(outline),
+    /// Symbol `i` of [`built`]: its signature says its number, its outline (empty for
+    /// every third) repeats a field up to four times.
+    fn signature_of(i: usize) -> String {
+        format!("struct Item{i} é")
+    }
+
+    fn outline_of(i: usize) -> String {
+        if i.is_multiple_of(3) {
+            String::new()
+        } else {
+            format!("field_{i}: u32, ").repeat(i % 5)
         }
     }
 
     fn built(count: usize) -> (Vec<Symbol>, Details) {
         let mut builder = SymbolsBuilder::with_capacity(count);
         for i in 0..count {
-            let outline = if i % 3 == 0 {
-                String::new()
-            } else {
-                format!("field_{i}: u32, ").repeat(i % 5)
-            };
-            builder.push(parts_of(
-                i,
-                &format!("Item{i}"),
-                &format!("struct Item{i} é"),
-                &outline,
-            ));
+            let path = format!("Item{i}");
+            builder.push(SymbolParts {
+                kind: SymbolKind::Struct,
+                path: &path,
+                name_len: path.len(),
+                name_range: i * 10..i * 10 + 3,
+                range: i * 10..i * 10 + 9,
+                body: None,
+                signature: &signature_of(i),
+                parent: None,
+                outline: &outline_of(i),
+            });
         }
         builder.finish()
     }
@@ -861,13 +860,8 @@ mod tests {
         assert_eq!(decoded, details);
         for i in 0..count {
             let detail = decoded.get(&symbols, i);
-            assert_eq!(detail.signature, format!("struct Item{i} é"));
-            let outline = if i % 3 == 0 {
-                String::new()
-            } else {
-                format!("field_{i}: u32, ").repeat(i % 5)
-            };
-            assert_eq!(detail.outline, outline, "symbol {i}");
+            assert_eq!(detail.signature, signature_of(i));
+            assert_eq!(detail.outline, outline_of(i), "symbol {i}");
         }
         assert_eq!(
             decoded.get(&symbols, count),
