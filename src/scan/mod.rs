@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ignore::{WalkBuilder, WalkState};
 
 pub mod cache;
+mod heap;
 
 use crate::core::index::cache_format::{FileHead, FileStamp, content_hash, encode_symbols};
 use crate::core::index::extract::{FileSymbols, extract, parse};
@@ -217,6 +218,7 @@ pub fn scan(
             });
         });
         let mut seen = 0;
+        let mut read_since_trim = 0;
         for outcome in receiver.into_iter().flatten() {
             seen += 1;
             match outcome {
@@ -224,7 +226,12 @@ pub fn scan(
                     progress(seen, &file.path);
                     stats.indexed += 1;
                     stats.from_cache += usize::from(reused);
+                    read_since_trim += file.bytes;
                     index(file);
+                    if read_since_trim >= heap::TRIM_EVERY_BYTES {
+                        heap::release_free_pages();
+                        read_since_trim = 0;
+                    }
                 }
                 Outcome::Skipped(reason, what) => {
                     if reason != Skip::UnknownLanguage {
@@ -241,6 +248,7 @@ pub fn scan(
             }
         }
     });
+    heap::release_free_pages();
     stats.elapsed = started.elapsed();
     stats.skipped.sort();
     stats.unindexed.sort();
