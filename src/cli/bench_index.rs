@@ -330,7 +330,7 @@ fn prefix_lookup_times(index: &crate::core::index::table::Index) -> Option<Looku
     let prefixes: Vec<String> = files
         .iter()
         .step_by(step)
-        .filter_map(|(_, entry)| entry.symbols.first())
+        .filter_map(|(_, entry)| entry.symbol(0))
         .flat_map(|symbol| {
             let name: Vec<char> = symbol.name().chars().collect();
             (1..=4.min(name.len())).map(move |length| name[..length].iter().collect::<String>())

@@ -280,7 +280,7 @@ fn edit_request(context: &PlanContext, arguments: EditArguments) -> Result<PlanR
                 .into_iter()
                 .map(|symbol| Focus::Symbol {
                     file: key.clone(),
-                    path: symbol.path().to_owned(),
+                    path: symbol.symbol_path().into_owned(),
                 })
                 .collect())
         },

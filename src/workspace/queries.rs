@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 use super::{Key, Workspace};
-use crate::core::index::extract::{Detail, Symbol, SymbolKind};
+use crate::core::index::extract::SymbolKind;
 use crate::core::index::language::Language;
 use crate::core::index::table::Found;
 
@@ -31,17 +31,14 @@ pub struct SymbolAt {
 
 impl SymbolAt {
     fn of(found: &Found<'_>) -> Self {
-        SymbolAt::new(found.path, found.language, found.symbol, found.detail())
-    }
-
-    fn new(file: &str, language: Language, symbol: &Symbol, detail: Detail) -> Self {
+        let symbol = found.symbol;
         SymbolAt {
-            file: file.to_owned(),
-            language,
-            name: symbol.name().to_owned(),
-            path: symbol.path().to_owned(),
+            file: found.path.to_owned(),
+            language: found.language,
+            name: found.name().to_owned(),
+            path: found.symbol_path().into_owned(),
             kind: symbol.kind,
-            signature: detail.signature,
+            signature: found.detail().signature,
             range: symbol.range(),
             name_range: symbol.name_range(),
             parent: symbol.parent(),
@@ -72,16 +69,7 @@ impl Workspace {
     /// The symbols of one file, in source order (parents before their children).
     pub fn document_symbols(&self, key: &str) -> Option<Vec<SymbolAt>> {
         let entry = self.index().file(key)?;
-        Some(
-            entry
-                .symbols
-                .iter()
-                .enumerate()
-                .map(|(index, symbol)| {
-                    SymbolAt::new(key, entry.language, symbol, entry.detail(index))
-                })
-                .collect(),
-        )
+        Some(entry.symbols().map(|found| SymbolAt::of(&found)).collect())
     }
 
     /// Definitions whose name matches `query`, best first.

@@ -483,13 +483,15 @@ fn the_table_answers_enclosing_symbols_references_and_renames() {
     let inside_area = SHAPES.find("3.14").unwrap();
     assert_eq!(
         index
-            .enclosing_symbol("src/shapes.rs", inside_area)
-            .map(|s| s.path()),
-        Some("Circle::area")
+            .enclosing("src/shapes.rs", inside_area)
+            .map(|s| s.symbol_path().into_owned()),
+        Some("Circle::area".to_owned())
     );
     assert_eq!(
-        index.enclosing_symbol("src/shapes.rs", 0).map(|s| s.path()),
-        Some("Shape")
+        index
+            .enclosing("src/shapes.rs", 0)
+            .map(|s| s.symbol_path().into_owned()),
+        Some("Shape".to_owned())
     );
     let uses: Vec<&str> = index
         .references("total_area")

@@ -127,7 +127,7 @@ fn shown(index: &Index) -> String {
     let mut lines: Vec<String> = index
         .files()
         .map(|(_, entry)| {
-            let names: Vec<&str> = entry.symbols.iter().map(|s| s.path()).collect();
+            let names: Vec<String> = entry.symbols().map(|s| s.symbol_path().into()).collect();
             format!("{}: {}", entry.path, names.join(", "))
         })
         .collect();

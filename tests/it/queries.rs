@@ -2,6 +2,7 @@
 
 use tierls::core::index::extract::{extract, parse};
 use tierls::core::index::language::Language;
+use tierls::core::index::table::Index;
 
 #[test]
 fn every_query_compiles_against_its_grammar() {
@@ -24,9 +25,23 @@ fn every_query_compiles_against_its_grammar() {
 }
 
 /// One line per definition (kind, qualified path, line, signature), then the references.
+/// Every name and path also reads back the same from the index, which keeps names by id
+/// and rebuilds paths from the parents' names.
 fn check(language: Language, source: &str) -> String {
     let tree = parse(language, source, None).unwrap();
     let found = extract(language, &tree, source);
+    let mut index = Index::default();
+    index.upsert("file", language, found.clone(), source.len());
+    let indexed: Vec<(String, String)> = (index.file("file").unwrap().symbols())
+        .map(|symbol| (symbol.name().to_owned(), symbol.symbol_path().into_owned()))
+        .collect();
+    let extracted: Vec<(String, String)> = (found.symbols.iter())
+        .map(|symbol| (symbol.name().to_owned(), symbol.path().to_owned()))
+        .collect();
+    assert_eq!(
+        indexed, extracted,
+        "names and paths as the index reads them"
+    );
     let line_of = |offset: usize| source[..offset].matches('\n').count() + 1;
     let mut lines: Vec<String> = found
         .symbols

@@ -11,9 +11,9 @@ use super::cursor::{AtCursor, at_cursor, receiver_types};
 use super::imports::{Import, imports};
 use super::{CompletionInput, RecentEdit};
 use crate::core::generation::ContextChunk;
-use crate::core::index::extract::{Detail, Symbol, SymbolKind};
+use crate::core::index::extract::{Detail, SymbolKind};
 use crate::core::index::language::Language;
-use crate::core::index::table::{FileEntry, Found, Index};
+use crate::core::index::table::{Entry, Found, Index};
 
 /// At most this many definitions go into the context.
 const CONTEXT_DEFINITIONS: usize = 10;
@@ -57,9 +57,9 @@ pub fn choose_context(input: &CompletionInput<'_>, offset: usize) -> Vec<Context
         .max(super::char_floor(text, offset.saturating_sub(LINE_TAIL)));
     let line_prefix = text.byte_slice(line_start..offset).to_string();
     let cursor = at_cursor(&line_prefix);
-    let enclosing = input.index.enclosing_symbol(input.path, offset);
+    let enclosing = input.index.enclosing(input.path, offset);
     let window_start = enclosing
-        .map_or(0, |symbol| symbol.range().start)
+        .map_or(0, |found| found.symbol.range().start)
         .max(offset.saturating_sub(NAMES_WINDOW));
     let window = text
         .byte_slice(super::char_floor(text, window_start)..offset)
@@ -137,20 +137,23 @@ impl Chooser<'_> {
     }
 
     /// Adds `file`'s symbol number `index`, unless it is here already; `true` when added.
-    fn add(&mut self, file: &FileEntry, index: usize) -> bool {
+    fn add(&mut self, file: Entry<'_>, index: usize) -> bool {
         self.add_unpacked(file, index, None)
     }
 
     /// [`add`](Self::add), with the symbol's detail when the caller unpacked it already.
-    fn add_unpacked(&mut self, file: &FileEntry, index: usize, known: Option<Detail>) -> bool {
-        let path = file.path.as_str();
+    fn add_unpacked(&mut self, file: Entry<'_>, index: usize, known: Option<Detail>) -> bool {
+        let path = file.path();
         if self.full() || path == self.path {
             return false;
         }
-        let Some(symbol) = file.symbols.get(index) else {
+        let Some(symbol) = file.symbol(index) else {
             return false;
         };
-        if !self.seen.insert((path.to_owned(), symbol.range().start)) {
+        if !self
+            .seen
+            .insert((path.to_owned(), symbol.symbol.range().start))
+        {
             return false;
         }
         let detail = known.unwrap_or_else(|| file.detail(index));
@@ -193,7 +196,7 @@ impl Chooser<'_> {
         cursor: &AtCursor<'_>,
         imported: &[Import],
         window: &str,
-        enclosing: Option<&Symbol>,
+        enclosing: Option<Found<'_>>,
         offset: usize,
     ) {
         let Some(&first) = cursor.receiver.first() else {
@@ -261,19 +264,20 @@ impl Chooser<'_> {
     }
 
     /// The type of the method the cursor is in: its class, impl or Go receiver.
-    fn enclosing_type(&self, enclosing: Option<&Symbol>, offset: usize) -> Option<String> {
+    fn enclosing_type(&self, enclosing: Option<Found<'_>>, offset: usize) -> Option<String> {
         let file = self.index.file(self.path)?;
         let holder = file
-            .symbols
-            .iter()
-            .filter(|symbol| symbol.range().contains(&offset) && holds_members(symbol.kind))
-            .min_by_key(|symbol| symbol.range().len());
+            .symbols()
+            .filter(|found| {
+                found.symbol.range().contains(&offset) && holds_members(found.symbol.kind)
+            })
+            .min_by_key(|found| found.symbol.range().len());
         if let Some(holder) = holder {
             return Some(holder.name().to_owned());
         }
         // A Go method: its path is `Type.Method`.
-        let enclosing = enclosing?;
-        let (owner, _) = enclosing.path().rsplit_once(self.language.separator())?;
+        let path = enclosing?.symbol_path();
+        let (owner, _) = path.rsplit_once(self.language.separator())?;
         Some(owner.to_owned())
     }
 
@@ -297,7 +301,7 @@ impl Chooser<'_> {
             };
             // The type itself, with its outline of fields and methods.
             self.add_found(found);
-            let mut members: Vec<(&FileEntry, usize)> = Index::children(file, found.index)
+            let mut members: Vec<(Entry<'_>, usize)> = Index::children(&file, found.index)
                 .map(|index| (file, index))
                 .collect();
             // Go methods live beside the type, not in it: `Type.Method` paths in its folder.
@@ -306,9 +310,9 @@ impl Chooser<'_> {
                 let folder = found.path.rsplit_once('/').map_or("", |(dir, _)| dir);
                 for entry in self.index.files_in_dir(folder, 64) {
                     members.extend(
-                        (entry.symbols.iter().enumerate())
-                            .filter(|(_, symbol)| symbol.path().starts_with(&owner_prefix))
-                            .map(|(index, _)| (entry, index)),
+                        (entry.symbols())
+                            .filter(|member| member.symbol_path().starts_with(&owner_prefix))
+                            .map(|member| (entry, member.index)),
                     );
                 }
             }
@@ -317,7 +321,8 @@ impl Chooser<'_> {
                 if listed >= MEMBERS || self.full() {
                     break;
                 }
-                if !member_file.symbols[member].name().starts_with(word) {
+                let named = member_file.symbol(member).map_or("", |found| found.name());
+                if !named.starts_with(word) {
                     continue;
                 }
                 // A member the type's outline shows already adds nothing.
@@ -332,20 +337,20 @@ impl Chooser<'_> {
 
     /// The top-level definitions of a module's files that start with `word` (all of them,
     /// up to `MEMBERS`, when nothing is typed yet).
-    fn module_members(&mut self, files: &[&FileEntry], word: &str) {
+    fn module_members(&mut self, files: &[Entry<'_>], word: &str) {
         let mut listed = 0;
-        for file in files {
-            for (index, symbol) in file.symbols.iter().enumerate() {
-                if symbol.parent().is_some() {
+        for &file in files {
+            for found in file.symbols() {
+                if found.symbol.parent().is_some() {
                     continue;
                 }
                 if listed >= MEMBERS || self.full() {
                     return;
                 }
-                if symbol.name().starts_with(word)
-                    && !symbol.path().contains(self.language.separator())
+                if found.name().starts_with(word)
+                    && !found.symbol_path().contains(self.language.separator())
                 {
-                    listed += usize::from(self.add(file, index));
+                    listed += usize::from(self.add(file, found.index));
                 }
             }
         }
@@ -488,21 +493,18 @@ impl Chooser<'_> {
         }
         let folder = self.path.rsplit_once('/').map_or("", |(dir, _)| dir);
         let files = self.index.files_in_dir(folder, 64);
-        let mut symbols: Vec<(&FileEntry, usize)> = files
+        let mut symbols: Vec<Found<'_>> = files
             .iter()
             .filter(|file| file.path != self.path)
-            .flat_map(|file| {
-                (file.symbols.iter().enumerate())
-                    .filter(|(_, symbol)| symbol.parent().is_none() && !symbol.path().contains('.'))
-                    .map(|(index, _)| (*file, index))
-            })
+            .flat_map(|file| file.symbols())
+            .filter(|found| found.symbol.parent().is_none() && !found.symbol_path().contains('.'))
             .collect();
-        symbols.sort_by_key(|(file, index)| !file.symbols[*index].name().starts_with(cursor.word));
-        for (file, index) in symbols {
+        symbols.sort_by_key(|found| !found.name().starts_with(cursor.word));
+        for found in symbols {
             if self.full() {
                 return;
             }
-            self.add(file, index);
+            self.add_found(&found);
         }
     }
 }
@@ -542,7 +544,7 @@ pub fn module_files<'i>(
     from: &str,
     language: Language,
     module: &str,
-) -> Vec<&'i FileEntry> {
+) -> Vec<Entry<'i>> {
     let folder = from.rsplit_once('/').map_or("", |(dir, _)| dir);
     let relative =
         module.starts_with("./") || module.starts_with("../") || module == "." || module == "..";

@@ -100,8 +100,8 @@ pub fn plan_completion(input: &CompletionInput<'_>) -> CompletionPlan {
     let opens_block = previous_line.trim_end().ends_with(['{', ':', '(', '[']);
     let in_body = input
         .index
-        .enclosing_symbol(input.path, offset)
-        .and_then(|symbol| symbol.body())
+        .enclosing(input.path, offset)
+        .and_then(|found| found.symbol.body())
         .is_some_and(|body| body.start < offset && offset < body.end);
     let mode = if blank_line && (opens_block || in_body) {
         Mode::Block

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tree_sitter::{Node, Parser, QueryCursor, StreamingIterator, Tree};
 
 use super::language::Language;
+use super::table::NameId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SymbolKind {
@@ -94,16 +95,17 @@ impl SymbolKind {
 
 /// One definition in a file. Ranges are byte ranges of the file's text.
 ///
-/// Compact, since a large tree holds millions of them: 56 bytes, with the qualified path
-/// (which ends with the name) inline up to 24 bytes (most of a C tree's) and on the heap
-/// only when longer; offsets are 32-bit (no indexed file comes near 4 GiB); its signature
-/// and outline are kept apart, compressed with their neighbours' (see [`Details`]), where
-/// they were once two thirds of its bytes.
+/// Compact, since a large tree holds millions of them; offsets are 32-bit (no indexed file
+/// comes near 4 GiB); its signature and outline are kept apart, compressed with their
+/// neighbours' (see [`Details`]), where they were once two thirds of its bytes. What names
+/// it is `Key`: as extraction makes it, its qualified path (which ends with the name), inline
+/// up to 24 bytes (56 bytes in all); as the index keeps it, its name's id in the index's
+/// interner (36 bytes in all: see [`IndexedSymbol`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Symbol {
+pub struct Symbol<Key = CompactString> {
     pub kind: SymbolKind,
-    /// The qualified path.
-    path: CompactString,
+    /// The qualified path, or the name's id.
+    key: Key,
     /// The name's length: its range is `name_start..name_start + name_len` (see
     /// [`MAX_NAME_BYTES`]).
     name_len: u16,
@@ -117,6 +119,11 @@ pub struct Symbol {
     /// `NO_PARENT` at the top level.
     parent: u32,
 }
+
+/// A definition as the index keeps it: its name by id, where a C tree's two million
+/// definitions once held their names a second time, a million of them on the heap. Its
+/// path is rebuilt from its parents' names (see `table::Entry::symbol`).
+pub type IndexedSymbol = Symbol<NameId>;
 
 const NO_BODY: [u32; 2] = [u32::MAX, u32::MAX];
 
@@ -156,7 +163,7 @@ impl Symbol {
         let name_len = parts.name_len.min(parts.path.len()).min(MAX_NAME_BYTES);
         Symbol {
             kind: parts.kind,
-            path: parts.path.into(),
+            key: parts.path.into(),
             name_len: name_len as u16,
             signature_len: signature_len as u16,
             outline_len: outline_len as u16,
@@ -169,25 +176,40 @@ impl Symbol {
 
     /// The name as written at the definition.
     pub fn name(&self) -> &str {
-        let start = self.path.len().saturating_sub(self.name_len as usize);
+        let start = self.key.len().saturating_sub(self.name_len as usize);
         // Checked: a symbol decoded from a damaged cache reads as empty, never panics.
-        self.path.get(start..).unwrap_or_default()
+        self.key.get(start..).unwrap_or_default()
     }
 
     /// The qualified path within the file: `Shape::area`, `Circle.area`.
     pub fn path(&self) -> &str {
-        &self.path
+        &self.key
     }
 
-    /// What its path holds on the heap: nothing for one of up to 24 bytes, kept inline.
-    pub fn path_heap_bytes(&self) -> usize {
-        if self.path.is_heap_allocated() {
-            self.path.capacity()
-        } else {
-            0
+    /// The same definition keyed by `key` instead, and nested in `parent`.
+    pub fn rekeyed<Key>(&self, key: Key, parent: Option<usize>) -> Symbol<Key> {
+        Symbol {
+            kind: self.kind,
+            key,
+            name_len: self.name_len,
+            signature_len: self.signature_len,
+            outline_len: self.outline_len,
+            name_start: self.name_start,
+            range: self.range,
+            body: self.body,
+            parent: parent.map_or(NO_PARENT, |parent| parent as u32),
         }
     }
+}
 
+impl IndexedSymbol {
+    /// Its name's id in the index.
+    pub fn name_id(&self) -> NameId {
+        self.key
+    }
+}
+
+impl<Key> Symbol<Key> {
     /// How long its signature is, in bytes, without unpacking it (a repo map's cost).
     pub fn signature_len(&self) -> usize {
         self.signature_len as usize
@@ -252,16 +274,16 @@ pub struct Details {
 impl Details {
     /// Symbol `index`'s signature and outline; empty when they cannot be unpacked (only a
     /// damaged cache could make that: the chunk's lengths come from its symbols).
-    pub fn get(&self, symbols: &[Symbol], index: usize) -> Detail {
+    pub fn get<Key>(&self, symbols: &[Symbol<Key>], index: usize) -> Detail {
         self.unpack(symbols, index).unwrap_or_default()
     }
 
-    fn unpack(&self, symbols: &[Symbol], index: usize) -> Option<Detail> {
+    fn unpack<Key>(&self, symbols: &[Symbol<Key>], index: usize) -> Option<Detail> {
         let chunk = self.chunks.get(index / DETAIL_CHUNK)?;
         let first = index / DETAIL_CHUNK * DETAIL_CHUNK;
         let members = symbols.get(first..(first + DETAIL_CHUNK).min(symbols.len()))?;
         let symbol = symbols.get(index)?;
-        let total: usize = members.iter().map(Symbol::details_len).sum();
+        let total: usize = members.iter().map(Symbol::<Key>::details_len).sum();
         let (&how, packed) = chunk.split_first()?;
         let text = match how {
             CHUNK_PLAIN => Cow::Borrowed(packed),
@@ -274,7 +296,7 @@ impl Details {
         };
         let start: usize = members[..index - first]
             .iter()
-            .map(Symbol::details_len)
+            .map(Symbol::<Key>::details_len)
             .sum();
         let signature_end = start + symbol.signature_len as usize;
         let slice = |range: Range<usize>| std::str::from_utf8(text.get(range)?).ok();
@@ -833,8 +855,9 @@ mod tests {
     }
 
     #[test]
-    fn a_symbol_is_56_bytes_and_a_name_past_the_limit_defines_nothing() {
+    fn a_symbol_is_56_bytes_36_indexed_and_a_name_past_the_limit_defines_nothing() {
         assert_eq!(std::mem::size_of::<Symbol>(), 56);
+        assert_eq!(std::mem::size_of::<IndexedSymbol>(), 36);
         let long = "x".repeat(MAX_NAME_BYTES + 1);
         let fits = "y".repeat(MAX_NAME_BYTES);
         let text = format!("fn {long}() {{}}\nfn {fits}() {{}}\nfn short() {{ {long}(); }}\n");

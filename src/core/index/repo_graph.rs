@@ -128,7 +128,7 @@ impl RepoGraph {
     fn flatten(&mut self, index: &Index) {
         let mut files: Vec<(FileId, &str)> = index
             .files()
-            .map(|(id, entry)| (id, entry.path.as_str()))
+            .map(|(id, entry)| (id, entry.path()))
             .collect();
         files.sort_by_key(|(_, path)| *path);
         let flat = &mut self.flat;
@@ -197,7 +197,7 @@ fn row(index: &Index, file: FileId, generation: u64) -> Row {
         }
     }
     let mut edges: Vec<(FileId, f64)> = targets.into_iter().collect();
-    let path = |file: FileId| index.entry(file).map_or("", |entry| entry.path.as_str());
+    let path = |file: FileId| index.entry(file).map_or("", |entry| entry.path());
     edges.sort_by(|a, b| path(a.0).cmp(path(b.0)));
     let out_weight = edges.iter().map(|edge| edge.1).sum();
     uses.sort_unstable_by_key(|(name, _)| *name);

@@ -1,13 +1,14 @@
 //! The symbol table of a workspace: every file's definitions and references, by path and by
 //! name.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
 use hashbrown::HashTable;
 
-use super::extract::{Detail, Details, FileSymbols, Symbol};
+use super::extract::{Detail, Details, FileSymbols, IndexedSymbol, Symbol};
 use super::language::Language;
 use super::repo_graph::{MAX_DEFINING_FILES, RepoGraph};
 
@@ -362,7 +363,11 @@ struct StoredReference {
 pub struct FileEntry {
     pub path: String,
     pub language: Language,
-    pub symbols: Vec<Symbol>,
+    /// Its definitions, by name id: read their names and paths through an [`Entry`].
+    pub symbols: Vec<IndexedSymbol>,
+    /// What stands before the name in the path of a symbol whose path is not its parent's
+    /// and a separator (a Go method's receiver type, `Shape.`), by symbol number, in order.
+    prefixes: Box<[(u32, NameId)]>,
     /// The symbols' signatures and outlines.
     details: Details,
     references: Vec<StoredReference>,
@@ -379,21 +384,123 @@ impl FileEntry {
     }
 }
 
+/// A file in the index, with what it takes to read its symbols' names (the index's
+/// interned names).
+#[derive(Clone, Copy, Debug)]
+pub struct Entry<'i> {
+    pub id: FileId,
+    file: &'i FileEntry,
+    names: &'i Interner,
+}
+
+impl std::ops::Deref for Entry<'_> {
+    type Target = FileEntry;
+
+    fn deref(&self) -> &FileEntry {
+        self.file
+    }
+}
+
+impl<'i> Entry<'i> {
+    /// The entry itself, for as long as the index is borrowed.
+    pub fn file(self) -> &'i FileEntry {
+        self.file
+    }
+
+    /// The file's path, for as long as the index is borrowed.
+    pub fn path(self) -> &'i str {
+        &self.file.path
+    }
+
+    /// Symbol `index`, with its name and path.
+    pub fn symbol(self, index: usize) -> Option<Found<'i>> {
+        Some(Found {
+            file: self.id,
+            path: &self.file.path,
+            language: self.file.language,
+            symbol: self.file.symbols.get(index)?,
+            index,
+            entry: self,
+        })
+    }
+
+    /// Every symbol, in the file's order.
+    pub fn symbols(self) -> impl Iterator<Item = Found<'i>> {
+        (0..self.file.symbols.len()).filter_map(move |index| self.symbol(index))
+    }
+
+    fn prefix(self, index: usize) -> Option<&'i str> {
+        let prefixes = &self.file.prefixes;
+        let at = prefixes
+            .binary_search_by_key(&(index as u32), |(symbol, _)| *symbol)
+            .ok()?;
+        Some(self.names.name(prefixes[at].1))
+    }
+}
+
 /// A definition found in the index.
 #[derive(Clone, Copy, Debug)]
 pub struct Found<'i> {
     pub file: FileId,
+    /// The file's path.
     pub path: &'i str,
     pub language: Language,
-    pub symbol: &'i Symbol,
+    pub symbol: &'i IndexedSymbol,
     pub index: usize,
-    pub entry: &'i FileEntry,
+    pub entry: Entry<'i>,
 }
 
-impl Found<'_> {
+impl<'i> Found<'i> {
     /// Its signature and outline.
     pub fn detail(&self) -> Detail {
         self.entry.detail(self.index)
+    }
+
+    /// The name as written at the definition.
+    pub fn name(&self) -> &'i str {
+        self.entry.names.name(self.symbol.name_id())
+    }
+
+    /// The qualified path within the file: `Shape::area`, `Circle.area`, rebuilt from the
+    /// names of the symbols it is nested in (borrowed for a top-level one, most of them).
+    pub fn symbol_path(&self) -> Cow<'i, str> {
+        // Parents come before their children (checked when the file was added), so this
+        // ends.
+        let mut names = vec![self.name()];
+        let mut at = *self;
+        let head = loop {
+            if let Some(prefix) = self.entry.prefix(at.index) {
+                break prefix;
+            }
+            match at
+                .symbol
+                .parent()
+                .and_then(|parent| self.entry.symbol(parent))
+            {
+                Some(parent) => {
+                    names.push(parent.name());
+                    at = parent;
+                }
+                None => break "",
+            }
+        };
+        if head.is_empty() && names.len() == 1 {
+            return Cow::Borrowed(names[0]);
+        }
+        let separator = self.language.separator();
+        let mut path = head.to_owned();
+        for (i, name) in names.iter().rev().enumerate() {
+            if i > 0 {
+                path.push_str(separator);
+            }
+            path.push_str(name);
+        }
+        Cow::Owned(path)
+    }
+
+    /// The symbol it is nested in.
+    pub fn parent(&self) -> Option<Found<'i>> {
+        self.entry.symbol(self.symbol.parent()?)
     }
 }
 
@@ -443,6 +550,7 @@ impl Index {
             .iter()
             .map(|symbol| self.names.intern(symbol.name()))
             .collect();
+        let (symbols, prefixes) = self.keyed(language, &found.symbols, &names);
         // Users' rows depend on how many definitions of a name a file holds, not on where
         // in it they are: only names whose count changed are journaled (an edit inside a
         // body touches none).
@@ -479,7 +587,8 @@ impl Index {
         self.files[id.0 as usize] = Some(FileEntry {
             path: path.to_owned(),
             language,
-            symbols: found.symbols,
+            symbols,
+            prefixes,
             details: found.details,
             references,
             bytes,
@@ -502,6 +611,41 @@ impl Index {
         // After the new definitions are in: the spread after the change includes them.
         self.journal_names(&changed, &spread_before);
         id
+    }
+
+    /// A file's symbols keyed by their names' ids, and the prefixes of the paths that do not
+    /// follow from their parents' (see [`Found::symbol_path`]): every path reads back as
+    /// extraction wrote it.
+    fn keyed(
+        &mut self,
+        language: Language,
+        symbols: &[Symbol],
+        names: &[NameId],
+    ) -> (Vec<IndexedSymbol>, Box<[(u32, NameId)]>) {
+        let separator = language.separator();
+        let mut keyed = Vec::with_capacity(symbols.len());
+        let mut prefixes = Vec::new();
+        for (index, (symbol, &name)) in symbols.iter().zip(names).enumerate() {
+            // Extraction puts a parent before its children; a parent anywhere else (a
+            // damaged cache) is dropped, so that a path's walk up its parents always ends.
+            let parent = symbol.parent().filter(|&parent| parent < index);
+            let path = symbol.path();
+            let prefix = &path[..path.len() - symbol.name().len()];
+            let follows = match parent {
+                Some(parent) => {
+                    let parent_path = symbols[parent].path();
+                    prefix.len() == parent_path.len() + separator.len()
+                        && prefix.starts_with(parent_path)
+                        && prefix.ends_with(separator)
+                }
+                None => prefix.is_empty(),
+            };
+            if !follows {
+                prefixes.push((index as u32, self.names.intern(prefix)));
+            }
+            keyed.push(symbol.rekeyed(name, parent));
+        }
+        (keyed, prefixes.into_boxed_slice())
     }
 
     /// Forgets a file; `false` when it was not indexed.
@@ -529,8 +673,8 @@ impl Index {
     fn defined_names_of(&self, path: &str) -> Vec<NameId> {
         self.file(path)
             .into_iter()
-            .flat_map(|entry| &entry.symbols)
-            .filter_map(|symbol| self.names.get(symbol.name()))
+            .flat_map(|entry| &entry.file().symbols)
+            .map(IndexedSymbol::name_id)
             .collect()
     }
 
@@ -597,11 +741,9 @@ impl Index {
         };
         if let Some(entry) = self.files[id.0 as usize].take() {
             for symbol in &entry.symbols {
-                if let Some(name) = self.names.get(symbol.name())
-                    && self
-                        .definitions
-                        .edit(name, |places| places.retain(|(file, _)| *file != id))
-                {
+                if self.definitions.edit(symbol.name_id(), |places| {
+                    places.retain(|(file, _)| *file != id)
+                }) {
                     self.defined_names.undefined += 1;
                 }
             }
@@ -633,12 +775,7 @@ impl Index {
         // The file's definitions move in the order of their names' places.
         let names: Vec<NameId> = self
             .entry(id)
-            .map(|entry| {
-                let names = entry.symbols.iter();
-                names
-                    .filter_map(|symbol| self.names.get(symbol.name()))
-                    .collect()
-            })
+            .map(|entry| entry.symbols.iter().map(IndexedSymbol::name_id).collect())
             .unwrap_or_default();
         let files = &self.files;
         for name in names {
@@ -654,19 +791,22 @@ impl Index {
         self.by_path.get(path).copied()
     }
 
-    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+    pub fn file(&self, path: &str) -> Option<Entry<'_>> {
         self.by_path.get(path).and_then(|id| self.entry(*id))
     }
 
-    pub fn entry(&self, id: FileId) -> Option<&FileEntry> {
-        self.files.get(id.0 as usize).and_then(Option::as_ref)
+    pub fn entry(&self, id: FileId) -> Option<Entry<'_>> {
+        let file = self.files.get(id.0 as usize)?.as_ref()?;
+        Some(Entry {
+            id,
+            file,
+            names: &self.names,
+        })
     }
 
-    pub fn files(&self) -> impl Iterator<Item = (FileId, &FileEntry)> {
-        self.files
-            .iter()
-            .enumerate()
-            .filter_map(|(id, entry)| entry.as_ref().map(|entry| (FileId(id as u32), entry)))
+    pub fn files(&self) -> impl Iterator<Item = (FileId, Entry<'_>)> {
+        (0..self.files.len())
+            .filter_map(|id| self.entry(FileId(id as u32)).map(|entry| (entry.id, entry)))
     }
 
     /// Every definition named `name`.
@@ -682,15 +822,7 @@ impl Index {
     }
 
     fn found(&self, file: FileId, index: usize) -> Option<Found<'_>> {
-        let entry = self.entry(file)?;
-        Some(Found {
-            file,
-            path: &entry.path,
-            language: entry.language,
-            symbol: entry.symbols.get(index)?,
-            index,
-            entry,
-        })
+        self.entry(file)?.symbol(index)
     }
 
     /// Starts a bulk load (a scan): the ordered tables are merged lazily until
@@ -727,7 +859,7 @@ impl Index {
     }
 
     /// The files directly in folder `dir` (`""` for the root), in path order, at most `limit`.
-    pub fn files_in_dir(&self, dir: &str, limit: usize) -> Vec<&FileEntry> {
+    pub fn files_in_dir(&self, dir: &str, limit: usize) -> Vec<Entry<'_>> {
         let start = if dir.is_empty() {
             String::new()
         } else {
@@ -768,6 +900,7 @@ impl Index {
         let mut found: Vec<(&str, Range<usize>)> = self
             .files()
             .flat_map(|(_, entry)| {
+                let entry = entry.file();
                 entry
                     .references
                     .iter()
@@ -782,11 +915,6 @@ impl Index {
     fn reference_range(&self, reference: &StoredReference) -> Range<usize> {
         let start = reference.start as usize;
         start..start + self.names.name(reference.name).len()
-    }
-
-    /// The innermost definition that contains `offset`.
-    pub fn enclosing_symbol(&self, path: &str, offset: usize) -> Option<&Symbol> {
-        self.enclosing(path, offset).map(|found| found.symbol)
     }
 
     /// The innermost definition that contains `offset`, with where it is.
@@ -821,7 +949,7 @@ impl Index {
                 .find(|symbol| {
                     (symbol.name_range().start..=symbol.name_range().end).contains(&offset)
                 })
-                .map(|symbol| symbol.name())
+                .map(|symbol| self.names.name(symbol.name_id()))
         })
     }
 
@@ -894,7 +1022,7 @@ impl Index {
             }
         }
         scored.sort_by(|a, b| {
-            (a.0, a.1, a.2.path, &a.2.symbol.path()).cmp(&(b.0, b.1, b.2.path, &b.2.symbol.path()))
+            (a.0, a.1, a.2.path, a.2.symbol_path()).cmp(&(b.0, b.1, b.2.path, b.2.symbol_path()))
         });
         scored
             .into_iter()
@@ -925,9 +1053,13 @@ impl Index {
 
     /// The names a file's references use, once per reference.
     pub fn referenced_names(&self, file: FileId) -> impl Iterator<Item = NameId> + '_ {
-        self.entry(file)
-            .into_iter()
-            .flat_map(|entry| entry.references.iter().map(|reference| reference.name))
+        self.entry(file).into_iter().flat_map(|entry| {
+            entry
+                .file()
+                .references
+                .iter()
+                .map(|reference| reference.name)
+        })
     }
 
     /// The names whose definitions changed after generation `seen`, or `None` when the
@@ -962,14 +1094,12 @@ impl Index {
     pub fn memory_by_part(&self) -> Vec<(&'static str, usize)> {
         use std::mem::size_of;
         let mut symbol_structs = 0;
-        let (mut symbol_paths, mut details) = (0, 0);
+        let (mut prefixes, mut details) = (0, 0);
         let mut references = 0;
         let mut file_paths = 0;
         for (_, entry) in self.files() {
-            symbol_structs += entry.symbols.capacity() * size_of::<Symbol>();
-            symbol_paths += (entry.symbols.iter())
-                .map(Symbol::path_heap_bytes)
-                .sum::<usize>();
+            symbol_structs += entry.symbols.capacity() * size_of::<IndexedSymbol>();
+            prefixes += entry.prefixes.len() * size_of::<(u32, NameId)>();
             details += entry.details.bytes();
             references += entry.references.capacity() * size_of::<StoredReference>();
             file_paths += entry.path.capacity() * 2;
@@ -979,7 +1109,7 @@ impl Index {
         let definitions = self.definitions.bytes();
         vec![
             ("symbol structs", symbol_structs),
-            ("symbol paths past 24 bytes", symbol_paths),
+            ("path prefixes (receivers)", prefixes),
             ("signatures and outlines, compressed", details),
             ("references", references),
             ("file paths", file_paths),
@@ -1066,6 +1196,64 @@ mod tests {
             assert_eq!(names.get(&format!("n{i}")), Some(*id));
         }
         assert_eq!(names.get("first_name"), Some(first));
+    }
+
+    /// Symbols as only a damaged cache could hold them (a parent after its child, a parent
+    /// of its own, a path that does not follow from its parent's, a name that is not the
+    /// path's end): every name and path reads back as it went in, and a walk up the parents
+    /// ends.
+    #[test]
+    fn paths_read_back_whatever_the_parents_say() {
+        use super::super::extract::{SymbolKind, SymbolParts, SymbolsBuilder};
+        // (path, name length, parent)
+        let given: [(&str, usize, Option<usize>); 7] = [
+            ("Outer", 5, None),
+            ("Outer::inner", 5, Some(0)),
+            ("Other::stray", 5, Some(0)),
+            ("ahead", 5, Some(5)),
+            ("self_parent", 11, Some(4)),
+            ("Recv.method", 6, None),
+            ("é", 1, None),
+        ];
+        let mut builder = SymbolsBuilder::with_capacity(given.len());
+        for (i, (path, name_len, parent)) in given.iter().enumerate() {
+            builder.push(SymbolParts {
+                kind: SymbolKind::Function,
+                path,
+                name_len: *name_len,
+                name_range: i * 10..i * 10 + 2,
+                range: i * 10..i * 10 + 9,
+                body: None,
+                signature: "",
+                parent: *parent,
+                outline: "",
+            });
+        }
+        let (symbols, details) = builder.finish();
+        let extracted: Vec<(String, String)> = (symbols.iter())
+            .map(|symbol| (symbol.name().to_owned(), symbol.path().to_owned()))
+            .collect();
+        let found = FileSymbols {
+            symbols,
+            details,
+            ..FileSymbols::default()
+        };
+        let mut index = Index::default();
+        index.upsert("a.rs", Language::Rust, found, 100);
+        let entry = index.file("a.rs").unwrap();
+        let read: Vec<(String, String)> = (entry.symbols())
+            .map(|symbol| (symbol.name().to_owned(), symbol.symbol_path().into_owned()))
+            .collect();
+        assert_eq!(read, extracted);
+        // "é" cut inside its character names nothing and keeps its whole path.
+        assert_eq!(read[6], (String::new(), "é".to_owned()));
+        let parents: Vec<Option<usize>> = entry.symbols.iter().map(|s| s.parent()).collect();
+        assert_eq!(
+            parents,
+            [None, Some(0), Some(0), None, None, None, None],
+            "a parent at or after its child is dropped"
+        );
+        assert_eq!(entry.prefixes.len(), 3, "stray, method and é keep a prefix");
     }
 
     /// A span keeps starts past 4 GiB and clamps a length past 24 bits; a name longer than

@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 
 use super::anchor::locate;
 use super::prompt::{PlannerInput, TargetSource};
-use crate::core::index::extract::{Symbol, SymbolKind};
+use crate::core::index::extract::{IndexedSymbol, SymbolKind};
 use crate::core::index::repo_map::{RepoMapRequest, estimate_tokens, repo_map};
-use crate::core::index::table::{FileEntry, Index};
+use crate::core::index::table::{Entry, Found, Index};
 
 /// Definitions in the index named by identifiers of `source`, as `file: signature`, leaving
 /// out `file`'s own `target` and names defined in many places (they say little).
@@ -29,7 +29,7 @@ pub fn used_definitions(
             continue;
         }
         for definition in definitions {
-            if definition.path == file && definition.symbol.path() == target {
+            if definition.path == file && definition.symbol_path() == target {
                 continue;
             }
             found.push(format!(
@@ -109,16 +109,15 @@ pub fn defining_files(index: &Index, name: &str) -> usize {
 }
 
 /// The symbols one focus item is about, in its file's entry.
-fn chosen_symbols<'i>(entry: &'i FileEntry, item: &Focus) -> Result<Vec<&'i Symbol>, String> {
+fn chosen_symbols<'i>(entry: Entry<'i>, item: &Focus) -> Result<Vec<Found<'i>>, String> {
     match item {
         Focus::File(_) => Ok(Vec::new()),
         Focus::Symbol { path, .. } => entry
-            .symbols
-            .iter()
-            .find(|symbol| symbol.path() == path)
+            .symbols()
+            .find(|symbol| symbol.symbol_path() == path.as_str())
             .map(|symbol| vec![symbol])
             .ok_or_else(|| format!("{} has no symbol `{path}`", item.file())),
-        Focus::Selection { range, .. } => Ok(selected_symbols(&entry.symbols, range)),
+        Focus::Selection { range, .. } => Ok(selected_symbols(entry, range)),
     }
 }
 
@@ -157,7 +156,7 @@ pub fn reference_files(index: &Index, focus: &[Focus], budget: usize) -> Vec<Str
 fn references_of(
     index: &Index,
     texts: &std::collections::BTreeMap<String, String>,
-    targets: &[(&str, &Symbol)],
+    targets: &[(&str, Found<'_>)],
     budget: usize,
 ) -> Vec<References> {
     let mut spent = 0;
@@ -165,7 +164,7 @@ fn references_of(
     for (_, symbol) in targets {
         let found = index.references(symbol.name());
         let mut references = References {
-            path: symbol.path().to_owned(),
+            path: symbol.symbol_path().into_owned(),
             name: symbol.name().to_owned(),
             definitions: defining_files(index, symbol.name()),
             total_sites: found.len(),
@@ -193,8 +192,8 @@ fn references_of(
                 .take(MAX_SITE_CHARS)
                 .collect();
             let enclosing = index
-                .enclosing_symbol(file, range.start)
-                .map(|symbol| symbol.path().to_owned())
+                .enclosing(file, range.start)
+                .map(|symbol| symbol.symbol_path().into_owned())
                 .unwrap_or_default();
             // Never below `least_site_cost`: the line holds the name, so it is a token at least.
             let cost =
@@ -237,7 +236,7 @@ pub fn planner_input(
 ) -> Result<PlannerInput, String> {
     let mut targets = Vec::new();
     // The targets shown, whose uses the planner sees too.
-    let mut shown: Vec<(&str, &Symbol)> = Vec::new();
+    let mut shown: Vec<(&str, Found<'_>)> = Vec::new();
     let mut files: Vec<&str> = Vec::new();
     for item in focus {
         let file = item.file();
@@ -251,15 +250,16 @@ pub fn planner_input(
             files.push(file);
         }
         for symbol in chosen_symbols(entry, item)? {
-            let Some(located) = locate(entry.language, text, symbol.path()) else {
+            let path = symbol.symbol_path().into_owned();
+            let Some(located) = locate(entry.language, text, &path) else {
                 continue;
             };
             let source = located.display(text);
             shown.push((file, symbol));
             targets.push(TargetSource {
                 file: file.to_owned(),
-                path: symbol.path().to_owned(),
-                kind: symbol.kind.name().to_owned(),
+                path,
+                kind: symbol.symbol.kind.name().to_owned(),
                 language: entry.language.name().to_owned(),
                 source,
             });
@@ -270,10 +270,12 @@ pub fn planner_input(
         .filter_map(|file| {
             let entry = index.file(file)?;
             let listed = entry
-                .symbols
-                .iter()
+                .symbols()
                 .take(MAX_LISTED_SYMBOLS)
-                .map(|symbol| (symbol.path().to_owned(), symbol.kind.name().to_owned()))
+                .map(|found| {
+                    let kind = found.symbol.kind.name().to_owned();
+                    (found.symbol_path().into_owned(), kind)
+                })
                 .collect();
             Some(((*file).to_owned(), listed))
         })
@@ -307,9 +309,10 @@ pub fn planner_input(
         .map(|file| {
             let symbols = index.file(&file).map_or_else(Vec::new, |entry| {
                 let mut paths: Vec<String> = Vec::new();
-                for symbol in entry.symbols.iter().take(MAX_LISTED_SYMBOLS) {
-                    if !paths.iter().any(|path| path == symbol.path()) {
-                        paths.push(symbol.path().to_owned());
+                for symbol in entry.symbols().take(MAX_LISTED_SYMBOLS) {
+                    let symbol_path = symbol.symbol_path();
+                    if !paths.iter().any(|path| *path == symbol_path) {
+                        paths.push(symbol_path.into_owned());
                     }
                 }
                 paths
@@ -339,36 +342,44 @@ pub fn planner_input(
 /// The symbols a selection is about: the outermost ones it covers whole, else the
 /// innermost one around it, else the one starting right after it (a `tierls:` comment
 /// above a function is about that function).
-fn selected_symbols<'s>(symbols: &'s [Symbol], range: &std::ops::Range<usize>) -> Vec<&'s Symbol> {
-    let covered = |symbol: &Symbol| {
+fn selected_symbols<'i>(entry: Entry<'i>, range: &std::ops::Range<usize>) -> Vec<Found<'i>> {
+    let symbols = &entry.file().symbols;
+    let covered = |symbol: &IndexedSymbol| {
         !range.is_empty() && range.start <= symbol.range().start && symbol.range().end <= range.end
     };
-    let outermost: Vec<&Symbol> = symbols
-        .iter()
-        .filter(|symbol| {
-            covered(symbol)
-                && !symbol
+    let outermost: Vec<usize> = (0..symbols.len())
+        .filter(|&index| {
+            covered(&symbols[index])
+                && !symbols[index]
                     .parent()
                     .is_some_and(|parent| covered(&symbols[parent]))
         })
         .collect();
     if !outermost.is_empty() {
-        return outermost;
+        return (outermost.into_iter())
+            .filter_map(|index| entry.symbol(index))
+            .collect();
     }
-    let around = symbols
-        .iter()
-        .filter(|symbol| symbol.range().start <= range.start && range.end <= symbol.range().end)
-        .min_by_key(|symbol| symbol.range().len());
-    let below = symbols
-        .iter()
-        .filter(|symbol| {
-            symbol.range().start >= range.end && symbol.range().start - range.end < 200
+    let around = entry
+        .symbols()
+        .filter(|found| {
+            let symbol = found.symbol;
+            symbol.range().start <= range.start && range.end <= symbol.range().end
         })
-        .min_by_key(|symbol| symbol.range().start);
+        .min_by_key(|found| found.symbol.range().len());
+    let below = entry
+        .symbols()
+        .filter(|found| {
+            let start = found.symbol.range().start;
+            start >= range.end && start - range.end < 200
+        })
+        .min_by_key(|found| found.symbol.range().start);
     // The symbol right below wins when it lies inside the one around (a method below a
     // comment in its class).
     let chosen = match (around, below) {
-        (Some(around), Some(below)) if around.range().end >= below.range().end => Some(below),
+        (Some(around), Some(below)) if around.symbol.range().end >= below.symbol.range().end => {
+            Some(below)
+        }
         (None, below) => below,
         (around, _) => around,
     };
@@ -385,17 +396,18 @@ pub const MAX_EDIT_SYMBOLS: usize = 8;
 /// too, and the item is what the user pointed at. Errors say why nothing can be sent to a
 /// model.
 pub fn edit_targets<'e>(
-    entry: &'e FileEntry,
+    entry: Entry<'e>,
     text: &ropey::Rope,
     range: &std::ops::Range<usize>,
-) -> Result<Vec<&'e Symbol>, String> {
+) -> Result<Vec<Found<'e>>, String> {
     let range = without_blank_ends(text, range);
     if range.is_empty() {
         return Err("the selection is empty: select the code to edit".to_owned());
     }
-    let symbols = &entry.symbols;
-    let intersects =
-        |symbol: &Symbol| symbol.range().start < range.end && range.start < symbol.range().end;
+    let symbols = &entry.file().symbols;
+    let intersects = |symbol: &IndexedSymbol| {
+        symbol.range().start < range.end && range.start < symbol.range().end
+    };
     let container = symbols
         .iter()
         .enumerate()
@@ -404,15 +416,15 @@ pub fn edit_targets<'e>(
         })
         .min_by_key(|(_, symbol)| symbol.range().len())
         .map(|(index, _)| index);
-    let members: Vec<&Symbol> = symbols
-        .iter()
-        .filter(|symbol| symbol.parent() == container && intersects(symbol))
+    let members: Vec<Found<'e>> = entry
+        .symbols()
+        .filter(|found| found.symbol.parent() == container && intersects(found.symbol))
         .collect();
     let in_an_impl = container.is_some_and(|index| symbols[index].kind == SymbolKind::Impl);
     let targets = match (container, members.len()) {
         (_, 2..) => members,
         (Some(_), 1) if in_an_impl => members,
-        (Some(container), _) => vec![&symbols[container]],
+        (Some(container), _) => entry.symbol(container).into_iter().collect(),
         (None, 1) => members,
         (None, _) => {
             return Err(

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use super::{Action, Plan, Step};
-use crate::core::index::extract::{Symbol, extract, parse};
+use crate::core::index::extract::{extract, parse};
 use crate::core::index::language::Language;
-use crate::core::index::table::Index;
+use crate::core::index::table::{Found, Index};
 
 /// Files a plan changed, indexed from their new texts: what a revision's fan-outs see
 /// in place of the workspace's index entries for them.
@@ -79,9 +79,9 @@ impl<'a> Layered<'a> {
         }
     }
 
-    fn symbol(&self, file: &str, path: &str) -> Option<&'a Symbol> {
+    fn symbol(&self, file: &str, path: &str) -> Option<Found<'a>> {
         let entry = self.layer(file).file(file)?;
-        entry.symbols.iter().find(|symbol| symbol.path() == path)
+        entry.symbols().find(|symbol| symbol.symbol_path() == path)
     }
 
     /// Every use of `name`, by path and then position.
@@ -99,8 +99,8 @@ impl<'a> Layered<'a> {
         found
     }
 
-    fn enclosing_symbol(&self, file: &str, offset: usize) -> Option<&'a Symbol> {
-        self.layer(file).enclosing_symbol(file, offset)
+    fn enclosing(&self, file: &str, offset: usize) -> Option<Found<'a>> {
+        self.layer(file).enclosing(file, offset)
     }
 
     /// How many files define `name`.
@@ -232,8 +232,8 @@ fn expand_one(
     let mut seen = std::collections::BTreeSet::new();
     for (file, range) in &sites {
         let enclosing = index
-            .enclosing_symbol(file, range.start)
-            .map(|symbol| symbol.path().to_owned())
+            .enclosing(file, range.start)
+            .map(|symbol| symbol.symbol_path().into_owned())
             .unwrap_or_default();
         let user = ((*file).to_owned(), enclosing);
         if seen.insert(user.clone()) {

@@ -21,8 +21,12 @@ pub trait Workspace {
 
 impl Workspace for crate::core::index::table::Index {
     fn symbols(&self, file: &str) -> Option<Vec<String>> {
-        self.file(file)
-            .map(|entry| entry.symbols.iter().map(|s| s.path().to_owned()).collect())
+        self.file(file).map(|entry| {
+            entry
+                .symbols()
+                .map(|s| s.symbol_path().into_owned())
+                .collect()
+        })
     }
 
     fn exists(&self, file: &str) -> bool {
