@@ -4,6 +4,7 @@ pub mod cache_format;
 pub mod extract;
 pub mod language;
 pub mod live;
+mod packed_references;
 pub mod repo_graph;
 pub mod repo_map;
 pub mod table;
