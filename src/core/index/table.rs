@@ -489,6 +489,10 @@ impl<'i> Found<'i> {
     /// The qualified path within the file: `Shape::area`, `Circle.area`, rebuilt from the
     /// names of the symbols it is nested in (borrowed for a top-level one, most of them).
     pub fn symbol_path(&self) -> Cow<'i, str> {
+        let prefix = self.entry.prefix(self.index);
+        if prefix.is_none() && self.symbol.parent().is_none() {
+            return Cow::Borrowed(self.name());
+        }
         // Parents come before their children (checked when the file was added), so this
         // ends.
         let mut names = vec![self.name()];
