@@ -122,7 +122,7 @@ pub struct Symbol<Key = CompactString> {
 
 /// A definition as the index keeps it: its name by id, where a C tree's two million
 /// definitions once held their names a second time, a million of them on the heap. Its
-/// path is rebuilt from its parents' names (see `table::Entry::symbol`).
+/// path is rebuilt from its parents' names (see `table::Found::symbol_path`).
 pub type IndexedSymbol = Symbol<NameId>;
 
 const NO_BODY: [u32; 2] = [u32::MAX, u32::MAX];
