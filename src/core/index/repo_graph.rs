@@ -7,8 +7,6 @@
 //! journals both (file versions, and the names each change touched). Every other row is
 //! reused: an edit in one file costs that file and its users, not the tree.
 
-use std::collections::BTreeMap;
-
 use super::table::{FileId, Index, NameId};
 
 /// Names defined in more files than this carry no signal.
@@ -21,7 +19,7 @@ pub(super) struct Row {
     computed_at: u64,
     /// The names this file uses that lead elsewhere, with their weights, by name id.
     pub(super) uses: Vec<(NameId, f64)>,
-    /// The files those names are defined in, in path order, with the summed weights.
+    /// The files those names are defined in, by id, with the summed weights.
     pub(super) edges: Vec<(FileId, f64)>,
     /// The sum of `edges`' weights.
     pub(super) out_weight: f64,
@@ -51,6 +49,7 @@ pub struct RepoGraph {
     flat: Flat,
     /// Rows (re)computed by the last update: what an edit cost.
     pub(super) last_recomputed: usize,
+    scratch: Scratch,
 }
 
 /// Long compound names (`parse_headers`, `RepoMapRequest`) point at one thing; short ones
@@ -83,7 +82,7 @@ impl RepoGraph {
             self.rows.resize_with(index.file_slots(), || None);
             let mut recomputed = 0;
             for (file, _) in index.files() {
-                self.rows[file.0 as usize] = Some(row(index, file, generation));
+                self.rows[file.0 as usize] = Some(row(index, file, generation, &mut self.scratch));
                 recomputed += 1;
             }
             self.seen = Some(generation);
@@ -114,7 +113,7 @@ impl RepoGraph {
                 }
             };
             if stale {
-                self.rows[slot] = Some(row(index, file, generation));
+                self.rows[slot] = Some(row(index, file, generation, &mut self.scratch));
                 recomputed += 1;
             }
         }
@@ -139,16 +138,28 @@ impl RepoGraph {
         for (at, id) in flat.files.iter().enumerate() {
             flat.position[id.0 as usize] = at;
         }
+        let rows: Vec<Option<&Row>> = flat
+            .files
+            .iter()
+            .map(|file| self.rows[file.0 as usize].as_ref())
+            .collect();
+        let edges: usize = rows.iter().flatten().map(|row| row.edges.len()).sum();
         flat.offsets.clear();
+        flat.offsets.reserve(rows.len() + 1);
         flat.to.clear();
+        flat.to.reserve(edges);
         flat.share.clear();
+        flat.share.reserve(edges);
         flat.offsets.push(0);
-        for file in &flat.files {
-            if let Some(row) = self.rows[file.0 as usize].as_ref() {
-                for &(to, weight) in &row.edges {
-                    flat.to.push(flat.position[to.0 as usize] as u32);
-                    flat.share.push(weight / row.out_weight);
-                }
+        for row in rows {
+            if let Some(row) = row {
+                flat.to.extend(
+                    row.edges
+                        .iter()
+                        .map(|(to, _)| flat.position[to.0 as usize] as u32),
+                );
+                flat.share
+                    .extend(row.edges.iter().map(|(_, weight)| weight / row.out_weight));
             }
             flat.offsets.push(flat.to.len());
         }
@@ -167,11 +178,29 @@ impl RepoGraph {
     }
 }
 
+/// Edge weights are summed in fixed point, 32 bits after the point: integer sums are the
+/// same whatever order the names come in, and that order follows name ids, i.e. the scan.
+/// (Sorting each file's names by their text instead cost most of a first build.)
+const FIXED_POINT: f64 = (1u64 << 32) as f64;
+
+fn to_fixed(weight: f64) -> u64 {
+    // `as` saturates: a weight past 2^32 (never seen: it would take a name used 10^16
+    // times) is capped, not wrapped.
+    (weight * FIXED_POINT).round() as u64
+}
+
+/// What computing rows needs besides the index, kept between rows: the summed weight
+/// towards each file so far (indexed by file id), and which files it touched.
+#[derive(Debug, Default)]
+struct Scratch {
+    towards: Vec<u64>,
+    touched: Vec<FileId>,
+}
+
 /// Computes `file`'s row from the index as it is now.
-fn row(index: &Index, file: FileId, generation: u64) -> Row {
+fn row(index: &Index, file: FileId, generation: u64, scratch: &mut Scratch) -> Row {
     let mut uses = Vec::new();
-    // Summed per target in name order, so a weight is the same float whatever the scan order.
-    let mut targets: BTreeMap<FileId, f64> = BTreeMap::new();
+    scratch.towards.resize(index.file_slots(), 0);
     for (name, count) in index.name_uses(file) {
         let defining = index.defining(name);
         if defining.is_empty() {
@@ -190,21 +219,33 @@ fn row(index: &Index, file: FileId, generation: u64) -> Row {
         }
         let weight = specificity(index.name(name)) * (count as f64).sqrt() / defining.len() as f64;
         uses.push((name, weight));
-        for (defining_file, _) in defining {
-            if *defining_file != file {
-                *targets.entry(*defining_file).or_default() += weight;
+        let fixed = to_fixed(weight);
+        for &(defining_file, _) in defining {
+            if defining_file == file {
+                continue;
             }
+            let towards = &mut scratch.towards[defining_file.0 as usize];
+            if *towards == 0 {
+                scratch.touched.push(defining_file);
+            }
+            *towards = towards.saturating_add(fixed);
         }
     }
-    let mut edges: Vec<(FileId, f64)> = targets.into_iter().collect();
-    let path = |file: FileId| index.entry(file).map_or("", |entry| entry.path());
-    edges.sort_by(|a, b| path(a.0).cmp(path(b.0)));
-    let out_weight = edges.iter().map(|edge| edge.1).sum();
-    uses.sort_unstable_by_key(|(name, _)| *name);
+    scratch.touched.sort_unstable();
+    let mut out_weight = 0u64;
+    let edges = scratch
+        .touched
+        .drain(..)
+        .filter_map(|to| {
+            let weight = std::mem::take(&mut scratch.towards[to.0 as usize]);
+            out_weight = out_weight.saturating_add(weight);
+            (weight > 0).then(|| (to, weight as f64 / FIXED_POINT))
+        })
+        .collect();
     Row {
         computed_at: generation,
         uses,
         edges,
-        out_weight,
+        out_weight: out_weight as f64 / FIXED_POINT,
     }
 }

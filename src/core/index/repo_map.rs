@@ -35,6 +35,24 @@ pub fn last_recomputed_rows(index: &Index) -> usize {
     index.repo_graph().last_recomputed
 }
 
+/// A candidate for the map: one definition (a file's position in path order, the symbol's
+/// index), or every definition of the file from `first` on that scores the file's floor.
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    One { at: usize, symbol_index: usize },
+    Rest { at: usize, first: usize },
+}
+
+impl Place {
+    /// Where it sorts among candidates of the same score: by its (first) definition's place.
+    fn key(self) -> (usize, usize) {
+        match self {
+            Place::One { at, symbol_index } => (at, symbol_index),
+            Place::Rest { at, first } => (at, first),
+        }
+    }
+}
+
 pub fn repo_map(index: &Index, request: &RepoMapRequest<'_>) -> String {
     let mut graph = index.repo_graph();
     graph.update(index);
@@ -155,11 +173,23 @@ fn map_from_graph(index: &Index, graph: &RepoGraph, request: &RepoMapRequest<'_>
             focus_definitions.entry(at).or_default().push(found.index);
         }
     }
+    // A definition's whole score: what flows to it, its file's rank (so unreferenced
+    // definitions still rank by their file, below referenced ones), and the focus bonus.
+    let floor_of = |at: usize| rank[at] * 1e-3;
+    let score = |at: usize, symbol_index: usize, bonus: Option<&Vec<usize>>| {
+        let flowed = scores[at]
+            .as_ref()
+            .map_or(0.0, |file_scores| file_scores[symbol_index]);
+        let bonus = bonus.is_some_and(|bonus| bonus.contains(&symbol_index));
+        flowed + floor_of(at) + if bonus { 10.0 } else { 0.0 }
+    };
     // Definitions with a score, and those without in path order: they follow every scored
-    // one, in that order, when the budget has room left. A place is (file's position in
-    // path order, symbol index).
-    let mut candidates: Vec<((usize, usize), f64)> = Vec::new();
-    let mut unscored: Vec<(usize, usize)> = Vec::new();
+    // one, in that order, when the budget has room left. The definitions of a file that
+    // score its floor and nothing more (most of a large tree's, once the rank has spread)
+    // are one candidate, unfolded when it is reached: they have the same score and come
+    // in the order of their places, so the order is that of one candidate each.
+    let mut candidates: Vec<(Place, f64)> = Vec::new();
+    let mut unscored: Vec<Place> = Vec::new();
     for (at, &file) in files.iter().enumerate() {
         if focus.contains(&at) {
             continue;
@@ -167,31 +197,39 @@ fn map_from_graph(index: &Index, graph: &RepoGraph, request: &RepoMapRequest<'_>
         let Some(entry) = index.entry(file) else {
             continue;
         };
-        let file_rank = rank[at];
-        let bonus = focus_definitions.get(&at);
-        if file_rank == 0.0 && scores[at].is_none() && bonus.is_none() {
-            unscored.extend((0..entry.symbols.len()).map(|symbol_index| (at, symbol_index)));
+        let symbols = entry.symbols.len();
+        if symbols == 0 {
             continue;
         }
-        for symbol_index in 0..entry.symbols.len() {
-            let mut score = scores[at]
-                .as_ref()
-                .map_or(0.0, |file_scores| file_scores[symbol_index]);
-            // Unreferenced definitions still rank by their file, below referenced ones.
-            score += file_rank * 1e-3;
-            if bonus.is_some_and(|bonus| bonus.contains(&symbol_index)) {
-                score += 10.0;
-            }
-            if score > 0.0 {
-                candidates.push(((at, symbol_index), score));
+        let floor = floor_of(at);
+        let bonus = focus_definitions.get(&at);
+        if scores[at].is_none() && bonus.is_none() {
+            let whole = Place::Rest { at, first: 0 };
+            if floor > 0.0 {
+                candidates.push((whole, floor));
             } else {
-                unscored.push((at, symbol_index));
+                unscored.push(whole);
+            }
+            continue;
+        }
+        let mut rest = false;
+        for symbol_index in 0..symbols {
+            let one = Place::One { at, symbol_index };
+            match score(at, symbol_index, bonus) {
+                at_floor if at_floor == floor && floor > 0.0 => {
+                    if !rest {
+                        rest = true;
+                        let first = symbol_index;
+                        candidates.push((Place::Rest { at, first }, floor));
+                    }
+                }
+                positive if positive > 0.0 => candidates.push((one, positive)),
+                _ => unscored.push(one),
             }
         }
     }
-    let better = |a: &((usize, usize), f64), b: &((usize, usize), f64)| {
-        b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
-    };
+    let better =
+        |a: &(Place, f64), b: &(Place, f64)| b.1.total_cmp(&a.1).then(a.0.key().cmp(&b.0.key()));
 
     // Take the best until the budget is spent, then print them grouped by file, in order.
     let mut chosen: BTreeMap<(usize, String), Vec<usize>> = BTreeMap::new();
@@ -214,7 +252,22 @@ fn map_from_graph(index: &Index, graph: &RepoGraph, request: &RepoMapRequest<'_>
         Some(chunk.iter().map(|(place, _)| *place).collect::<Vec<_>>())
     })
     .flatten()
-    .chain(unscored);
+    .chain(unscored)
+    .flat_map(|place| {
+        let (at, symbols, whole) = match place {
+            Place::One { at, symbol_index } => (at, symbol_index..symbol_index + 1, false),
+            Place::Rest { at, first } => {
+                let symbols = index
+                    .entry(files[at])
+                    .map_or(0, |entry| entry.symbols.len());
+                (at, first..symbols, true)
+            }
+        };
+        let bonus = focus_definitions.get(&at);
+        symbols
+            .filter(move |&i| !whole || score(at, i, bonus) == floor_of(at))
+            .map(move |symbol_index| (at, symbol_index))
+    });
     for (at, symbol_index) in ordered {
         if spent + LEAST_COST > request.token_budget {
             break;

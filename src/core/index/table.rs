@@ -980,8 +980,8 @@ impl Index {
         })
     }
 
-    /// The names a file uses, with how often, by id, in the order of the names (not of
-    /// the ids, which follow the scan order).
+    /// The names a file uses, with how often, in the order of their ids (which follow the
+    /// scan order: a caller that sums over them must not depend on it).
     pub fn name_uses(&self, file: FileId) -> Vec<(NameId, u32)> {
         let Some(entry) = self.entry(file) else {
             return Vec::new();
@@ -991,7 +991,6 @@ impl Index {
             .iter()
             .map(|reference| reference.name)
             .collect();
-        // Counted by id (integers), then only the distinct names ordered by their text.
         names.sort_unstable();
         let mut uses: Vec<(NameId, u32)> = Vec::new();
         for name in names {
@@ -1000,7 +999,6 @@ impl Index {
                 _ => uses.push((name, 1)),
             }
         }
-        uses.sort_unstable_by(|a, b| self.names.name(a.0).cmp(self.names.name(b.0)));
         uses
     }
 
