@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tierls::core::index::language::Language;
 use tierls::core::index::repo_map::{RepoMapRequest, repo_map};
+use tierls::core::index::table::Index;
 use tierls::scan::{ScanOptions, Skip, scan_into_index};
 
 use crate::support::TestServer;
@@ -125,58 +127,203 @@ type Files = BTreeMap<String, String>;
 /// A change to a workspace's files.
 type Edit<'a> = dyn Fn(&mut Files) + 'a;
 
+const PACKAGE_FILES: usize = 40;
+
+/// The generated package's files by path.
+fn generated_package() -> Files {
+    (0..PACKAGE_FILES)
+        .map(|i| (format!("pkg/m{i}.py"), generated_module(i, PACKAGE_FILES)))
+        .collect()
+}
+
+/// Brings `index` from the files `before` to the files `after`: what changed only.
+fn sync_index(index: &mut Index, before: &Files, after: &Files) {
+    for path in before.keys().filter(|path| !after.contains_key(*path)) {
+        index.remove(path);
+    }
+    for (path, source) in after {
+        if before.get(path) != Some(source) {
+            crate::support::index_source(index, path, Language::Python, source);
+        }
+    }
+}
+
+/// An index of `files` built fresh, in the order of their paths or (`reversed`) the
+/// opposite, so that two indexes of the same files number them differently.
+fn package_index(files: &Files, reversed: bool) -> Index {
+    let mut index = Index::default();
+    let mut files: Vec<_> = files.iter().collect();
+    if reversed {
+        files.reverse();
+    }
+    for (path, source) in files {
+        crate::support::index_source(&mut index, path, Language::Python, source);
+    }
+    index
+}
+
+/// Three maps of the generated package, and the graph rows the first of them recomputed.
+fn package_maps(index: &Index) -> ([String; 3], usize) {
+    use tierls::core::index::repo_map::last_recomputed_rows;
+    let mut rows = None;
+    let maps = [Some("pkg/m0.py"), Some("pkg/m3.py"), None].map(|focus| {
+        let focus_files: Vec<&str> = focus.into_iter().collect();
+        let request = RepoMapRequest {
+            focus_files: &focus_files,
+            focus_names: &["render"],
+            token_budget: 120,
+        };
+        let map = repo_map(index, &request);
+        rows.get_or_insert(last_recomputed_rows(index));
+        map
+    });
+    (maps, rows.unwrap_or_default())
+}
+
 /// Applies `edits` to an indexed package one after another. After each, the map from the
 /// graph kept between requests must equal the map from an index built fresh from the same
 /// files in the opposite order; what is shown is how many graph rows each edit cost.
 fn check_graph_updates(edits: &[(&str, &Edit<'_>)]) -> String {
-    use tierls::core::index::language::Language;
-    use tierls::core::index::repo_map::last_recomputed_rows;
-    use tierls::core::index::table::Index;
-    const FILES: usize = 40;
-    let mut files: Files = (0..FILES)
-        .map(|i| (format!("pkg/m{i}.py"), generated_module(i, FILES)))
-        .collect();
-    let mut kept = Index::default();
-    for (path, source) in &files {
-        crate::support::index_source(&mut kept, path, Language::Python, source);
-    }
-    // Three maps, and the graph rows the first of them recomputed.
-    let maps = |index: &Index| {
-        let mut rows = None;
-        let maps = [Some("pkg/m0.py"), Some("pkg/m3.py"), None].map(|focus| {
-            let focus_files: Vec<&str> = focus.into_iter().collect();
-            let request = RepoMapRequest {
-                focus_files: &focus_files,
-                focus_names: &["render"],
-                token_budget: 120,
-            };
-            let map = repo_map(index, &request);
-            rows.get_or_insert(last_recomputed_rows(index));
-            map
-        });
-        (maps, rows.unwrap_or_default())
-    };
-    let mut shown = format!("first map: {} rows\n", maps(&kept).1);
+    let mut files = generated_package();
+    let mut kept = package_index(&files, false);
+    let mut shown = format!("first map: {} rows\n", package_maps(&kept).1);
     for (name, edit) in edits {
         let before = files.clone();
         edit(&mut files);
-        for path in before.keys().filter(|path| !files.contains_key(*path)) {
-            kept.remove(path);
-        }
-        for (path, source) in &files {
-            if before.get(path) != Some(source) {
-                crate::support::index_source(&mut kept, path, Language::Python, source);
-            }
-        }
-        let (from_kept, rows) = maps(&kept);
-        let mut fresh = Index::default();
-        for (path, source) in files.iter().rev() {
-            crate::support::index_source(&mut fresh, path, Language::Python, source);
-        }
-        assert_eq!(from_kept, maps(&fresh).0, "after {name}");
+        sync_index(&mut kept, &before, &files);
+        let (from_kept, rows) = package_maps(&kept);
+        assert_eq!(
+            from_kept,
+            package_maps(&package_index(&files, true)).0,
+            "after {name}"
+        );
         shown.push_str(&format!("{name}: {rows} rows\n"));
     }
     shown
+}
+
+/// The graph built a few rows a step, as the server builds it after its scan, with `edits`
+/// made between the steps: once built, its maps must equal an index's built fresh from the
+/// final files. What is shown is what each step saw and what the first map recomputed.
+fn check_graph_built_in_steps(rows_per_step: usize, edits: &[(&str, &Edit<'_>)]) -> String {
+    use tierls::core::index::repo_map::{build_graph_step, last_recomputed_rows};
+    let mut files = generated_package();
+    let mut kept = package_index(&files, false);
+    let mut edits = edits.iter();
+    let mut shown = String::new();
+    let mut step = 0;
+    while !build_graph_step(&kept, rows_per_step) {
+        step += 1;
+        let Some((name, edit)) = edits.next() else {
+            continue;
+        };
+        let before = files.clone();
+        edit(&mut files);
+        sync_index(&mut kept, &before, &files);
+        shown.push_str(&format!("after step {step}: {name}\n"));
+    }
+    for (name, edit) in edits {
+        let before = files.clone();
+        edit(&mut files);
+        sync_index(&mut kept, &before, &files);
+        shown.push_str(&format!("after the build: {name}\n"));
+    }
+    shown.push_str(&format!(
+        "built in {} steps, {} rows in all\n",
+        step + 1,
+        last_recomputed_rows(&kept)
+    ));
+    let (from_kept, rows) = package_maps(&kept);
+    let fresh = package_index(&files, true);
+    assert_eq!(from_kept, package_maps(&fresh).0);
+    shown.push_str(&format!("first map: {rows} rows recomputed\n"));
+    // Every file's map, with room for all it ranks: a row left stale shows in one of them.
+    for path in files.keys() {
+        let request = RepoMapRequest {
+            focus_files: &[path.as_str()],
+            focus_names: &[],
+            token_budget: 2000,
+        };
+        assert_eq!(
+            repo_map(&kept, &request),
+            repo_map(&fresh, &request),
+            "{path}"
+        );
+    }
+    shown
+}
+
+#[test]
+fn the_repo_graph_built_in_steps_sees_what_changed_between_them() {
+    let shown = check_graph_built_in_steps(
+        5,
+        &[
+            ("m0 edited (its row was computed)", &|files| {
+                let source = files.get_mut("pkg/m0.py").unwrap();
+                *source = source.replace("(x) + 1", "(x) + 2");
+            }),
+            ("m30 edited (its row was not)", &|files| {
+                let source = files.get_mut("pkg/m30.py").unwrap();
+                *source = source.replace("(x) + 1", "(x) + 3");
+            }),
+            (
+                "m3 defines build_part_10 as well (m1 uses it: its row was computed)",
+                &|files| {
+                    files
+                        .get_mut("pkg/m3.py")
+                        .unwrap()
+                        .push_str("\ndef build_part_10(y):\n    return y\n");
+                },
+            ),
+            ("m25 deleted", &|files| {
+                files.remove("pkg/m25.py");
+            }),
+            ("a new module used by m2", &|files| {
+                files.insert(
+                    "pkg/m40.py".to_owned(),
+                    "def brand_new_helper():\n    return 1\n".to_owned(),
+                );
+                files
+                    .get_mut("pkg/m2.py")
+                    .unwrap()
+                    .push_str("\ndef uses_it():\n    return m40.brand_new_helper()\n");
+            }),
+            ("m9 renamed to m99", &|files| {
+                let source = files.remove("pkg/m9.py").unwrap();
+                files.insert("pkg/m99.py".to_owned(), source);
+            }),
+        ],
+    );
+    insta::assert_snapshot!(shown);
+}
+
+#[test]
+fn the_repo_graph_built_in_steps_is_built_again_when_the_journal_overflows() {
+    let shown = check_graph_built_in_steps(
+        5,
+        &[
+            ("m3 defines build_part_5 as well", &|files| {
+                files
+                    .get_mut("pkg/m3.py")
+                    .unwrap()
+                    .push_str("\ndef build_part_5(y):\n    return y\n");
+            }),
+            (
+                "a file of 70,000 new names (the journal overflows)",
+                &|files| {
+                    let source: String =
+                        (0..70_000).map(|i| format!("def f{i}(): pass\n")).collect();
+                    files.insert("pkg/many.py".to_owned(), source);
+                },
+            ),
+        ],
+    );
+    insta::assert_snapshot!(shown);
+}
+
+#[test]
+fn the_repo_graph_built_in_one_step_needs_nothing_more() {
+    insta::assert_snapshot!(check_graph_built_in_steps(usize::MAX, &[]));
 }
 
 #[test]
@@ -474,8 +621,6 @@ fn a_file_deleted_before_it_is_read_is_counted_not_fatal() {
 
 #[test]
 fn the_table_answers_enclosing_symbols_references_and_renames() {
-    use tierls::core::index::language::Language;
-    use tierls::core::index::table::Index;
     let mut index = Index::default();
     for (path, text) in [("src/shapes.rs", SHAPES), ("src/main.rs", MAIN)] {
         crate::support::index_source(&mut index, path, Language::Rust, text);
@@ -560,8 +705,6 @@ async fn file_operations_from_the_editor_update_the_index() {
 /// prefix answers what a plain ordered map of the defined names answers.
 #[test]
 fn names_by_prefix_follow_every_definition_and_removal() {
-    use tierls::core::index::language::Language;
-    use tierls::core::index::table::Index;
     let mut rng = fastrand::Rng::with_seed(17);
     let mut index = Index::default();
     // file -> the names it defines; the model is derived from it.

@@ -45,9 +45,11 @@ pub(super) struct Flat {
 pub struct RepoGraph {
     /// The index generation the rows reflect; `None` before the first build.
     seen: Option<u64>,
+    /// A first build under way in steps: the generation it began at, the next file slot.
+    building: Option<(u64, usize)>,
     rows: Vec<Option<Row>>,
     flat: Flat,
-    /// Rows (re)computed by the last update: what an edit cost.
+    /// Rows (re)computed by the last update or build steps: what an edit cost.
     pub(super) last_recomputed: usize,
     scratch: Scratch,
 }
@@ -66,29 +68,63 @@ fn specificity(name: &str) -> f64 {
 }
 
 impl RepoGraph {
+    /// Builds the graph from nothing, at most `max_rows` rows a call, and says whether it is
+    /// built; a server calls it in steps after its scan, each under a short lock, so that
+    /// the first map does not build the whole graph under its caller's lock. Rows computed
+    /// in earlier steps stay: whatever changed since the build began is found stale by the
+    /// next update, as a change after any build is.
+    pub(super) fn build_step(&mut self, index: &Index, max_rows: usize) -> bool {
+        if self.seen.is_some() {
+            return true;
+        }
+        let (began, mut slot) = match self.building {
+            Some(building) => building,
+            None => {
+                self.rows.clear();
+                (index.generation(), 0)
+            }
+        };
+        self.rows.resize_with(index.file_slots(), || None);
+        let generation = index.generation();
+        let mut computed = 0;
+        while slot < self.rows.len() && computed < max_rows {
+            let file = FileId(slot as u32);
+            self.rows[slot] = index
+                .version(file)
+                .map(|_| row(index, file, generation, &mut self.scratch));
+            computed += usize::from(self.rows[slot].is_some());
+            slot += 1;
+        }
+        self.last_recomputed += computed;
+        if slot < self.rows.len() {
+            self.building = Some((began, slot));
+            return false;
+        }
+        self.building = None;
+        self.seen = Some(began);
+        self.flatten(index);
+        true
+    }
+
     /// Brings the rows up to date with `index`.
     pub(super) fn update(&mut self, index: &Index) {
         let generation = index.generation();
-        if self.seen == Some(generation) {
-            self.last_recomputed = 0;
-            return;
-        }
-        let changed_names = self
-            .seen
-            .and_then(|seen| index.definition_changes_since(seen));
-        let Some(changed_names) = changed_names else {
-            // First build, or the journal no longer reaches back to it: every row.
-            self.rows.clear();
-            self.rows.resize_with(index.file_slots(), || None);
-            let mut recomputed = 0;
-            for (file, _) in index.files() {
-                self.rows[file.0 as usize] = Some(row(index, file, generation, &mut self.scratch));
-                recomputed += 1;
+        self.last_recomputed = 0;
+        let changed_names = loop {
+            match self.seen {
+                None => {
+                    self.build_step(index, usize::MAX);
+                }
+                Some(seen) if seen == generation => return,
+                Some(seen) => match index.definition_changes_since(seen) {
+                    Some(changed) => break changed,
+                    // The journal no longer reaches back to it: every row again.
+                    None => {
+                        self.seen = None;
+                        self.building = None;
+                    }
+                },
             }
-            self.seen = Some(generation);
-            self.last_recomputed = recomputed;
-            self.flatten(index);
-            return;
         };
         self.rows.resize_with(index.file_slots(), || None);
         // A bit per name: the test below runs once per reference in the tree.
@@ -118,7 +154,7 @@ impl RepoGraph {
             }
         }
         self.seen = Some(generation);
-        self.last_recomputed = recomputed;
+        self.last_recomputed += recomputed;
         // Any change may move files in path order (a rename, a new file): a few
         // milliseconds, against the thirty passes it saves each a lookup and a division.
         self.flatten(index);
@@ -165,8 +201,10 @@ impl RepoGraph {
         }
     }
 
-    pub(super) fn is_built(&self) -> bool {
-        self.seen.is_some()
+    /// Whether the index must journal its changes for this graph: once a build has begun,
+    /// rows computed before a change must learn of it.
+    pub(super) fn needs_journal(&self) -> bool {
+        self.seen.is_some() || self.building.is_some()
     }
 
     pub(super) fn row(&self, file: FileId) -> Option<&Row> {

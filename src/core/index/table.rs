@@ -752,13 +752,13 @@ impl Index {
         }
     }
 
-    /// The journal is for a repo graph to catch up; before one is built there is nothing
+    /// The journal is for a repo graph to catch up; before one is begun there is nothing
     /// to catch up with (it will be built whole).
     fn keeps_journal(&mut self) -> bool {
         self.repo_graph
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_built()
+            .needs_journal()
     }
 
     /// Drops a file from the tables (the journal is the caller's).
