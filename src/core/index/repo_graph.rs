@@ -222,7 +222,7 @@ impl RepoGraph {
 const FIXED_POINT: f64 = (1u64 << 32) as f64;
 
 fn to_fixed(weight: f64) -> u64 {
-    // `as` saturates: a weight past 2^32 (never seen: it would take a name used 10^16
+    // `as` saturates: a weight past 2^32 (never seen: it would take a name used 10^17
     // times) is capped, not wrapped.
     (weight * FIXED_POINT).round() as u64
 }
