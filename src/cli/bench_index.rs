@@ -104,7 +104,7 @@ pub fn run(path: PathBuf) -> ExitCode {
             focus_names: &[],
             token_budget: 2048,
         };
-        // Built first in steps, as the server does after its scan.
+        // Built first in steps, as the server does before its first plan.
         let mut steps = Vec::new();
         loop {
             let started = Instant::now();

@@ -12,7 +12,6 @@ use tower_lsp::lsp_types::notification::Progress;
 use tower_lsp::lsp_types::request::WorkDoneProgressCreate;
 use tower_lsp::lsp_types::*;
 
-use crate::core::index::repo_map::{GRAPH_ROWS_PER_STEP, build_graph_step};
 use crate::scan::{ScanStats, Skip};
 use crate::workspace;
 
@@ -56,27 +55,7 @@ pub fn start(workspace: workspace::Shared, client: Client, progress_supported: b
         );
         tracing::debug!("the scan took {:.2} s", stats.elapsed.as_secs_f64());
         let _ = events.send(Event::Done(stats));
-        build_repo_graph(&workspace);
     });
-}
-
-/// Builds the repo map's graph in steps of a short lock each, so that the first plan
-/// request does not build it under the lock while completions wait (half a second on the
-/// kernel's 55,000 files).
-fn build_repo_graph(workspace: &workspace::Shared) {
-    let started = Instant::now();
-    let mut steps = 0;
-    loop {
-        steps += 1;
-        let workspace = workspace.lock();
-        if build_graph_step(workspace.index(), GRAPH_ROWS_PER_STEP) {
-            break;
-        }
-    }
-    tracing::debug!(
-        "the repo map's graph took {:.2} s in {steps} steps",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 /// Forwards scan events as `$/progress`, at most five reports a second.

@@ -424,6 +424,10 @@ impl Driver {
         .map_err(|err| err.to_string())
         .and_then(|texts| texts)
         .map_err(PlanError::Focus)?;
+        let shared = self.workspace.clone();
+        tokio::task::spawn_blocking(move || shared.build_repo_graph())
+            .await
+            .map_err(|err| PlanError::Focus(err.to_string()))?;
         let workspace = self.workspace.lock();
         planner_input(
             workspace.index(),

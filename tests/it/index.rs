@@ -202,7 +202,7 @@ fn check_graph_updates(edits: &[(&str, &Edit<'_>)]) -> String {
     shown
 }
 
-/// The graph built a few rows a step, as the server builds it after its scan, with `edits`
+/// The graph built a few rows a step, as the server builds it before a plan, with `edits`
 /// made between the steps: once built, its maps must equal an index's built fresh from the
 /// final files. What is shown is what each step saw and what the first map recomputed.
 fn check_graph_built_in_steps(rows_per_step: usize, edits: &[(&str, &Edit<'_>)]) -> String {

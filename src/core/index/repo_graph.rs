@@ -69,8 +69,8 @@ fn specificity(name: &str) -> f64 {
 
 impl RepoGraph {
     /// Builds the graph from nothing, at most `max_rows` rows a call, and says whether it is
-    /// built; a server calls it in steps after its scan, each under a short lock, so that
-    /// the first map does not build the whole graph under its caller's lock. Rows computed
+    /// built; a server calls it in steps before its first plan, each under a short lock, so
+    /// that the map does not build the whole graph under its caller's lock. Rows computed
     /// in earlier steps stay: whatever changed since the build began is found stale by the
     /// next update, as a change after any build is.
     pub(super) fn build_step(&mut self, index: &Index, max_rows: usize) -> bool {
