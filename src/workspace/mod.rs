@@ -440,18 +440,21 @@ impl Shared {
     /// Builds the repo map's graph, if it is not yet, in steps of a short lock each (about
     /// 10 ms on the kernel), so that the first plan does not build it under one lock while
     /// completions wait (half a second on the kernel's 55,000 files). Built on the first
-    /// plan, not after the scan: a map on the kernel raises the peak by about 155 MiB, most
-    /// of it the graph, which a user who never plans should not pay. Blocking: call it off the async runtime.
+    /// plan, not after the scan: the graph and a map's working space raise the kernel's
+    /// peak by about 155 MiB, which a user who never plans should not pay. Blocking: call
+    /// it off the async runtime.
     pub fn build_repo_graph(&self) {
         use crate::core::index::repo_map::{GRAPH_ROWS_PER_STEP, build_graph_step};
         let started = std::time::Instant::now();
         let mut steps = 0;
         loop {
             steps += 1;
-            let workspace = self.lock();
-            if build_graph_step(workspace.index(), GRAPH_ROWS_PER_STEP) {
+            if build_graph_step(self.lock().index(), GRAPH_ROWS_PER_STEP) {
                 break;
             }
+            // The mutex is not fair: without a pause this thread takes it back before a
+            // handler woken by the unlock can, and the steps would hold it end to end.
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         if steps > 1 {
             tracing::debug!(
