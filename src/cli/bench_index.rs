@@ -67,6 +67,14 @@ pub fn run(path: PathBuf) -> ExitCode {
         None => output::line("ctags: not run (Universal Ctags is not installed)"),
     }
 
+    let sample: Vec<(PathBuf, Language)> = index
+        .files()
+        .map(|(_, entry)| (path.join(&entry.path), entry.language))
+        .collect();
+    if let Some(extraction) = extraction_times(&sample) {
+        output::line(&extraction);
+    }
+
     let keystrokes = keystroke_times();
     output::line(&format!(
         "keystroke in a 5,000-line Rust file (edit + incremental reparse, what the server does per keystroke): median {:.2} ms, p95 {:.2} ms over {} keystrokes; extracting its symbols when the index is next read: {:.2} ms; a full parse: {:.2} ms",
@@ -233,6 +241,46 @@ fn warm_start(root: &std::path::Path) -> Option<String> {
         writing.as_secs_f64(),
         human_bytes(size),
     ))
+}
+
+/// At most this many files are extracted both ways (see [`extraction_times`]).
+const EXTRACTION_SAMPLE: usize = 2_000;
+
+/// Extraction through the one-walk matcher against tree-sitter's query cursor, on an even
+/// sample of the indexed files: each parsed once, extracted both ways, the results compared.
+fn extraction_times(files: &[(PathBuf, Language)]) -> Option<String> {
+    use crate::core::index::extract::{extract, extract_with_query_cursor, parse};
+    let every = files.len().div_ceil(EXTRACTION_SAMPLE).max(1);
+    let (mut parsing, mut walking, mut querying) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut sampled, mut same) = (0, 0);
+    let max_bytes = crate::scan::ScanOptions::default().max_file_bytes;
+    for (path, language) in files.iter().step_by(every) {
+        let Ok(text) = crate::scan::read_source(path, max_bytes) else {
+            continue;
+        };
+        let started = Instant::now();
+        let Some(tree) = parse(*language, &text, None) else {
+            continue;
+        };
+        parsing += started.elapsed();
+        let started = Instant::now();
+        let walked = extract(*language, &tree, &text);
+        walking += started.elapsed();
+        let started = Instant::now();
+        let queried = extract_with_query_cursor(*language, &tree, &text);
+        querying += started.elapsed();
+        sampled += 1;
+        same += usize::from(walked == queried);
+    }
+    (sampled > 0).then(|| {
+        format!(
+            "extracting symbols from {sampled} files (every {every}th indexed file, each parsed once in {:.2} s in all): one walk of the tree {:.2} s, tree-sitter's query cursor {:.2} s => {:.2}x faster; the same symbols and references in {same} of {sampled} files",
+            parsing.as_secs_f64(),
+            walking.as_secs_f64(),
+            querying.as_secs_f64(),
+            querying.as_secs_f64() / walking.as_secs_f64().max(1e-9),
+        )
+    })
 }
 
 /// Universal Ctags over `files`: its time, its peak memory and the tags it wrote.

@@ -1,13 +1,21 @@
 //! Every language's tags query compiles against its grammar and finds what it should.
 
-use tierls::core::index::extract::{extract, parse};
+use tierls::core::index::extract::{extract, extract_with_query_cursor, parse};
 use tierls::core::index::language::Language;
 use tierls::core::index::table::Index;
+use tierls::core::index::tag_patterns::TagPatterns;
 
 #[test]
 fn every_query_compiles_against_its_grammar() {
     for language in Language::ALL {
         let query = language.query().unwrap_or_else(|err| panic!("{err}"));
+        let patterns = language.tag_patterns();
+        assert!(
+            patterns.is_some(),
+            "{}: the one-walk matcher does not take this query: {:?}",
+            language.name(),
+            TagPatterns::compile(&language.grammar(), &language.query_source()).err()
+        );
         let names = query.capture_names();
         assert!(
             names.contains(&"name"),
@@ -30,6 +38,11 @@ fn every_query_compiles_against_its_grammar() {
 fn check(language: Language, source: &str) -> String {
     let tree = parse(language, source, None).unwrap();
     let found = extract(language, &tree, source);
+    assert_eq!(
+        found,
+        extract_with_query_cursor(language, &tree, source),
+        "the one-walk matcher finds what tree-sitter's query cursor finds"
+    );
     let mut index = Index::default();
     index.upsert("file", language, found.clone(), source.len());
     let indexed: Vec<(String, String)> = (index.file("file").unwrap().symbols())
@@ -297,4 +310,124 @@ fn languages_from_paths_and_lsp_ids() {
         Some(Language::Tsx)
     );
     assert_eq!(Language::from_lsp_id("plaintext"), None);
+}
+
+/// The one-walk matcher against tree-sitter's query cursor on every file of the test
+/// fixtures and on code that makes a pattern match more than one way (several receivers,
+/// declarators, parameters), nests deeply, or is broken: the same symbols and references.
+#[test]
+fn the_one_walk_matcher_finds_what_the_query_cursor_finds() {
+    let mut sources: Vec<(Language, String, String)> = Vec::new();
+    for entry in walkdir::WalkDir::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")) {
+        let entry = entry.unwrap();
+        let path = entry.path().to_string_lossy().into_owned();
+        if let Some(language) = Language::from_path(&path)
+            && let Ok(text) = std::fs::read_to_string(entry.path())
+        {
+            sources.push((language, path, text));
+        }
+    }
+    let deep = format!("fn f() {{ {}1{} }}", "(".repeat(3000), ")".repeat(3000));
+    let tricky = [
+        (
+            Language::Go,
+            "package p\nfunc (a A, b *B[T]) M() {}\nfunc (*) N() {}\nvar x, y = 1, f(2)",
+        ),
+        (
+            Language::C,
+            "int f(void), *g(int), h;\nstruct S { int (*cb)(void); } s;\n#define M(x) x\nvoid k(void) { f(); s.cb(); }",
+        ),
+        (
+            Language::Cpp,
+            "namespace a { struct B { void c(); }; }\nvoid a::B::c() { d(); }\nvoid x::y::z() {}\nint main() { a::B b; b.c(); a::e(); }",
+        ),
+        (
+            Language::TypeScript,
+            "export const a = () => 1, b = 2;\nlet c = function() {}, d;\nclass E<T> extends F { g(): H { return new I(); } }",
+        ),
+        (
+            Language::Tsx,
+            "const A = () => <B><C.D /></B>;\nfunction E() { return <F x={g()} />; }",
+        ),
+        (
+            Language::JavaScript,
+            "var a = () => 1, b = function() {};\nexport let c = 1;\nnew D(); e.f(); g();",
+        ),
+        (
+            Language::Python,
+            "class A(B, C.D, E):\n    def f(self): g(); self.h()\nX = 1\nX, Y = 2, 3",
+        ),
+        (
+            Language::Java,
+            "class A<T> extends B { A() { new C<T>(); d(); } record R(int x) {} @interface N {} }",
+        ),
+        (
+            Language::Rust,
+            "impl<T> a::B<T> for C { fn d() { e(); f.g(); h::i(); j!(); } }\nmacro_rules! k { () => {} }",
+        ),
+        (Language::Rust, deep.as_str()),
+        (
+            Language::C,
+            "struct { int x; ) f( { g(; }} typedef int;\n#define\nvoid h() { i(); ",
+        ),
+        (Language::Go, "func (r ) ( { type T struct { x( } var = f("),
+    ];
+    for (language, text) in tricky {
+        sources.push((language, format!("({})", language.name()), text.to_owned()));
+    }
+    assert!(sources.len() > 20, "the fixtures hold source files");
+    let mut languages = std::collections::BTreeSet::new();
+    for (language, path, text) in &sources {
+        let tree = parse(*language, text, None).unwrap();
+        let found = extract(*language, &tree, text);
+        assert_eq!(
+            found,
+            extract_with_query_cursor(*language, &tree, text),
+            "{path}: the one-walk matcher and the query cursor differ"
+        );
+        languages.insert(language.name());
+    }
+    assert_eq!(languages.len(), Language::ALL.len(), "every language seen");
+}
+
+/// What the one-walk matcher does not do is refused with the reason, and extraction then
+/// runs tree-sitter's query cursor; what it does is read.
+#[test]
+fn the_one_walk_matcher_refuses_what_it_does_not_do() {
+    let grammar = Language::Rust.grammar();
+    let refused = |query: &str| match TagPatterns::compile(&grammar, query) {
+        Ok(_) => panic!("taken: {query}"),
+        Err(why) => format!("{query} => {why}"),
+    };
+    let shown = [
+        "(function_item name: (identifier) @name)*",
+        "(function_item . (identifier) @name)",
+        "((identifier) @name (#eq? @name \"main\"))",
+        "(function_item !name)",
+        "(_expression) @name",
+        "[(function_item) (struct_item)] @definition.function",
+        "(_) @name",
+        "(function_item nonsense: (identifier) @name)",
+        "(no_such_node) @name",
+        "(function_item name: (identifier) @name",
+        "(function_item \"fn\\x\" @name)",
+        "(ERROR) @name",
+    ]
+    .map(refused)
+    .join("\n");
+    insta::assert_snapshot!("one_walk_matcher_refuses", shown);
+    let taken = TagPatterns::compile(
+        &grammar,
+        "; a comment\n(function_item name: (identifier) @name) @definition.function\n(impl_item type: [(type_identifier) @name (generic_type type: (_) @name)] \"for\"?) @x",
+    );
+    assert_eq!(
+        taken.err().as_deref(),
+        Some("a quantifier (line 3 of the query)")
+    );
+    let taken = TagPatterns::compile(
+        &grammar,
+        "; a comment\n(function_item name: (identifier) @name) @definition.function\n(impl_item type: [(type_identifier) @name (generic_type type: (_) @name)]) @x",
+    )
+    .unwrap();
+    assert_eq!(taken.pattern_count(), 2);
 }

@@ -4,16 +4,18 @@
 //! kept.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Range;
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use tree_sitter::{Node, Parser, QueryCursor, StreamingIterator, Tree};
+use tree_sitter::{Node, Parser, Query, QueryCursor, StreamingIterator, Tree};
 
 use super::language::Language;
 use super::table::NameId;
+use super::tag_patterns::{Capture, Role, TagPatterns};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum SymbolKind {
@@ -34,7 +36,7 @@ pub enum SymbolKind {
 }
 
 impl SymbolKind {
-    fn from_capture(suffix: &str) -> Option<SymbolKind> {
+    pub(super) fn from_capture(suffix: &str) -> Option<SymbolKind> {
         Some(match suffix {
             "function" => SymbolKind::Function,
             "method" => SymbolKind::Method,
@@ -569,47 +571,95 @@ struct Draft<'t> {
     parent: Option<usize>,
 }
 
+thread_local! {
+    /// One parser per thread, kept from file to file: a scan parses tens of thousands.
+    static PARSER: RefCell<Parser> = RefCell::new(Parser::new());
+}
+
 /// Parses `text`, reusing `old` (already edited to match) when given.
 pub fn parse(language: Language, text: &str, old: Option<&Tree>) -> Option<Tree> {
-    let mut parser = Parser::new();
-    parser.set_language(&language.grammar()).ok()?;
-    parser.parse(text, old)
+    let run = |parser: &mut Parser| {
+        // Nothing of an earlier parse carries over (one that stopped would resume).
+        parser.reset();
+        parser.set_language(&language.grammar()).ok()?;
+        parser.parse(text, old)
+    };
+    PARSER
+        .try_with(|parser| match parser.try_borrow_mut() {
+            Ok(mut parser) => run(&mut parser),
+            Err(_) => run(&mut Parser::new()),
+        })
+        .unwrap_or_else(|_| run(&mut Parser::new()))
+}
+
+/// The tags query's matches through tree-sitter's query cursor.
+fn for_each_query_match<'tree>(
+    query: &Query,
+    tree: &'tree Tree,
+    text: &str,
+    found: &mut dyn FnMut(usize, &[Capture<'tree>]),
+) {
+    let roles: Vec<Role> = query
+        .capture_names()
+        .iter()
+        .map(|name| Role::from_capture_name(name))
+        .collect();
+    let mut captures = Vec::new();
+    let mut cursor = QueryCursor::new();
+    let mut matches = cursor.matches(query, tree.root_node(), text.as_bytes());
+    while let Some(found_match) = matches.next() {
+        captures.clear();
+        captures.extend(found_match.captures().iter().map(|capture| Capture {
+            role: roles[capture.index as usize],
+            node: capture.node,
+        }));
+        found(found_match.pattern_index, &captures);
+    }
 }
 
 /// The definitions and references of a parsed file.
 pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
+    extract_by(language, tree, text, language.tag_patterns())
+}
+
+/// [`extract`] through tree-sitter's query cursor whatever the query: what the one-walk
+/// matcher is checked against (tests, `tierls bench index`).
+pub fn extract_with_query_cursor(language: Language, tree: &Tree, text: &str) -> FileSymbols {
+    extract_by(language, tree, text, None)
+}
+
+fn extract_by(
+    language: Language,
+    tree: &Tree,
+    text: &str,
+    patterns: Option<&TagPatterns>,
+) -> FileSymbols {
     let Ok(query) = language.query() else {
         return FileSymbols {
             has_errors: tree.root_node().has_error(),
             ..FileSymbols::default()
         };
     };
-    let names = query.capture_names();
     let mut definitions: Vec<(usize, Draft, Option<&str>)> = Vec::new();
     let mut references = Vec::new();
-    let mut cursor = QueryCursor::new();
-    let mut matches = cursor.matches(query, tree.root_node(), text.as_bytes());
-    while let Some(found) = matches.next() {
+    let mut take = |pattern_index: usize, captures: &[Capture<'_>]| {
         let mut name_node = None;
         let mut definition = None;
         let mut reference = false;
         let mut container = None;
-        for capture in found.captures() {
-            let capture_name = names[capture.index as usize];
-            if capture_name == "name" {
-                name_node = Some(capture.node);
-            } else if capture_name == "container" {
-                container = Some(node_text(capture.node, text));
-            } else if let Some(kind) = capture_name.strip_prefix("definition.") {
-                definition = SymbolKind::from_capture(kind).map(|kind| (kind, capture.node));
-            } else if capture_name.starts_with("reference.") {
-                reference = true;
+        for capture in captures {
+            match capture.role {
+                Role::Name => name_node = Some(capture.node),
+                Role::Container => container = Some(node_text(capture.node, text)),
+                Role::Definition(kind) => definition = Some((kind, capture.node)),
+                Role::Reference => reference = true,
+                Role::Other => {}
             }
         }
-        let Some(name_node) = name_node else { continue };
+        let Some(name_node) = name_node else { return };
         let name_text = node_text(name_node, text);
         if name_text.is_empty() || name_text.len() > MAX_NAME_BYTES {
-            continue;
+            return;
         }
         if let Some((kind, node)) = definition {
             let draft = Draft {
@@ -623,10 +673,14 @@ pub fn extract(language: Language, tree: &Tree, text: &str) -> FileSymbols {
                     .map(|body| body.byte_range()),
                 parent: None,
             };
-            definitions.push((found.pattern_index, draft, container));
+            definitions.push((pattern_index, draft, container));
         } else if reference {
             references.push((name_node.byte_range(), name_text));
         }
+    };
+    match patterns {
+        Some(patterns) => patterns.for_each_match(tree.root_node(), &mut take),
+        None => for_each_query_match(query, tree, text, &mut take),
     }
 
     // Where two patterns define the same name, the earlier pattern (the more specific, or

@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 
 use tree_sitter::{Query, QueryError};
 
+use super::tag_patterns::TagPatterns;
+
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -206,5 +208,19 @@ impl Language {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The tags query compiled for one walk of the tree (see `tag_patterns`), built once per
+    /// process; `None` when the query uses more than that matcher does (or does not compile),
+    /// and extraction runs tree-sitter's query cursor instead.
+    pub fn tag_patterns(self) -> Option<&'static TagPatterns> {
+        static PATTERNS: [OnceLock<Option<TagPatterns>>; 9] = [const { OnceLock::new() }; 9];
+        PATTERNS[self as usize]
+            .get_or_init(|| {
+                let query = self.query().ok()?;
+                let patterns = TagPatterns::compile(&self.grammar(), &self.query_source()).ok()?;
+                (patterns.pattern_count() == query.pattern_count()).then_some(patterns)
+            })
+            .as_ref()
     }
 }

@@ -8,3 +8,4 @@ mod packed_references;
 pub mod repo_graph;
 pub mod repo_map;
 pub mod table;
+pub mod tag_patterns;
