@@ -274,7 +274,7 @@ fn extraction_times(files: &[(PathBuf, Language)]) -> Option<String> {
     }
     (sampled > 0).then(|| {
         format!(
-            "extracting symbols from {sampled} files (every {every}th indexed file, each parsed once in {:.2} s in all): one walk of the tree {:.2} s, tree-sitter's query cursor {:.2} s => {:.2}x faster; the same symbols and references in {same} of {sampled} files",
+            "extracting symbols from {sampled} files (one indexed file in {every}, each parsed once in {:.2} s in all): one walk of the tree {:.2} s, tree-sitter's query cursor {:.2} s => {:.2}x faster; the same symbols and references in {same} of {sampled} files",
             parsing.as_secs_f64(),
             walking.as_secs_f64(),
             querying.as_secs_f64(),

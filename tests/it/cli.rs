@@ -542,6 +542,7 @@ fn bench_index_compares_with_ctags_side_by_side() {
         "ctags",
         "keystroke in a 5,000-line Rust file",
         "repo map for",
+        "the same symbols and references in 3 of 3 files",
     ] {
         assert!(stdout.contains(figure), "no {figure:?} in\n{stdout}");
     }
